@@ -1,0 +1,751 @@
+//! Encoding and decoding of frames. Bytes in, frames out; no IO.
+//!
+//! Errors come in two kinds. A [`FrameError`] means the byte stream itself
+//! cannot be trusted any more (oversized frame, unknown type or flags, wrong
+//! version): the peer answers with a NACK and closes. A [`BodyError`] means
+//! one well-delimited frame had a bad body (a bad name, a truncated field):
+//! the peer answers that frame with NACK 400 and keeps the connection.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::code::ErrorCode;
+use crate::event::validate_entries;
+use crate::frame::*;
+use crate::names::{CacheKey, CacheName, NameError, NamespaceName, StreamName, TenantId};
+
+/// The byte stream is broken; reply with [`FrameError::code`] and close.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    #[error("frame of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("protocol version {0} is not supported (this server speaks 1)")]
+    UnsupportedVersion(u8),
+    #[error("unknown frame type 0x{0:02x}")]
+    UnknownType(u8),
+    #[error("unknown flag bits 0x{0:04x}")]
+    UnknownFlags(u16),
+}
+
+impl FrameError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            FrameError::TooLarge { .. } => ErrorCode::PAYLOAD_TOO_LARGE,
+            FrameError::UnsupportedVersion(_) => ErrorCode::UPGRADE_REQUIRED,
+            FrameError::UnknownType(_) | FrameError::UnknownFlags(_) => ErrorCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// One frame's body is malformed; reply NACK 400 to that frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BodyError {
+    #[error("{0} is truncated")]
+    Truncated(&'static str),
+    #[error("{0} is not valid UTF-8")]
+    Utf8(&'static str),
+    #[error("{0} has an unknown value")]
+    BadValue(&'static str),
+    #[error("{0} bytes left over after the body")]
+    Trailing(usize),
+    #[error("batch entries do not match their count")]
+    BadEntries,
+    #[error(transparent)]
+    Name(#[from] NameError),
+}
+
+impl BodyError {
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::BAD_REQUEST
+    }
+}
+
+/// A parsed frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub body_len: usize,
+    pub frame_type: FrameType,
+    pub flags: u16,
+    pub id: u64,
+}
+
+impl Header {
+    /// Parses and checks the first [`HEADER_LEN`] bytes of a frame.
+    /// `max_frame` bounds header plus body.
+    pub fn parse(b: &[u8; HEADER_LEN], max_frame: usize) -> Result<Self, FrameError> {
+        let body_len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        let size = HEADER_LEN.saturating_add(body_len);
+        if size > max_frame {
+            return Err(FrameError::TooLarge {
+                size,
+                limit: max_frame,
+            });
+        }
+        if b[4] != PROTOCOL_VERSION {
+            return Err(FrameError::UnsupportedVersion(b[4]));
+        }
+        let frame_type = FrameType::from_u8(b[5]).ok_or(FrameError::UnknownType(b[5]))?;
+        let flags = u16::from_be_bytes([b[6], b[7]]);
+        if flags & !KNOWN_FLAGS != 0 {
+            return Err(FrameError::UnknownFlags(flags));
+        }
+        let id = u64::from_be_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]);
+        Ok(Self {
+            body_len,
+            frame_type,
+            flags,
+            id,
+        })
+    }
+}
+
+/// What [`FrameDecoder::decode`] found: a header and its body's parse result.
+#[derive(Debug)]
+pub struct Decoded {
+    pub header: Header,
+    pub frame: Result<Frame, BodyError>,
+}
+
+/// Incremental decoder over a growing buffer, with a frame size limit that
+/// the session raises once AUTH succeeds.
+#[derive(Debug, Clone)]
+pub struct FrameDecoder {
+    max_frame: usize,
+}
+
+impl FrameDecoder {
+    pub fn new(max_frame: usize) -> Self {
+        Self { max_frame }
+    }
+
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.max_frame = max_frame;
+    }
+
+    /// Takes one frame off the front of `buf` if a whole one is there.
+    ///
+    /// The header is checked as soon as its 16 bytes arrive, before the body
+    /// is waited for, so an oversized or garbage frame is refused without
+    /// buffering it.
+    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Decoded>, FrameError> {
+        let Some(head) = buf.first_chunk::<HEADER_LEN>() else {
+            return Ok(None);
+        };
+        let header = Header::parse(head, self.max_frame)?;
+        if buf.len() < HEADER_LEN + header.body_len {
+            buf.reserve(HEADER_LEN + header.body_len - buf.len());
+            return Ok(None);
+        }
+        buf.advance(HEADER_LEN);
+        let body = buf.split_to(header.body_len).freeze();
+        let frame = decode_body(header.frame_type, body).map(|msg| Frame { id: header.id, msg });
+        Ok(Some(Decoded { header, frame }))
+    }
+}
+
+/// Decodes a whole frame from a slice holding exactly one frame.
+pub fn decode_exact(bytes: &[u8], max_frame: usize) -> Result<Frame, DecodeExactError> {
+    let mut buf = BytesMut::from(bytes);
+    let decoded = FrameDecoder::new(max_frame)
+        .decode(&mut buf)?
+        .ok_or(DecodeExactError::Incomplete)?;
+    if !buf.is_empty() {
+        return Err(DecodeExactError::Body(BodyError::Trailing(buf.len())));
+    }
+    Ok(decoded.frame?)
+}
+
+/// Error of [`decode_exact`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeExactError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error("incomplete frame")]
+    Incomplete,
+}
+
+// === impl Frame: encoding ===
+
+impl Frame {
+    /// Appends the encoded frame to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        let start = out.len();
+        out.put_u32(0);
+        out.put_u8(PROTOCOL_VERSION);
+        out.put_u8(self.msg.frame_type() as u8);
+        out.put_u16(0);
+        out.put_u64(self.id);
+        encode_body(&self.msg, out);
+        let body_len = (out.len() - start - HEADER_LEN) as u32;
+        out[start..start + 4].copy_from_slice(&body_len.to_be_bytes());
+    }
+
+    /// The encoded frame as a new buffer.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(64);
+        self.encode(&mut out);
+        out.freeze()
+    }
+}
+
+fn put_str8(out: &mut BytesMut, s: &str) {
+    let b = &s.as_bytes()[..s.len().min(255)];
+    out.put_u8(b.len() as u8);
+    out.put_slice(b);
+}
+
+fn put_bytes16(out: &mut BytesMut, b: &[u8]) {
+    let b = &b[..b.len().min(u16::MAX as usize)];
+    out.put_u16(b.len() as u16);
+    out.put_slice(b);
+}
+
+fn put_start(out: &mut BytesMut, s: StartAt) {
+    let (kind, arg) = match s {
+        StartAt::New => (0u8, 0u64),
+        StartAt::Earliest => (1, 0),
+        StartAt::Offset(o) => (2, o),
+        StartAt::TimestampMs(t) => (3, t),
+    };
+    out.put_u8(kind);
+    out.put_u64(arg);
+}
+
+fn put_scope(out: &mut BytesMut, t: &TenantId, n: &NamespaceName, x: &str) {
+    put_str8(out, t.as_str());
+    put_str8(out, n.as_str());
+    put_str8(out, x);
+}
+
+fn encode_body(msg: &Message, out: &mut BytesMut) {
+    match msg {
+        Message::Hello(h) => {
+            out.put_u16(h.version);
+            out.put_u32(h.capabilities);
+            out.put_u32(h.max_frame);
+            put_str8(out, &h.agent);
+        }
+        Message::Auth(a) => {
+            out.put_u8(a.method as u8);
+            put_bytes16(out, &a.credential);
+        }
+        Message::AuthOk(a) => {
+            put_str8(out, a.tenant.as_str());
+            put_bytes16(out, a.principal.as_bytes());
+            out.put_u64(a.expires_at_ms);
+        }
+        Message::Ack(a) => out.put_u32(a.count),
+        Message::Nack(n) => {
+            out.put_u16(n.code.0);
+            out.put_u32(n.retry_after_ms);
+            put_bytes16(out, n.message.as_bytes());
+        }
+        Message::Ping | Message::Pong => {}
+        Message::Publish(p) => {
+            out.put_u8(p.ack as u8);
+            put_scope(out, &p.tenant, &p.namespace, p.stream.as_str());
+            out.put_slice(&p.payload);
+        }
+        Message::PublishBatch(p) => {
+            out.put_u8(p.ack as u8);
+            put_scope(out, &p.tenant, &p.namespace, p.stream.as_str());
+            out.put_u32(p.count);
+            out.put_slice(&p.entries);
+        }
+        Message::Subscribe(s) => {
+            put_scope(out, &s.tenant, &s.namespace, s.stream.as_str());
+            put_start(out, s.start);
+        }
+        Message::Subscribed(s) => out.put_u64(s.subscription_id),
+        Message::Unsubscribe(s) => out.put_u64(s.subscription_id),
+        Message::EventBatch(e) => {
+            out.put_u64(e.subscription_id);
+            out.put_u64(e.missed);
+            out.put_u64(e.first_seq);
+            out.put_u32(e.count);
+            out.put_slice(&e.entries);
+        }
+        Message::CachePut(c) => {
+            put_scope(out, &c.tenant, &c.namespace, c.cache.as_str());
+            put_bytes16(out, c.key.as_str().as_bytes());
+            out.put_u64(c.ttl_ms);
+            out.put_slice(&c.value);
+        }
+        Message::CacheGet(c) => {
+            put_scope(out, &c.tenant, &c.namespace, c.cache.as_str());
+            put_bytes16(out, c.key.as_str().as_bytes());
+        }
+        Message::CacheDelete(c) => {
+            put_scope(out, &c.tenant, &c.namespace, c.cache.as_str());
+            put_bytes16(out, c.key.as_str().as_bytes());
+        }
+        Message::CacheValue(v) => {
+            out.put_u8(v.value.is_some() as u8);
+            out.put_u64(v.ttl_ms);
+            if let Some(value) = &v.value {
+                out.put_slice(value);
+            }
+        }
+    }
+}
+
+// === decoding ===
+
+/// A cursor over one frame body.
+struct Body {
+    b: Bytes,
+}
+
+impl Body {
+    fn u8(&mut self, what: &'static str) -> Result<u8, BodyError> {
+        if self.b.remaining() < 1 {
+            return Err(BodyError::Truncated(what));
+        }
+        Ok(self.b.get_u8())
+    }
+    fn u16(&mut self, what: &'static str) -> Result<u16, BodyError> {
+        if self.b.remaining() < 2 {
+            return Err(BodyError::Truncated(what));
+        }
+        Ok(self.b.get_u16())
+    }
+    fn u32(&mut self, what: &'static str) -> Result<u32, BodyError> {
+        if self.b.remaining() < 4 {
+            return Err(BodyError::Truncated(what));
+        }
+        Ok(self.b.get_u32())
+    }
+    fn u64(&mut self, what: &'static str) -> Result<u64, BodyError> {
+        if self.b.remaining() < 8 {
+            return Err(BodyError::Truncated(what));
+        }
+        Ok(self.b.get_u64())
+    }
+    fn take(&mut self, n: usize, what: &'static str) -> Result<Bytes, BodyError> {
+        if self.b.remaining() < n {
+            return Err(BodyError::Truncated(what));
+        }
+        Ok(self.b.split_to(n))
+    }
+    fn str8(&mut self, what: &'static str) -> Result<String, BodyError> {
+        let n = self.u8(what)? as usize;
+        let b = self.take(n, what)?;
+        String::from_utf8(b.to_vec()).map_err(|_| BodyError::Utf8(what))
+    }
+    fn bytes16(&mut self, what: &'static str) -> Result<Bytes, BodyError> {
+        let n = self.u16(what)? as usize;
+        self.take(n, what)
+    }
+    fn str16(&mut self, what: &'static str) -> Result<String, BodyError> {
+        let b = self.bytes16(what)?;
+        String::from_utf8(b.to_vec()).map_err(|_| BodyError::Utf8(what))
+    }
+    fn rest(&mut self) -> Bytes {
+        std::mem::take(&mut self.b)
+    }
+    fn end(self) -> Result<(), BodyError> {
+        if self.b.is_empty() {
+            Ok(())
+        } else {
+            Err(BodyError::Trailing(self.b.len()))
+        }
+    }
+    fn scope(&mut self) -> Result<(TenantId, NamespaceName, String), BodyError> {
+        let t = TenantId::parse(&self.str8("tenant")?)?;
+        let n = NamespaceName::parse(&self.str8("namespace")?)?;
+        let x = self.str8("name")?;
+        Ok((t, n, x))
+    }
+    fn key(&mut self) -> Result<CacheKey, BodyError> {
+        Ok(CacheKey::parse(&self.str16("key")?)?)
+    }
+    fn ack(&mut self) -> Result<AckMode, BodyError> {
+        AckMode::from_u8(self.u8("ack mode")?).ok_or(BodyError::BadValue("ack mode"))
+    }
+}
+
+fn decode_body(t: FrameType, b: Bytes) -> Result<Message, BodyError> {
+    let mut r = Body { b };
+    let msg = match t {
+        FrameType::Hello => Message::Hello(Hello {
+            version: r.u16("version")?,
+            capabilities: r.u32("capabilities")?,
+            max_frame: r.u32("max frame")?,
+            agent: r.str8("agent")?,
+        }),
+        FrameType::Auth => {
+            let method =
+                AuthMethod::from_u8(r.u8("method")?).ok_or(BodyError::BadValue("auth method"))?;
+            Message::Auth(Auth {
+                method,
+                credential: r.bytes16("credential")?,
+            })
+        }
+        FrameType::AuthOk => Message::AuthOk(AuthOk {
+            tenant: TenantId::parse(&r.str8("tenant")?)?,
+            principal: r.str16("principal")?,
+            expires_at_ms: r.u64("expiry")?,
+        }),
+        FrameType::Ack => Message::Ack(Ack {
+            count: r.u32("count")?,
+        }),
+        FrameType::Nack => Message::Nack(Nack {
+            code: ErrorCode(r.u16("code")?),
+            retry_after_ms: r.u32("retry after")?,
+            message: r.str16("message")?,
+        }),
+        FrameType::Ping => Message::Ping,
+        FrameType::Pong => Message::Pong,
+        FrameType::Publish => {
+            let ack = r.ack()?;
+            let (tenant, namespace, stream) = r.scope()?;
+            Message::Publish(Publish {
+                ack,
+                tenant,
+                namespace,
+                stream: StreamName::parse(&stream)?,
+                payload: r.rest(),
+            })
+        }
+        FrameType::PublishBatch => {
+            let ack = r.ack()?;
+            let (tenant, namespace, stream) = r.scope()?;
+            let count = r.u32("count")?;
+            let entries = r.rest();
+            if !validate_entries(&entries, count) {
+                return Err(BodyError::BadEntries);
+            }
+            Message::PublishBatch(PublishBatch {
+                ack,
+                tenant,
+                namespace,
+                stream: StreamName::parse(&stream)?,
+                count,
+                entries,
+            })
+        }
+        FrameType::Subscribe => {
+            let (tenant, namespace, stream) = r.scope()?;
+            let kind = r.u8("start")?;
+            let arg = r.u64("start argument")?;
+            let start = match kind {
+                0 => StartAt::New,
+                1 => StartAt::Earliest,
+                2 => StartAt::Offset(arg),
+                3 => StartAt::TimestampMs(arg),
+                _ => return Err(BodyError::BadValue("start")),
+            };
+            Message::Subscribe(Subscribe {
+                tenant,
+                namespace,
+                stream: StreamName::parse(&stream)?,
+                start,
+            })
+        }
+        FrameType::Subscribed => Message::Subscribed(Subscribed {
+            subscription_id: r.u64("subscription id")?,
+        }),
+        FrameType::Unsubscribe => Message::Unsubscribe(Unsubscribe {
+            subscription_id: r.u64("subscription id")?,
+        }),
+        FrameType::EventBatch => {
+            let subscription_id = r.u64("subscription id")?;
+            let missed = r.u64("missed")?;
+            let first_seq = r.u64("first seq")?;
+            let count = r.u32("count")?;
+            let entries = r.rest();
+            if !validate_entries(&entries, count) {
+                return Err(BodyError::BadEntries);
+            }
+            Message::EventBatch(EventBatch {
+                subscription_id,
+                missed,
+                first_seq,
+                count,
+                entries,
+            })
+        }
+        FrameType::CachePut => {
+            let (tenant, namespace, cache) = r.scope()?;
+            let cache = CacheName::parse(&cache)?;
+            let key = r.key()?;
+            let ttl_ms = r.u64("ttl")?;
+            Message::CachePut(CachePut {
+                tenant,
+                namespace,
+                cache,
+                key,
+                ttl_ms,
+                value: r.rest(),
+            })
+        }
+        FrameType::CacheGet => {
+            let (tenant, namespace, cache) = r.scope()?;
+            Message::CacheGet(CacheGet {
+                tenant,
+                namespace,
+                cache: CacheName::parse(&cache)?,
+                key: r.key()?,
+            })
+        }
+        FrameType::CacheDelete => {
+            let (tenant, namespace, cache) = r.scope()?;
+            Message::CacheDelete(CacheDelete {
+                tenant,
+                namespace,
+                cache: CacheName::parse(&cache)?,
+                key: r.key()?,
+            })
+        }
+        FrameType::CacheValue => {
+            let found = match r.u8("found")? {
+                0 => false,
+                1 => true,
+                _ => return Err(BodyError::BadValue("found")),
+            };
+            let ttl_ms = r.u64("ttl")?;
+            let value = r.rest();
+            if !found && !value.is_empty() {
+                return Err(BodyError::Trailing(value.len()));
+            }
+            Message::CacheValue(CacheValue {
+                value: found.then_some(value),
+                ttl_ms,
+            })
+        }
+    };
+    r.end()?;
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::SharedEvents;
+    use proptest::prelude::*;
+
+    fn names() -> (TenantId, NamespaceName, StreamName) {
+        (
+            TenantId::parse("acme").unwrap(),
+            NamespaceName::parse("production").unwrap(),
+            StreamName::parse("orders").unwrap(),
+        )
+    }
+
+    fn round_trip(f: Frame) {
+        let bytes = f.to_bytes();
+        let back = decode_exact(&bytes, DEFAULT_MAX_FRAME).expect("decodes");
+        assert_eq!(back, f);
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let (t, n, s) = names();
+        let c = CacheName::parse("sessions").unwrap();
+        let k = CacheKey::parse("user:1").unwrap();
+        let msgs: Vec<Message> = vec![
+            Hello {
+                version: 1,
+                capabilities: 3,
+                max_frame: 1 << 23,
+                agent: "x/1".into(),
+            }
+            .into(),
+            Auth {
+                method: AuthMethod::ApiKey,
+                credential: Bytes::from_static(b"secret"),
+            }
+            .into(),
+            AuthOk {
+                tenant: t.clone(),
+                principal: "ci".into(),
+                expires_at_ms: 9,
+            }
+            .into(),
+            Ack { count: 7 }.into(),
+            Nack {
+                code: ErrorCode::FORBIDDEN,
+                retry_after_ms: 5,
+                message: "no".into(),
+            }
+            .into(),
+            Message::Ping,
+            Message::Pong,
+            Publish {
+                ack: AckMode::None,
+                tenant: t.clone(),
+                namespace: n.clone(),
+                stream: s.clone(),
+                payload: Bytes::from_static(b"hello"),
+            }
+            .into(),
+            PublishBatch::from_payloads(
+                AckMode::Batch,
+                t.clone(),
+                n.clone(),
+                s.clone(),
+                [&b"a"[..], &b"bc"[..]],
+            )
+            .into(),
+            Subscribe {
+                tenant: t.clone(),
+                namespace: n.clone(),
+                stream: s.clone(),
+                start: StartAt::Offset(12),
+            }
+            .into(),
+            Subscribed { subscription_id: 4 }.into(),
+            Unsubscribe { subscription_id: 4 }.into(),
+            CachePut {
+                tenant: t.clone(),
+                namespace: n.clone(),
+                cache: c.clone(),
+                key: k.clone(),
+                ttl_ms: 1000,
+                value: Bytes::from_static(b"v"),
+            }
+            .into(),
+            CacheGet {
+                tenant: t.clone(),
+                namespace: n.clone(),
+                cache: c.clone(),
+                key: k.clone(),
+            }
+            .into(),
+            CacheDelete {
+                tenant: t,
+                namespace: n,
+                cache: c,
+                key: k,
+            }
+            .into(),
+            CacheValue {
+                value: Some(Bytes::from_static(b"v")),
+                ttl_ms: 3,
+            }
+            .into(),
+            CacheValue {
+                value: None,
+                ttl_ms: 0,
+            }
+            .into(),
+        ];
+        for (i, m) in msgs.into_iter().enumerate() {
+            round_trip(Frame::new(i as u64, m));
+        }
+    }
+
+    #[test]
+    fn shared_event_encoding_decodes_as_event_batch() {
+        let mut b = crate::event::EntriesBuilder::new();
+        b.push(b"x");
+        b.push(b"yz");
+        let (count, entries) = b.finish();
+        let shared = SharedEvents {
+            first_seq: 10,
+            count,
+            entries,
+        };
+        let mut out = BytesMut::new();
+        shared.write_frame(&mut out, 77, 2);
+        let f = decode_exact(&out, DEFAULT_MAX_FRAME).unwrap();
+        let Message::EventBatch(e) = f.msg else {
+            panic!("not an event batch")
+        };
+        assert_eq!((e.subscription_id, e.missed, e.first_seq), (77, 2, 10));
+        assert_eq!(
+            e.payloads().collect::<Vec<_>>(),
+            vec![&b"x"[..], &b"yz"[..]]
+        );
+    }
+
+    #[test]
+    fn header_checks_come_before_the_body() {
+        let mut buf = BytesMut::new();
+        // 1 MiB body announced, only the header present.
+        buf.put_u32(1 << 20);
+        buf.put_u8(1);
+        buf.put_u8(FrameType::Publish as u8);
+        buf.put_u16(0);
+        buf.put_u64(1);
+        let err = FrameDecoder::new(PREAUTH_MAX_FRAME)
+            .decode(&mut buf)
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::PAYLOAD_TOO_LARGE);
+
+        let mut bad_type = BytesMut::from(&[0, 0, 0, 0, 1, 0x7f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..]);
+        assert_eq!(
+            FrameDecoder::new(4096).decode(&mut bad_type).unwrap_err(),
+            FrameError::UnknownType(0x7f)
+        );
+        let mut bad_flags = BytesMut::from(&[0, 0, 0, 0, 1, 6, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0][..]);
+        assert_eq!(
+            FrameDecoder::new(4096).decode(&mut bad_flags).unwrap_err(),
+            FrameError::UnknownFlags(1)
+        );
+        let mut bad_version = BytesMut::from(&[0, 0, 0, 0, 2, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..]);
+        assert_eq!(
+            FrameDecoder::new(4096)
+                .decode(&mut bad_version)
+                .unwrap_err()
+                .code(),
+            ErrorCode::UPGRADE_REQUIRED
+        );
+    }
+
+    #[test]
+    fn partial_frames_wait_for_more() {
+        let f = Frame::new(1, Message::Ping).to_bytes();
+        let dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let mut buf = BytesMut::new();
+        for (i, byte) in f.iter().enumerate() {
+            buf.put_u8(*byte);
+            let got = dec.decode(&mut buf).unwrap();
+            assert_eq!(got.is_some(), i + 1 == f.len());
+        }
+    }
+
+    #[test]
+    fn bad_body_is_a_body_error_not_a_frame_error() {
+        // PUBLISH with an uppercase stream name.
+        let mut body = BytesMut::new();
+        body.put_u8(0);
+        put_str8(&mut body, "acme");
+        put_str8(&mut body, "prod");
+        put_str8(&mut body, "Orders");
+        let mut buf = BytesMut::new();
+        buf.put_u32(body.len() as u32);
+        buf.put_u8(1);
+        buf.put_u8(FrameType::Publish as u8);
+        buf.put_u16(0);
+        buf.put_u64(9);
+        buf.extend_from_slice(&body);
+        let d = FrameDecoder::new(4096).decode(&mut buf).unwrap().unwrap();
+        assert_eq!(d.header.id, 9);
+        assert!(matches!(d.frame, Err(BodyError::Name(_))));
+        assert!(buf.is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn decoder_never_panics(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut buf = BytesMut::from(&data[..]);
+            let dec = FrameDecoder::new(1024);
+            while let Ok(Some(_)) = dec.decode(&mut buf) {}
+        }
+
+        #[test]
+        fn publish_round_trips(payload in proptest::collection::vec(any::<u8>(), 0..300), id in any::<u64>()) {
+            let (t, n, s) = names();
+            round_trip(Frame::new(id, Publish { ack: AckMode::Message, tenant: t, namespace: n, stream: s, payload: payload.into() }));
+        }
+    }
+}

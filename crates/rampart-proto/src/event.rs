@@ -1,0 +1,171 @@
+//! Message entries (`len u32 | bytes`, repeated) shared by PUBLISH_BATCH and
+//! EVENT_BATCH, and the encode-once path for fan-out.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::frame::{FrameType, HEADER_LEN, PROTOCOL_VERSION};
+
+/// Builds an entries block.
+#[derive(Debug, Default)]
+pub struct EntriesBuilder {
+    buf: BytesMut,
+    count: u32,
+}
+
+impl EntriesBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            buf: BytesMut::with_capacity(bytes),
+            count: 0,
+        }
+    }
+
+    /// Appends one payload.
+    ///
+    /// # Panics
+    /// If the payload is 4 GiB or larger (frames are capped far below that).
+    pub fn push(&mut self, payload: &[u8]) {
+        let len = u32::try_from(payload.len()).expect("payload under 4 GiB");
+        self.buf.reserve(4 + payload.len());
+        self.buf.put_u32(len);
+        self.buf.put_slice(payload);
+        self.count += 1;
+    }
+
+    /// Appends an already-encoded entries block of `count` entries.
+    pub fn extend_encoded(&mut self, count: u32, entries: &[u8]) {
+        self.buf.extend_from_slice(entries);
+        self.count += count;
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Bytes encoded so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Returns `(count, entries)` and leaves the builder empty for reuse.
+    pub fn finish(&mut self) -> (u32, Bytes) {
+        let count = std::mem::take(&mut self.count);
+        (count, self.buf.split().freeze())
+    }
+}
+
+/// Checks that `entries` holds exactly `count` well-formed entries.
+pub(crate) fn validate_entries(entries: &[u8], count: u32) -> bool {
+    let mut rest = entries;
+    for _ in 0..count {
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+            return false;
+        };
+        let len = u32::from_be_bytes(*len) as usize;
+        if tail.len() < len {
+            return false;
+        }
+        rest = &tail[len..];
+    }
+    rest.is_empty()
+}
+
+/// Iterator over the payloads of a validated entries block. Each payload is
+/// a zero-copy slice of the frame.
+#[derive(Debug, Clone)]
+pub struct Entries {
+    buf: Bytes,
+    left: u32,
+}
+
+impl Entries {
+    pub(crate) fn new(buf: Bytes, count: u32) -> Self {
+        Self { buf, left: count }
+    }
+}
+
+impl Iterator for Entries {
+    type Item = Bytes;
+
+    fn next(&mut self) -> Option<Bytes> {
+        if self.left == 0 || self.buf.len() < 4 {
+            return None;
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        if self.buf.len() < 4 + len {
+            return None;
+        }
+        self.left -= 1;
+        let mut item = self.buf.split_to(4 + len);
+        Some(item.split_off(4))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.left as usize))
+    }
+}
+
+/// The part of an EVENT_BATCH that is the same for every subscriber of a
+/// stream: `first_seq | count | entries`. Built once per published batch and
+/// shared by reference between all subscriber queues.
+#[derive(Debug, Clone)]
+pub struct SharedEvents {
+    pub first_seq: u64,
+    pub count: u32,
+    pub entries: Bytes,
+}
+
+impl SharedEvents {
+    /// Bytes this batch adds to a frame body.
+    pub fn encoded_len(&self) -> usize {
+        8 + 4 + self.entries.len()
+    }
+
+    /// Writes a whole EVENT_BATCH frame for one subscriber into `out`. The
+    /// per-subscriber part is the 32-byte head (header, subscription id,
+    /// missed count); the rest is a straight copy of the shared bytes.
+    pub fn write_frame(&self, out: &mut BytesMut, subscription_id: u64, missed: u64) {
+        let body_len = 8 + 8 + self.encoded_len();
+        out.reserve(HEADER_LEN + body_len);
+        out.put_u32(body_len as u32);
+        out.put_u8(PROTOCOL_VERSION);
+        out.put_u8(FrameType::EventBatch as u8);
+        out.put_u16(0);
+        out.put_u64(0);
+        out.put_u64(subscription_id);
+        out.put_u64(missed);
+        out.put_u64(self.first_seq);
+        out.put_u32(self.count);
+        out.put_slice(&self.entries);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip() {
+        let mut b = EntriesBuilder::new();
+        b.push(b"one");
+        b.push(b"");
+        b.push(b"three");
+        let (count, bytes) = b.finish();
+        assert_eq!(count, 3);
+        assert!(validate_entries(&bytes, 3));
+        assert!(!validate_entries(&bytes, 2));
+        assert!(!validate_entries(&bytes, 4));
+        assert!(!validate_entries(&bytes[..bytes.len() - 1], 3));
+        let got: Vec<Bytes> = Entries::new(bytes, count).collect();
+        assert_eq!(got, vec![&b"one"[..], &b""[..], &b"three"[..]]);
+        assert!(b.is_empty());
+    }
+}
