@@ -1,1 +1,249 @@
-//! placeholder
+//! Rampart broker core: streams with live fan-out, and the TTL cache.
+//!
+//! Nothing here touches the network or checks who is asking: the server
+//! authenticates and authorizes first, then calls in with validated names.
+//!
+//! # Layout
+//! - `stream`: [`Stream`] numbering and fan-out, [`Subscription`].
+//! - `queue`: the bounded per-subscriber queue and [`SlowConsumerPolicy`].
+//! - `cache`: [`Cache`], per-tenant memory budget and TTL expiry.
+
+mod cache;
+mod queue;
+mod stream;
+
+use std::sync::Arc;
+
+use rampart_proto::StreamPath;
+
+pub use cache::{Cache, CacheLimits, CachedValue};
+pub use queue::{QueueLimits, SlowConsumerPolicy};
+pub use stream::{Stream, Subscription};
+
+/// Errors of broker operations. The server turns them into NACK codes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    #[error("stream not found")]
+    StreamNotFound,
+    #[error("cache memory quota of {limit} bytes for this tenant is full")]
+    CacheFull { limit: usize },
+    #[error("value larger than the limit of {limit} bytes")]
+    ValueTooLarge { limit: usize },
+}
+
+/// Settings of the broker core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BrokerConfig {
+    /// Create a stream the first time it is used.
+    pub auto_create_streams: bool,
+    pub queue: QueueLimits,
+    pub cache: CacheLimits,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            auto_create_streams: true,
+            queue: QueueLimits::default(),
+            cache: CacheLimits::default(),
+        }
+    }
+}
+
+/// Streams and caches of one server.
+#[derive(Debug)]
+pub struct Broker {
+    streams: stream::Streams,
+    cache: Cache,
+}
+
+impl Broker {
+    pub fn new(config: BrokerConfig) -> Self {
+        Self {
+            streams: stream::Streams::new(config.queue, config.auto_create_streams),
+            cache: Cache::new(config.cache),
+        }
+    }
+
+    /// Creates a stream if it does not exist.
+    pub fn declare_stream(&self, path: StreamPath) -> Arc<Stream> {
+        self.streams.declare(path)
+    }
+
+    /// Finds a stream, creating it when auto-creation is on.
+    pub fn stream(&self, path: &StreamPath) -> Result<Arc<Stream>, BrokerError> {
+        self.streams.get(path)
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use rampart_proto::{EntriesBuilder, SharedEvents};
+    use std::time::Duration;
+
+    fn path(s: &str) -> StreamPath {
+        s.parse().unwrap()
+    }
+
+    fn one(msg: &[u8]) -> (u32, Bytes) {
+        let mut b = EntriesBuilder::new();
+        b.push(msg);
+        b.finish()
+    }
+
+    fn payloads(batches: &[SharedEvents]) -> Vec<Bytes> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                rampart_proto::EventBatch {
+                    subscription_id: 0,
+                    missed: 0,
+                    first_seq: b.first_seq,
+                    count: b.count,
+                    entries: b.entries.clone(),
+                }
+                .payloads()
+                .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn fan_out_in_order_to_every_subscriber() {
+        let broker = Broker::new(BrokerConfig::default());
+        let s = broker.stream(&path("acme/prod/orders")).unwrap();
+        let subs: Vec<_> = futures_join(&s, 3).await;
+        for i in 0..10u8 {
+            let (c, e) = one(&[i]);
+            assert_eq!(s.publish(c, e).await, u64::from(i));
+        }
+        for sub in &subs {
+            let mut got = Vec::new();
+            while got.len() < 10 {
+                let mut out = Vec::new();
+                assert_eq!(sub.recv(&mut out, usize::MAX).await, Some(0));
+                got.extend(payloads(&out));
+            }
+            let want: Vec<Bytes> = (0..10u8).map(|i| Bytes::from(vec![i])).collect();
+            assert_eq!(got, want);
+        }
+    }
+
+    async fn futures_join(s: &Arc<Stream>, n: usize) -> Vec<Subscription> {
+        let mut v = Vec::new();
+        for _ in 0..n {
+            v.push(s.subscribe().await);
+        }
+        v
+    }
+
+    #[tokio::test]
+    async fn explicit_streams_must_exist() {
+        let broker = Broker::new(BrokerConfig {
+            auto_create_streams: false,
+            ..BrokerConfig::default()
+        });
+        assert_eq!(
+            broker.stream(&path("acme/prod/orders")).unwrap_err(),
+            BrokerError::StreamNotFound
+        );
+        broker.declare_stream(path("acme/prod/orders"));
+        assert!(broker.stream(&path("acme/prod/orders")).is_ok());
+    }
+
+    #[tokio::test]
+    async fn block_policy_waits_for_room() {
+        let broker = Broker::new(BrokerConfig {
+            queue: QueueLimits {
+                max_messages: 2,
+                max_bytes: 1 << 20,
+                policy: SlowConsumerPolicy::Block,
+            },
+            ..BrokerConfig::default()
+        });
+        let s = broker.stream(&path("acme/prod/orders")).unwrap();
+        let sub = s.subscribe().await;
+        for i in 0..2u8 {
+            let (c, e) = one(&[i]);
+            s.publish(c, e).await;
+        }
+        let s2 = s.clone();
+        let third = tokio::spawn(async move {
+            let (c, e) = one(&[2]);
+            s2.publish(c, e).await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!third.is_finished(), "publisher must wait for room");
+        let mut out = Vec::new();
+        sub.recv(&mut out, usize::MAX).await;
+        assert_eq!(third.await.unwrap(), 2);
+        let mut out = Vec::new();
+        assert_eq!(sub.recv(&mut out, usize::MAX).await, Some(0));
+        assert_eq!(payloads(&out), vec![Bytes::from(vec![2u8])]);
+    }
+
+    #[tokio::test]
+    async fn drop_oldest_counts_what_was_missed() {
+        let broker = Broker::new(BrokerConfig {
+            queue: QueueLimits {
+                max_messages: 3,
+                max_bytes: 1 << 20,
+                policy: SlowConsumerPolicy::DropOldest,
+            },
+            ..BrokerConfig::default()
+        });
+        let s = broker.stream(&path("acme/prod/orders")).unwrap();
+        let sub = s.subscribe().await;
+        for i in 0..10u8 {
+            let (c, e) = one(&[i]);
+            s.publish(c, e).await;
+        }
+        let mut out = Vec::new();
+        assert_eq!(sub.recv(&mut out, usize::MAX).await, Some(7));
+        assert_eq!(
+            payloads(&out),
+            vec![
+                Bytes::from(vec![7u8]),
+                Bytes::from(vec![8u8]),
+                Bytes::from(vec![9u8])
+            ]
+        );
+        assert_eq!(out[0].first_seq, 7);
+    }
+
+    #[tokio::test]
+    async fn closing_a_subscription_releases_a_blocked_publisher() {
+        let broker = Broker::new(BrokerConfig {
+            queue: QueueLimits {
+                max_messages: 1,
+                max_bytes: 1 << 20,
+                policy: SlowConsumerPolicy::Block,
+            },
+            ..BrokerConfig::default()
+        });
+        let s = broker.stream(&path("acme/prod/orders")).unwrap();
+        let sub = s.subscribe().await;
+        let (c, e) = one(b"a");
+        s.publish(c, e).await;
+        let s2 = s.clone();
+        let blocked = tokio::spawn(async move {
+            let (c, e) = one(b"b");
+            s2.publish(c, e).await
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(sub);
+        tokio::time::timeout(Duration::from_secs(5), blocked)
+            .await
+            .expect("publisher released")
+            .unwrap();
+        assert_eq!(s.subscriber_count().await, 0);
+    }
+}
