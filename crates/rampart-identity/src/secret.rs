@@ -18,6 +18,12 @@ impl<T: Zeroize> Secret<T> {
     pub fn expose(&self) -> &T {
         &self.0
     }
+
+    /// Mutable access, for filling a secret in place (reading a line into
+    /// it) without a plaintext copy outside the wrapper.
+    pub fn expose_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
 }
 
 impl<T: Zeroize> Drop for Secret<T> {

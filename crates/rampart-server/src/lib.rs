@@ -1,1 +1,300 @@
-//! placeholder
+//! Rampart server: configuration, TLS, the QUIC and TCP listeners, and the
+//! per-connection session that authenticates, authorizes and dispatches to
+//! the broker core.
+//!
+//! # Layout
+//! - `config`: [`Config`], loaded from TOML and `RAMPART_*` variables.
+//! - `tls`: TLS 1.3-only rustls configuration, certificates from files.
+//! - `dev`: `--dev` mode's local CA, certificate and admin key.
+//! - `session`: the pre-AUTH handshake as a pure state machine.
+//! - `access`: the permission table and the pure authorization check.
+//! - `error`: request errors turned into NACK frames, in one place.
+//! - `conn`: the connection driver shared by every transport.
+//! - `transport`: QUIC and TCP listeners.
+
+mod access;
+mod config;
+mod conn;
+pub mod dev;
+mod error;
+mod session;
+mod tls;
+mod transport;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rampart_broker::Broker;
+use rampart_identity::{ApiKeyStore, Pepper, Secret};
+use rampart_proto::{StreamPath, TenantId};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+pub use config::{ClientAuth, Config, ConfigError, SlowConsumer};
+pub use dev::{DevError, DevSetup, DEV_TENANT};
+pub use tls::{TlsError, ALPN};
+
+/// What a connection needs from the server.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) broker: Broker,
+    pub(crate) keys: ApiKeyStore,
+    pub(crate) known_tenants: HashSet<TenantId>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    active: AtomicUsize,
+}
+
+/// Counts a live connection until dropped.
+pub(crate) struct Tracked<'a>(&'a AtomicUsize);
+
+impl Drop for Tracked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Shared {
+    pub(crate) fn track(&self) -> Tracked<'_> {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        Tracked(&self.active)
+    }
+}
+
+/// Why the server did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Dev(#[from] DevError),
+    #[error("api keys: {0}")]
+    Keys(String),
+    #[error("cannot listen on {what} {addr}: {message}")]
+    Bind {
+        what: &'static str,
+        addr: String,
+        message: String,
+    },
+    #[error("no TLS certificate: set tls_cert_path and tls_key_path, or run with --dev")]
+    NoCertificate,
+}
+
+/// How to start a server.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ServerOptions {
+    pub config: Config,
+    /// Generate and use a local CA, certificate and admin key.
+    pub dev: bool,
+    /// Plaintext `tenant:key` pairs (the `RAMPART_API_KEYS` variable); only
+    /// their hashes are kept.
+    pub plain_api_keys: Option<Secret<String>>,
+}
+
+impl ServerOptions {
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            dev: false,
+            plain_api_keys: None,
+        }
+    }
+
+    pub fn dev(mut self, dev: bool) -> Self {
+        self.dev = dev;
+        self
+    }
+
+    pub fn plain_api_keys(mut self, keys: Option<Secret<String>>) -> Self {
+        self.plain_api_keys = keys;
+        self
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    quic_addr: Option<SocketAddr>,
+    tcp_addr: Option<SocketAddr>,
+    dev: Option<DevSetup>,
+}
+
+impl Server {
+    /// Validates everything, binds the listeners and starts serving.
+    pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
+        let mut config = opts.config;
+        config.validate()?;
+        let dev = if opts.dev {
+            let d = dev::prepare(&config.data_dir)?;
+            if config.tls_cert_path.is_none() {
+                config.tls_cert_path = Some(d.server_cert.clone());
+                config.tls_key_path = Some(d.server_key.clone());
+            }
+            Some(d)
+        } else {
+            None
+        };
+
+        let (Some(cert), Some(key)) = (&config.tls_cert_path, &config.tls_key_path) else {
+            return Err(StartError::NoCertificate);
+        };
+        let tls = tls::server_config(&tls::ServerTlsPaths {
+            cert,
+            key,
+            client_ca: config.tls_ca_cert_path.as_deref(),
+            client_auth: config.tls_client_auth,
+        })?;
+
+        let keys_err = |e: rampart_identity::KeyError| StartError::Keys(e.to_string());
+        let pepper = Pepper::load_or_create(&config.pepper_path()).map_err(keys_err)?;
+        let mut keys = ApiKeyStore::new(pepper);
+        for entry in &config.allowed_api_keys {
+            keys.insert_config_entry(entry).map_err(keys_err)?;
+        }
+        if let Some(plain) = &opts.plain_api_keys {
+            keys.insert_plain_pairs(plain.expose()).map_err(keys_err)?;
+        }
+        if let Some(d) = &dev {
+            let t = TenantId::parse(DEV_TENANT).map_err(|e| StartError::Keys(e.to_string()))?;
+            keys.insert_plain(t, "admin", d.admin_key.expose().as_bytes());
+        }
+        let mut known_tenants: HashSet<TenantId> = HashSet::new();
+        for t in &config.tenants {
+            known_tenants.insert(TenantId::parse(t).map_err(|e| StartError::Keys(e.to_string()))?);
+        }
+        for t in keys.tenants() {
+            if !config.tenants.is_empty() && !known_tenants.contains(t) && dev.is_none() {
+                return Err(StartError::Keys(format!(
+                    "a key belongs to tenant `{t}`, which is not in `tenants`"
+                )));
+            }
+        }
+        known_tenants.extend(keys.tenants().cloned());
+        if keys.is_empty() {
+            warn!("no API keys configured: no client can authenticate");
+        }
+
+        let broker = Broker::new(config.broker());
+        for s in &config.streams {
+            if let Ok(p) = s.parse::<StreamPath>() {
+                broker.declare_stream(p);
+            }
+        }
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let quic_bind = config.quic_bind.clone();
+        let tcp_bind = config.tcp_bind.clone();
+        let shared = Arc::new(Shared {
+            config,
+            broker,
+            keys,
+            known_tenants,
+            shutdown: shutdown_rx,
+            active: AtomicUsize::new(0),
+        });
+
+        let mut tasks = Vec::new();
+        let bind_err = |what: &'static str, addr: &str, e: String| StartError::Bind {
+            what,
+            addr: addr.to_string(),
+            message: e,
+        };
+        let mut tcp_addr = None;
+        if !tcp_bind.is_empty() {
+            let listener = tokio::net::TcpListener::bind(&tcp_bind)
+                .await
+                .map_err(|e| bind_err("tcp", &tcp_bind, e.to_string()))?;
+            tcp_addr = listener.local_addr().ok();
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls.clone()));
+            tasks.push(tokio::spawn(transport::run_tcp(
+                listener,
+                acceptor,
+                shared.clone(),
+            )));
+        }
+        let mut quic_addr = None;
+        if !quic_bind.is_empty() {
+            let addr: SocketAddr = quic_bind
+                .parse()
+                .map_err(|_| bind_err("quic", &quic_bind, "not an address".into()))?;
+            let qcfg =
+                transport::quic_server_config(tls).map_err(|e| bind_err("quic", &quic_bind, e))?;
+            let endpoint = quinn::Endpoint::server(qcfg, addr)
+                .map_err(|e| bind_err("quic", &quic_bind, e.to_string()))?;
+            quic_addr = endpoint.local_addr().ok();
+            tasks.push(tokio::spawn(transport::run_quic(endpoint, shared.clone())));
+        }
+
+        let sweeper = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut shutdown = sweeper.shutdown.clone();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => sweeper.broker.cache().sweep(std::time::Instant::now()),
+                    _ = shutdown.changed() => break,
+                }
+            }
+        }));
+
+        info!(
+            quic = ?quic_addr,
+            tcp = ?tcp_addr,
+            keys = shared.keys.len(),
+            "rampart listening"
+        );
+        Ok(Server {
+            shared,
+            shutdown: shutdown_tx,
+            tasks,
+            quic_addr,
+            tcp_addr,
+            dev,
+        })
+    }
+
+    pub fn quic_addr(&self) -> Option<SocketAddr> {
+        self.quic_addr
+    }
+
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// The dev setup, when started with `dev`.
+    pub fn dev_setup(&self) -> Option<&DevSetup> {
+        self.dev.as_ref()
+    }
+
+    /// Live connections.
+    pub fn connections(&self) -> usize {
+        self.shared.active.load(Ordering::Acquire)
+    }
+
+    /// Stops accepting, tells every connection to close, and waits for them
+    /// (at most `grace`).
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        for t in self.tasks {
+            let _ = tokio::time::timeout_at(deadline, t).await;
+        }
+        while self.shared.active.load(Ordering::Acquire) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        info!("rampart stopped");
+    }
+}

@@ -1,1 +1,107 @@
-fn main() {}
+//! `rampart`: one binary for the server, the command-line client and the
+//! benchmarks.
+//!
+//! # Layout
+//! - `cmd_server`: `rampart server`.
+//! - `cmd_client`: `rampart pub`, `sub` and `cache`, and the shared
+//!   connection options.
+//! - `cmd_key`: `rampart key hash`.
+//! - `bench`: `rampart bench pubsub`.
+
+mod bench;
+mod cmd_client;
+mod cmd_key;
+mod cmd_server;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rampart",
+    version,
+    about = "Secure multi-tenant broker, cache and vault"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the server.
+    Server(cmd_server::ServerArgs),
+    /// Publish messages to a stream.
+    Pub(cmd_client::PubArgs),
+    /// Print messages from a stream, one per line.
+    Sub(cmd_client::SubArgs),
+    /// Read and write cache entries.
+    Cache(cmd_client::CacheArgs),
+    /// API key tools.
+    Key(cmd_key::KeyArgs),
+    /// Benchmarks.
+    Bench(bench::BenchArgs),
+}
+
+fn init_logs(default: &str) {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|s| s.parse::<Targets>().ok())
+        .unwrap_or_else(|| default.parse().unwrap_or_default());
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false),
+        )
+        .with(filter)
+        .try_init();
+}
+
+/// A failure to report and exit with.
+#[derive(Debug)]
+pub(crate) struct Failure(String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(match cli.cmd {
+        Cmd::Server(_) => "info",
+        _ => "warn",
+    });
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rampart: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Server(a) => cmd_server::run(a).await,
+            Cmd::Pub(a) => cmd_client::publish(a).await,
+            Cmd::Sub(a) => cmd_client::subscribe(a).await,
+            Cmd::Cache(a) => cmd_client::cache(a).await,
+            Cmd::Key(a) => cmd_key::run(a),
+            Cmd::Bench(a) => bench::run(a).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(Failure(msg)) => {
+            eprintln!("rampart: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

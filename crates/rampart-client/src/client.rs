@@ -1,0 +1,862 @@
+//! The client: one connection, a writer task, a reader task that routes
+//! replies by correlation id and events by subscription id.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use quinn::crypto::rustls::QuicClientConfig;
+use rampart_proto::{
+    AckMode, Auth, AuthMethod, CacheDelete, CacheGet, CacheKey, CacheName, CachePut, EventBatch,
+    Frame, FrameDecoder, Hello, Message, NamespaceName, Publish, PublishBatch, StartAt, StreamName,
+    Subscribe, TenantId, Unsubscribe, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use crate::config::{ClientConfig, Transport};
+use crate::error::ClientError;
+use crate::tls::client_config;
+
+const WRITE_COALESCE: usize = 256 * 1024;
+const WRITER_QUEUE: usize = 4096;
+/// Event batches buffered per subscription before the reader waits.
+const SUBSCRIPTION_QUEUE: usize = 1024;
+
+type Reply = Result<Frame, ClientError>;
+
+enum Pending {
+    /// Waits for one reply, or for `acks` ACK frames.
+    Reply {
+        tx: oneshot::Sender<Reply>,
+        acks_left: u32,
+        acked: u32,
+    },
+    /// SUBSCRIBE: on SUBSCRIBED, the reader registers `events` itself so no
+    /// event can arrive before the subscription is known.
+    Subscribe {
+        tx: oneshot::Sender<Reply>,
+        events: mpsc::Sender<EventBatch>,
+    },
+}
+
+#[derive(Default)]
+struct Routes {
+    pending: HashMap<u64, Pending>,
+    subscriptions: HashMap<u64, mpsc::Sender<EventBatch>>,
+    closed: bool,
+    /// First refusal of a request that nobody waits for (ack mode none).
+    async_error: Option<ClientError>,
+}
+
+struct Inner {
+    tx: mpsc::Sender<Bytes>,
+    routes: Mutex<Routes>,
+    next_id: AtomicU64,
+    request_timeout: Duration,
+}
+
+impl Inner {
+    fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.routes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A connection to a Rampart server. Cheap to share behind an `Arc`; every
+/// method takes `&self` and requests may run concurrently.
+pub struct Client {
+    inner: Arc<Inner>,
+    tenant: TenantId,
+    principal: String,
+    transport: Transport,
+    _endpoint: Option<quinn::Endpoint>,
+    quic: Option<quinn::Connection>,
+    writer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("tenant", &self.tenant)
+            .field("principal", &self.principal)
+            .field("transport", &self.transport)
+            .finish()
+    }
+}
+
+fn parse_url(url: &str) -> Result<(Transport, String, u16), ClientError> {
+    let bad = || {
+        ClientError::Config(format!(
+            "URL `{url}` must look like quic://host:port or tls://host:port"
+        ))
+    };
+    let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+    let transport = match scheme {
+        "quic" => Transport::Quic,
+        "tls" | "tcp+tls" => Transport::Tcp,
+        _ => return Err(bad()),
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok((transport, host.to_string(), port))
+}
+
+async fn resolve(host: &str, port: u16) -> Result<SocketAddr, ClientError> {
+    tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| ClientError::Connect(format!("resolving {host}: {e}")))?
+        .next()
+        .ok_or_else(|| ClientError::Connect(format!("{host} has no address")))
+}
+
+impl Client {
+    /// Connects, completes HELLO and AUTH, and returns a ready client.
+    pub async fn connect(url: &str, config: ClientConfig) -> Result<Client, ClientError> {
+        let timeout = config.connect_timeout;
+        tokio::time::timeout(timeout, Self::connect_inner(url, config))
+            .await
+            .map_err(|_| ClientError::Timeout("connect"))?
+    }
+
+    async fn connect_inner(url: &str, config: ClientConfig) -> Result<Client, ClientError> {
+        let (url_transport, host, port) = parse_url(url)?;
+        let transport = config.transport.unwrap_or(url_transport);
+        let key = config.api_key.clone().ok_or_else(|| {
+            ClientError::Config("an API key is required (RAMPART_API_KEY)".into())
+        })?;
+        let tls = client_config(&config)?;
+        let name = config.server_name.clone().unwrap_or_else(|| host.clone());
+        let server_name = ServerName::try_from(name.clone())
+            .map_err(|_| ClientError::Config(format!("`{name}` is not a valid server name")))?;
+        let addr = resolve(&host, port).await?;
+
+        let ((inner, writer), endpoint, quic) = match transport {
+            Transport::Tcp => {
+                let tcp = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| ClientError::Connect(format!("{addr}: {e}")))?;
+                let _ = tcp.set_nodelay(true);
+                let tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
+                    .connect(server_name, tcp)
+                    .await
+                    .map_err(|e| ClientError::Connect(format!("TLS handshake: {e}")))?;
+                let (r, w) = tokio::io::split(tls);
+                (spawn_io(r, w, config.request_timeout), None, None)
+            }
+            Transport::Quic => {
+                let bind: SocketAddr = if addr.is_ipv6() {
+                    "[::]:0".parse().map_err(|_| ClientError::Closed)?
+                } else {
+                    "0.0.0.0:0".parse().map_err(|_| ClientError::Closed)?
+                };
+                let mut endpoint = quinn::Endpoint::client(bind)
+                    .map_err(|e| ClientError::Connect(format!("QUIC endpoint: {e}")))?;
+                let crypto = QuicClientConfig::try_from(tls)
+                    .map_err(|e| ClientError::Config(e.to_string()))?;
+                let mut qc = quinn::ClientConfig::new(Arc::new(crypto));
+                let mut t = quinn::TransportConfig::default();
+                t.keep_alive_interval(Some(Duration::from_secs(10)))
+                    .stream_receive_window((4u32 * 1024 * 1024).into())
+                    .receive_window((8u32 * 1024 * 1024).into())
+                    .send_window(8 * 1024 * 1024);
+                qc.transport_config(Arc::new(t));
+                endpoint.set_default_client_config(qc);
+                let conn = endpoint
+                    .connect(addr, &name)
+                    .map_err(|e| ClientError::Connect(e.to_string()))?
+                    .await
+                    .map_err(|e| ClientError::Connect(format!("QUIC handshake: {e}")))?;
+                let (send, recv) = conn
+                    .open_bi()
+                    .await
+                    .map_err(|e| ClientError::Connect(e.to_string()))?;
+                (
+                    spawn_io(recv, send, config.request_timeout),
+                    Some(endpoint),
+                    Some(conn),
+                )
+            }
+        };
+
+        let hello = request(
+            &inner,
+            Message::Hello(Hello {
+                version: u16::from(PROTOCOL_VERSION),
+                capabilities: 0,
+                max_frame: DEFAULT_MAX_FRAME as u32,
+                agent: config.agent.clone(),
+            }),
+            1,
+        )
+        .await?;
+        if !matches!(hello.msg, Message::Hello(_)) {
+            return Err(ClientError::Protocol("expected HELLO".into()));
+        }
+        let ok = request(
+            &inner,
+            Message::Auth(Auth {
+                method: AuthMethod::ApiKey,
+                credential: Bytes::copy_from_slice(key.expose().as_bytes()),
+            }),
+            1,
+        )
+        .await?;
+        let Message::AuthOk(ok) = ok.msg else {
+            return Err(ClientError::Protocol("expected AUTH_OK".into()));
+        };
+        debug!(tenant = %ok.tenant, principal = %ok.principal, "authenticated");
+        Ok(Client {
+            inner,
+            tenant: ok.tenant,
+            principal: ok.principal,
+            transport,
+            _endpoint: endpoint,
+            quic,
+            writer: Some(writer),
+        })
+    }
+
+    /// The tenant this connection belongs to.
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    /// The authenticated principal's name.
+    pub fn principal(&self) -> &str {
+        &self.principal
+    }
+
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// Takes the first error the server reported for a request sent with
+    /// [`AckMode::None`], if any.
+    pub fn take_async_error(&self) -> Option<ClientError> {
+        self.inner.routes().async_error.take()
+    }
+
+    /// Publishes one message and waits for its acknowledgement.
+    pub async fn publish(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        stream: &str,
+        data: impl Into<Bytes>,
+    ) -> Result<(), ClientError> {
+        self.publish_with(tenant, namespace, stream, data, AckMode::Message)
+            .await
+    }
+
+    /// Publishes one message with the given ack mode. With
+    /// [`AckMode::None`] it returns once the frame is queued for sending.
+    pub async fn publish_with(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        stream: &str,
+        data: impl Into<Bytes>,
+        ack: AckMode,
+    ) -> Result<(), ClientError> {
+        let msg = Message::Publish(Publish {
+            ack,
+            tenant: TenantId::parse(tenant)?,
+            namespace: NamespaceName::parse(namespace)?,
+            stream: StreamName::parse(stream)?,
+            payload: data.into(),
+        });
+        if ack == AckMode::None {
+            return send_only(&self.inner, msg).await;
+        }
+        request(&self.inner, msg, 1).await.map(|_| ())
+    }
+
+    /// Publishes several messages in one frame, in order, and waits for one
+    /// acknowledgement. Returns how many were acknowledged.
+    pub async fn publish_batch<I, P>(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        stream: &str,
+        payloads: I,
+    ) -> Result<u32, ClientError>
+    where
+        I: IntoIterator<Item = P>,
+        P: AsRef<[u8]>,
+    {
+        self.publish_batch_with(tenant, namespace, stream, payloads, AckMode::Batch)
+            .await
+    }
+
+    /// [`Client::publish_batch`] with an explicit ack mode.
+    pub async fn publish_batch_with<I, P>(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        stream: &str,
+        payloads: I,
+        ack: AckMode,
+    ) -> Result<u32, ClientError>
+    where
+        I: IntoIterator<Item = P>,
+        P: AsRef<[u8]>,
+    {
+        let mut b = rampart_proto::EntriesBuilder::new();
+        for p in payloads {
+            b.push(p.as_ref());
+        }
+        let (count, entries) = b.finish();
+        let msg = Message::PublishBatch(PublishBatch {
+            ack,
+            tenant: TenantId::parse(tenant)?,
+            namespace: NamespaceName::parse(namespace)?,
+            stream: StreamName::parse(stream)?,
+            count,
+            entries,
+        });
+        match ack {
+            AckMode::None => send_only(&self.inner, msg).await.map(|_| count),
+            AckMode::Batch => match request(&self.inner, msg, 1).await?.msg {
+                Message::Ack(a) => Ok(a.count),
+                _ => Err(ClientError::Protocol("expected ACK".into())),
+            },
+            AckMode::Message => request(&self.inner, msg, count.max(1)).await.map(|_| count),
+        }
+    }
+
+    /// Subscribes to a stream; messages published from now on arrive on the
+    /// returned [`Subscription`], in order.
+    pub async fn subscribe(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        stream: &str,
+    ) -> Result<Subscription, ClientError> {
+        let msg = Message::Subscribe(Subscribe {
+            tenant: TenantId::parse(tenant)?,
+            namespace: NamespaceName::parse(namespace)?,
+            stream: StreamName::parse(stream)?,
+            start: StartAt::New,
+        });
+        let (events_tx, events_rx) = mpsc::channel(SUBSCRIPTION_QUEUE);
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut routes = self.inner.routes();
+            if routes.closed {
+                return Err(ClientError::Closed);
+            }
+            routes.pending.insert(
+                id,
+                Pending::Subscribe {
+                    tx,
+                    events: events_tx,
+                },
+            );
+        }
+        let reply = send_and_wait(&self.inner, Frame::new(id, msg), rx).await?;
+        let Message::Subscribed(s) = reply.msg else {
+            return Err(ClientError::Protocol("expected SUBSCRIBED".into()));
+        };
+        Ok(Subscription {
+            id: s.subscription_id,
+            rx: events_rx,
+            inner: self.inner.clone(),
+            current: VecDeque::new(),
+            next_seq: 0,
+            missed: 0,
+        })
+    }
+
+    /// Stores `value` under `key`, expiring after `ttl` if given.
+    pub async fn cache_put(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        cache: &str,
+        key: &str,
+        value: impl Into<Bytes>,
+        ttl: Option<Duration>,
+    ) -> Result<(), ClientError> {
+        let msg = Message::CachePut(CachePut {
+            tenant: TenantId::parse(tenant)?,
+            namespace: NamespaceName::parse(namespace)?,
+            cache: CacheName::parse(cache)?,
+            key: CacheKey::parse(key)?,
+            ttl_ms: ttl.map_or(0, |d| (d.as_millis() as u64).max(1)),
+            value: value.into(),
+        });
+        request(&self.inner, msg, 1).await.map(|_| ())
+    }
+
+    /// Reads `key`; `None` when absent or expired.
+    pub async fn cache_get(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        cache: &str,
+        key: &str,
+    ) -> Result<Option<Bytes>, ClientError> {
+        let msg = Message::CacheGet(CacheGet {
+            tenant: TenantId::parse(tenant)?,
+            namespace: NamespaceName::parse(namespace)?,
+            cache: CacheName::parse(cache)?,
+            key: CacheKey::parse(key)?,
+        });
+        match request(&self.inner, msg, 1).await?.msg {
+            Message::CacheValue(v) => Ok(v.value),
+            _ => Err(ClientError::Protocol("expected CACHE_VALUE".into())),
+        }
+    }
+
+    /// Removes `key`; returns whether it was there.
+    pub async fn cache_delete(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        cache: &str,
+        key: &str,
+    ) -> Result<bool, ClientError> {
+        let msg = Message::CacheDelete(CacheDelete {
+            tenant: TenantId::parse(tenant)?,
+            namespace: NamespaceName::parse(namespace)?,
+            cache: CacheName::parse(cache)?,
+            key: CacheKey::parse(key)?,
+        });
+        match request(&self.inner, msg, 1).await?.msg {
+            Message::Ack(a) => Ok(a.count > 0),
+            _ => Err(ClientError::Protocol("expected ACK".into())),
+        }
+    }
+
+    /// Round trip to the server.
+    pub async fn ping(&self) -> Result<(), ClientError> {
+        request(&self.inner, Message::Ping, 1).await.map(|_| ())
+    }
+
+    /// Closes the connection after everything queued has been sent (and
+    /// once every [`Subscription`] of this client is dropped).
+    pub async fn close(mut self) {
+        let writer = self.writer.take();
+        let quic = self.quic.take();
+        drop(self);
+        if let Some(w) = writer {
+            let _ = tokio::time::timeout(Duration::from_secs(5), w).await;
+        }
+        if let Some(c) = quic {
+            c.close(0u32.into(), b"bye");
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let (Some(c), Some(w)) = (self.quic.take(), self.writer.take()) else {
+            return;
+        };
+        // Let queued frames go out, then close QUIC properly rather than
+        // leaving the server to an idle timeout.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), w).await;
+                    c.close(0u32.into(), b"bye");
+                });
+            }
+            Err(_) => c.close(0u32.into(), b"bye"),
+        }
+    }
+}
+
+async fn send_only(inner: &Arc<Inner>, msg: Message) -> Result<(), ClientError> {
+    let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+    inner
+        .tx
+        .send(Frame::new(id, msg).to_bytes())
+        .await
+        .map_err(|_| ClientError::Closed)
+}
+
+async fn request(inner: &Arc<Inner>, msg: Message, acks: u32) -> Result<Frame, ClientError> {
+    let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = oneshot::channel();
+    {
+        let mut routes = inner.routes();
+        if routes.closed {
+            return Err(ClientError::Closed);
+        }
+        routes.pending.insert(
+            id,
+            Pending::Reply {
+                tx,
+                acks_left: acks,
+                acked: 0,
+            },
+        );
+    }
+    send_and_wait(inner, Frame::new(id, msg), rx).await
+}
+
+async fn send_and_wait(
+    inner: &Arc<Inner>,
+    frame: Frame,
+    rx: oneshot::Receiver<Reply>,
+) -> Result<Frame, ClientError> {
+    let id = frame.id;
+    if inner.tx.send(frame.to_bytes()).await.is_err() {
+        inner.routes().pending.remove(&id);
+        return Err(ClientError::Closed);
+    }
+    match tokio::time::timeout(inner.request_timeout, rx).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(_)) => Err(ClientError::Closed),
+        Err(_) => {
+            inner.routes().pending.remove(&id);
+            Err(ClientError::Timeout("reply"))
+        }
+    }
+}
+
+fn spawn_io<R, W>(
+    r: R,
+    w: W,
+    request_timeout: Duration,
+) -> (Arc<Inner>, tokio::task::JoinHandle<()>)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+    let inner = Arc::new(Inner {
+        tx,
+        routes: Mutex::new(Routes::default()),
+        next_id: AtomicU64::new(1),
+        request_timeout,
+    });
+    let writer = tokio::spawn(writer(w, rx));
+    tokio::spawn(reader(r, Arc::downgrade(&inner)));
+    (inner, writer)
+}
+
+async fn writer<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Bytes>) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    while let Some(first) = rx.recv().await {
+        let mut single = Some(first);
+        while let Ok(next) = rx.try_recv() {
+            if let Some(f) = single.take() {
+                buf.extend_from_slice(&f);
+            }
+            buf.extend_from_slice(&next);
+            if buf.len() >= WRITE_COALESCE {
+                break;
+            }
+        }
+        let res = match &single {
+            Some(f) => w.write_all(f).await,
+            None => w.write_all(&buf).await,
+        };
+        if res.is_err() || w.flush().await.is_err() {
+            break;
+        }
+        buf.clear();
+    }
+    let _ = w.shutdown().await;
+}
+
+fn nack_error(m: &rampart_proto::Nack) -> ClientError {
+    ClientError::Nack {
+        code: m.code,
+        message: m.message.clone(),
+        retry_after: (m.retry_after_ms > 0).then(|| Duration::from_millis(m.retry_after_ms.into())),
+    }
+}
+
+async fn reader<R: AsyncRead + Unpin>(mut r: R, inner: std::sync::Weak<Inner>) {
+    let decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let end: ClientError = 'read: loop {
+        loop {
+            let frame = match decoder.decode(&mut buf) {
+                Ok(Some(d)) => match d.frame {
+                    Ok(f) => f,
+                    Err(e) => break 'read ClientError::Protocol(e.to_string()),
+                },
+                Ok(None) => break,
+                Err(e) => break 'read ClientError::Protocol(e.to_string()),
+            };
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            if let Message::EventBatch(ev) = frame.msg {
+                let sid = ev.subscription_id;
+                let sink = inner.routes().subscriptions.get(&sid).cloned();
+                if let Some(sink) = sink {
+                    if sink.send(ev).await.is_err() {
+                        inner.routes().subscriptions.remove(&sid);
+                    }
+                }
+                continue;
+            }
+            route(&inner, frame);
+        }
+        if buf.capacity() - buf.len() < 8 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        match r.read_buf(&mut buf).await {
+            Ok(0) => break ClientError::Closed,
+            Ok(_) => {}
+            Err(e) => break ClientError::Connect(e.to_string()),
+        }
+    };
+    if let Some(inner) = inner.upgrade() {
+        let mut routes = inner.routes();
+        routes.closed = true;
+        for (_, p) in routes.pending.drain() {
+            let tx = match p {
+                Pending::Reply { tx, .. } | Pending::Subscribe { tx, .. } => tx,
+            };
+            let _ = tx.send(Err(match &end {
+                ClientError::Protocol(m) => ClientError::Protocol(m.clone()),
+                _ => ClientError::Closed,
+            }));
+        }
+        routes.subscriptions.clear();
+    }
+    debug!(reason = %end, "connection ended");
+}
+
+fn route(inner: &Inner, frame: Frame) {
+    let mut routes = inner.routes();
+    let Some(p) = routes.pending.remove(&frame.id) else {
+        if let Message::Nack(n) = &frame.msg {
+            debug!(code = n.code.0, "request refused");
+            if routes.async_error.is_none() {
+                routes.async_error = Some(nack_error(n));
+            }
+        }
+        return;
+    };
+    match p {
+        Pending::Subscribe { tx, events } => {
+            if let Message::Subscribed(s) = &frame.msg {
+                routes.subscriptions.insert(s.subscription_id, events);
+            }
+            let _ = tx.send(reply_of(frame));
+        }
+        Pending::Reply {
+            tx,
+            acks_left,
+            acked,
+        } => match &frame.msg {
+            Message::Ack(a) if acks_left > 1 => {
+                routes.pending.insert(
+                    frame.id,
+                    Pending::Reply {
+                        tx,
+                        acks_left: acks_left - 1,
+                        acked: acked + a.count,
+                    },
+                );
+            }
+            Message::Ack(a) => {
+                let total = acked + a.count;
+                let _ = tx.send(Ok(Frame::new(
+                    frame.id,
+                    rampart_proto::Ack { count: total },
+                )));
+            }
+            _ => {
+                let _ = tx.send(reply_of(frame));
+            }
+        },
+    }
+}
+
+fn reply_of(frame: Frame) -> Reply {
+    match &frame.msg {
+        Message::Nack(n) => Err(nack_error(n)),
+        _ => Ok(frame),
+    }
+}
+
+/// One message received on a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Position of the message in its stream.
+    pub seq: u64,
+    pub payload: Bytes,
+}
+
+/// The receiving end of a subscription. Yields events in stream order;
+/// implements [`futures_core::Stream`]. Dropping it unsubscribes.
+pub struct Subscription {
+    id: u64,
+    rx: mpsc::Receiver<EventBatch>,
+    inner: Arc<Inner>,
+    current: VecDeque<Event>,
+    next_seq: u64,
+    missed: u64,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("id", &self.id)
+            .field("missed", &self.missed)
+            .finish()
+    }
+}
+
+impl Subscription {
+    /// The server-assigned id, meaningful only on this connection.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Messages the server dropped for this subscriber under the
+    /// `drop_oldest` policy, so far.
+    pub fn missed(&self) -> u64 {
+        self.missed
+    }
+
+    fn absorb(&mut self, b: EventBatch) {
+        self.missed += b.missed;
+        for (i, payload) in b.payloads().enumerate() {
+            self.current.push_back(Event {
+                seq: b.first_seq + i as u64,
+                payload,
+            });
+        }
+        self.next_seq = b.first_seq + u64::from(b.count);
+    }
+
+    /// The next message, or `None` when the connection closed.
+    pub async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(e) = self.current.pop_front() {
+                return Some(e);
+            }
+            let b = self.rx.recv().await?;
+            self.absorb(b);
+        }
+    }
+
+    /// The next whole batch as the server sent it (fewer allocations than
+    /// [`Subscription::next`] for high-rate consumers).
+    pub async fn next_batch(&mut self) -> Option<EventBatch> {
+        if !self.current.is_empty() {
+            let mut e = rampart_proto::EntriesBuilder::new();
+            let first = self.current.front().map_or(0, |x| x.seq);
+            for ev in self.current.drain(..) {
+                e.push(&ev.payload);
+            }
+            let (count, entries) = e.finish();
+            return Some(EventBatch {
+                subscription_id: self.id,
+                missed: 0,
+                first_seq: first,
+                count,
+                entries,
+            });
+        }
+        let b = self.rx.recv().await?;
+        self.missed += b.missed;
+        self.next_seq = b.first_seq + u64::from(b.count);
+        Some(b)
+    }
+
+    /// Ends the subscription and waits for the server to confirm.
+    pub async fn unsubscribe(self) -> Result<(), ClientError> {
+        let id = self.id;
+        self.inner.routes().subscriptions.remove(&id);
+        request(
+            &self.inner,
+            Message::Unsubscribe(Unsubscribe {
+                subscription_id: id,
+            }),
+            1,
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let removed = self.inner.routes().subscriptions.remove(&self.id).is_some();
+        if removed {
+            let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+            let frame = Frame::new(
+                id,
+                Unsubscribe {
+                    subscription_id: self.id,
+                },
+            );
+            let _ = self.inner.tx.try_send(frame.to_bytes());
+        }
+    }
+}
+
+impl futures_core::Stream for Subscription {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        loop {
+            if let Some(e) = self.current.pop_front() {
+                return Poll::Ready(Some(e));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(b)) => self.absorb(b),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rampart_proto::ErrorCode;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_url("quic://localhost:7400").unwrap(),
+            (Transport::Quic, "localhost".into(), 7400)
+        );
+        assert_eq!(
+            parse_url("tls://127.0.0.1:7401/").unwrap(),
+            (Transport::Tcp, "127.0.0.1".into(), 7401)
+        );
+        assert_eq!(
+            parse_url("tls://[::1]:7401").unwrap(),
+            (Transport::Tcp, "::1".into(), 7401)
+        );
+        assert!(parse_url("http://x:1").is_err());
+        assert!(parse_url("tls://x").is_err());
+        assert!(parse_url("tls://:1").is_err());
+    }
+
+    #[test]
+    fn error_codes_survive() {
+        let e = nack_error(&rampart_proto::Nack {
+            code: ErrorCode::FORBIDDEN,
+            retry_after_ms: 0,
+            message: "forbidden".into(),
+        });
+        assert_eq!(e.code(), Some(ErrorCode::FORBIDDEN));
+    }
+}

@@ -1,0 +1,113 @@
+//! Client settings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rampart_identity::Secret;
+
+use crate::ClientError;
+
+/// Which transport to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transport {
+    /// QUIC with ALPN `rampart/1` (URL scheme `quic://`).
+    Quic,
+    /// TLS 1.3 over TCP (URL scheme `tls://`).
+    Tcp,
+}
+
+/// How a client connects and proves its identity.
+///
+/// Certificate verification is on unless `dangerous_skip_verify` is set,
+/// which logs a warning on every connect and should never reach production.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// PEM file with the CA certificates that may sign the server's
+    /// certificate.
+    pub tls_ca_cert_path: Option<PathBuf>,
+    /// API key, held zeroized and never printed.
+    pub api_key: Option<Secret<String>>,
+    /// Overrides the transport named by the URL scheme.
+    pub transport: Option<Transport>,
+    /// Name to verify in the server certificate; default: the URL host.
+    pub server_name: Option<String>,
+    /// Accept any server certificate. Dangerous: anyone on the path can
+    /// impersonate the server.
+    pub dangerous_skip_verify: bool,
+    /// Bound on TCP/QUIC connect, TLS handshake and authentication.
+    pub connect_timeout: Duration,
+    /// Bound on waiting for a reply to a request.
+    pub request_timeout: Duration,
+    /// Name sent in HELLO.
+    pub agent: String,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            tls_ca_cert_path: None,
+            api_key: None,
+            transport: None,
+            server_name: None,
+            dangerous_skip_verify: false,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            agent: concat!("rampart-client/", env!("CARGO_PKG_VERSION")).into(),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Reads `RAMPART_CA_CERT`, and `RAMPART_API_KEY` or the file named by
+    /// `RAMPART_API_KEY_FILE`, from `env`.
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ClientError> {
+        let mut c = Self {
+            tls_ca_cert_path: env("RAMPART_CA_CERT").map(PathBuf::from),
+            ..Self::default()
+        };
+        if let Some(k) = env("RAMPART_API_KEY") {
+            c.api_key = Some(Secret::new(k));
+        } else if let Some(path) = env("RAMPART_API_KEY_FILE") {
+            c.api_key = Some(read_key_file(&PathBuf::from(path))?);
+        }
+        Ok(c)
+    }
+
+    pub fn with_ca(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_ca_cert_path = Some(path.into());
+        self
+    }
+
+    pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(Secret::new(key.into()));
+        self
+    }
+
+    pub fn with_transport(mut self, t: Transport) -> Self {
+        self.transport = Some(t);
+        self
+    }
+}
+
+/// Reads an API key from a file (first line, trimmed).
+pub fn read_key_file(path: &std::path::Path) -> Result<Secret<String>, ClientError> {
+    let text = Secret::new(std::fs::read_to_string(path).map_err(|e| {
+        ClientError::Config(format!("cannot read API key file {}: {e}", path.display()))
+    })?);
+    let key = text
+        .expose()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if key.is_empty() {
+        return Err(ClientError::Config(format!(
+            "API key file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(Secret::new(key))
+}

@@ -1,0 +1,364 @@
+//! Server configuration: one TOML file, every key overridable from the
+//! environment as `RAMPART_<KEY>`, validated at load with errors that name
+//! the key.
+//!
+//! The environment is read through a function passed in, so tests never
+//! touch the process environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rampart_broker::{BrokerConfig, CacheLimits, QueueLimits, SlowConsumerPolicy};
+use rampart_proto::{StreamPath, TenantId, DEFAULT_MAX_FRAME, PREAUTH_MAX_FRAME};
+use serde::Deserialize;
+
+/// Whether the TLS layer asks for client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// Client certificates are not requested.
+    #[default]
+    None,
+    /// Requested and verified when sent, but optional.
+    Request,
+    /// Required: a client without a valid certificate fails the handshake.
+    Require,
+}
+
+/// Slow-consumer policy as written in config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowConsumer {
+    #[default]
+    Block,
+    DropOldest,
+}
+
+/// The configuration file, as written. See `docs/configuration.md` in the
+/// README for every key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// UDP address for QUIC; empty disables QUIC.
+    pub quic_bind: String,
+    /// TCP address for TLS over TCP; empty disables it.
+    pub tcp_bind: String,
+    pub tls_cert_path: Option<PathBuf>,
+    pub tls_key_path: Option<PathBuf>,
+    pub tls_ca_cert_path: Option<PathBuf>,
+    pub tls_client_auth: ClientAuth,
+    /// `tenant:hmac-sha256:<hex>` entries; see `rampart key hash`.
+    pub allowed_api_keys: Vec<String>,
+    /// Secret mixed into key hashes; default `<data_dir>/api_key_pepper`.
+    pub api_key_pepper_path: Option<PathBuf>,
+    /// Tenants the server knows. When set, keys for other tenants are refused
+    /// at start. Tenants that own a key are always known.
+    pub tenants: Vec<String>,
+    pub max_frame_size: usize,
+    pub auth_timeout_ms: u64,
+    pub max_auth_failures: u32,
+    pub auto_create_streams: bool,
+    /// Streams that exist from the start, as `tenant/namespace/stream`.
+    pub streams: Vec<String>,
+    pub subscriber_queue_messages: usize,
+    pub subscriber_queue_bytes: usize,
+    pub slow_consumer_policy: SlowConsumer,
+    pub cache_max_bytes_per_tenant: usize,
+    pub cache_max_value_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let q = QueueLimits::default();
+        let c = CacheLimits::default();
+        Self {
+            data_dir: PathBuf::from("rampart-data"),
+            quic_bind: "127.0.0.1:7400".into(),
+            tcp_bind: "127.0.0.1:7401".into(),
+            tls_cert_path: None,
+            tls_key_path: None,
+            tls_ca_cert_path: None,
+            tls_client_auth: ClientAuth::None,
+            allowed_api_keys: Vec::new(),
+            api_key_pepper_path: None,
+            tenants: Vec::new(),
+            max_frame_size: DEFAULT_MAX_FRAME,
+            auth_timeout_ms: 5_000,
+            max_auth_failures: 3,
+            auto_create_streams: true,
+            streams: Vec::new(),
+            subscriber_queue_messages: q.max_messages,
+            subscriber_queue_bytes: q.max_bytes,
+            slow_consumer_policy: SlowConsumer::Block,
+            cache_max_bytes_per_tenant: c.max_bytes_per_tenant,
+            cache_max_value_bytes: c.max_value_bytes,
+        }
+    }
+}
+
+/// A configuration problem, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    Int,
+    Bool,
+    List,
+}
+
+/// Every key and its type, for environment overrides.
+const KEYS: &[(&str, Kind)] = &[
+    ("data_dir", Kind::Str),
+    ("quic_bind", Kind::Str),
+    ("tcp_bind", Kind::Str),
+    ("tls_cert_path", Kind::Str),
+    ("tls_key_path", Kind::Str),
+    ("tls_ca_cert_path", Kind::Str),
+    ("tls_client_auth", Kind::Str),
+    ("allowed_api_keys", Kind::List),
+    ("api_key_pepper_path", Kind::Str),
+    ("tenants", Kind::List),
+    ("max_frame_size", Kind::Int),
+    ("auth_timeout_ms", Kind::Int),
+    ("max_auth_failures", Kind::Int),
+    ("auto_create_streams", Kind::Bool),
+    ("streams", Kind::List),
+    ("subscriber_queue_messages", Kind::Int),
+    ("subscriber_queue_bytes", Kind::Int),
+    ("slow_consumer_policy", Kind::Str),
+    ("cache_max_bytes_per_tenant", Kind::Int),
+    ("cache_max_value_bytes", Kind::Int),
+];
+
+impl Config {
+    /// Reads `path` (if any), applies `RAMPART_<KEY>` overrides from `env`,
+    /// and validates the result.
+    pub fn load(
+        path: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse {
+                        path: p.display().to_string(),
+                        message: e.message().to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        for (key, kind) in KEYS {
+            let var = format!("RAMPART_{}", key.to_ascii_uppercase());
+            let Some(raw) = env(&var) else { continue };
+            let bad = |message: String| ConfigError::Env {
+                var: var.clone(),
+                message,
+            };
+            let value = match kind {
+                Kind::Str => toml::Value::String(raw),
+                Kind::Int => toml::Value::Integer(
+                    raw.trim()
+                        .parse::<i64>()
+                        .map_err(|_| bad(format!("`{raw}` is not a whole number")))?,
+                ),
+                Kind::Bool => toml::Value::Boolean(match raw.trim() {
+                    "true" | "1" | "yes" => true,
+                    "false" | "0" | "no" => false,
+                    _ => return Err(bad(format!("`{raw}` is not true or false"))),
+                }),
+                Kind::List => toml::Value::Array(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.to_string()))
+                        .collect(),
+                ),
+            };
+            table.insert((*key).to_string(), value);
+        }
+        let origin = path.map_or_else(|| "(defaults)".to_string(), |p| p.display().to_string());
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: origin,
+                    message: e.message().to_string(),
+                })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that the types alone do not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
+        if self.quic_bind.is_empty() && self.tcp_bind.is_empty() {
+            return Err(invalid(
+                "quic_bind",
+                "quic_bind and tcp_bind are both empty: nothing to listen on".into(),
+            ));
+        }
+        for (key, v) in [("quic_bind", &self.quic_bind), ("tcp_bind", &self.tcp_bind)] {
+            if !v.is_empty() && v.parse::<SocketAddr>().is_err() {
+                return Err(invalid(
+                    key,
+                    format!("`{v}` is not an address like 127.0.0.1:7400"),
+                ));
+            }
+        }
+        if !(PREAUTH_MAX_FRAME..=64 * 1024 * 1024).contains(&self.max_frame_size) {
+            return Err(invalid(
+                "max_frame_size",
+                format!("must be between {PREAUTH_MAX_FRAME} and 67108864 bytes"),
+            ));
+        }
+        if self.auth_timeout_ms == 0 || self.auth_timeout_ms > 120_000 {
+            return Err(invalid("auth_timeout_ms", "must be 1..=120000".into()));
+        }
+        if self.max_auth_failures == 0 {
+            return Err(invalid("max_auth_failures", "must be at least 1".into()));
+        }
+        if self.subscriber_queue_messages == 0 || self.subscriber_queue_bytes == 0 {
+            return Err(invalid(
+                "subscriber_queue_messages",
+                "subscriber queue bounds must be positive".into(),
+            ));
+        }
+        if self.tls_client_auth != ClientAuth::None && self.tls_ca_cert_path.is_none() {
+            return Err(invalid(
+                "tls_client_auth",
+                "request/require needs tls_ca_cert_path to verify client certificates".into(),
+            ));
+        }
+        if self.tls_cert_path.is_some() != self.tls_key_path.is_some() {
+            return Err(invalid(
+                "tls_key_path",
+                "tls_cert_path and tls_key_path go together".into(),
+            ));
+        }
+        for t in &self.tenants {
+            TenantId::parse(t).map_err(|e| invalid("tenants", format!("`{t}`: {e}")))?;
+        }
+        for s in &self.streams {
+            s.parse::<StreamPath>()
+                .map_err(|e| invalid("streams", format!("`{s}`: {e}")))?;
+        }
+        Ok(())
+    }
+
+    pub fn auth_timeout(&self) -> Duration {
+        Duration::from_millis(self.auth_timeout_ms)
+    }
+
+    pub fn pepper_path(&self) -> PathBuf {
+        self.api_key_pepper_path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("api_key_pepper"))
+    }
+
+    pub(crate) fn broker(&self) -> BrokerConfig {
+        let mut b = BrokerConfig::default();
+        b.auto_create_streams = self.auto_create_streams;
+        b.queue = QueueLimits {
+            max_messages: self.subscriber_queue_messages,
+            max_bytes: self.subscriber_queue_bytes,
+            policy: match self.slow_consumer_policy {
+                SlowConsumer::Block => SlowConsumerPolicy::Block,
+                SlowConsumer::DropOldest => SlowConsumerPolicy::DropOldest,
+            },
+        };
+        b.cache = CacheLimits {
+            max_bytes_per_tenant: self.cache_max_bytes_per_tenant,
+            max_value_bytes: self.cache_max_value_bytes,
+        };
+        b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_loopback() {
+        let c = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(c.quic_bind, "127.0.0.1:7400");
+        assert_eq!(c.max_frame_size, 8 * 1024 * 1024);
+        assert_eq!(c.auth_timeout_ms, 5000);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("rampart.toml");
+        std::fs::write(
+            &p,
+            "tcp_bind = \"127.0.0.1:9000\"\nauth_timeout_ms = 100\ntenants = [\"a\"]\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&p),
+            &env(&[
+                ("RAMPART_TCP_BIND", "127.0.0.1:9001"),
+                ("RAMPART_TENANTS", "acme, globex"),
+                ("RAMPART_AUTO_CREATE_STREAMS", "false"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.tcp_bind, "127.0.0.1:9001");
+        assert_eq!(c.auth_timeout_ms, 100);
+        assert_eq!(c.tenants, vec!["acme", "globex"]);
+        assert!(!c.auto_create_streams);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::load(None, &env(&[("RAMPART_MAX_FRAME_SIZE", "lots")])).unwrap_err();
+        assert!(e.to_string().contains("RAMPART_MAX_FRAME_SIZE"), "{e}");
+        let e = Config::load(None, &env(&[("RAMPART_TCP_BIND", "nowhere")])).unwrap_err();
+        assert!(e.to_string().contains("tcp_bind"), "{e}");
+        let e = Config::load(None, &env(&[("RAMPART_TLS_CLIENT_AUTH", "require")])).unwrap_err();
+        assert!(e.to_string().contains("tls_client_auth"), "{e}");
+        let e = Config::load(None, &env(&[("RAMPART_STREAMS", "acme/Prod/x")])).unwrap_err();
+        assert!(e.to_string().contains("streams"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("rampart.toml");
+        std::fs::write(&p, "tcp_bnd = \"127.0.0.1:9000\"\n").unwrap();
+        let e = Config::load(Some(&p), &env(&[])).unwrap_err();
+        assert!(e.to_string().contains("tcp_bnd"), "{e}");
+    }
+}

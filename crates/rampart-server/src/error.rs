@@ -1,0 +1,79 @@
+//! Every request error becomes a NACK here, and only here. Messages are
+//! safe to show a client: no paths, no internal state, nothing about other
+//! tenants.
+
+use rampart_broker::BrokerError;
+use rampart_proto::{BodyError, ErrorCode, Frame, FrameError};
+
+use crate::access::Denied;
+use crate::session::nack;
+
+/// Why one request failed.
+#[derive(Debug)]
+pub(crate) enum OpError {
+    Denied(Denied),
+    Broker(BrokerError),
+    Body(BodyError),
+    StartUnsupported,
+    NoSuchSubscription,
+    TooManySubscriptions(usize),
+}
+
+impl OpError {
+    pub(crate) fn code(&self) -> ErrorCode {
+        match self {
+            OpError::Denied(Denied::OtherTenant) => ErrorCode::FORBIDDEN,
+            OpError::Denied(Denied::NotAClientFrame) => ErrorCode::BAD_REQUEST,
+            OpError::Broker(BrokerError::StreamNotFound) => ErrorCode::NOT_FOUND,
+            OpError::Broker(BrokerError::CacheFull { .. }) => ErrorCode::INSUFFICIENT_STORAGE,
+            OpError::Broker(BrokerError::ValueTooLarge { .. }) => ErrorCode::PAYLOAD_TOO_LARGE,
+            OpError::Broker(_) => ErrorCode::INTERNAL,
+            OpError::Body(e) => e.code(),
+            OpError::StartUnsupported => ErrorCode::BAD_REQUEST,
+            OpError::NoSuchSubscription => ErrorCode::NOT_FOUND,
+            OpError::TooManySubscriptions(_) => ErrorCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            OpError::Denied(Denied::OtherTenant) => "forbidden".into(),
+            OpError::Denied(Denied::NotAClientFrame) => {
+                "frame type not accepted from clients".into()
+            }
+            OpError::Broker(BrokerError::StreamNotFound) => "stream not found".into(),
+            OpError::Broker(e @ BrokerError::CacheFull { .. }) => e.to_string(),
+            OpError::Broker(e @ BrokerError::ValueTooLarge { .. }) => e.to_string(),
+            OpError::Broker(_) => "internal error".into(),
+            OpError::Body(e) => e.to_string(),
+            OpError::StartUnsupported => {
+                "live streams deliver new messages only; replay needs a durable stream".into()
+            }
+            OpError::NoSuchSubscription => "no such subscription on this connection".into(),
+            OpError::TooManySubscriptions(n) => {
+                format!("limit of {n} subscriptions per connection reached")
+            }
+        }
+    }
+
+    pub(crate) fn to_frame(&self, id: u64) -> Frame {
+        nack(id, self.code(), self.message())
+    }
+}
+
+impl From<BrokerError> for OpError {
+    fn from(e: BrokerError) -> Self {
+        OpError::Broker(e)
+    }
+}
+
+impl From<Denied> for OpError {
+    fn from(e: Denied) -> Self {
+        OpError::Denied(e)
+    }
+}
+
+/// The NACK sent before closing a connection whose byte stream broke.
+pub(crate) fn frame_error(e: &FrameError) -> Frame {
+    nack(0, e.code(), e.to_string())
+}

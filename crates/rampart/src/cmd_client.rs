@@ -1,0 +1,292 @@
+//! `rampart pub`, `rampart sub`, `rampart cache`.
+//!
+//! The API key comes from `RAMPART_API_KEY` or a file (`--api-key-file` /
+//! `RAMPART_API_KEY_FILE`), never from the command line, where other users
+//! of the machine could read it.
+
+use std::io::{BufRead, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use rampart_client::{read_key_file, Client, ClientConfig, ClientError};
+use rampart_identity::Secret;
+use rampart_proto::{CachePath, StreamPath};
+
+use crate::Failure;
+
+/// Where and how to connect.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ConnectArgs {
+    /// Server URL: quic://host:port or tls://host:port.
+    #[arg(long, env = "RAMPART_URL", default_value = "quic://127.0.0.1:7400")]
+    pub url: String,
+    /// CA certificate (PEM) that signed the server certificate.
+    #[arg(long = "ca-cert", env = "RAMPART_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// File holding the API key (else RAMPART_API_KEY).
+    #[arg(long, env = "RAMPART_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// Do not verify the server certificate. Dangerous: for throwaway test
+    /// setups only.
+    #[arg(long)]
+    pub dangerous_skip_verify: bool,
+}
+
+impl ConnectArgs {
+    pub(crate) fn config(&self) -> Result<ClientConfig, Failure> {
+        let mut c = ClientConfig::default();
+        c.tls_ca_cert_path = self.ca_cert.clone();
+        c.api_key = match (&self.api_key_file, std::env::var("RAMPART_API_KEY").ok()) {
+            (_, Some(k)) if !k.is_empty() => Some(Secret::new(k)),
+            (Some(f), _) => Some(read_key_file(f)?),
+            _ => {
+                return Err(Failure(
+                    "no API key: set RAMPART_API_KEY or RAMPART_API_KEY_FILE".into(),
+                ))
+            }
+        };
+        if self.dangerous_skip_verify {
+            eprintln!("rampart: WARNING: --dangerous-skip-verify: the server is not verified");
+            c.dangerous_skip_verify = true;
+        }
+        Ok(c)
+    }
+
+    pub(crate) async fn connect(&self) -> Result<Client, Failure> {
+        Client::connect(&self.url, self.config()?)
+            .await
+            .map_err(describe)
+    }
+}
+
+/// Formats an error with its NACK code first, for scripts.
+pub(crate) fn describe(e: ClientError) -> Failure {
+    match &e {
+        ClientError::Nack { code, message, .. } => Failure(format!("NACK {}: {message}", code.0)),
+        _ => Failure(e.to_string()),
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct PubArgs {
+    /// TENANT/NAMESPACE/STREAM
+    target: StreamPath,
+    /// The message; when omitted, each line of stdin is one message.
+    message: Option<String>,
+    #[command(flatten)]
+    conn: ConnectArgs,
+}
+
+pub(crate) async fn publish(a: PubArgs) -> Result<ExitCode, Failure> {
+    let client = a.conn.connect().await?;
+    let t = &a.target;
+    let (tenant, ns, stream) = (t.tenant.as_str(), t.namespace.as_str(), t.stream.as_str());
+    if let Some(m) = a.message {
+        client
+            .publish(tenant, ns, stream, m.into_bytes())
+            .await
+            .map_err(describe)?;
+        client.close().await;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Lines from stdin, sent in acknowledged batches.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Vec<u8>>>(4);
+    let reader = std::thread::spawn(move || -> std::io::Result<()> {
+        let stdin = std::io::stdin();
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for line in stdin.lock().split(b'\n') {
+            let mut line = line?;
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            bytes += line.len();
+            batch.push(line);
+            if batch.len() >= 1000 || bytes >= 1 << 20 {
+                if tx.blocking_send(std::mem::take(&mut batch)).is_err() {
+                    return Ok(());
+                }
+                bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.blocking_send(batch);
+        }
+        Ok(())
+    });
+    let mut sent = 0u64;
+    while let Some(batch) = rx.recv().await {
+        let n = client
+            .publish_batch(tenant, ns, stream, &batch)
+            .await
+            .map_err(describe)?;
+        sent += u64::from(n);
+    }
+    reader
+        .join()
+        .map_err(|_| Failure("stdin reader failed".into()))??;
+    eprintln!("rampart: published {sent} message(s)");
+    client.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct SubArgs {
+    /// TENANT/NAMESPACE/STREAM
+    target: StreamPath,
+    /// Exit after this many messages.
+    #[arg(long)]
+    count: Option<u64>,
+    #[command(flatten)]
+    conn: ConnectArgs,
+}
+
+pub(crate) async fn subscribe(a: SubArgs) -> Result<ExitCode, Failure> {
+    let client = a.conn.connect().await?;
+    let t = &a.target;
+    let mut sub = client
+        .subscribe(t.tenant.as_str(), t.namespace.as_str(), t.stream.as_str())
+        .await
+        .map_err(describe)?;
+    eprintln!("rampart: subscribed to {t}");
+    let mut seen = 0u64;
+    let mut missed_reported = 0;
+    let stdout = std::io::stdout();
+    while a.count.is_none_or(|c| seen < c) {
+        let Some(batch) = sub.next_batch().await else {
+            return Err(Failure("connection closed".into()));
+        };
+        if sub.missed() > missed_reported {
+            eprintln!(
+                "rampart: missed {} message(s) (slow consumer)",
+                sub.missed() - missed_reported
+            );
+            missed_reported = sub.missed();
+        }
+        let mut out = stdout.lock();
+        for p in batch.payloads() {
+            out.write_all(&p)?;
+            out.write_all(b"\n")?;
+            seen += 1;
+            if a.count.is_some_and(|c| seen >= c) {
+                break;
+            }
+        }
+        out.flush()?;
+    }
+    drop(sub);
+    client.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct CacheArgs {
+    #[command(subcommand)]
+    op: CacheOp,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum CacheOp {
+    /// Store a value (from the argument, else stdin).
+    Put {
+        /// TENANT/NAMESPACE/CACHE
+        target: CachePath,
+        key: String,
+        value: Option<String>,
+        /// Seconds until the entry expires.
+        #[arg(long)]
+        ttl: Option<u64>,
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+    /// Print a value; exits 1 when the key is absent.
+    Get {
+        target: CachePath,
+        key: String,
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+    /// Remove a key; prints 1 if it existed, 0 if not.
+    Del {
+        target: CachePath,
+        key: String,
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+}
+
+pub(crate) async fn cache(a: CacheArgs) -> Result<ExitCode, Failure> {
+    match a.op {
+        CacheOp::Put {
+            target,
+            key,
+            value,
+            ttl,
+            conn,
+        } => {
+            let value = match value {
+                Some(v) => v.into_bytes(),
+                None => {
+                    let mut v = Vec::new();
+                    std::io::stdin().read_to_end(&mut v)?;
+                    v
+                }
+            };
+            let client = conn.connect().await?;
+            client
+                .cache_put(
+                    target.tenant.as_str(),
+                    target.namespace.as_str(),
+                    target.cache.as_str(),
+                    &key,
+                    value,
+                    ttl.map(Duration::from_secs),
+                )
+                .await
+                .map_err(describe)?;
+            client.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        CacheOp::Get { target, key, conn } => {
+            let client = conn.connect().await?;
+            let v = client
+                .cache_get(
+                    target.tenant.as_str(),
+                    target.namespace.as_str(),
+                    target.cache.as_str(),
+                    &key,
+                )
+                .await
+                .map_err(describe)?;
+            client.close().await;
+            match v {
+                Some(v) => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&v)?;
+                    out.write_all(b"\n")?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    eprintln!("rampart: key not found");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        CacheOp::Del { target, key, conn } => {
+            let client = conn.connect().await?;
+            let removed = client
+                .cache_delete(
+                    target.tenant.as_str(),
+                    target.namespace.as_str(),
+                    target.cache.as_str(),
+                    &key,
+                )
+                .await
+                .map_err(describe)?;
+            client.close().await;
+            println!("{}", u8::from(removed));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! `rampart key hash`: the stored form of an API key, for `allowed_api_keys`.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use rampart_identity::{Pepper, Secret};
+
+use crate::Failure;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct KeyArgs {
+    #[command(subcommand)]
+    cmd: KeyCmd,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum KeyCmd {
+    /// Read a key from stdin and print its hash (`hmac-sha256:<hex>`).
+    ///
+    /// The hash is keyed with the server's pepper, so run this where the
+    /// server's pepper file is (created if missing).
+    Hash {
+        /// Pepper file; default <data_dir>/api_key_pepper.
+        #[arg(long, env = "RAMPART_API_KEY_PEPPER_PATH")]
+        pepper_file: Option<PathBuf>,
+        /// Data directory holding the pepper.
+        #[arg(long, env = "RAMPART_DATA_DIR", default_value = "rampart-data")]
+        data_dir: PathBuf,
+        /// Print a whole `tenant:hash` entry for `allowed_api_keys`.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+pub(crate) fn run(a: KeyArgs) -> Result<ExitCode, Failure> {
+    match a.cmd {
+        KeyCmd::Hash {
+            pepper_file,
+            data_dir,
+            tenant,
+        } => {
+            let path = pepper_file.unwrap_or_else(|| data_dir.join("api_key_pepper"));
+            let existed = path.exists();
+            let pepper = Pepper::load_or_create(&path)?;
+            if !existed {
+                eprintln!("rampart: created pepper {}", path.display());
+            }
+            let mut line = Secret::new(String::with_capacity(4096));
+            std::io::stdin().lock().read_line(line.expose_mut())?;
+            let key = line.expose().trim();
+            if key.is_empty() {
+                return Err(Failure("no key on stdin".into()));
+            }
+            let hash = pepper.hash(key.as_bytes());
+            match tenant {
+                Some(t) => {
+                    rampart_proto::TenantId::parse(&t)?;
+                    println!("{t}:{hash}");
+                }
+                None => println!("{hash}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! `rampart server`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use rampart_identity::Secret;
+use rampart_server::{Config, Server, ServerOptions};
+
+use crate::Failure;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServerArgs {
+    /// Configuration file (TOML). Every key can also be set as RAMPART_<KEY>.
+    #[arg(long, env = "RAMPART_CONFIG")]
+    config: Option<PathBuf>,
+    /// Development mode: generate a local CA, a certificate for localhost
+    /// and an admin key for tenant `dev` under <data_dir>/dev/.
+    #[arg(long)]
+    dev: bool,
+    /// Data directory (overrides `data_dir` and RAMPART_DATA_DIR).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+pub(crate) async fn run(a: ServerArgs) -> Result<ExitCode, Failure> {
+    let env = |k: &str| std::env::var(k).ok();
+    let mut config = Config::load(a.config.as_deref(), &env)?;
+    if let Some(d) = a.data_dir {
+        config.data_dir = d;
+    }
+    let plain = std::env::var("RAMPART_API_KEYS").ok().map(Secret::new);
+    let server = Server::start(ServerOptions::new(config).dev(a.dev).plain_api_keys(plain)).await?;
+    if let Some(q) = server.quic_addr() {
+        println!("rampart: quic listening on {q}");
+    }
+    if let Some(t) = server.tcp_addr() {
+        println!("rampart: tls listening on {t}");
+    }
+    if let Some(d) = server.dev_setup() {
+        let abs =
+            |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        println!("rampart: dev mode; files in {}", abs(&d.dir).display());
+        println!("rampart: CA certificate  {}", abs(&d.ca_cert).display());
+        println!(
+            "rampart: admin key (tenant `dev`, keep it secret) {}",
+            abs(&d.admin_key_path).display()
+        );
+        println!("rampart: to use the CLI:");
+        if let Some(q) = server.quic_addr() {
+            println!("  export RAMPART_URL=quic://{q}");
+        } else if let Some(t) = server.tcp_addr() {
+            println!("  export RAMPART_URL=tls://{t}");
+        }
+        println!("  export RAMPART_CA_CERT={}", abs(&d.ca_cert).display());
+        println!(
+            "  export RAMPART_API_KEY_FILE={}",
+            abs(&d.admin_key_path).display()
+        );
+    }
+    wait_for_signal().await;
+    server.shutdown(Duration::from_secs(10)).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

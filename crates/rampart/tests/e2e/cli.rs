@@ -1,0 +1,256 @@
+//! The binary end to end: `rampart server --dev` on an empty data dir, then
+//! the CLI with the files it wrote.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rampart");
+
+struct DevServer {
+    child: Child,
+    quic: String,
+    tcp: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl DevServer {
+    fn start() -> DevServer {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut child = Command::new(BIN)
+            .args(["server", "--dev"])
+            .env("RAMPART_DATA_DIR", &data)
+            .env("RAMPART_QUIC_BIND", "127.0.0.1:0")
+            .env("RAMPART_TCP_BIND", "127.0.0.1:0")
+            .env_remove("RAMPART_API_KEYS")
+            .env_remove("RAMPART_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let (mut quic, mut tcp) = (None, None);
+        for line in out.lines() {
+            let line = line.unwrap();
+            if let Some(a) = line.strip_prefix("rampart: quic listening on ") {
+                quic = Some(a.to_string());
+            }
+            if let Some(a) = line.strip_prefix("rampart: tls listening on ") {
+                tcp = Some(a.to_string());
+            }
+            if line.contains("RAMPART_API_KEY_FILE") {
+                break;
+            }
+        }
+        DevServer {
+            child,
+            quic: quic.expect("quic address printed"),
+            tcp: tcp.expect("tcp address printed"),
+            dir,
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn cli(&self, url: &str) -> Command {
+        let mut c = Command::new(BIN);
+        c.env("RAMPART_URL", url)
+            .env("RAMPART_CA_CERT", self.data().join("dev/ca.crt"))
+            .env("RAMPART_API_KEY_FILE", self.data().join("dev/admin.key"))
+            .env_remove("RAMPART_API_KEY");
+        c
+    }
+}
+
+#[cfg(unix)]
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn dev_server_then_cli_pub_sub_and_cache() {
+    let s = DevServer::start();
+    let dev = s.data().join("dev");
+    for f in ["ca.crt", "admin.key", "server.crt", "server.key"] {
+        assert!(dev.join(f).exists(), "{f} written");
+    }
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&dev), 0o700);
+        assert_eq!(mode(&dev.join("admin.key")), 0o600);
+        assert_eq!(mode(&dev.join("server.key")), 0o600);
+    }
+
+    for url in [format!("quic://{}", s.quic), format!("tls://{}", s.tcp)] {
+        // Subscriber first; it says on stderr when it is subscribed.
+        let mut sub = s
+            .cli(&url)
+            .args(["sub", "dev/demo/events", "--count", "3"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(sub.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        assert!(line.contains("subscribed"), "{line}");
+
+        let mut publisher = s
+            .cli(&url)
+            .args(["pub", "dev/demo/events"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        publisher
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"one\ntwo\nthree\n")
+            .unwrap();
+        let p = publisher.wait_with_output().unwrap();
+        assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while sub.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "subscriber finished");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = sub.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\nthree\n");
+
+        // A single message as an argument.
+        let o = s
+            .cli(&url)
+            .args(["pub", "dev/demo/events", "hello"])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+
+        // Cache.
+        let o = s
+            .cli(&url)
+            .args([
+                "cache",
+                "put",
+                "dev/demo/kv",
+                "greeting",
+                "hi",
+                "--ttl",
+                "60",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = s
+            .cli(&url)
+            .args(["cache", "get", "dev/demo/kv", "greeting"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "hi\n");
+        let o = s
+            .cli(&url)
+            .args(["cache", "del", "dev/demo/kv", "greeting"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "1\n");
+        let o = s
+            .cli(&url)
+            .args(["cache", "get", "dev/demo/kv", "greeting"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1));
+
+        // Another tenant: non-zero exit naming the NACK code.
+        let o = s
+            .cli(&url)
+            .args(["pub", "acme/demo/events", "x"])
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("NACK 403"),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+#[test]
+fn cli_refuses_missing_key_and_bad_names() {
+    let s = DevServer::start();
+    let url = format!("tls://{}", s.tcp);
+    let o = s
+        .cli(&url)
+        .env_remove("RAMPART_API_KEY_FILE")
+        .args(["pub", "dev/demo/events", "x"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("RAMPART_API_KEY"));
+    let o = s
+        .cli(&url)
+        .args(["pub", "dev/Demo/events", "x"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    // A wrong key: refused with 401.
+    let bad = s.dir.path().join("bad.key");
+    std::fs::write(&bad, "rk_dev_not_the_key\n").unwrap();
+    let o = s
+        .cli(&url)
+        .env("RAMPART_API_KEY_FILE", &bad)
+        .args(["pub", "dev/demo/events", "x"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("NACK 401"));
+}
+
+#[test]
+fn key_hash_matches_what_the_server_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Command::new(BIN)
+        .args(["key", "hash", "--tenant", "acme"])
+        .env("RAMPART_DATA_DIR", dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(b"my-very-secret-key\n")
+        .unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success());
+    let entry = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    assert!(entry.starts_with("acme:hmac-sha256:"), "{entry}");
+    assert!(!entry.contains("my-very-secret-key"));
+    let pepper =
+        rampart_identity::Pepper::load_or_create(&dir.path().join("api_key_pepper")).unwrap();
+    let mut store = rampart_identity::ApiKeyStore::new(pepper);
+    store.insert_config_entry(&entry).unwrap();
+    assert_eq!(
+        store
+            .authenticate(b"my-very-secret-key")
+            .unwrap()
+            .tenant
+            .as_str(),
+        "acme"
+    );
+}

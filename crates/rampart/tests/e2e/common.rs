@@ -1,0 +1,226 @@
+//! Shared test harness: a real server on 127.0.0.1 with ephemeral ports,
+//! clients for both transports, and raw connections for protocol abuse.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rampart_client::{Client, ClientConfig, Transport};
+use rampart_proto::{Frame, FrameDecoder, DEFAULT_MAX_FRAME};
+use rampart_server::{Config, Server, ServerOptions};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+
+pub const KEY_ACME: &str = "rk_test_acme_0123456789abcdefghijklmnopqrstuvwxyz";
+pub const KEY_GLOBEX: &str = "rk_test_globex_0123456789abcdefghijklmnopqrstuvwx";
+
+pub struct TestServer {
+    pub server: Server,
+    _dir: tempfile::TempDir,
+    pub ca: PathBuf,
+}
+
+pub fn base_config(dir: &std::path::Path) -> Config {
+    let mut c = Config::load(None, &|_| None).expect("default config");
+    c.data_dir = dir.to_path_buf();
+    c.quic_bind = "127.0.0.1:0".into();
+    c.tcp_bind = "127.0.0.1:0".into();
+    c
+}
+
+pub async fn start() -> TestServer {
+    start_with(|_| {}).await
+}
+
+pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = base_config(dir.path());
+    tweak(&mut config);
+    let keys = format!("acme:{KEY_ACME},globex:{KEY_GLOBEX}");
+    let server = Server::start(
+        ServerOptions::new(config)
+            .dev(true)
+            .plain_api_keys(Some(rampart_identity::Secret::new(keys))),
+    )
+    .await
+    .expect("server starts");
+    let ca = server.dev_setup().expect("dev setup").ca_cert.clone();
+    TestServer {
+        server,
+        _dir: dir,
+        ca,
+    }
+}
+
+impl TestServer {
+    pub fn url(&self, t: Transport) -> String {
+        match t {
+            Transport::Quic => format!("quic://{}", self.server.quic_addr().expect("quic")),
+            _ => format!("tls://{}", self.server.tcp_addr().expect("tcp")),
+        }
+    }
+
+    pub fn config(&self, key: &str) -> ClientConfig {
+        ClientConfig::default().with_ca(&self.ca).with_api_key(key)
+    }
+
+    pub async fn client(&self, t: Transport, key: &str) -> Client {
+        Client::connect(&self.url(t), self.config(key))
+            .await
+            .expect("client connects")
+    }
+
+    /// A TLS client config trusting the dev CA, for raw connections.
+    pub fn rustls_client(&self) -> rustls::ClientConfig {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pki_types::CertificateDer::pem_file_iter(&self.ca).expect("ca") {
+            roots.add(c.expect("cert")).expect("add");
+        }
+        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"rampart/1".to_vec()];
+        cfg
+    }
+
+    /// A TLS (or QUIC) connection that speaks no protocol of its own.
+    pub async fn raw(&self, t: Transport) -> Raw {
+        match t {
+            Transport::Quic => {
+                let addr = self.server.quic_addr().expect("quic");
+                let mut ep =
+                    quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("ep");
+                let crypto =
+                    quinn::crypto::rustls::QuicClientConfig::try_from(self.rustls_client())
+                        .expect("quic crypto");
+                ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+                let conn = ep
+                    .connect(addr, "localhost")
+                    .expect("connect")
+                    .await
+                    .expect("quic handshake");
+                let (send, recv) = conn.open_bi().await.expect("stream");
+                Raw {
+                    rd: Box::new(recv),
+                    wr: Box::new(send),
+                    _keep: Some((ep, conn)),
+                    buf: BytesMut::new(),
+                }
+            }
+            _ => {
+                let addr = self.server.tcp_addr().expect("tcp");
+                let tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+                let tls = tokio_rustls::TlsConnector::from(Arc::new(self.rustls_client()))
+                    .connect(
+                        rustls_pki_types::ServerName::try_from("localhost").expect("name"),
+                        tcp,
+                    )
+                    .await
+                    .expect("tls handshake");
+                let (r, w) = tokio::io::split(tls);
+                Raw {
+                    rd: Box::new(r),
+                    wr: Box::new(w),
+                    _keep: None,
+                    buf: BytesMut::new(),
+                }
+            }
+        }
+    }
+}
+
+pub struct Raw {
+    pub rd: Box<dyn AsyncRead + Unpin + Send>,
+    pub wr: Box<dyn AsyncWrite + Unpin + Send>,
+    _keep: Option<(quinn::Endpoint, quinn::Connection)>,
+    buf: BytesMut,
+}
+
+impl Raw {
+    pub async fn send(&mut self, f: &Frame) {
+        use tokio::io::AsyncWriteExt;
+        self.wr.write_all(&f.to_bytes()).await.expect("write");
+        self.wr.flush().await.expect("flush");
+    }
+
+    /// The next frame, or `None` once the server closed the connection.
+    /// Panics if nothing happens within 10 s.
+    pub async fn recv(&mut self) -> Option<Frame> {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+            loop {
+                if let Ok(Some(d)) = dec.decode(&mut self.buf) {
+                    return d.frame.ok();
+                }
+                match self.rd.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .expect("server answered or closed within 10 s")
+    }
+
+    /// Reads until the server closes; returns the NACK codes seen on the way.
+    pub async fn codes_until_closed(&mut self) -> Vec<u16> {
+        let mut codes = Vec::new();
+        while let Some(f) = self.recv().await {
+            if let rampart_proto::Message::Nack(n) = f.msg {
+                codes.push(n.code.0);
+            }
+        }
+        codes
+    }
+}
+
+/// Runs a scenario over QUIC and over TLS/TCP as two tests.
+#[macro_export]
+macro_rules! both_transports {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn quic() {
+                super::$name(rampart_client::Transport::Quic).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tcp() {
+                super::$name(rampart_client::Transport::Tcp).await
+            }
+        }
+    )*};
+}
+
+pub fn hello() -> Frame {
+    Frame::new(
+        1,
+        rampart_proto::Hello {
+            version: 1,
+            capabilities: 0,
+            max_frame: DEFAULT_MAX_FRAME as u32,
+            agent: "test".into(),
+        },
+    )
+}
+
+pub fn auth(key: &str) -> Frame {
+    Frame::new(
+        2,
+        rampart_proto::Auth {
+            method: rampart_proto::AuthMethod::ApiKey,
+            credential: bytes::Bytes::copy_from_slice(key.as_bytes()),
+        },
+    )
+}
+
+pub fn nack_code(f: &Frame) -> Option<u16> {
+    match &f.msg {
+        rampart_proto::Message::Nack(n) => Some(n.code.0),
+        _ => None,
+    }
+}

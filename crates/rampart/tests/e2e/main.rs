@@ -1,0 +1,12 @@
+//! End-to-end tests: a real server on 127.0.0.1 with ephemeral ports, the
+//! same scenarios over QUIC and TLS/TCP. One test binary, so the tree is
+//! linked once.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
+#[macro_use]
+mod common;
+mod cache;
+mod cli;
+mod pubsub;
+mod security;
