@@ -136,6 +136,11 @@ impl Client {
         let key = config.api_key.clone().ok_or_else(|| {
             ClientError::Config("an API key is required (RAMPART_API_KEY)".into())
         })?;
+        if key.expose().len() > 2048 {
+            // Pre-AUTH frames are capped at 4 KiB; refuse here with a reason
+            // rather than let the server close the connection.
+            return Err(ClientError::Config("API key longer than 2048 bytes".into()));
+        }
         let tls = client_config(&config)?;
         let name = config.server_name.clone().unwrap_or_else(|| host.clone());
         let server_name = ServerName::try_from(name.clone())

@@ -74,6 +74,11 @@ impl Header {
     /// Parses and checks the first [`HEADER_LEN`] bytes of a frame.
     /// `max_frame` bounds header plus body.
     pub fn parse(b: &[u8; HEADER_LEN], max_frame: usize) -> Result<Self, FrameError> {
+        // Version first: a peer from the future learns it needs another
+        // version (426) rather than that its frame is too large.
+        if b[4] != PROTOCOL_VERSION {
+            return Err(FrameError::UnsupportedVersion(b[4]));
+        }
         let body_len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
         let size = HEADER_LEN.saturating_add(body_len);
         if size > max_frame {
@@ -81,9 +86,6 @@ impl Header {
                 size,
                 limit: max_frame,
             });
-        }
-        if b[4] != PROTOCOL_VERSION {
-            return Err(FrameError::UnsupportedVersion(b[4]));
         }
         let frame_type = FrameType::from_u8(b[5]).ok_or(FrameError::UnknownType(b[5]))?;
         let flags = u16::from_be_bytes([b[6], b[7]]);
@@ -196,10 +198,28 @@ impl Frame {
     }
 }
 
+/// The longest prefix of `s` of at most `max` bytes that ends on a character
+/// boundary, so that cutting an over-long string never yields invalid UTF-8
+/// (which the peer would refuse).
+fn truncate_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 fn put_str8(out: &mut BytesMut, s: &str) {
-    let b = &s.as_bytes()[..s.len().min(255)];
+    let b = truncate_str(s, u8::MAX as usize).as_bytes();
     out.put_u8(b.len() as u8);
     out.put_slice(b);
+}
+
+fn put_str16(out: &mut BytesMut, s: &str) {
+    put_bytes16(out, truncate_str(s, u16::MAX as usize).as_bytes());
 }
 
 fn put_bytes16(out: &mut BytesMut, b: &[u8]) {
@@ -239,14 +259,14 @@ fn encode_body(msg: &Message, out: &mut BytesMut) {
         }
         Message::AuthOk(a) => {
             put_str8(out, a.tenant.as_str());
-            put_bytes16(out, a.principal.as_bytes());
+            put_str16(out, &a.principal);
             out.put_u64(a.expires_at_ms);
         }
         Message::Ack(a) => out.put_u32(a.count),
         Message::Nack(n) => {
             out.put_u16(n.code.0);
             out.put_u32(n.retry_after_ms);
-            put_bytes16(out, n.message.as_bytes());
+            put_str16(out, &n.message);
         }
         Message::Ping | Message::Pong => {}
         Message::Publish(p) => {
@@ -437,6 +457,9 @@ fn decode_body(t: FrameType, b: Bytes) -> Result<Message, BodyError> {
             let kind = r.u8("start")?;
             let arg = r.u64("start argument")?;
             let start = match kind {
+                // The argument of `new` and `earliest` must be zero, so
+                // that every accepted frame has one encoding.
+                0 | 1 if arg != 0 => return Err(BodyError::BadValue("start argument")),
                 0 => StartAt::New,
                 1 => StartAt::Earliest,
                 2 => StartAt::Offset(arg),
@@ -699,6 +722,44 @@ mod tests {
                 .code(),
             ErrorCode::UPGRADE_REQUIRED
         );
+    }
+
+    #[test]
+    fn long_strings_are_cut_on_a_char_boundary() {
+        // 256 bytes of two-byte characters: cutting at 255 bytes would split
+        // the last one and the peer would refuse the frame as invalid UTF-8.
+        let hello = Frame::new(
+            1,
+            Hello {
+                version: 1,
+                capabilities: 0,
+                max_frame: 0,
+                agent: "\u{e9}".repeat(128),
+            },
+        );
+        let Message::Hello(h) = decode_exact(&hello.to_bytes(), DEFAULT_MAX_FRAME)
+            .expect("decodes")
+            .msg
+        else {
+            panic!("not a hello")
+        };
+        assert_eq!(h.agent, "\u{e9}".repeat(127));
+
+        let nack = Frame::new(
+            1,
+            Nack {
+                code: ErrorCode::INTERNAL,
+                retry_after_ms: 0,
+                message: "\u{e9}".repeat(40_000),
+            },
+        );
+        let Message::Nack(n) = decode_exact(&nack.to_bytes(), DEFAULT_MAX_FRAME)
+            .expect("decodes")
+            .msg
+        else {
+            panic!("not a nack")
+        };
+        assert_eq!(n.message.len(), 65_534);
     }
 
     #[test]

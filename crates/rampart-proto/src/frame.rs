@@ -282,7 +282,8 @@ pub struct AuthOk {
 }
 
 /// Success. `count` is the number of messages acknowledged (publish), the
-/// number of entries removed (cache delete), or 0.
+/// number of entries removed (cache delete: 0 or 1), 1 for a cache put, and
+/// 0 otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ack {
     pub count: u32,

@@ -10,8 +10,8 @@ use bytes::{Bytes, BytesMut};
 use rampart_broker::{Stream, Subscription};
 use rampart_identity::Principal;
 use rampart_proto::{
-    Ack, AckMode, AuthMethod, AuthOk, CacheValue, ErrorCode, Frame, FrameDecoder, Message,
-    SharedEvents, StartAt, StreamPath, Subscribed, TenantId, PREAUTH_MAX_FRAME,
+    Ack, AckMode, AuthMethod, AuthOk, CacheValue, EntriesBuilder, ErrorCode, Frame, FrameDecoder,
+    Message, SharedEvents, StartAt, StreamPath, Subscribed, TenantId, PREAUTH_MAX_FRAME,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -108,8 +108,22 @@ enum End {
     WriterGone,
 }
 
+/// Consecutive single-message PUBLISH frames to one stream, gathered from
+/// one read so they are numbered and fanned out as one batch. Order and
+/// per-frame acknowledgements are unchanged.
+struct Gathered {
+    path: StreamPath,
+    stream: Arc<Stream>,
+    entries: EntriesBuilder,
+    acks: Vec<(u64, AckMode)>,
+}
+
+/// Bytes gathered before a batch is published regardless.
+const GATHER_LIMIT: usize = 256 * 1024;
+
 struct Conn {
     shared: Arc<Shared>,
+    gathered: Option<Gathered>,
     peer: Peer,
     tx: mpsc::Sender<Out>,
     principal: Option<Principal>,
@@ -135,6 +149,7 @@ pub(crate) async fn serve<R, W>(
     let mut shutdown = shared.shutdown.clone();
     let mut conn = Conn {
         shared: shared.clone(),
+        gathered: None,
         peer,
         tx,
         principal: None,
@@ -176,13 +191,22 @@ pub(crate) async fn serve<R, W>(
                 }
             };
             let result = if conn.principal.is_some() {
-                conn.dispatch(frame).await
+                match frame.msg {
+                    Message::Publish(_) => conn.gather(frame).await,
+                    _ => match conn.flush_gathered().await {
+                        Ok(()) => conn.dispatch(frame).await,
+                        Err(e) => Err(e),
+                    },
+                }
             } else {
                 conn.handshake(&mut handshake, &mut decoder, frame).await
             };
             if let Err(end) = result {
                 break 'conn end;
             }
+        }
+        if let Err(end) = conn.flush_gathered().await {
+            break end;
         }
         if buf.capacity() - buf.len() < 8 * 1024 {
             buf.reserve(64 * 1024);
@@ -325,6 +349,69 @@ impl Conn {
         })
     }
 
+    /// Adds a single-message PUBLISH to the gathered batch, publishing the
+    /// batch first if it is for another stream or already large.
+    async fn gather(&mut self, frame: Frame) -> Result<(), End> {
+        let id = frame.id;
+        let Message::Publish(p) = &frame.msg else {
+            return self.dispatch(frame).await;
+        };
+        if let Err(e) = self.check(&frame, Some(&p.tenant)) {
+            self.flush_gathered().await?;
+            return self.send(e.to_frame(id)).await;
+        }
+        let same = self.gathered.as_ref().is_some_and(|g| {
+            g.path.stream == p.stream
+                && g.path.namespace == p.namespace
+                && g.path.tenant == p.tenant
+        });
+        if !same {
+            self.flush_gathered().await?;
+            let path = StreamPath {
+                tenant: p.tenant.clone(),
+                namespace: p.namespace.clone(),
+                stream: p.stream.clone(),
+            };
+            let stream = match self.stream(path.clone()) {
+                Ok(s) => s,
+                Err(e) => return self.send(e.to_frame(id)).await,
+            };
+            self.gathered = Some(Gathered {
+                path,
+                stream,
+                entries: EntriesBuilder::new(),
+                acks: Vec::new(),
+            });
+        }
+        let full = match &mut self.gathered {
+            Some(g) => {
+                g.entries.push(&p.payload);
+                g.acks.push((id, p.ack));
+                g.entries.len() >= GATHER_LIMIT
+            }
+            None => false,
+        };
+        if full {
+            self.flush_gathered().await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes the gathered batch and sends its acknowledgements in order.
+    async fn flush_gathered(&mut self) -> Result<(), End> {
+        let Some(mut g) = self.gathered.take() else {
+            return Ok(());
+        };
+        let (count, entries) = g.entries.finish();
+        g.stream.publish(count, entries).await;
+        for (id, mode) in g.acks {
+            if mode != AckMode::None {
+                self.send(Frame::new(id, Ack { count: 1 })).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Serves one authenticated frame. Request errors become NACKs here;
     /// only a dead writer ends the connection.
     async fn dispatch(&mut self, frame: Frame) -> Result<(), End> {
@@ -361,19 +448,6 @@ impl Conn {
         self.check(&frame, tenant)?;
         match frame.msg {
             Message::Ping => self.reply(Frame::new(id, Message::Pong)).await,
-            Message::Publish(p) => {
-                let path = StreamPath {
-                    tenant: p.tenant,
-                    namespace: p.namespace,
-                    stream: p.stream,
-                };
-                let stream = self.stream(path)?;
-                let mut b = rampart_proto::EntriesBuilder::with_capacity(4 + p.payload.len());
-                b.push(&p.payload);
-                let (count, entries) = b.finish();
-                stream.publish(count, entries).await;
-                self.ack(id, p.ack, 1).await
-            }
             Message::PublishBatch(p) => {
                 let path = StreamPath {
                     tenant: p.tenant,
