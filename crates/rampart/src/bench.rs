@@ -37,6 +37,12 @@ enum Format {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AckArg {
+    None,
+    Batch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Which {
     Quic,
     Tcp,
@@ -71,9 +77,14 @@ struct PubsubArgs {
     /// Messages per PUBLISH_BATCH frame.
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    /// Batches in flight per publisher.
+    /// Batches in flight per publisher (with --ack batch).
     #[arg(long, default_value_t = 32)]
     window: usize,
+    /// `batch`: every frame acknowledged, --window frames in flight.
+    /// `none`: fire and forget, like a NATS publish; loss is still counted
+    /// at the subscribers.
+    #[arg(long, value_enum, default_value = "batch")]
+    ack: AckArg,
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
     /// Give up on a run after this many seconds.
@@ -318,20 +329,42 @@ async fn one_run(
     for client in pubs {
         let tenant = tenant.clone();
         let stream = stream.clone();
-        let (messages, batch, window) = (a.messages, a.batch, a.window);
+        let (messages, batch, window, ack) = (a.messages, a.batch, a.window, a.ack);
         pub_tasks.push(tokio::spawn(async move {
             let permits = Arc::new(Semaphore::new(window));
             let mut payload = vec![0xabu8; size];
             let mut sent = 0u64;
             while sent < messages {
                 let n = (messages - sent).min(batch as u64) as usize;
+                let ts = epoch.elapsed().as_nanos() as u64;
+                payload[..8].copy_from_slice(&ts.to_le_bytes());
+                sent += n as u64;
+                if ack == AckArg::None {
+                    // Queued for the writer; refusals come back as NACKs.
+                    let r = if n == 1 {
+                        client
+                            .publish_with(&tenant, "bench", &stream, payload.clone(), AckMode::None)
+                            .await
+                    } else {
+                        client
+                            .publish_batch_with(
+                                &tenant,
+                                "bench",
+                                &stream,
+                                std::iter::repeat_n(&payload[..], n),
+                                AckMode::None,
+                            )
+                            .await
+                            .map(|_| ())
+                    };
+                    r.map_err(describe)?;
+                    continue;
+                }
                 let permit = permits
                     .clone()
                     .acquire_owned()
                     .await
                     .map_err(|e| Failure(e.to_string()))?;
-                let ts = epoch.elapsed().as_nanos() as u64;
-                payload[..8].copy_from_slice(&ts.to_le_bytes());
                 let c = client.clone();
                 let (t, s) = (tenant.clone(), stream.clone());
                 let body = payload.clone();
@@ -350,10 +383,14 @@ async fn one_run(
                     }
                     drop(permit);
                 });
-                sent += n as u64;
             }
-            // Wait for the last acknowledgements.
+            // Wait for the last acknowledgements; with no acks, a ping
+            // round trip shows everything sent was read.
             let _ = permits.acquire_many(window as u32).await;
+            client.ping().await.map_err(describe)?;
+            if let Some(e) = client.take_async_error() {
+                return Err(describe(e));
+            }
             Ok::<_, Failure>(())
         }));
     }

@@ -26,15 +26,17 @@ impl DevServer {
     fn start() -> DevServer {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
         let mut child = Command::new(BIN)
             .args(["server", "--dev"])
             .env("RAMPART_DATA_DIR", &data)
             .env("RAMPART_QUIC_BIND", "127.0.0.1:0")
             .env("RAMPART_TCP_BIND", "127.0.0.1:0")
+            .env("RUST_LOG", "debug")
             .env_remove("RAMPART_API_KEYS")
             .env_remove("RAMPART_CONFIG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(log))
             .spawn()
             .unwrap();
         let out = BufReader::new(child.stdout.take().unwrap());
@@ -59,6 +61,13 @@ impl DevServer {
         }
     }
 
+    /// Stops the server and returns everything it logged.
+    fn stop_and_read_log(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap()
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -81,7 +90,7 @@ fn mode(p: &Path) -> u32 {
 
 #[test]
 fn dev_server_then_cli_pub_sub_and_cache() {
-    let s = DevServer::start();
+    let mut s = DevServer::start();
     let dev = s.data().join("dev");
     for f in ["ca.crt", "admin.key", "server.crt", "server.key"] {
         assert!(dev.join(f).exists(), "{f} written");
@@ -118,7 +127,7 @@ fn dev_server_then_cli_pub_sub_and_cache() {
             .stdin
             .take()
             .unwrap()
-            .write_all(b"one\ntwo\nthree\n")
+            .write_all(b"one\ntwo\npayload-canary-7f3a\n")
             .unwrap();
         let p = publisher.wait_with_output().unwrap();
         assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
@@ -130,7 +139,10 @@ fn dev_server_then_cli_pub_sub_and_cache() {
         }
         let out = sub.wait_with_output().unwrap();
         assert!(out.status.success());
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\nthree\n");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "one\ntwo\npayload-canary-7f3a\n"
+        );
 
         // A single message as an argument.
         let o = s
@@ -148,7 +160,7 @@ fn dev_server_then_cli_pub_sub_and_cache() {
                 "put",
                 "dev/demo/kv",
                 "greeting",
-                "hi",
+                "value-canary-91c2",
                 "--ttl",
                 "60",
             ])
@@ -160,7 +172,7 @@ fn dev_server_then_cli_pub_sub_and_cache() {
             .args(["cache", "get", "dev/demo/kv", "greeting"])
             .output()
             .unwrap();
-        assert_eq!(String::from_utf8_lossy(&o.stdout), "hi\n");
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "value-canary-91c2\n");
         let o = s
             .cli(&url)
             .args(["cache", "del", "dev/demo/kv", "greeting"])
@@ -186,6 +198,19 @@ fn dev_server_then_cli_pub_sub_and_cache() {
             "{}",
             String::from_utf8_lossy(&o.stderr)
         );
+    }
+
+    // Nothing secret or private reached the log, even at debug level.
+    let admin_key = std::fs::read_to_string(dev.join("admin.key")).unwrap();
+    let log = s.stop_and_read_log();
+    assert!(log.contains("authenticated"), "the log is real: {log}");
+    for canary in [
+        admin_key.trim(),
+        "payload-canary-7f3a",
+        "value-canary-91c2",
+        "rk_dev_not_the_key",
+    ] {
+        assert!(!log.contains(canary), "log leaks {canary}");
     }
 }
 
