@@ -18,7 +18,7 @@ use rampart_proto::{
 };
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
 use crate::config::{ClientConfig, Transport};
@@ -29,6 +29,20 @@ const WRITE_COALESCE: usize = 256 * 1024;
 const WRITER_QUEUE: usize = 4096;
 /// Event batches buffered per subscription before the reader waits.
 const SUBSCRIPTION_QUEUE: usize = 1024;
+/// Bytes of events buffered per subscription before the reader waits (and
+/// so, through flow control, the server).
+const SUBSCRIPTION_BUDGET: usize = 8 * 1024 * 1024;
+
+/// A batch on its way to a subscription, holding its share of the
+/// subscription's byte budget until the application takes it.
+type Delivered = (EventBatch, OwnedSemaphorePermit);
+
+/// Where the reader puts a subscription's batches.
+#[derive(Clone)]
+struct Sink {
+    tx: mpsc::Sender<Delivered>,
+    budget: Arc<Semaphore>,
+}
 
 type Reply = Result<Frame, ClientError>;
 
@@ -43,14 +57,14 @@ enum Pending {
     /// event can arrive before the subscription is known.
     Subscribe {
         tx: oneshot::Sender<Reply>,
-        events: mpsc::Sender<EventBatch>,
+        events: Sink,
     },
 }
 
 #[derive(Default)]
 struct Routes {
     pending: HashMap<u64, Pending>,
-    subscriptions: HashMap<u64, mpsc::Sender<EventBatch>>,
+    subscriptions: HashMap<u64, Sink>,
     closed: bool,
     /// First refusal of a request that nobody waits for (ack mode none).
     async_error: Option<ClientError>,
@@ -356,6 +370,10 @@ impl Client {
             start: StartAt::New,
         });
         let (events_tx, events_rx) = mpsc::channel(SUBSCRIPTION_QUEUE);
+        let events_tx = Sink {
+            tx: events_tx,
+            budget: Arc::new(Semaphore::new(SUBSCRIPTION_BUDGET)),
+        };
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
@@ -608,7 +626,12 @@ async fn reader<R: AsyncRead + Unpin>(mut r: R, inner: std::sync::Weak<Inner>) {
                 let sid = ev.subscription_id;
                 let sink = inner.routes().subscriptions.get(&sid).cloned();
                 if let Some(sink) = sink {
-                    if sink.send(ev).await.is_err() {
+                    let cost = (ev.entries.len() + 32).min(SUBSCRIPTION_BUDGET) as u32;
+                    let delivered = match sink.budget.clone().acquire_many_owned(cost).await {
+                        Ok(permit) => sink.tx.send((ev, permit)).await.is_ok(),
+                        Err(_) => false,
+                    };
+                    if !delivered {
                         inner.routes().subscriptions.remove(&sid);
                     }
                 }
@@ -708,7 +731,7 @@ pub struct Event {
 /// implements [`futures_core::Stream`]. Dropping it unsubscribes.
 pub struct Subscription {
     id: u64,
-    rx: mpsc::Receiver<EventBatch>,
+    rx: mpsc::Receiver<Delivered>,
     inner: Arc<Inner>,
     current: VecDeque<Event>,
     next_seq: u64,
@@ -753,7 +776,7 @@ impl Subscription {
             if let Some(e) = self.current.pop_front() {
                 return Some(e);
             }
-            let b = self.rx.recv().await?;
+            let (b, _budget) = self.rx.recv().await?;
             self.absorb(b);
         }
     }
@@ -776,7 +799,7 @@ impl Subscription {
                 entries,
             });
         }
-        let b = self.rx.recv().await?;
+        let (b, _budget) = self.rx.recv().await?;
         self.missed += b.missed;
         self.next_seq = b.first_seq + u64::from(b.count);
         Some(b)
@@ -823,7 +846,7 @@ impl futures_core::Stream for Subscription {
                 return Poll::Ready(Some(e));
             }
             match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(b)) => self.absorb(b),
+                Poll::Ready(Some((b, _budget))) => self.absorb(b),
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             }

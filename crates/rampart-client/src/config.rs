@@ -27,6 +27,11 @@ pub struct ClientConfig {
     /// PEM file with the CA certificates that may sign the server's
     /// certificate.
     pub tls_ca_cert_path: Option<PathBuf>,
+    /// PEM client certificate chain, for servers that ask for one
+    /// (`tls_client_auth = "request" | "require"`).
+    pub tls_client_cert_path: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub tls_client_key_path: Option<PathBuf>,
     /// API key, held zeroized and never printed.
     pub api_key: Option<Secret<String>>,
     /// Overrides the transport named by the URL scheme.
@@ -48,6 +53,8 @@ impl Default for ClientConfig {
     fn default() -> Self {
         Self {
             tls_ca_cert_path: None,
+            tls_client_cert_path: None,
+            tls_client_key_path: None,
             api_key: None,
             transport: None,
             server_name: None,
@@ -77,6 +84,13 @@ impl ClientConfig {
 
     pub fn with_ca(mut self, path: impl Into<PathBuf>) -> Self {
         self.tls_ca_cert_path = Some(path.into());
+        self
+    }
+
+    /// Presents this certificate and key to servers that ask for one.
+    pub fn with_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls_client_cert_path = Some(cert.into());
+        self.tls_client_key_path = Some(key.into());
         self
     }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 
@@ -17,7 +17,7 @@ pub(crate) fn client_config(c: &ClientConfig) -> Result<rustls::ClientConfig, Cl
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| ClientError::Config(e.to_string()))?;
-    let mut cfg = if c.dangerous_skip_verify {
+    let builder = if c.dangerous_skip_verify {
         tracing::warn!(
             "dangerous_skip_verify is set: the server certificate is NOT verified and the \
              connection can be intercepted"
@@ -25,7 +25,6 @@ pub(crate) fn client_config(c: &ClientConfig) -> Result<rustls::ClientConfig, Cl
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-            .with_no_client_auth()
     } else {
         let path = c.tls_ca_cert_path.as_ref().ok_or_else(|| {
             ClientError::Config(
@@ -47,7 +46,27 @@ pub(crate) fn client_config(c: &ClientConfig) -> Result<rustls::ClientConfig, Cl
                 .add(cert)
                 .map_err(|e| ClientError::Config(format!("CA file {}: {e}", path.display())))?;
         }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        builder.with_root_certificates(roots)
+    };
+    let mut cfg = match (&c.tls_client_cert_path, &c.tls_client_key_path) {
+        (None, None) => builder.with_no_client_auth(),
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    ClientError::Config(format!("client certificate {}: {e}", cert.display()))
+                })?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| ClientError::Config(format!("client key {}: {e}", key.display())))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| ClientError::Config(format!("client certificate: {e}")))?
+        }
+        _ => {
+            return Err(ClientError::Config(
+                "tls_client_cert_path and tls_client_key_path go together".into(),
+            ))
+        }
     };
     cfg.alpn_protocols = vec![ALPN.to_vec()];
     Ok(cfg)

@@ -14,7 +14,7 @@ use rampart_proto::{
     Message, SharedEvents, StartAt, StreamPath, Subscribed, TenantId, PREAUTH_MAX_FRAME,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -30,6 +30,10 @@ const WRITE_COALESCE: usize = 256 * 1024;
 const DELIVERY_CHUNK: usize = 256 * 1024;
 /// Items queued between the connection's tasks and its writer.
 const WRITER_QUEUE: usize = 1024;
+/// Bytes of events a connection may have queued for its writer, all
+/// subscriptions together. Past it, delivery waits and the subscriber
+/// queues (with their slow-consumer policy) take the pressure.
+const EVENT_BUDGET: usize = 8 * 1024 * 1024;
 /// Subscriptions one connection may hold.
 const MAX_SUBSCRIPTIONS: usize = 1024;
 /// Stream handles a connection keeps to skip the shared lookup.
@@ -48,6 +52,8 @@ enum Out {
         subscription: u64,
         missed: u64,
         batches: Vec<SharedEvents>,
+        /// Share of the connection's event budget, returned once encoded.
+        _budget: OwnedSemaphorePermit,
     },
     Close,
 }
@@ -86,6 +92,7 @@ fn encode(item: Out, buf: &mut BytesMut) -> bool {
             subscription,
             mut missed,
             batches,
+            ..
         } => {
             for b in &batches {
                 b.write_frame(buf, subscription, std::mem::take(&mut missed));
@@ -123,6 +130,7 @@ const GATHER_LIMIT: usize = 256 * 1024;
 
 struct Conn {
     shared: Arc<Shared>,
+    event_budget: Arc<Semaphore>,
     gathered: Option<Gathered>,
     peer: Peer,
     tx: mpsc::Sender<Out>,
@@ -149,6 +157,7 @@ pub(crate) async fn serve<R, W>(
     let mut shutdown = shared.shutdown.clone();
     let mut conn = Conn {
         shared: shared.clone(),
+        event_budget: Arc::new(Semaphore::new(EVENT_BUDGET)),
         gathered: None,
         peer,
         tx,
@@ -484,7 +493,12 @@ impl Conn {
                     },
                 ))
                 .await?;
-                let task = tokio::spawn(deliver(sub.clone(), sid, self.tx.clone()));
+                let task = tokio::spawn(deliver(
+                    sub.clone(),
+                    sid,
+                    self.tx.clone(),
+                    self.event_budget.clone(),
+                ));
                 self.subscriptions.insert(sid, (sub, task));
                 Ok(())
             }
@@ -574,9 +588,32 @@ impl Conn {
 
 /// Moves a subscription's batches to the connection writer until either
 /// side goes away.
-async fn deliver(sub: Arc<Subscription>, id: u64, tx: mpsc::Sender<Out>) {
+async fn deliver(sub: Arc<Subscription>, id: u64, tx: mpsc::Sender<Out>, budget: Arc<Semaphore>) {
     let mut batches = Vec::new();
-    while let Some(missed) = sub.recv(&mut batches, DELIVERY_CHUNK).await {
+    loop {
+        // Wait for room in the connection's budget before taking batches
+        // off the subscriber queue, so a stalled connection leaves them
+        // there, where the slow-consumer policy applies.
+        let Ok(mut permit) = budget
+            .clone()
+            .acquire_many_owned(DELIVERY_CHUNK as u32)
+            .await
+        else {
+            break;
+        };
+        let Some(missed) = sub.recv(&mut batches, DELIVERY_CHUNK).await else {
+            break;
+        };
+        // One batch can be larger than a chunk (up to a whole frame): charge
+        // what it really holds, capped at the whole budget.
+        let bytes: usize = batches.iter().map(SharedEvents::encoded_len).sum();
+        let extra = bytes.min(EVENT_BUDGET).saturating_sub(DELIVERY_CHUNK);
+        if extra > 0 {
+            match budget.clone().acquire_many_owned(extra as u32).await {
+                Ok(more) => permit.merge(more),
+                Err(_) => break,
+            }
+        }
         if missed > 0 {
             debug!(subscription = id, missed, "slow consumer dropped messages");
         }
@@ -584,6 +621,7 @@ async fn deliver(sub: Arc<Subscription>, id: u64, tx: mpsc::Sender<Out>) {
             subscription: id,
             missed,
             batches: std::mem::take(&mut batches),
+            _budget: permit,
         };
         if tx.send(out).await.is_err() {
             break;

@@ -158,3 +158,53 @@ both_transports!(
     subscription_ids_are_per_connection,
     explicit_streams_must_exist
 );
+
+/// Under `drop_oldest`, a subscriber that stops reading loses the oldest
+/// messages, never blocks the publisher, and is told how many it missed.
+async fn drop_oldest_reports_missed(t: Transport) {
+    let s = start_with(|c| {
+        c.slow_consumer_policy = rampart_server::SlowConsumer::DropOldest;
+        c.subscriber_queue_messages = 16;
+    })
+    .await;
+    let sc = s.client(t, KEY_ACME).await;
+    let mut sub = sc.subscribe("acme", "ns", "firehose").await.unwrap();
+    let p = s.client(t, KEY_ACME).await;
+    // 96 MiB in total: far more than every bounded buffer between the
+    // server queue and this (not yet reading) subscriber can hold.
+    const TOTAL: u64 = 6000;
+    let payload = vec![0x5au8; 16 * 1024];
+    for _ in 0..TOTAL / 10 {
+        let n = tokio::time::timeout(
+            Duration::from_secs(30),
+            p.publish_batch(
+                "acme",
+                "ns",
+                "firehose",
+                std::iter::repeat_n(&payload[..], 10),
+            ),
+        )
+        .await
+        .expect("the publisher is never blocked by a slow subscriber")
+        .unwrap();
+        assert_eq!(n, 10);
+    }
+    let mut received = 0u64;
+    let mut last_seq = None;
+    while received + sub.missed() < TOTAL {
+        let e = tokio::time::timeout(Duration::from_secs(20), sub.next())
+            .await
+            .expect("the rest arrives")
+            .unwrap();
+        if let Some(prev) = last_seq {
+            assert!(e.seq > prev, "order kept");
+        }
+        last_seq = Some(e.seq);
+        received += 1;
+    }
+    assert!(sub.missed() > 0, "some messages were dropped and reported");
+    assert_eq!(received + sub.missed(), TOTAL);
+    assert_eq!(last_seq, Some(TOTAL - 1), "the newest message survives");
+}
+
+both_transports!(drop_oldest_reports_missed);

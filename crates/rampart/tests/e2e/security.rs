@@ -298,3 +298,94 @@ async fn tls12_only_client_is_refused() {
         .await;
     assert!(r.is_err(), "TLS 1.2 handshake must fail");
 }
+
+/// A test CA with one client certificate, written as PEM files.
+struct ClientPki {
+    _dir: tempfile::TempDir,
+    ca: std::path::PathBuf,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+fn client_pki() -> ClientPki {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "client CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "publisher-1");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let p = |n: &str| dir.path().join(n);
+    std::fs::write(p("client-ca.crt"), ca.pem()).unwrap();
+    std::fs::write(p("client.crt"), cert.pem()).unwrap();
+    std::fs::write(p("client.key"), key.serialize_pem()).unwrap();
+    ClientPki {
+        ca: p("client-ca.crt"),
+        cert: p("client.crt"),
+        key: p("client.key"),
+        _dir: dir,
+    }
+}
+
+async fn client_certificate_required(t: Transport) {
+    let pki = client_pki();
+    let ca = pki.ca.clone();
+    let s = start_with(move |c| {
+        c.tls_ca_cert_path = Some(ca);
+        c.tls_client_auth = rampart_server::ClientAuth::Require;
+    })
+    .await;
+    // Without a certificate the handshake fails (over TCP the refusal may
+    // only surface on the first read, so the error may come at HELLO).
+    assert!(Client::connect(&s.url(t), s.config(KEY_ACME))
+        .await
+        .is_err());
+    // With one, the connection works; the API key still decides the tenant.
+    let c = Client::connect(
+        &s.url(t),
+        s.config(KEY_ACME).with_client_cert(&pki.cert, &pki.key),
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.tenant().as_str(), "acme");
+    c.ping().await.unwrap();
+}
+
+async fn client_certificate_requested(t: Transport) {
+    let pki = client_pki();
+    let ca = pki.ca.clone();
+    let s = start_with(move |c| {
+        c.tls_ca_cert_path = Some(ca);
+        c.tls_client_auth = rampart_server::ClientAuth::Request;
+    })
+    .await;
+    // Optional: both work.
+    s.client(t, KEY_ACME).await.ping().await.unwrap();
+    Client::connect(
+        &s.url(t),
+        s.config(KEY_ACME).with_client_cert(&pki.cert, &pki.key),
+    )
+    .await
+    .unwrap()
+    .ping()
+    .await
+    .unwrap();
+    // A certificate from a CA the server does not trust is refused.
+    let other = client_pki();
+    assert!(Client::connect(
+        &s.url(t),
+        s.config(KEY_ACME).with_client_cert(&other.cert, &other.key),
+    )
+    .await
+    .is_err());
+}
+
+both_transports!(client_certificate_required, client_certificate_requested);
