@@ -216,6 +216,11 @@ enum CacheOp {
     },
 }
 
+/// `tenant, namespace, cache` of a cache path.
+fn scope(p: &CachePath) -> (&str, &str, &str) {
+    (p.tenant.as_str(), p.namespace.as_str(), p.cache.as_str())
+}
+
 pub(crate) async fn cache(a: CacheArgs) -> Result<ExitCode, Failure> {
     match a.op {
         CacheOp::Put {
@@ -233,32 +238,19 @@ pub(crate) async fn cache(a: CacheArgs) -> Result<ExitCode, Failure> {
                     v
                 }
             };
+            let (t, n, c) = scope(&target);
             let client = conn.connect().await?;
             client
-                .cache_put(
-                    target.tenant.as_str(),
-                    target.namespace.as_str(),
-                    target.cache.as_str(),
-                    &key,
-                    value,
-                    ttl.map(Duration::from_secs),
-                )
+                .cache_put(t, n, c, &key, value, ttl.map(Duration::from_secs))
                 .await
                 .map_err(describe)?;
             client.close().await;
             Ok(ExitCode::SUCCESS)
         }
         CacheOp::Get { target, key, conn } => {
+            let (t, n, c) = scope(&target);
             let client = conn.connect().await?;
-            let v = client
-                .cache_get(
-                    target.tenant.as_str(),
-                    target.namespace.as_str(),
-                    target.cache.as_str(),
-                    &key,
-                )
-                .await
-                .map_err(describe)?;
+            let v = client.cache_get(t, n, c, &key).await.map_err(describe)?;
             client.close().await;
             match v {
                 Some(v) => {
@@ -274,16 +266,9 @@ pub(crate) async fn cache(a: CacheArgs) -> Result<ExitCode, Failure> {
             }
         }
         CacheOp::Del { target, key, conn } => {
+            let (t, n, c) = scope(&target);
             let client = conn.connect().await?;
-            let removed = client
-                .cache_delete(
-                    target.tenant.as_str(),
-                    target.namespace.as_str(),
-                    target.cache.as_str(),
-                    &key,
-                )
-                .await
-                .map_err(describe)?;
+            let removed = client.cache_delete(t, n, c, &key).await.map_err(describe)?;
             client.close().await;
             println!("{}", u8::from(removed));
             Ok(ExitCode::SUCCESS)
