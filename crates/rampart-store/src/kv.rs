@@ -1,0 +1,68 @@
+//! The storage interface the rest of Rampart depends on, apart from any
+//! engine: named tables of string keys and byte values, read and written in
+//! atomic batches.
+
+use std::fmt;
+
+/// The tables of the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Table {
+    Tenants,
+    Keys,
+    Acls,
+    Revocations,
+    Streams,
+    Meta,
+}
+
+impl Table {
+    pub const ALL: [Table; 6] = [
+        Table::Tenants,
+        Table::Keys,
+        Table::Acls,
+        Table::Revocations,
+        Table::Streams,
+        Table::Meta,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Tenants => "tenants",
+            Table::Keys => "keys",
+            Table::Acls => "acls",
+            Table::Revocations => "revocations",
+            Table::Streams => "streams",
+            Table::Meta => "meta",
+        }
+    }
+}
+
+/// One change in an atomic batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put(Table, String, Vec<u8>),
+    Delete(Table, String),
+}
+
+/// A storage failure. The message is for operators, never for clients.
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "storage: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// A key-value engine. Implementations: [`crate::RedbStore`] (embedded, the
+/// default); a shared database for clusters later, behind the same trait.
+pub trait KvStore: Send + Sync + fmt::Debug {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every entry whose key starts with `prefix`, in key order.
+    fn scan(&self, table: Table, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Applies every op or none, durably, before returning.
+    fn apply(&self, ops: Vec<Op>) -> Result<(), StoreError>;
+}

@@ -1,0 +1,120 @@
+//! The embedded engine: one redb file under the data directory.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, TableDefinition};
+
+use crate::kv::{KvStore, Op, StoreError, Table};
+
+fn def(t: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
+    TableDefinition::new(t.name())
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+/// A [`KvStore`] in a single redb file. Every commit is durable (fsynced).
+#[derive(Debug)]
+pub struct RedbStore {
+    db: Database,
+}
+
+impl RedbStore {
+    /// Opens or creates the database at `path` (mode 0600 on Unix, inside a
+    /// directory the caller made private).
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(err)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        }
+        // Create every table so reads never meet a missing one.
+        let tx = db.begin_write().map_err(err)?;
+        for t in Table::ALL {
+            tx.open_table(def(t)).map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(Self { db })
+    }
+}
+
+impl KvStore for RedbStore {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(def(table)).map_err(err)?;
+        Ok(t.get(key).map_err(err)?.map(|v| v.value().to_vec()))
+    }
+
+    fn scan(&self, table: Table, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(def(table)).map_err(err)?;
+        let mut out = Vec::new();
+        for entry in t.range(prefix..).map_err(err)? {
+            let (k, v) = entry.map_err(err)?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn apply(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(err)?;
+        for op in ops {
+            match op {
+                Op::Put(table, k, v) => {
+                    let mut t = tx.open_table(def(table)).map_err(err)?;
+                    t.insert(k.as_str(), v.as_slice()).map_err(err)?;
+                }
+                Op::Delete(table, k) => {
+                    let mut t = tx.open_table(def(table)).map_err(err)?;
+                    t.remove(k.as_str()).map_err(err)?;
+                }
+            }
+        }
+        tx.commit().map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_get_scan_delete_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        {
+            let s = RedbStore::open(&path).unwrap();
+            s.apply(vec![
+                Op::Put(Table::Keys, "acme/a".into(), b"1".to_vec()),
+                Op::Put(Table::Keys, "acme/b".into(), b"2".to_vec()),
+                Op::Put(Table::Keys, "acmex/c".into(), b"3".to_vec()),
+                Op::Put(Table::Tenants, "acme".into(), b"t".to_vec()),
+            ])
+            .unwrap();
+            assert_eq!(s.get(Table::Keys, "acme/a").unwrap(), Some(b"1".to_vec()));
+            let got: Vec<String> = s
+                .scan(Table::Keys, "acme/")
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            assert_eq!(got, vec!["acme/a", "acme/b"]);
+            s.apply(vec![Op::Delete(Table::Keys, "acme/a".into())])
+                .unwrap();
+        }
+        let s = RedbStore::open(&path).unwrap();
+        assert_eq!(s.get(Table::Keys, "acme/a").unwrap(), None);
+        assert_eq!(s.get(Table::Keys, "acme/b").unwrap(), Some(b"2".to_vec()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}
