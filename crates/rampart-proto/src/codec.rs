@@ -269,6 +269,16 @@ fn encode_body(msg: &Message, out: &mut BytesMut) {
             put_str16(out, &n.message);
         }
         Message::Ping | Message::Pong => {}
+        Message::AuthRequired(a) => {
+            out.put_u8(a.reason as u8);
+            out.put_u32(a.deadline_ms);
+            put_str16(out, &a.message);
+        }
+        Message::TokenRequest(t) => out.put_u32(t.ttl_ms),
+        Message::Token(t) => {
+            put_str16(out, &t.token);
+            out.put_u64(t.expires_at_ms);
+        }
         Message::Publish(p) => {
             out.put_u8(p.ack as u8);
             put_scope(out, &p.tenant, &p.namespace, p.stream.as_str());
@@ -424,6 +434,18 @@ fn decode_body(t: FrameType, b: Bytes) -> Result<Message, BodyError> {
         }),
         FrameType::Ping => Message::Ping,
         FrameType::Pong => Message::Pong,
+        FrameType::AuthRequired => Message::AuthRequired(AuthRequired {
+            reason: ReauthReason::from_u8(r.u8("reason")?).ok_or(BodyError::BadValue("reason"))?,
+            deadline_ms: r.u32("deadline")?,
+            message: r.str16("message")?,
+        }),
+        FrameType::TokenRequest => Message::TokenRequest(TokenRequest {
+            ttl_ms: r.u32("ttl")?,
+        }),
+        FrameType::Token => Message::Token(Token {
+            token: r.str16("token")?,
+            expires_at_ms: r.u64("expiry")?,
+        }),
         FrameType::Publish => {
             let ack = r.ack()?;
             let (tenant, namespace, stream) = r.scope()?;
@@ -602,6 +624,18 @@ mod tests {
             .into(),
             Message::Ping,
             Message::Pong,
+            AuthRequired {
+                reason: ReauthReason::Expiring,
+                deadline_ms: 30_000,
+                message: "token expires soon".into(),
+            }
+            .into(),
+            TokenRequest { ttl_ms: 600_000 }.into(),
+            Token {
+                token: "rt1.x.y".into(),
+                expires_at_ms: 99,
+            }
+            .into(),
             Publish {
                 ack: AckMode::None,
                 tenant: t.clone(),

@@ -40,6 +40,9 @@ pub enum FrameType {
     Nack = 0x05,
     Ping = 0x06,
     Pong = 0x07,
+    AuthRequired = 0x08,
+    TokenRequest = 0x09,
+    Token = 0x0a,
     Publish = 0x10,
     PublishBatch = 0x11,
     Subscribe = 0x12,
@@ -54,7 +57,7 @@ pub enum FrameType {
 
 impl FrameType {
     /// Every frame type of version 1, for tables that must cover them all.
-    pub const ALL: [FrameType; 17] = [
+    pub const ALL: [FrameType; 20] = [
         FrameType::Hello,
         FrameType::Auth,
         FrameType::AuthOk,
@@ -62,6 +65,9 @@ impl FrameType {
         FrameType::Nack,
         FrameType::Ping,
         FrameType::Pong,
+        FrameType::AuthRequired,
+        FrameType::TokenRequest,
+        FrameType::Token,
         FrameType::Publish,
         FrameType::PublishBatch,
         FrameType::Subscribe,
@@ -182,6 +188,9 @@ pub enum Message {
     Nack(Nack),
     Ping,
     Pong,
+    AuthRequired(AuthRequired),
+    TokenRequest(TokenRequest),
+    Token(Token),
     Publish(Publish),
     PublishBatch(PublishBatch),
     Subscribe(Subscribe),
@@ -204,6 +213,9 @@ impl Message {
             Message::Nack(_) => FrameType::Nack,
             Message::Ping => FrameType::Ping,
             Message::Pong => FrameType::Pong,
+            Message::AuthRequired(_) => FrameType::AuthRequired,
+            Message::TokenRequest(_) => FrameType::TokenRequest,
+            Message::Token(_) => FrameType::Token,
             Message::Publish(_) => FrameType::Publish,
             Message::PublishBatch(_) => FrameType::PublishBatch,
             Message::Subscribe(_) => FrameType::Subscribe,
@@ -233,6 +245,9 @@ into_message!(
     AuthOk,
     Ack,
     Nack,
+    AuthRequired,
+    TokenRequest,
+    Token,
     Publish,
     PublishBatch,
     Subscribe,
@@ -296,6 +311,69 @@ pub struct Nack {
     /// Milliseconds to wait before retrying; 0 = no hint.
     pub retry_after_ms: u32,
     pub message: String,
+}
+
+/// Why the server asks a connection to authenticate again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum ReauthReason {
+    /// The credential expires soon; send AUTH before the deadline.
+    Expiring = 1,
+    /// The credential has expired; requests are refused and deliveries
+    /// paused until AUTH succeeds or the deadline closes the connection.
+    Expired = 2,
+    /// The credential was revoked; the connection closes at the deadline.
+    Revoked = 3,
+    /// The tenant was disabled; the connection closes at the deadline.
+    TenantDisabled = 4,
+}
+
+impl ReauthReason {
+    pub fn from_u8(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(Self::Expiring),
+            2 => Some(Self::Expired),
+            3 => Some(Self::Revoked),
+            4 => Some(Self::TenantDisabled),
+            _ => None,
+        }
+    }
+}
+
+/// Server to client, unsolicited (id 0): the connection's credential needs
+/// replacing. An AUTH frame on the same connection answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthRequired {
+    pub reason: ReauthReason,
+    /// Milliseconds until the server closes the connection if no AUTH
+    /// succeeds; 0 = it is closing now.
+    pub deadline_ms: u32,
+    pub message: String,
+}
+
+/// Client asks for a short-lived Rampart token for its current identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenRequest {
+    /// Wanted lifetime in milliseconds; 0 = the server's default. The server
+    /// may shorten it (its maximum, the source credential's expiry).
+    pub ttl_ms: u32,
+}
+
+/// A Rampart token. The token is never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    pub token: String,
+    pub expires_at_ms: u64,
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("token", &"[redacted]")
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish()
+    }
 }
 
 /// One message for one stream. The payload is never printed.

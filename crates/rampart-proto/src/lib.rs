@@ -24,10 +24,10 @@ pub use codec::{
 };
 pub use event::{Entries, EntriesBuilder, SharedEvents};
 pub use frame::{
-    Ack, AckMode, Auth, AuthMethod, AuthOk, CacheDelete, CacheGet, CachePut, CacheValue,
-    EventBatch, Frame, FrameType, Hello, Message, Nack, Publish, PublishBatch, StartAt, Subscribe,
-    Subscribed, Unsubscribe, DEFAULT_MAX_FRAME, HEADER_LEN, KNOWN_FLAGS, PREAUTH_MAX_FRAME,
-    PROTOCOL_VERSION,
+    Ack, AckMode, Auth, AuthMethod, AuthOk, AuthRequired, CacheDelete, CacheGet, CachePut,
+    CacheValue, EventBatch, Frame, FrameType, Hello, Message, Nack, Publish, PublishBatch,
+    ReauthReason, StartAt, Subscribe, Subscribed, Token, TokenRequest, Unsubscribe,
+    DEFAULT_MAX_FRAME, HEADER_LEN, KNOWN_FLAGS, PREAUTH_MAX_FRAME, PROTOCOL_VERSION,
 };
 pub use names::{
     CacheKey, CacheName, CachePath, NameError, NamespaceName, PathError, StreamName, StreamPath,

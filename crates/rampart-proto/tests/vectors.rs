@@ -30,11 +30,11 @@ use rampart_proto::{
 };
 
 /// Fewest vectors of each kind; the test fails if the files went missing.
-const MIN_VALID: usize = 17;
+const MIN_VALID: usize = 20;
 const MIN_INVALID: usize = 8;
 
 /// The `# type:` names, one per frame type of version 1.
-const TYPE_NAMES: [(&str, FrameType); 17] = [
+const TYPE_NAMES: [(&str, FrameType); 20] = [
     ("hello", FrameType::Hello),
     ("auth", FrameType::Auth),
     ("auth_ok", FrameType::AuthOk),
@@ -42,6 +42,9 @@ const TYPE_NAMES: [(&str, FrameType); 17] = [
     ("nack", FrameType::Nack),
     ("ping", FrameType::Ping),
     ("pong", FrameType::Pong),
+    ("auth_required", FrameType::AuthRequired),
+    ("token_request", FrameType::TokenRequest),
+    ("token", FrameType::Token),
     ("publish", FrameType::Publish),
     ("publish_batch", FrameType::PublishBatch),
     ("subscribe", FrameType::Subscribe),

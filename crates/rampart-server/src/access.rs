@@ -26,7 +26,9 @@ pub(crate) enum Access {
 pub(crate) fn access(t: FrameType) -> Access {
     match t {
         FrameType::Hello | FrameType::Auth => Access::Handshake,
-        FrameType::Ping | FrameType::Unsubscribe => Access::Authenticated,
+        FrameType::Ping | FrameType::Unsubscribe | FrameType::TokenRequest => {
+            Access::Authenticated
+        }
         FrameType::Publish | FrameType::PublishBatch => Access::Publish,
         FrameType::Subscribe => Access::Subscribe,
         FrameType::CacheGet => Access::CacheRead,
@@ -35,6 +37,8 @@ pub(crate) fn access(t: FrameType) -> Access {
         | FrameType::Ack
         | FrameType::Nack
         | FrameType::Pong
+        | FrameType::AuthRequired
+        | FrameType::Token
         | FrameType::Subscribed
         | FrameType::EventBatch
         | FrameType::CacheValue => Access::ServerOnly,
