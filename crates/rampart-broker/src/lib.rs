@@ -72,6 +72,12 @@ impl Broker {
         self.streams.declare(path)
     }
 
+    /// Forgets a stream; its subscriptions end. Returns it so the caller can
+    /// wait for [`Stream::close_all`].
+    pub fn remove_stream(&self, path: &StreamPath) -> Option<Arc<Stream>> {
+        self.streams.remove(path)
+    }
+
     /// Finds a stream, creating it when auto-creation is on.
     pub fn stream(&self, path: &StreamPath) -> Result<Arc<Stream>, BrokerError> {
         self.streams.get(path)

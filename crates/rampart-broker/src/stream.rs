@@ -76,6 +76,14 @@ impl Stream {
         }
     }
 
+    /// Ends every subscription (the stream was deleted).
+    pub async fn close_all(&self) {
+        let mut inner = self.inner.lock().await;
+        for s in inner.subscribers.drain(..) {
+            s.close();
+        }
+    }
+
     /// Number of live subscribers.
     pub async fn subscriber_count(&self) -> usize {
         let inner = self.inner.lock().await;
@@ -137,6 +145,13 @@ impl Streams {
         map.entry(path.clone())
             .or_insert_with(|| Arc::new(Stream::new(path, self.limits)))
             .clone()
+    }
+
+    pub(crate) fn remove(&self, path: &StreamPath) -> Option<Arc<Stream>> {
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(path)
     }
 
     pub(crate) fn get(&self, path: &StreamPath) -> Result<Arc<Stream>, BrokerError> {

@@ -12,18 +12,20 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use quinn::crypto::rustls::QuicClientConfig;
 use rampart_proto::{
-    AckMode, Auth, AuthMethod, CacheDelete, CacheGet, CacheKey, CacheName, CachePut, EventBatch,
-    Frame, FrameDecoder, Hello, Message, NamespaceName, Publish, PublishBatch, StartAt, StreamName,
-    Subscribe, TenantId, Unsubscribe, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    AckMode, Auth, AuthOk, CacheDelete, CacheGet, CacheKey, CacheName, CachePut, ErrorCode,
+    EventBatch, Frame, FrameDecoder, Hello, Message, NamespaceName, Publish, PublishBatch,
+    ReauthReason, StartAt, StreamName, Subscribe, TenantId, TokenRequest, Unsubscribe,
+    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
-use crate::config::{ClientConfig, Transport};
+use crate::config::{ClientConfig, Credential, CredentialProvider, Transport};
 use crate::error::ClientError;
 use crate::tls::client_config;
+use rampart_identity::Secret;
 
 const WRITE_COALESCE: usize = 256 * 1024;
 const WRITER_QUEUE: usize = 4096;
@@ -75,6 +77,26 @@ struct Inner {
     routes: Mutex<Routes>,
     next_id: AtomicU64,
     request_timeout: Duration,
+    /// Where re-authentication gets its credential.
+    creds: Mutex<Option<CredSource>>,
+    /// Expiry of the current credential (Unix ms; 0 = none).
+    expires_at_ms: AtomicU64,
+    reauth_running: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Clone)]
+enum CredSource {
+    Fixed(Credential),
+    Provider(Arc<dyn CredentialProvider>),
+}
+
+impl CredSource {
+    async fn get(&self) -> Result<Credential, ClientError> {
+        match self {
+            CredSource::Fixed(c) => Ok(c.clone()),
+            CredSource::Provider(p) => p.credential().await,
+        }
+    }
 }
 
 impl Inner {
@@ -147,10 +169,17 @@ impl Client {
     async fn connect_inner(url: &str, config: ClientConfig) -> Result<Client, ClientError> {
         let (url_transport, host, port) = parse_url(url)?;
         let transport = config.transport.unwrap_or(url_transport);
-        let key = config.api_key.clone().ok_or_else(|| {
-            ClientError::Config("an API key is required (RAMPART_API_KEY)".into())
-        })?;
-        if key.expose().len() > 2048 {
+        let source =
+            match (&config.credential_provider, config.fixed_credential()) {
+                (Some(p), _) => CredSource::Provider(p.0.clone()),
+                (None, Some(c)) => CredSource::Fixed(c),
+                (None, None) => return Err(ClientError::Config(
+                    "a credential is required (RAMPART_API_KEY, a token or a client certificate)"
+                        .into(),
+                )),
+            };
+        let first = source.get().await?;
+        if first.secret.expose().len() > 2048 {
             // Pre-AUTH frames are capped at 4 KiB; refuse here with a reason
             // rather than let the server close the connection.
             return Err(ClientError::Config("API key longer than 2048 bytes".into()));
@@ -223,18 +252,8 @@ impl Client {
         if !matches!(hello.msg, Message::Hello(_)) {
             return Err(ClientError::Protocol("expected HELLO".into()));
         }
-        let ok = request(
-            &inner,
-            Message::Auth(Auth {
-                method: AuthMethod::ApiKey,
-                credential: Bytes::copy_from_slice(key.expose().as_bytes()),
-            }),
-            1,
-        )
-        .await?;
-        let Message::AuthOk(ok) = ok.msg else {
-            return Err(ClientError::Protocol("expected AUTH_OK".into()));
-        };
+        let ok = authenticate(&inner, &first).await?;
+        *inner.creds.lock().unwrap_or_else(|e| e.into_inner()) = Some(source);
         debug!(tenant = %ok.tenant, principal = %ok.principal, "authenticated");
         Ok(Client {
             inner,
@@ -259,6 +278,41 @@ impl Client {
 
     pub fn transport(&self) -> Transport {
         self.transport
+    }
+
+    /// Unix ms when the current credential expires; `None` if it does not.
+    pub fn expires_at_ms(&self) -> Option<u64> {
+        match self.inner.expires_at_ms.load(Ordering::Acquire) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    /// Replaces the connection's credential in band (same tenant and
+    /// principal); subscriptions carry on.
+    pub async fn reauthenticate(&self, c: Credential) -> Result<(), ClientError> {
+        authenticate(&self.inner, &c).await.map(|_| ())
+    }
+
+    /// Asks for a short-lived Rampart token for this connection's identity;
+    /// `ttl` of `None` takes the server default. Returns the token and its
+    /// expiry (Unix ms).
+    pub async fn request_token(
+        &self,
+        ttl: Option<Duration>,
+    ) -> Result<(Secret<String>, u64), ClientError> {
+        let ttl_ms = ttl.map_or(0, |d| d.as_millis().min(u128::from(u32::MAX)) as u32);
+        match request(
+            &self.inner,
+            Message::TokenRequest(TokenRequest { ttl_ms }),
+            1,
+        )
+        .await?
+        .msg
+        {
+            Message::Token(t) => Ok((Secret::new(t.token), t.expires_at_ms)),
+            _ => Err(ClientError::Protocol("expected TOKEN".into())),
+        }
     }
 
     /// Takes the first error the server reported for a request sent with
@@ -503,6 +557,58 @@ impl Drop for Client {
     }
 }
 
+/// Sends AUTH and records the new expiry.
+async fn authenticate(inner: &Arc<Inner>, c: &Credential) -> Result<AuthOk, ClientError> {
+    let reply = request(
+        inner,
+        Message::Auth(Auth {
+            method: c.method,
+            credential: Bytes::copy_from_slice(c.secret.expose().as_bytes()),
+        }),
+        1,
+    )
+    .await?;
+    let Message::AuthOk(ok) = reply.msg else {
+        return Err(ClientError::Protocol("expected AUTH_OK".into()));
+    };
+    inner
+        .expires_at_ms
+        .store(ok.expires_at_ms, Ordering::Release);
+    Ok(ok)
+}
+
+/// Answers AUTH_REQUIRED: fetch a fresh credential and re-authenticate,
+/// once at a time.
+fn reauthenticate_in_background(inner: Arc<Inner>) {
+    if inner.reauth_running.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    tokio::spawn(async move {
+        let source = inner
+            .creds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let result = match source {
+            Some(s) => match s.get().await {
+                Ok(c) => authenticate(&inner, &c).await.map(|_| ()),
+                Err(e) => Err(e),
+            },
+            None => Err(ClientError::Config(
+                "no credential to re-authenticate with".into(),
+            )),
+        };
+        if let Err(e) = result {
+            debug!(error = %e, "re-authentication failed");
+            let mut routes = inner.routes();
+            if routes.async_error.is_none() {
+                routes.async_error = Some(e);
+            }
+        }
+        inner.reauth_running.store(false, Ordering::Release);
+    });
+}
+
 async fn send_only(inner: &Arc<Inner>, msg: Message) -> Result<(), ClientError> {
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     inner
@@ -567,6 +673,9 @@ where
         routes: Mutex::new(Routes::default()),
         next_id: AtomicU64::new(1),
         request_timeout,
+        creds: Mutex::new(None),
+        expires_at_ms: AtomicU64::new(0),
+        reauth_running: std::sync::atomic::AtomicBool::new(false),
     });
     let writer = tokio::spawn(writer(w, rx));
     tokio::spawn(reader(r, Arc::downgrade(&inner)));
@@ -633,6 +742,24 @@ async fn reader<R: AsyncRead + Unpin>(mut r: R, inner: std::sync::Weak<Inner>) {
                     };
                     if !delivered {
                         inner.routes().subscriptions.remove(&sid);
+                    }
+                }
+                continue;
+            }
+            if let Message::AuthRequired(a) = &frame.msg {
+                match a.reason {
+                    ReauthReason::Expiring | ReauthReason::Expired => {
+                        reauthenticate_in_background(inner.clone());
+                    }
+                    _ => {
+                        let mut routes = inner.routes();
+                        if routes.async_error.is_none() {
+                            routes.async_error = Some(ClientError::Nack {
+                                code: ErrorCode::UNAUTHORIZED,
+                                message: a.message.clone(),
+                                retry_after: None,
+                            });
+                        }
                     }
                 }
                 continue;
@@ -857,7 +984,6 @@ impl futures_core::Stream for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rampart_proto::ErrorCode;
 
     #[test]
     fn urls() {

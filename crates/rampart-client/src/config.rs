@@ -1,11 +1,66 @@
 //! Client settings.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rampart_identity::Secret;
+use rampart_proto::AuthMethod;
 
 use crate::ClientError;
+
+/// A credential to present in AUTH.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub method: AuthMethod,
+    pub secret: Secret<String>,
+}
+
+impl Credential {
+    pub fn api_key(k: impl Into<String>) -> Self {
+        Self {
+            method: AuthMethod::ApiKey,
+            secret: Secret::new(k.into()),
+        }
+    }
+
+    pub fn token(t: impl Into<String>) -> Self {
+        Self {
+            method: AuthMethod::Token,
+            secret: Secret::new(t.into()),
+        }
+    }
+
+    pub fn jwt(t: impl Into<String>) -> Self {
+        Self {
+            method: AuthMethod::Jwt,
+            secret: Secret::new(t.into()),
+        }
+    }
+}
+
+/// The future a [`CredentialProvider`] returns.
+pub type CredentialFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Credential, ClientError>> + Send + 'a>>;
+
+/// Supplies fresh credentials: at connect, and whenever the server says the
+/// current one expires (the client then re-authenticates in band, without
+/// reconnecting or losing subscriptions).
+pub trait CredentialProvider: Send + Sync {
+    fn credential(&self) -> CredentialFuture<'_>;
+}
+
+/// A shared [`CredentialProvider`] (printed as `[provider]`).
+#[derive(Clone)]
+pub struct Provider(pub Arc<dyn CredentialProvider>);
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[provider]")
+    }
+}
 
 /// Which transport to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +89,14 @@ pub struct ClientConfig {
     pub tls_client_key_path: Option<PathBuf>,
     /// API key, held zeroized and never printed.
     pub api_key: Option<Secret<String>>,
+    /// A Rampart token (`rt1.`...), used when no API key is set.
+    pub token: Option<Secret<String>>,
+    /// A JWT from an issuer the server trusts, used when neither is set.
+    pub jwt: Option<Secret<String>>,
+    /// Where fresh credentials come from; takes precedence over the fields
+    /// above. Without one, the client re-sends its fixed credential when
+    /// asked to re-authenticate.
+    pub credential_provider: Option<Provider>,
     /// Overrides the transport named by the URL scheme.
     pub transport: Option<Transport>,
     /// Name to verify in the server certificate; default: the URL host.
@@ -56,6 +119,9 @@ impl Default for ClientConfig {
             tls_client_cert_path: None,
             tls_client_key_path: None,
             api_key: None,
+            token: None,
+            jwt: None,
+            credential_provider: None,
             transport: None,
             server_name: None,
             dangerous_skip_verify: false,
@@ -78,6 +144,8 @@ impl ClientConfig {
             c.api_key = Some(Secret::new(k));
         } else if let Some(path) = env("RAMPART_API_KEY_FILE") {
             c.api_key = Some(read_key_file(&PathBuf::from(path))?);
+        } else if let Some(t) = env("RAMPART_TOKEN") {
+            c.token = Some(Secret::new(t));
         }
         Ok(c)
     }
@@ -97,6 +165,45 @@ impl ClientConfig {
     pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
         self.api_key = Some(Secret::new(key.into()));
         self
+    }
+
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(Secret::new(token.into()));
+        self
+    }
+
+    pub fn with_provider(mut self, p: Arc<dyn CredentialProvider>) -> Self {
+        self.credential_provider = Some(Provider(p));
+        self
+    }
+
+    /// The fixed credential of this config, if any.
+    pub(crate) fn fixed_credential(&self) -> Option<Credential> {
+        if let Some(k) = &self.api_key {
+            return Some(Credential {
+                method: AuthMethod::ApiKey,
+                secret: k.clone(),
+            });
+        }
+        if let Some(t) = &self.token {
+            return Some(Credential {
+                method: AuthMethod::Token,
+                secret: t.clone(),
+            });
+        }
+        if let Some(j) = &self.jwt {
+            return Some(Credential {
+                method: AuthMethod::Jwt,
+                secret: j.clone(),
+            });
+        }
+        if self.tls_client_cert_path.is_some() {
+            return Some(Credential {
+                method: AuthMethod::ClientCert,
+                secret: Secret::new(String::new()),
+            });
+        }
+        None
     }
 
     pub fn with_transport(mut self, t: Transport) -> Self {

@@ -16,13 +16,19 @@
 //! - `client`: [`Client`], [`Subscription`] and the connection tasks.
 //! - `tls`: TLS 1.3 client settings.
 //! - `error`: [`ClientError`], which keeps the server's NACK code.
+//! - `admin`: [`AdminClient`] for the HTTPS API.
 
+mod admin;
 mod client;
 mod config;
 mod error;
 mod tls;
 
+pub use admin::{AdminClient, AdminResponse};
 pub use client::{Client, Event, Subscription};
-pub use config::{read_key_file, ClientConfig, Transport};
+pub use config::{
+    read_key_file, ClientConfig, Credential, CredentialFuture, CredentialProvider, Provider,
+    Transport,
+};
 pub use error::ClientError;
-pub use rampart_proto::{AckMode, ErrorCode, EventBatch};
+pub use rampart_proto::{AckMode, AuthMethod, ErrorCode, EventBatch};

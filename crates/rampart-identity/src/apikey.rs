@@ -25,6 +25,38 @@ use crate::secret::Secret;
 /// Textual prefix of every stored hash.
 pub const HASH_PREFIX: &str = "hmac-sha256:";
 
+/// Role of keys from the configuration and the environment: they are the
+/// operator's bootstrap credentials for a tenant.
+pub const STATIC_KEY_ROLE: &str = "admin";
+
+/// Prefix of managed keys: `rampart_<16 hex id>_<43 base64url secret>`. The
+/// fixed prefix lets secret scanners find leaked keys; the id lets the
+/// server find the record without trying every hash.
+pub const MANAGED_KEY_PREFIX: &str = "rampart_";
+const MANAGED_ID_LEN: usize = 16;
+
+/// Makes a new managed key; returns its public id and the whole key.
+pub fn generate_managed_key() -> Result<(String, Secret<String>), KeyError> {
+    let id = hex::encode(random_bytes::<8>()?);
+    let raw = Secret::new(random_bytes::<32>()?);
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.expose());
+    let key = Secret::new(format!("{MANAGED_KEY_PREFIX}{id}_{secret}"));
+    Ok((id, key))
+}
+
+/// The id of a managed key, if `key` has the managed shape.
+pub fn managed_key_id(key: &[u8]) -> Option<&str> {
+    let rest = key.strip_prefix(MANAGED_KEY_PREFIX.as_bytes())?;
+    let (id, tail) = rest.split_at_checked(MANAGED_ID_LEN)?;
+    if tail.first() != Some(&b'_') || tail.len() < 2 {
+        return None;
+    }
+    let id = std::str::from_utf8(id).ok()?;
+    id.bytes()
+        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        .then_some(id)
+}
+
 /// Errors about keys, peppers and hash strings.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -131,6 +163,11 @@ impl KeyHash {
         let mut out = [0u8; 32];
         hex::decode_to_slice(hex_part, &mut out).map_err(|_| KeyError::BadHash)?;
         Ok(Self(out))
+    }
+
+    /// Compares two hashes in constant time.
+    pub fn ct_eq(&self, other: &KeyHash) -> bool {
+        bool::from(self.0.ct_eq(&other.0))
     }
 
     /// A short, non-secret label for logs and principal names.
@@ -261,8 +298,11 @@ impl ApiKeyStore {
         found.map(|e| Principal {
             tenant: e.tenant.clone(),
             name: e.name.clone(),
-            kind: PrincipalKind::ApiKey,
+            kind: PrincipalKind::StaticKey,
+            roles: vec![STATIC_KEY_ROLE.to_string()],
             expires_at_ms: None,
+            credential_id: None,
+            parent_credential_id: None,
         })
     }
 
@@ -340,6 +380,18 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn managed_keys_carry_their_id() {
+        let (id, key) = generate_managed_key().unwrap();
+        assert_eq!(id.len(), 16);
+        assert_eq!(managed_key_id(key.expose().as_bytes()), Some(id.as_str()));
+        assert!(key.expose().len() >= 8 + 16 + 1 + 43);
+        assert_eq!(managed_key_id(b"rampart_0123"), None);
+        assert_eq!(managed_key_id(b"rampart_0123456789abcdef"), None);
+        assert_eq!(managed_key_id(b"rampart_0123456789ABCDEF_x"), None);
+        assert_eq!(managed_key_id(b"rk_dev_whatever"), None);
     }
 
     #[test]

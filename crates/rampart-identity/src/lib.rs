@@ -6,15 +6,34 @@
 //! - `apikey`: API key generation, peppered HMAC-SHA256 hashing and the
 //!   constant-time [`ApiKeyStore`].
 //! - `principal`: [`Principal`], the authenticated identity and its tenant.
+//! - `jwt`: JWT / OIDC bearer tokens (Kubernetes service accounts among
+//!   them): [`JwtIssuerConfig`], and [`JwtVerifier`], which checks a token
+//!   and maps its claims to a [`JwtIdentity`].
+//! - `jwks`: issuers' JSON Web Key Sets, from a file or over HTTPS, cached
+//!   and refreshed (single-flight, rate-limited) on unknown key ids.
+//! - `token`: Rampart's own short-lived Ed25519-signed tokens.
 //! - `fsutil`: owner-only files and folders for anything secret on disk.
 
 mod apikey;
 pub mod fsutil;
+mod jwks;
+mod jwt;
 mod principal;
 mod secret;
+mod token;
 
 pub use apikey::{
-    generate_api_key, random_bytes, ApiKeyStore, KeyError, KeyHash, Pepper, HASH_PREFIX,
+    generate_api_key, generate_managed_key, managed_key_id, random_bytes, ApiKeyStore, KeyError,
+    KeyHash, Pepper, HASH_PREFIX, MANAGED_KEY_PREFIX, STATIC_KEY_ROLE,
+};
+pub use jwks::JwksError;
+pub use jwt::{
+    JwksLocation, JwtConfigError, JwtError, JwtIdentity, JwtIssuerConfig, JwtVerifier,
+    KUBERNETES_ISSUER, MAX_LEEWAY_SECS, SYSTEM_CA_BUNDLE,
 };
 pub use principal::{Principal, PrincipalKind};
 pub use secret::Secret;
+pub use token::{
+    new_token_id, verify_with, SigningKeyError, TokenClaims, TokenError, TokenSigner,
+    MAX_TOKEN_LEN, TOKEN_PREFIX,
+};

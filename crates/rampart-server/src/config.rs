@@ -68,6 +68,27 @@ pub struct Config {
     pub slow_consumer_policy: SlowConsumer,
     pub cache_max_bytes_per_tenant: usize,
     pub cache_max_value_bytes: usize,
+    /// TCP address of the HTTPS API (admin, `/v1/auth`); empty disables it.
+    pub http_bind: String,
+    /// Origins allowed to call the HTTPS API from a browser (CORS).
+    pub cors_allowed_origins: Vec<String>,
+    /// Tenant whose admins may manage tenants (create, disable, enable).
+    /// `--dev` makes it `dev` unless set.
+    pub operator_tenant: String,
+    /// Default and maximum lifetime of Rampart tokens.
+    pub token_ttl_secs: u64,
+    pub token_max_ttl_secs: u64,
+    /// How long before expiry a connection is told to re-authenticate, and
+    /// how long after expiry it may still do so before it is closed.
+    pub reauth_notice_ms: u64,
+    pub reauth_grace_ms: u64,
+    /// Rules mapping verified client certificates to principals.
+    pub mtls_identities: Vec<crate::auth::MtlsIdentity>,
+    /// When set, only client certificates with one of these CNs may
+    /// authenticate (seed 000).
+    pub mtls_allowed_common_names: Vec<String>,
+    /// Trusted JWT / OIDC issuers (Kubernetes service accounts included).
+    pub jwt_issuers: Vec<rampart_identity::JwtIssuerConfig>,
 }
 
 impl Default for Config {
@@ -95,6 +116,16 @@ impl Default for Config {
             slow_consumer_policy: SlowConsumer::Block,
             cache_max_bytes_per_tenant: c.max_bytes_per_tenant,
             cache_max_value_bytes: c.max_value_bytes,
+            http_bind: "127.0.0.1:7402".into(),
+            cors_allowed_origins: Vec::new(),
+            operator_tenant: String::new(),
+            token_ttl_secs: 600,
+            token_max_ttl_secs: 3600,
+            reauth_notice_ms: 60_000,
+            reauth_grace_ms: 10_000,
+            mtls_identities: Vec::new(),
+            mtls_allowed_common_names: Vec::new(),
+            jwt_issuers: Vec::new(),
         }
     }
 }
@@ -122,6 +153,8 @@ enum Kind {
     Int,
     Bool,
     List,
+    /// Structured values (lists of tables) come from the environment as JSON.
+    Json,
 }
 
 /// Every key and its type, for environment overrides.
@@ -146,7 +179,37 @@ const KEYS: &[(&str, Kind)] = &[
     ("slow_consumer_policy", Kind::Str),
     ("cache_max_bytes_per_tenant", Kind::Int),
     ("cache_max_value_bytes", Kind::Int),
+    ("http_bind", Kind::Str),
+    ("cors_allowed_origins", Kind::List),
+    ("operator_tenant", Kind::Str),
+    ("token_ttl_secs", Kind::Int),
+    ("token_max_ttl_secs", Kind::Int),
+    ("reauth_notice_ms", Kind::Int),
+    ("reauth_grace_ms", Kind::Int),
+    ("mtls_identities", Kind::Json),
+    ("mtls_allowed_common_names", Kind::List),
+    ("jwt_issuers", Kind::Json),
 ];
+
+fn json_to_toml(v: serde_json::Value) -> Option<toml::Value> {
+    Some(match v {
+        serde_json::Value::Null => return None,
+        serde_json::Value::Bool(b) => toml::Value::Boolean(b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => toml::Value::Integer(i),
+            None => toml::Value::Float(n.as_f64()?),
+        },
+        serde_json::Value::String(s) => toml::Value::String(s),
+        serde_json::Value::Array(a) => {
+            toml::Value::Array(a.into_iter().filter_map(json_to_toml).collect())
+        }
+        serde_json::Value::Object(o) => toml::Value::Table(
+            o.into_iter()
+                .filter_map(|(k, v)| json_to_toml(v).map(|v| (k, v)))
+                .collect(),
+        ),
+    })
+}
 
 impl Config {
     /// Reads `path` (if any), applies `RAMPART_<KEY>` overrides from `env`,
@@ -188,6 +251,10 @@ impl Config {
                     "false" | "0" | "no" => false,
                     _ => return Err(bad(format!("`{raw}` is not true or false"))),
                 }),
+                Kind::Json => serde_json::from_str::<serde_json::Value>(&raw)
+                    .ok()
+                    .and_then(json_to_toml)
+                    .ok_or_else(|| bad("not valid JSON".into()))?,
                 Kind::List => toml::Value::Array(
                     raw.split(',')
                         .map(str::trim)
@@ -259,6 +326,35 @@ impl Config {
         }
         for t in &self.tenants {
             TenantId::parse(t).map_err(|e| invalid("tenants", format!("`{t}`: {e}")))?;
+        }
+        if !self.http_bind.is_empty() && self.http_bind.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "http_bind",
+                format!("`{}` is not an address like 127.0.0.1:7402", self.http_bind),
+            ));
+        }
+        if !self.operator_tenant.is_empty() {
+            TenantId::parse(&self.operator_tenant)
+                .map_err(|e| invalid("operator_tenant", e.to_string()))?;
+        }
+        if self.token_ttl_secs == 0 || self.token_ttl_secs > self.token_max_ttl_secs {
+            return Err(invalid(
+                "token_ttl_secs",
+                "must be positive and at most token_max_ttl_secs".into(),
+            ));
+        }
+        if self.token_max_ttl_secs > 30 * 24 * 3600 {
+            return Err(invalid("token_max_ttl_secs", "at most 30 days".into()));
+        }
+        for (i, m) in self.mtls_identities.iter().enumerate() {
+            TenantId::parse(&m.tenant)
+                .map_err(|e| invalid("mtls_identities", format!("rule {i}: {e}")))?;
+            if m.san_uri_prefix.is_none() && m.common_names.is_empty() {
+                return Err(invalid(
+                    "mtls_identities",
+                    format!("rule {i} matches nothing: set san_uri_prefix or common_names"),
+                ));
+            }
         }
         for s in &self.streams {
             s.parse::<StreamPath>()

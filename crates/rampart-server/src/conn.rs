@@ -5,22 +5,28 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use rampart_authz::{DecisionCache, Permission, Resource, Subject};
 use rampart_broker::{Stream, Subscription};
 use rampart_identity::Principal;
 use rampart_proto::{
-    Ack, AckMode, AuthMethod, AuthOk, CacheValue, EntriesBuilder, ErrorCode, Frame, FrameDecoder,
-    Message, SharedEvents, StartAt, StreamPath, Subscribed, TenantId, PREAUTH_MAX_FRAME,
+    Ack, AckMode, AuthMethod, AuthOk, AuthRequired, CacheValue, EntriesBuilder, ErrorCode, Frame,
+    FrameDecoder, Message, ReauthReason, SharedEvents, StartAt, StreamPath, Subscribed, Token,
+    PREAUTH_MAX_FRAME,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::access::{access, authorize};
+use crate::access::{frame_access, frame_resource, Access, Denied};
+use crate::auth::{now_ms, CertNames};
+use crate::config::Config;
 use crate::error::{frame_error, OpError};
+use crate::registry::Ctl;
 use crate::session::{nack, Handshake, Step};
 use crate::Shared;
 
@@ -40,10 +46,12 @@ const MAX_SUBSCRIPTIONS: usize = 1024;
 const STREAM_CACHE: usize = 256;
 
 /// Where a connection comes from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Peer {
     pub addr: SocketAddr,
     pub transport: &'static str,
+    /// Names from the verified TLS client certificate, if one was sent.
+    pub cert: Option<CertNames>,
 }
 
 enum Out {
@@ -113,6 +121,61 @@ enum End {
     AuthTimeout,
     Shutdown,
     WriterGone,
+    #[allow(dead_code)] // read through Debug in the close log line
+    Credential(ReauthReason),
+}
+
+/// Where the connection's credential stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Valid; `AUTH_REQUIRED expiring` not sent yet.
+    Valid,
+    /// The peer was told the credential expires soon.
+    Noticed,
+    /// Expired: requests refused, deliveries paused, closing at the grace end.
+    Expired,
+}
+
+/// One authenticated identity on a connection.
+struct Session {
+    principal: Principal,
+    subject: Subject,
+    cache: DecisionCache,
+    phase: Phase,
+    registry_id: u64,
+}
+
+impl Session {
+    fn new(principal: Principal, registry_id: u64) -> Self {
+        let subject = Subject::new(
+            principal.tenant.clone(),
+            principal.name.clone(),
+            principal.roles.iter().cloned(),
+        );
+        Self {
+            principal,
+            subject,
+            cache: DecisionCache::new(),
+            phase: Phase::Valid,
+            registry_id,
+        }
+    }
+
+    /// When the next credential event is due (notice, expiry, close).
+    fn next_event(&self, cfg: &Config) -> Option<Instant> {
+        let exp = self.principal.expires_at_ms?;
+        let now = now_ms();
+        let at = |ms: u64| Instant::now() + Duration::from_millis(ms.saturating_sub(now));
+        match self.phase {
+            Phase::Valid => {
+                let lifetime = exp.saturating_sub(now);
+                let notice = cfg.reauth_notice_ms.min(lifetime / 2);
+                Some(at(exp.saturating_sub(notice)))
+            }
+            Phase::Noticed => Some(at(exp)),
+            Phase::Expired => Some(at(exp + cfg.reauth_grace_ms)),
+        }
+    }
 }
 
 /// Consecutive single-message PUBLISH frames to one stream, gathered from
@@ -128,14 +191,24 @@ struct Gathered {
 /// Bytes gathered before a batch is published regardless.
 const GATHER_LIMIT: usize = 256 * 1024;
 
+struct Subscribed_ {
+    sub: Arc<Subscription>,
+    task: JoinHandle<()>,
+    resource: Resource,
+}
+
 struct Conn {
     shared: Arc<Shared>,
     event_budget: Arc<Semaphore>,
     gathered: Option<Gathered>,
     peer: Peer,
     tx: mpsc::Sender<Out>,
-    principal: Option<Principal>,
-    subscriptions: HashMap<u64, (Arc<Subscription>, JoinHandle<()>)>,
+    ctl_tx: mpsc::UnboundedSender<Ctl>,
+    session: Option<Session>,
+    /// Open for deliveries while the credential is valid.
+    gate: watch::Sender<bool>,
+    auth_failures: u32,
+    subscriptions: HashMap<u64, Subscribed_>,
     next_subscription: u64,
     streams: HashMap<StreamPath, Arc<Stream>>,
 }
@@ -154,14 +227,18 @@ pub(crate) async fn serve<R, W>(
 {
     let (tx, rx) = mpsc::channel(WRITER_QUEUE);
     let writer = tokio::spawn(writer(wr, rx));
+    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
     let mut shutdown = shared.shutdown.clone();
     let mut conn = Conn {
         shared: shared.clone(),
         event_budget: Arc::new(Semaphore::new(EVENT_BUDGET)),
         gathered: None,
-        peer,
+        peer: peer.clone(),
         tx,
-        principal: None,
+        ctl_tx,
+        session: None,
+        gate: watch::Sender::new(true),
+        auth_failures: 0,
         subscriptions: HashMap::new(),
         next_subscription: 1,
         streams: HashMap::new(),
@@ -199,7 +276,7 @@ pub(crate) async fn serve<R, W>(
                     continue;
                 }
             };
-            let result = if conn.principal.is_some() {
+            let result = if conn.session.is_some() {
                 match frame.msg {
                     Message::Publish(_) => conn.gather(frame).await,
                     _ => match conn.flush_gathered().await {
@@ -220,21 +297,40 @@ pub(crate) async fn serve<R, W>(
         if buf.capacity() - buf.len() < 8 * 1024 {
             buf.reserve(64 * 1024);
         }
-        let read = if conn.principal.is_none() {
-            tokio::select! {
+        let read = match &conn.session {
+            None => tokio::select! {
                 r = rd.read_buf(&mut buf) => r,
                 _ = tokio::time::sleep_until(deadline) => {
                     let _ = conn.send(nack(0, ErrorCode::UNAUTHORIZED, "authentication timed out")).await;
                     break End::AuthTimeout;
                 }
                 _ = shutdown.changed() => break End::Shutdown,
-            }
-        } else {
-            tokio::select! {
-                r = rd.read_buf(&mut buf) => r,
-                _ = shutdown.changed() => {
-                    let _ = conn.send(nack(0, ErrorCode::UNAVAILABLE, "server shutting down")).await;
-                    break End::Shutdown;
+            },
+            Some(session) => {
+                let next = session.next_event(&shared.config);
+                tokio::select! {
+                    r = rd.read_buf(&mut buf) => r,
+                    ctl = ctl_rx.recv() => {
+                        match ctl {
+                            Some(Ctl::Close(reason)) => {
+                                conn.tell(reason, 0).await;
+                                break End::Credential(reason);
+                            }
+                            Some(Ctl::PolicyChanged) => conn.recheck_subscriptions().await,
+                            None => {}
+                        }
+                        continue;
+                    }
+                    _ = sleep_until_opt(next) => {
+                        if let Err(end) = conn.credential_event().await {
+                            break end;
+                        }
+                        continue;
+                    }
+                    _ = shutdown.changed() => {
+                        let _ = conn.send(nack(0, ErrorCode::UNAVAILABLE, "server shutting down")).await;
+                        break End::Shutdown;
+                    }
                 }
             }
         };
@@ -245,19 +341,22 @@ pub(crate) async fn serve<R, W>(
         }
     };
 
-    for (_, (sub, task)) in conn.subscriptions.drain() {
-        sub.close();
-        task.abort();
+    for (_, s) in conn.subscriptions.drain() {
+        s.sub.close();
+        s.task.abort();
+    }
+    if let Some(s) = &conn.session {
+        shared.registry.unregister(s.registry_id);
     }
     let _ = conn.tx.send(Out::Close).await;
     drop(conn.tx);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
-    match &conn.principal {
-        Some(p) => info!(
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    match &conn.session {
+        Some(s) => info!(
             peer = %peer.addr,
             transport = peer.transport,
-            tenant = %p.tenant,
-            principal = %p.name,
+            tenant = %s.principal.tenant,
+            principal = %s.principal.name,
             reason = ?end,
             "connection closed"
         ),
@@ -267,12 +366,123 @@ pub(crate) async fn serve<R, W>(
     }
 }
 
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Conn {
     async fn send(&self, f: Frame) -> Result<(), End> {
         self.tx
             .send(Out::Frame(f))
             .await
             .map_err(|_| End::WriterGone)
+    }
+
+    /// Sends AUTH_REQUIRED.
+    async fn tell(&self, reason: ReauthReason, deadline_ms: u64) {
+        let message = match reason {
+            ReauthReason::Expiring => "credential expires soon; send AUTH",
+            ReauthReason::Expired => "credential expired; send AUTH to resume",
+            ReauthReason::Revoked => "credential revoked",
+            ReauthReason::TenantDisabled => "tenant disabled",
+            _ => "re-authenticate",
+        };
+        let _ = self
+            .send(Frame::new(
+                0,
+                AuthRequired {
+                    reason,
+                    deadline_ms: deadline_ms.min(u64::from(u32::MAX)) as u32,
+                    message: message.into(),
+                },
+            ))
+            .await;
+    }
+
+    /// A credential timer fired: notice, expiry or the end of the grace.
+    async fn credential_event(&mut self) -> Result<(), End> {
+        let grace = self.shared.config.reauth_grace_ms;
+        let Some(s) = &mut self.session else {
+            return Ok(());
+        };
+        let exp = s.principal.expires_at_ms.unwrap_or(u64::MAX);
+        let now = now_ms();
+        match s.phase {
+            Phase::Valid if now < exp => {
+                s.phase = Phase::Noticed;
+                self.tell(ReauthReason::Expiring, exp - now + grace).await;
+            }
+            Phase::Valid | Phase::Noticed => {
+                s.phase = Phase::Expired;
+                self.gate.send_replace(false);
+                info!(
+                    peer = %self.peer.addr,
+                    tenant = %s.principal.tenant,
+                    principal = %s.principal.name,
+                    "credential expired; deliveries paused"
+                );
+                self.tell(ReauthReason::Expired, (exp + grace).saturating_sub(now))
+                    .await;
+            }
+            Phase::Expired => {
+                self.tell(ReauthReason::Expired, 0).await;
+                return Err(End::Credential(ReauthReason::Expired));
+            }
+        }
+        Ok(())
+    }
+
+    /// After a policy change, ends subscriptions that are no longer allowed.
+    async fn recheck_subscriptions(&mut self) {
+        let Some(s) = &mut self.session else { return };
+        let denied: Vec<u64> = {
+            let policy = self.shared.policy.read().unwrap_or_else(|e| e.into_inner());
+            self.subscriptions
+                .iter()
+                .filter(|(_, sub)| {
+                    !s.cache
+                        .check(&policy, &s.subject, &sub.resource, Permission::Subscribe)
+                })
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for id in denied {
+            if let Some(sub) = self.subscriptions.remove(&id) {
+                sub.sub.close();
+                sub.task.abort();
+                let _ = self
+                    .send(nack(
+                        0,
+                        ErrorCode::FORBIDDEN,
+                        format!("subscription {id} ended: permission revoked"),
+                    ))
+                    .await;
+            }
+        }
+    }
+
+    async fn authenticate(&self, method: AuthMethod, credential: &Bytes) -> Option<Principal> {
+        match self
+            .shared
+            .identity
+            .authenticate(method, credential, self.peer.cert.as_ref())
+            .await
+        {
+            Ok(p) => Some(p),
+            Err(reason) => {
+                warn!(
+                    peer = %self.peer.addr,
+                    transport = self.peer.transport,
+                    method = method.as_str(),
+                    reason = reason.as_str(),
+                    "authentication failed"
+                );
+                None
+            }
+        }
     }
 
     async fn handshake(
@@ -286,7 +496,7 @@ impl Conn {
                 id,
                 method,
                 credential,
-            } => match self.authenticate(method, &credential) {
+            } => match self.authenticate(method, &credential).await {
                 Some(p) => {
                     info!(
                         peer = %self.peer.addr,
@@ -296,24 +506,16 @@ impl Conn {
                         method = method.as_str(),
                         "authenticated"
                     );
-                    let ok = AuthOk {
-                        tenant: p.tenant.clone(),
-                        principal: p.name.clone(),
-                        expires_at_ms: p.expires_at_ms.unwrap_or(0),
-                    };
-                    self.principal = Some(p);
+                    let ok = auth_ok(&p);
+                    let rid = self
+                        .shared
+                        .registry
+                        .register(p.clone(), self.ctl_tx.clone());
+                    self.session = Some(Session::new(p, rid));
                     decoder.set_max_frame(self.shared.config.max_frame_size);
                     return self.send(Frame::new(id, ok)).await;
                 }
-                None => {
-                    warn!(
-                        peer = %self.peer.addr,
-                        transport = self.peer.transport,
-                        method = method.as_str(),
-                        "authentication failed"
-                    );
-                    hs.auth_failed(id)
-                }
+                None => hs.auth_failed(id),
             },
             other => other,
         };
@@ -331,44 +533,103 @@ impl Conn {
         }
     }
 
-    fn authenticate(&self, method: AuthMethod, credential: &Bytes) -> Option<Principal> {
-        let p = match method {
-            AuthMethod::ApiKey => self.shared.keys.authenticate(credential)?,
-            _ => return None,
+    /// AUTH on an authenticated connection: replace the credential in band.
+    async fn reauthenticate(
+        &mut self,
+        id: u64,
+        method: AuthMethod,
+        credential: Bytes,
+    ) -> Result<(), End> {
+        let Some(p) = self.authenticate(method, &credential).await else {
+            self.auth_failures += 1;
+            let reply = nack(id, ErrorCode::UNAUTHORIZED, "invalid credentials");
+            if self.auth_failures >= self.shared.config.max_auth_failures {
+                self.send(reply).await?;
+                return Err(End::Refused(401));
+            }
+            return self.send(reply).await;
         };
-        self.shared.known_tenants.contains(&p.tenant).then_some(p)
+        let Some(s) = &mut self.session else {
+            return Ok(());
+        };
+        if p.tenant != s.principal.tenant || p.name != s.principal.name {
+            return self
+                .send(nack(
+                    id,
+                    ErrorCode::FORBIDDEN,
+                    "re-authentication must keep the same tenant and principal",
+                ))
+                .await;
+        }
+        info!(
+            peer = %self.peer.addr,
+            tenant = %p.tenant,
+            principal = %p.name,
+            method = method.as_str(),
+            "re-authenticated"
+        );
+        self.auth_failures = 0;
+        let ok = auth_ok(&p);
+        self.shared.registry.update(s.registry_id, p.clone());
+        let rid = s.registry_id;
+        // The same credential again (a client with nothing fresher) does not
+        // restart the expiry clock.
+        let renewed = p.expires_at_ms != s.principal.expires_at_ms;
+        let phase = s.phase;
+        *s = Session::new(p, rid);
+        if renewed {
+            self.gate.send_replace(true);
+        } else {
+            s.phase = phase;
+        }
+        self.send(Frame::new(id, ok)).await
     }
 
-    fn check(&self, frame: &Frame, tenant: Option<&TenantId>) -> Result<(), OpError> {
-        let principal = self
-            .principal
-            .as_ref()
-            .ok_or(OpError::Denied(crate::access::Denied::NotAClientFrame))?;
-        let needed = access(frame.msg.frame_type());
-        authorize(principal, needed, tenant).map_err(|d| {
-            debug!(
-                peer = %self.peer.addr,
-                tenant = %principal.tenant,
-                principal = %principal.name,
-                frame = ?frame.msg.frame_type(),
-                denied = ?d,
-                "request denied"
-            );
-            OpError::Denied(d)
-        })
+    /// Checks that the session may do what `frame` asks.
+    fn check(&mut self, frame: &Frame) -> Result<(), OpError> {
+        let Some(s) = &mut self.session else {
+            return Err(OpError::Denied(Denied::NotAClientFrame));
+        };
+        let access = frame_access(frame.msg.frame_type());
+        if s.phase == Phase::Expired && access != Access::Public {
+            return Err(OpError::CredentialExpired);
+        }
+        match access {
+            Access::Authenticated => Ok(()),
+            Access::Perm(perm) => {
+                let resource =
+                    frame_resource(&frame.msg).ok_or(OpError::Denied(Denied::NotAClientFrame))?;
+                let policy = self.shared.policy.read().unwrap_or_else(|e| e.into_inner());
+                if s.cache.check(&policy, &s.subject, &resource, perm) {
+                    return Ok(());
+                }
+                let decision = rampart_authz::decide(&policy, &s.subject, &resource, perm);
+                debug!(
+                    peer = %self.peer.addr,
+                    tenant = %s.principal.tenant,
+                    principal = %s.principal.name,
+                    permission = perm.as_str(),
+                    resource = %resource,
+                    decision = %decision,
+                    "request denied"
+                );
+                Err(OpError::Denied(Denied::Forbidden))
+            }
+            _ => Err(OpError::Denied(Denied::NotAClientFrame)),
+        }
     }
 
     /// Adds a single-message PUBLISH to the gathered batch, publishing the
     /// batch first if it is for another stream or already large.
     async fn gather(&mut self, frame: Frame) -> Result<(), End> {
         let id = frame.id;
-        let Message::Publish(p) = &frame.msg else {
-            return self.dispatch(frame).await;
-        };
-        if let Err(e) = self.check(&frame, Some(&p.tenant)) {
+        if let Err(e) = self.check(&frame) {
             self.flush_gathered().await?;
             return self.send(e.to_frame(id)).await;
         }
+        let Message::Publish(p) = &frame.msg else {
+            return self.dispatch(frame).await;
+        };
         let same = self.gathered.as_ref().is_some_and(|g| {
             g.path.stream == p.stream
                 && g.path.namespace == p.namespace
@@ -425,6 +686,9 @@ impl Conn {
     /// only a dead writer ends the connection.
     async fn dispatch(&mut self, frame: Frame) -> Result<(), End> {
         let id = frame.id;
+        if let Message::Auth(a) = frame.msg {
+            return self.reauthenticate(id, a.method, a.credential).await;
+        }
         match self.serve_request(frame).await {
             Ok(()) => Ok(()),
             Err(e) => self.send(e.to_frame(id)).await,
@@ -445,18 +709,24 @@ impl Conn {
 
     async fn serve_request(&mut self, frame: Frame) -> Result<(), OpError> {
         let id = frame.id;
-        let tenant = match &frame.msg {
-            Message::Publish(p) => Some(&p.tenant),
-            Message::PublishBatch(p) => Some(&p.tenant),
-            Message::Subscribe(s) => Some(&s.tenant),
-            Message::CachePut(c) => Some(&c.tenant),
-            Message::CacheGet(c) => Some(&c.tenant),
-            Message::CacheDelete(c) => Some(&c.tenant),
-            _ => None,
-        };
-        self.check(&frame, tenant)?;
+        self.check(&frame)?;
         match frame.msg {
             Message::Ping => self.reply(Frame::new(id, Message::Pong)).await,
+            Message::TokenRequest(t) => {
+                let Some(s) = &self.session else {
+                    return Err(OpError::Denied(Denied::NotAClientFrame));
+                };
+                let (token, expires_at_ms) =
+                    self.shared.issue_token(&s.principal, u64::from(t.ttl_ms))?;
+                self.reply(Frame::new(
+                    id,
+                    Token {
+                        token: token.expose().clone(),
+                        expires_at_ms,
+                    },
+                ))
+                .await
+            }
             Message::PublishBatch(p) => {
                 let path = StreamPath {
                     tenant: p.tenant,
@@ -476,6 +746,8 @@ impl Conn {
                 if self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
                     return Err(OpError::TooManySubscriptions(MAX_SUBSCRIPTIONS));
                 }
+                let resource =
+                    Resource::Stream(s.tenant.clone(), s.namespace.clone(), s.stream.clone());
                 let path = StreamPath {
                     tenant: s.tenant,
                     namespace: s.namespace,
@@ -498,21 +770,29 @@ impl Conn {
                     sid,
                     self.tx.clone(),
                     self.event_budget.clone(),
+                    self.gate.subscribe(),
                 ));
-                self.subscriptions.insert(sid, (sub, task));
+                self.subscriptions.insert(
+                    sid,
+                    Subscribed_ {
+                        sub,
+                        task,
+                        resource,
+                    },
+                );
                 Ok(())
             }
             Message::Unsubscribe(u) => {
-                let (sub, task) = self
+                let s = self
                     .subscriptions
                     .remove(&u.subscription_id)
                     .ok_or(OpError::NoSuchSubscription)?;
-                sub.close();
-                task.abort();
+                s.sub.close();
+                s.task.abort();
                 self.reply(Frame::new(id, Ack { count: 0 })).await
             }
             Message::CachePut(c) => {
-                let ttl = (c.ttl_ms > 0).then(|| std::time::Duration::from_millis(c.ttl_ms));
+                let ttl = (c.ttl_ms > 0).then(|| Duration::from_millis(c.ttl_ms));
                 self.shared.broker.cache().put(
                     std::time::Instant::now(),
                     &c.tenant,
@@ -560,8 +840,8 @@ impl Conn {
                 ))
                 .await
             }
-            // HELLO/AUTH after authentication, and server-only frames.
-            _ => Err(OpError::Denied(crate::access::Denied::NotAClientFrame)),
+            // HELLO after authentication, and server-only frames.
+            _ => Err(OpError::Denied(Denied::NotAClientFrame)),
         }
     }
 
@@ -586,11 +866,30 @@ impl Conn {
     }
 }
 
+fn auth_ok(p: &Principal) -> AuthOk {
+    AuthOk {
+        tenant: p.tenant.clone(),
+        principal: p.name.clone(),
+        expires_at_ms: p.expires_at_ms.unwrap_or(0),
+    }
+}
+
 /// Moves a subscription's batches to the connection writer until either
 /// side goes away.
-async fn deliver(sub: Arc<Subscription>, id: u64, tx: mpsc::Sender<Out>, budget: Arc<Semaphore>) {
+async fn deliver(
+    sub: Arc<Subscription>,
+    id: u64,
+    tx: mpsc::Sender<Out>,
+    budget: Arc<Semaphore>,
+    mut gate: watch::Receiver<bool>,
+) {
     let mut batches = Vec::new();
     loop {
+        // Paused while the connection's credential has expired; messages
+        // wait in the subscriber queue under its policy.
+        if gate.wait_for(|open| *open).await.is_err() {
+            break;
+        }
         // Wait for room in the connection's budget before taking batches
         // off the subscriber queue, so a stalled connection leaves them
         // there, where the slow-consumer policy applies.
@@ -604,6 +903,11 @@ async fn deliver(sub: Arc<Subscription>, id: u64, tx: mpsc::Sender<Out>, budget:
         let Some(missed) = sub.recv(&mut batches, DELIVERY_CHUNK).await else {
             break;
         };
+        // The credential may have expired while we waited for messages:
+        // hold them until it is renewed (or the connection closes).
+        if gate.wait_for(|open| *open).await.is_err() {
+            break;
+        }
         // One batch can be larger than a chunk (up to a whole frame): charge
         // what it really holds, capped at the whole budget.
         let bytes: usize = batches.iter().map(SharedEvents::encoded_len).sum();

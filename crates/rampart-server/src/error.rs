@@ -12,6 +12,8 @@ use crate::session::nack;
 #[derive(Debug)]
 pub(crate) enum OpError {
     Denied(Denied),
+    CredentialExpired,
+    Internal,
     Broker(BrokerError),
     Body(BodyError),
     StartUnsupported,
@@ -22,8 +24,10 @@ pub(crate) enum OpError {
 impl OpError {
     pub(crate) fn code(&self) -> ErrorCode {
         match self {
-            OpError::Denied(Denied::OtherTenant) => ErrorCode::FORBIDDEN,
+            OpError::Denied(Denied::Forbidden) => ErrorCode::FORBIDDEN,
             OpError::Denied(Denied::NotAClientFrame) => ErrorCode::BAD_REQUEST,
+            OpError::CredentialExpired => ErrorCode::UNAUTHORIZED,
+            OpError::Internal => ErrorCode::INTERNAL,
             OpError::Broker(BrokerError::StreamNotFound) => ErrorCode::NOT_FOUND,
             OpError::Broker(BrokerError::CacheFull { .. }) => ErrorCode::INSUFFICIENT_STORAGE,
             OpError::Broker(BrokerError::ValueTooLarge { .. }) => ErrorCode::PAYLOAD_TOO_LARGE,
@@ -37,10 +41,12 @@ impl OpError {
 
     fn message(&self) -> String {
         match self {
-            OpError::Denied(Denied::OtherTenant) => "forbidden".into(),
+            OpError::Denied(Denied::Forbidden) => "forbidden".into(),
             OpError::Denied(Denied::NotAClientFrame) => {
                 "frame type not accepted from clients".into()
             }
+            OpError::CredentialExpired => "credential expired; send AUTH to resume".into(),
+            OpError::Internal => "internal error".into(),
             OpError::Broker(BrokerError::StreamNotFound) => "stream not found".into(),
             OpError::Broker(e @ BrokerError::CacheFull { .. }) => e.to_string(),
             OpError::Broker(e @ BrokerError::ValueTooLarge { .. }) => e.to_string(),

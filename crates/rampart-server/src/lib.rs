@@ -7,16 +7,25 @@
 //! - `tls`: TLS 1.3-only rustls configuration, certificates from files.
 //! - `dev`: `--dev` mode's local CA, certificate and admin key.
 //! - `session`: the pre-AUTH handshake as a pure state machine.
-//! - `access`: the permission table and the pure authorization check.
+//! - `auth`: every credential kind turned into a principal; live key,
+//!   tenant and revocation state.
+//! - `access`: the one permission table for wire frames and HTTPS routes.
+//! - `registry`: live connections, so revocation reaches them.
+//! - `control`: control-plane operations (tenants, keys, tokens, ACLs).
 //! - `error`: request errors turned into NACK frames, in one place.
 //! - `conn`: the connection driver shared by every transport.
 //! - `transport`: QUIC and TCP listeners.
+//! - `http`: the HTTPS API (`/v1/auth`, admin routes).
 
 mod access;
+mod auth;
 mod config;
 mod conn;
+mod control;
 pub mod dev;
 mod error;
+mod http;
+mod registry;
 mod session;
 mod tls;
 mod transport;
@@ -34,6 +43,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+pub use auth::MtlsIdentity;
 pub use config::{ClientAuth, Config, ConfigError, SlowConsumer};
 pub use dev::{DevError, DevSetup, DEV_TENANT};
 pub use tls::{TlsError, ALPN};
@@ -43,10 +53,18 @@ pub use tls::{TlsError, ALPN};
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) broker: Broker,
-    pub(crate) keys: ApiKeyStore,
-    pub(crate) known_tenants: HashSet<TenantId>,
+    pub(crate) identity: auth::Identity,
+    pub(crate) policy: std::sync::RwLock<rampart_authz::Policy>,
+    pub(crate) registry: registry::Registry,
     pub(crate) shutdown: watch::Receiver<bool>,
     active: AtomicUsize,
+}
+
+impl Shared {
+    /// The tenant whose admins manage tenants, if any.
+    pub(crate) fn operator_tenant(&self) -> Option<TenantId> {
+        TenantId::parse(&self.config.operator_tenant).ok()
+    }
 }
 
 /// Counts a live connection until dropped.
@@ -85,6 +103,12 @@ pub enum StartError {
     },
     #[error("no TLS certificate: set tls_cert_path and tls_key_path, or run with --dev")]
     NoCertificate,
+    #[error("{0}")]
+    Storage(String),
+    #[error("JWT issuers: {0}")]
+    Jwt(String),
+    #[error("ACL documents in the store: {0}")]
+    Acl(String),
 }
 
 /// How to start a server.
@@ -127,6 +151,7 @@ pub struct Server {
     tasks: Vec<JoinHandle<()>>,
     quic_addr: Option<SocketAddr>,
     tcp_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
     dev: Option<DevSetup>,
 }
 
@@ -168,6 +193,9 @@ impl Server {
         if let Some(d) = &dev {
             let t = TenantId::parse(DEV_TENANT).map_err(|e| StartError::Keys(e.to_string()))?;
             keys.insert_plain(t, "admin", d.admin_key.expose().as_bytes());
+            if config.operator_tenant.is_empty() {
+                config.operator_tenant = DEV_TENANT.to_string();
+            }
         }
         let mut known_tenants: HashSet<TenantId> = HashSet::new();
         for t in &config.tenants {
@@ -181,8 +209,49 @@ impl Server {
             }
         }
         known_tenants.extend(keys.tenants().cloned());
-        if keys.is_empty() {
-            warn!("no API keys configured: no client can authenticate");
+        if let Ok(op) = TenantId::parse(&config.operator_tenant) {
+            known_tenants.insert(op);
+        }
+
+        let storage = |e: rampart_store::StoreError| StartError::Storage(e.to_string());
+        rampart_identity::fsutil::create_private_dir(&config.data_dir).map_err(|e| {
+            StartError::Storage(format!("data dir {}: {e}", config.data_dir.display()))
+        })?;
+        let kv =
+            rampart_store::RedbStore::open(&config.data_dir.join("state.redb")).map_err(storage)?;
+        let catalog = rampart_store::Catalog::new(Arc::new(kv));
+        let signer = rampart_identity::TokenSigner::load_or_create(
+            &config.data_dir.join("token_signing.key"),
+        )
+        .map_err(|e| StartError::Keys(e.to_string()))?;
+        let jwt = if config.jwt_issuers.is_empty() {
+            None
+        } else {
+            Some(
+                rampart_identity::JwtVerifier::new(config.jwt_issuers.clone())
+                    .map_err(|e| StartError::Jwt(e.to_string()))?,
+            )
+        };
+        let identity = auth::Identity::load(
+            catalog.clone(),
+            keys,
+            &known_tenants,
+            signer,
+            jwt,
+            config.mtls_identities.clone(),
+            config.mtls_allowed_common_names.clone(),
+        )
+        .map_err(storage)?;
+        if identity.static_keys.is_empty() && identity.tenants().is_empty() {
+            warn!("no API keys and no tenants configured: no client can authenticate");
+        }
+        let mut policy = rampart_authz::Policy::new();
+        for a in catalog.acls().map_err(storage)? {
+            for d in rampart_authz::AclDocument::parse_yaml(&a.document)
+                .map_err(|e| StartError::Acl(format!("{}/{}: {e}", a.tenant, a.namespace)))?
+            {
+                policy.apply(d);
+            }
         }
 
         let broker = Broker::new(config.broker());
@@ -191,15 +260,22 @@ impl Server {
                 broker.declare_stream(p);
             }
         }
+        for s in catalog.streams("").map_err(storage)? {
+            if let Ok(p) = s.path.parse::<StreamPath>() {
+                broker.declare_stream(p);
+            }
+        }
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let quic_bind = config.quic_bind.clone();
         let tcp_bind = config.tcp_bind.clone();
+        let http_bind = config.http_bind.clone();
         let shared = Arc::new(Shared {
             config,
             broker,
-            keys,
-            known_tenants,
+            identity,
+            policy: std::sync::RwLock::new(policy),
+            registry: registry::Registry::default(),
             shutdown: shutdown_rx,
             active: AtomicUsize::new(0),
         });
@@ -222,6 +298,17 @@ impl Server {
                 acceptor,
                 shared.clone(),
             )));
+        }
+        let mut http_addr = None;
+        if !http_bind.is_empty() {
+            let listener = tokio::net::TcpListener::bind(&http_bind)
+                .await
+                .map_err(|e| bind_err("https", &http_bind, e.to_string()))?;
+            http_addr = listener.local_addr().ok();
+            let mut https_tls = tls.clone();
+            https_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(https_tls));
+            tasks.push(tokio::spawn(http::run(listener, acceptor, shared.clone())));
         }
         let mut quic_addr = None;
         if !quic_bind.is_empty() {
@@ -251,7 +338,8 @@ impl Server {
         info!(
             quic = ?quic_addr,
             tcp = ?tcp_addr,
-            keys = shared.keys.len(),
+            https = ?http_addr,
+            static_keys = shared.identity.static_keys.len(),
             "rampart listening"
         );
         Ok(Server {
@@ -260,6 +348,7 @@ impl Server {
             tasks,
             quic_addr,
             tcp_addr,
+            http_addr,
             dev,
         })
     }
@@ -270,6 +359,16 @@ impl Server {
 
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp_addr
+    }
+
+    /// Address of the HTTPS API.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// Authenticated connections right now.
+    pub fn authenticated_connections(&self) -> usize {
+        self.shared.registry.len()
     }
 
     /// The dev setup, when started with `dev`.

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
+use crate::auth::CertNames;
 use crate::conn::{serve, Peer};
 use crate::Shared;
 
@@ -59,6 +60,12 @@ async fn handle_tcp(
             return;
         }
     };
+    let cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(CertNames::of);
     let (r, w) = tokio::io::split(tls);
     serve(
         shared,
@@ -67,6 +74,7 @@ async fn handle_tcp(
         Peer {
             addr,
             transport: "tcp",
+            cert,
         },
         deadline,
     )
@@ -135,6 +143,13 @@ async fn handle_quic(incoming: quinn::Incoming, shared: Arc<Shared>) {
             return;
         }
     };
+    let cert = conn
+        .peer_identity()
+        .and_then(|id| {
+            id.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .and_then(|certs| certs.first().and_then(CertNames::of));
     serve(
         shared,
         recv,
@@ -142,6 +157,7 @@ async fn handle_quic(incoming: quinn::Incoming, shared: Arc<Shared>) {
         Peer {
             addr,
             transport: "quic",
+            cert,
         },
         deadline,
     )

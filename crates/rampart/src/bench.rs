@@ -129,6 +129,7 @@ impl LocalServer {
         config.data_dir = dir.path().to_path_buf();
         config.quic_bind = "127.0.0.1:0".into();
         config.tcp_bind = "127.0.0.1:0".into();
+        config.http_bind = String::new();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {

@@ -16,6 +16,8 @@ pub(crate) struct KeyArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum KeyCmd {
+    #[command(flatten)]
+    Admin(crate::cmd_admin::KeyAdmin),
     /// Read a key from stdin and print its hash (`hmac-sha256:<hex>`).
     ///
     /// The hash is keyed with the server's pepper, so run this where the
@@ -33,8 +35,9 @@ enum KeyCmd {
     },
 }
 
-pub(crate) fn run(a: KeyArgs) -> Result<ExitCode, Failure> {
+pub(crate) async fn run(a: KeyArgs) -> Result<ExitCode, Failure> {
     match a.cmd {
+        KeyCmd::Admin(cmd) => crate::cmd_admin::key(cmd).await,
         KeyCmd::Hash {
             pepper_file,
             data_dir,

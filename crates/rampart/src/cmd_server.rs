@@ -37,6 +37,9 @@ pub(crate) async fn run(a: ServerArgs) -> Result<ExitCode, Failure> {
     if let Some(t) = server.tcp_addr() {
         println!("rampart: tls listening on {t}");
     }
+    if let Some(h) = server.http_addr() {
+        println!("rampart: https listening on {h}");
+    }
     if let Some(d) = server.dev_setup() {
         let abs =
             |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
@@ -51,6 +54,9 @@ pub(crate) async fn run(a: ServerArgs) -> Result<ExitCode, Failure> {
             println!("  export RAMPART_URL=quic://{q}");
         } else if let Some(t) = server.tcp_addr() {
             println!("  export RAMPART_URL=tls://{t}");
+        }
+        if let Some(h) = server.http_addr() {
+            println!("  export RAMPART_HTTP_URL=https://{h}");
         }
         println!("  export RAMPART_CA_CERT={}", abs(&d.ca_cert).display());
         println!(

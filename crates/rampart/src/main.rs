@@ -5,10 +5,13 @@
 //! - `cmd_server`: `rampart server`.
 //! - `cmd_client`: `rampart pub`, `sub` and `cache`, and the shared
 //!   connection options.
-//! - `cmd_key`: `rampart key hash`.
+//! - `cmd_key`: `rampart key hash`, and the managed key commands.
+//! - `cmd_admin`: admin commands over the HTTPS API (`key`, `tenant`,
+//!   `acl`, `token`, `stream`).
 //! - `bench`: `rampart bench pubsub`.
 
 mod bench;
+mod cmd_admin;
 mod cmd_client;
 mod cmd_key;
 mod cmd_server;
@@ -38,8 +41,16 @@ enum Cmd {
     Sub(cmd_client::SubArgs),
     /// Read and write cache entries.
     Cache(cmd_client::CacheArgs),
-    /// API key tools.
+    /// API keys: create, list, revoke, rotate, hash.
     Key(cmd_key::KeyArgs),
+    /// Tenants: list, create, disable, enable.
+    Tenant(cmd_admin::TenantArgs),
+    /// Access control documents: apply, get, explain.
+    Acl(cmd_admin::AclArgs),
+    /// Rampart tokens: create, revoke.
+    Token(cmd_admin::TokenArgs),
+    /// Declared streams: create, delete, list.
+    Stream(cmd_admin::StreamArgs),
     /// Benchmarks.
     Bench(bench::BenchArgs),
 }
@@ -93,7 +104,11 @@ fn main() -> ExitCode {
             Cmd::Pub(a) => cmd_client::publish(a).await,
             Cmd::Sub(a) => cmd_client::subscribe(a).await,
             Cmd::Cache(a) => cmd_client::cache(a).await,
-            Cmd::Key(a) => cmd_key::run(a),
+            Cmd::Key(a) => cmd_key::run(a).await,
+            Cmd::Tenant(a) => cmd_admin::tenant(a).await,
+            Cmd::Acl(a) => cmd_admin::acl(a).await,
+            Cmd::Token(a) => cmd_admin::token(a).await,
+            Cmd::Stream(a) => cmd_admin::stream(a).await,
             Cmd::Bench(a) => bench::run(a).await,
         }
     });

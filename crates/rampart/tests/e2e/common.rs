@@ -25,6 +25,7 @@ pub fn base_config(dir: &std::path::Path) -> Config {
     c.data_dir = dir.to_path_buf();
     c.quic_bind = "127.0.0.1:0".into();
     c.tcp_bind = "127.0.0.1:0".into();
+    c.http_bind = "127.0.0.1:0".into();
     c
 }
 
@@ -58,6 +59,11 @@ impl TestServer {
             Transport::Quic => format!("quic://{}", self.server.quic_addr().expect("quic")),
             _ => format!("tls://{}", self.server.tcp_addr().expect("tcp")),
         }
+    }
+
+    pub fn admin(&self, key: &str) -> rampart_client::AdminClient {
+        let url = format!("https://{}", self.server.http_addr().expect("https"));
+        rampart_client::AdminClient::new(&url, &self.config(key)).expect("admin client")
     }
 
     pub fn config(&self, key: &str) -> ClientConfig {

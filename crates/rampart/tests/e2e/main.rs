@@ -8,5 +8,6 @@
 mod common;
 mod cache;
 mod cli;
+mod identity;
 mod pubsub;
 mod security;

@@ -1,0 +1,158 @@
+//! A small client for Rampart's HTTPS API (`/v1/auth` and the admin
+//! routes), used by the CLI. One request per connection: admin calls are
+//! rare and this keeps the client free of pooling state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+use rampart_identity::Secret;
+use rustls::pki_types::ServerName;
+use serde_json::Value;
+
+use crate::{ClientConfig, ClientError};
+
+/// Largest response body read.
+const MAX_RESPONSE: usize = 8 * 1024 * 1024;
+
+/// A response: status code and body (JSON when the server sent JSON).
+#[derive(Debug, Clone)]
+pub struct AdminResponse {
+    pub status: u16,
+    pub body: Value,
+    /// The raw body, for non-JSON replies (ACL documents as YAML).
+    pub text: String,
+}
+
+impl AdminResponse {
+    /// The server's error message, if it sent one.
+    pub fn error(&self) -> String {
+        self.body["errors"]
+            .as_array()
+            .and_then(|e| e.first())
+            .and_then(Value::as_str)
+            .unwrap_or(&self.text)
+            .to_string()
+    }
+}
+
+/// Talks to the HTTPS API at `https://host:port`.
+#[derive(Clone)]
+pub struct AdminClient {
+    host: String,
+    port: u16,
+    tls: Arc<rustls::ClientConfig>,
+    credential: Option<Secret<String>>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for AdminClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminClient")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+impl AdminClient {
+    /// `url` is `https://host:port`. The credential (API key or token) of
+    /// `config` is sent as a bearer token; its CA verifies the server.
+    pub fn new(url: &str, config: &ClientConfig) -> Result<Self, ClientError> {
+        let bad = || ClientError::Config(format!("URL `{url}` must look like https://host:port"));
+        let rest = url.strip_prefix("https://").ok_or_else(bad)?;
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let mut tls = crate::tls::client_config(config)?;
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            host,
+            port,
+            tls: Arc::new(tls),
+            credential: config.api_key.clone().or_else(|| config.token.clone()),
+            timeout: config.request_timeout,
+        })
+    }
+
+    /// Sends one request; `body` is sent as JSON, or as text when it is a
+    /// JSON string (ACL documents).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<AdminResponse, ClientError> {
+        tokio::time::timeout(self.timeout, self.call_inner(method, path, body))
+            .await
+            .map_err(|_| ClientError::Timeout("HTTPS request"))?
+    }
+
+    async fn call_inner(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<AdminResponse, ClientError> {
+        let conn_err = |e: &dyn std::fmt::Display| ClientError::Connect(e.to_string());
+        let addr = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| conn_err(&e))?
+            .next()
+            .ok_or_else(|| ClientError::Connect(format!("{} has no address", self.host)))?;
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| conn_err(&e))?;
+        let name = ServerName::try_from(self.host.clone())
+            .map_err(|_| ClientError::Config(format!("`{}` is not a server name", self.host)))?;
+        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| ClientError::Connect(format!("TLS handshake: {e}")))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| conn_err(&e))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let (content_type, bytes) = match body {
+            None => ("application/json", Bytes::new()),
+            Some(Value::String(text)) => ("application/yaml", Bytes::from(text.clone())),
+            Some(v) => ("application/json", Bytes::from(v.to_string())),
+        };
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, format!("{}:{}", self.host, self.port))
+            .header(http::header::CONTENT_TYPE, content_type);
+        if let Some(c) = &self.credential {
+            req = req.header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", c.expose()),
+            );
+        }
+        let req = req
+            .body(Full::new(bytes))
+            .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
+        let resp = sender.send_request(req).await.map_err(|e| conn_err(&e))?;
+        let status = resp.status().as_u16();
+        let body = Limited::new(resp.into_body(), MAX_RESPONSE)
+            .collect()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+            .to_bytes();
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        Ok(AdminResponse {
+            status,
+            body: json,
+            text,
+        })
+    }
+}

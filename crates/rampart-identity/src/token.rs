@@ -1,0 +1,257 @@
+//! Rampart tokens: short-lived, Ed25519-signed credentials that Rampart
+//! issues in exchange for another credential.
+//!
+//! Text form: `rt1.<base64url(claims JSON)>.<base64url(signature)>`, the
+//! signature covering everything before the last dot. Verifying one needs
+//! only the public key and the clock: nothing is read from or written to
+//! storage. Revocation is checked by the caller against its in-memory list.
+
+use std::fmt;
+use std::path::Path;
+
+use base64::Engine;
+use ring::rand::SystemRandom;
+use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+use crate::{fsutil, random_bytes};
+
+/// Prefix of every token of format version 1.
+pub const TOKEN_PREFIX: &str = "rt1.";
+/// Longest token accepted, in bytes.
+pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// What a token says. Never secret by itself, but the token that carries it
+/// is a bearer credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenClaims {
+    /// Token id, for revocation.
+    pub jti: String,
+    pub tenant: String,
+    pub principal: String,
+    pub roles: Vec<String>,
+    pub iat_ms: u64,
+    pub exp_ms: u64,
+    /// How the holder authenticated to get it (`api_key`, `jwt`, ...).
+    pub src: String,
+    /// Id of the credential it was exchanged for (a managed key id), so that
+    /// revoking the key revokes its tokens too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<String>,
+}
+
+/// Why a token was refused. Short, stable words for audit records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    #[error("malformed")]
+    Malformed,
+    #[error("bad_signature")]
+    BadSignature,
+    #[error("expired")]
+    Expired,
+    #[error("not_yet_valid")]
+    NotYetValid,
+}
+
+/// Why a signing key could not be loaded or made.
+#[derive(Debug, thiserror::Error)]
+#[error("token signing key {path}: {reason}")]
+pub struct SigningKeyError {
+    path: String,
+    reason: String,
+}
+
+/// Makes a new random token id (128 bits, hex).
+pub fn new_token_id() -> Result<String, crate::KeyError> {
+    Ok(hex::encode(random_bytes::<16>()?))
+}
+
+/// Issues and verifies tokens with one Ed25519 key.
+pub struct TokenSigner {
+    pair: Ed25519KeyPair,
+}
+
+impl fmt::Debug for TokenSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenSigner([redacted])")
+    }
+}
+
+impl TokenSigner {
+    /// Reads the PKCS#8 key at `path`, creating it (mode 0600) if missing.
+    pub fn load_or_create(path: &Path) -> Result<Self, SigningKeyError> {
+        let err = |reason: String| SigningKeyError {
+            path: path.display().to_string(),
+            reason,
+        };
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let bytes = Secret::new(bytes);
+                Ed25519KeyPair::from_pkcs8(bytes.expose())
+                    .map(|pair| Self { pair })
+                    .map_err(|e| err(e.to_string()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+                    .map_err(|e| err(e.to_string()))?;
+                let bytes = Secret::new(doc.as_ref().to_vec());
+                if let Some(dir) = path.parent() {
+                    fsutil::create_private_dir(dir).map_err(|e| err(e.to_string()))?;
+                }
+                fsutil::write_private_file(path, bytes.expose()).map_err(|e| err(e.to_string()))?;
+                Ed25519KeyPair::from_pkcs8(bytes.expose())
+                    .map(|pair| Self { pair })
+                    .map_err(|e| err(e.to_string()))
+            }
+            Err(e) => Err(err(e.to_string())),
+        }
+    }
+
+    /// A throwaway signer, for tests.
+    pub fn ephemeral() -> Result<Self, SigningKeyError> {
+        let err = |e: ring::error::Unspecified| SigningKeyError {
+            path: "(memory)".into(),
+            reason: e.to_string(),
+        };
+        let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(err)?;
+        let pair = Ed25519KeyPair::from_pkcs8(doc.as_ref()).map_err(|e| SigningKeyError {
+            path: "(memory)".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self { pair })
+    }
+
+    /// The public key, for verifiers elsewhere.
+    pub fn public_key(&self) -> &[u8] {
+        self.pair.public_key().as_ref()
+    }
+
+    /// Signs `claims` into a token.
+    pub fn issue(&self, claims: &TokenClaims) -> Secret<String> {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        // Serializing plain strings and numbers cannot fail.
+        let json = serde_json::to_vec(claims).unwrap_or_default();
+        let mut text = format!("{TOKEN_PREFIX}{}", b64.encode(json));
+        let sig = self.pair.sign(text.as_bytes());
+        text.push('.');
+        text.push_str(&b64.encode(sig.as_ref()));
+        Secret::new(text)
+    }
+
+    /// Checks the signature and the validity window (with `leeway_ms` for
+    /// clock skew on `iat`).
+    pub fn verify(&self, token: &[u8], now_ms: u64) -> Result<TokenClaims, TokenError> {
+        verify_with(self.public_key(), token, now_ms)
+    }
+}
+
+/// Verifies a token against a public key.
+pub fn verify_with(
+    public_key: &[u8],
+    token: &[u8],
+    now_ms: u64,
+) -> Result<TokenClaims, TokenError> {
+    if token.len() > MAX_TOKEN_LEN || !token.starts_with(TOKEN_PREFIX.as_bytes()) {
+        return Err(TokenError::Malformed);
+    }
+    let dot = token
+        .iter()
+        .rposition(|b| *b == b'.')
+        .ok_or(TokenError::Malformed)?;
+    let (signed, sig) = (&token[..dot], &token[dot + 1..]);
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let sig = b64.decode(sig).map_err(|_| TokenError::Malformed)?;
+    UnparsedPublicKey::new(&ED25519, public_key)
+        .verify(signed, &sig)
+        .map_err(|_| TokenError::BadSignature)?;
+    let body = &signed[TOKEN_PREFIX.len()..];
+    let json = b64.decode(body).map_err(|_| TokenError::Malformed)?;
+    let claims: TokenClaims = serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)?;
+    if now_ms >= claims.exp_ms {
+        return Err(TokenError::Expired);
+    }
+    // Issued by this server's clock; a minute of slack for a restarted host.
+    if claims.iat_ms > now_ms + 60_000 {
+        return Err(TokenError::NotYetValid);
+    }
+    Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp_ms: u64) -> TokenClaims {
+        TokenClaims {
+            jti: "t1".into(),
+            tenant: "acme".into(),
+            principal: "ci".into(),
+            roles: vec!["user".into()],
+            iat_ms: 1_000,
+            exp_ms,
+            src: "api_key".into(),
+            cid: Some("k1".into()),
+        }
+    }
+
+    #[test]
+    fn issue_and_verify() {
+        let s = TokenSigner::ephemeral().unwrap();
+        let t = s.issue(&claims(10_000));
+        assert!(t.expose().starts_with(TOKEN_PREFIX));
+        assert_eq!(
+            s.verify(t.expose().as_bytes(), 5_000).unwrap(),
+            claims(10_000)
+        );
+        assert_eq!(
+            s.verify(t.expose().as_bytes(), 10_000),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            s.verify(t.expose().as_bytes(), 1),
+            Ok(claims(10_000)),
+            "within the iat slack"
+        );
+    }
+
+    #[test]
+    fn tampering_and_other_keys_are_refused() {
+        let s = TokenSigner::ephemeral().unwrap();
+        let t = s.issue(&claims(10_000)).expose().clone();
+        // Flip one character of the claims.
+        let mut bad = t.clone().into_bytes();
+        bad[6] = if bad[6] == b'A' { b'B' } else { b'A' };
+        assert_eq!(s.verify(&bad, 5_000), Err(TokenError::BadSignature));
+        let other = TokenSigner::ephemeral().unwrap();
+        assert_eq!(
+            other.verify(t.as_bytes(), 5_000),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(s.verify(b"rt1.abc", 5_000), Err(TokenError::BadSignature));
+        assert_eq!(s.verify(b"garbage", 5_000), Err(TokenError::Malformed));
+        assert_eq!(
+            s.verify(&vec![b'r'; MAX_TOKEN_LEN + 1], 5_000),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn signing_key_persists_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("keys/token_signing.key");
+        let a = TokenSigner::load_or_create(&p).unwrap();
+        let b = TokenSigner::load_or_create(&p).unwrap();
+        assert_eq!(a.public_key(), b.public_key());
+        let t = a.issue(&claims(10_000));
+        assert!(b.verify(t.expose().as_bytes(), 5_000).is_ok());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

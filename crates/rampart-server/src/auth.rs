@@ -1,0 +1,444 @@
+//! Authentication: every credential kind turned into a [`Principal`], and
+//! the live state that decides whether a credential is still good (managed
+//! keys, revocations, disabled tenants). Mirrors of the store are kept in
+//! memory so that authenticating never reads from disk.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
+
+use rampart_identity::{
+    managed_key_id, ApiKeyStore, KeyHash, Principal, PrincipalKind, TokenClaims, TokenSigner,
+};
+use rampart_proto::{AuthMethod, TenantId};
+use rampart_store::{Catalog, KeyRecord, Revocation, Revoked, StoreError, TenantRecord};
+use rustls_pki_types::CertificateDer;
+use serde::Deserialize;
+
+/// Why a credential was refused. The words are stable, for logs and audit
+/// records; the client only ever hears "invalid credentials".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuthFailure {
+    UnknownKey,
+    KeyRevoked,
+    KeyExpired,
+    Token(rampart_identity::TokenError),
+    TokenRevoked,
+    Jwt(&'static str),
+    NoClientCert,
+    CertNotMapped,
+    CertNameNotAllowed,
+    TenantUnknown,
+    TenantDisabled,
+    MethodNotEnabled,
+}
+
+impl AuthFailure {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::UnknownKey => "unknown_key",
+            AuthFailure::KeyRevoked => "key_revoked",
+            AuthFailure::KeyExpired => "key_expired",
+            AuthFailure::Token(e) => match e {
+                rampart_identity::TokenError::Expired => "token_expired",
+                rampart_identity::TokenError::BadSignature => "token_bad_signature",
+                rampart_identity::TokenError::NotYetValid => "token_not_yet_valid",
+                _ => "token_malformed",
+            },
+            AuthFailure::TokenRevoked => "token_revoked",
+            AuthFailure::Jwt(r) => r,
+            AuthFailure::NoClientCert => "no_client_cert",
+            AuthFailure::CertNotMapped => "cert_not_mapped",
+            AuthFailure::CertNameNotAllowed => "cert_name_not_allowed",
+            AuthFailure::TenantUnknown => "tenant_unknown",
+            AuthFailure::TenantDisabled => "tenant_disabled",
+            AuthFailure::MethodNotEnabled => "method_not_enabled",
+        }
+    }
+}
+
+/// A rule mapping verified client certificates to principals.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsIdentity {
+    pub tenant: String,
+    /// Matches certificates with a URI SAN starting with this (for example
+    /// `spiffe://acme.example/`); the principal is the whole URI.
+    #[serde(default)]
+    pub san_uri_prefix: Option<String>,
+    /// Matches certificates whose subject CN is one of these; the principal
+    /// is the CN.
+    #[serde(default)]
+    pub common_names: Vec<String>,
+    #[serde(default = "default_cert_roles")]
+    pub roles: Vec<String>,
+}
+
+fn default_cert_roles() -> Vec<String> {
+    vec!["user".into()]
+}
+
+/// What a client certificate says about its holder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct CertNames {
+    pub cn: Option<String>,
+    pub uris: Vec<String>,
+}
+
+impl CertNames {
+    /// Reads the subject CN and URI SANs of a certificate that TLS already
+    /// verified against the configured CA.
+    pub(crate) fn of(cert: &CertificateDer<'_>) -> Option<CertNames> {
+        use x509_parser::prelude::*;
+        let (_, x) = X509Certificate::from_der(cert.as_ref()).ok()?;
+        let cn = x
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|a| a.as_str().ok())
+            .map(str::to_string);
+        let mut uris = Vec::new();
+        if let Ok(Some(san)) = x.subject_alternative_name() {
+            for n in &san.value.general_names {
+                if let GeneralName::URI(u) = n {
+                    uris.push((*u).to_string());
+                }
+            }
+        }
+        Some(CertNames { cn, uris })
+    }
+}
+
+/// Revoked tokens and principals, in memory.
+#[derive(Debug, Default)]
+struct RevocationSet {
+    tokens: HashSet<String>,
+    /// (tenant, principal) -> tokens issued before this time are revoked.
+    principals: HashMap<(String, String), u64>,
+}
+
+impl RevocationSet {
+    fn add(&mut self, r: &Revocation) {
+        match &r.what {
+            Revoked::Token { id } => {
+                self.tokens.insert(id.clone());
+            }
+            Revoked::Principal { tenant, principal } => {
+                let e = self
+                    .principals
+                    .entry((tenant.clone(), principal.clone()))
+                    .or_insert(0);
+                *e = (*e).max(r.at_ms);
+            }
+        }
+    }
+
+    fn revokes(&self, c: &TokenClaims) -> bool {
+        self.tokens.contains(&c.jti)
+            || self
+                .principals
+                .get(&(c.tenant.clone(), c.principal.clone()))
+                .is_some_and(|at| c.iat_ms <= *at)
+    }
+}
+
+/// Everything needed to decide who a credential belongs to.
+#[derive(Debug)]
+pub(crate) struct Identity {
+    pub(crate) catalog: Catalog,
+    pub(crate) static_keys: ApiKeyStore,
+    managed: RwLock<HashMap<String, KeyRecord>>,
+    tenants: RwLock<HashMap<String, TenantRecord>>,
+    revoked: RwLock<RevocationSet>,
+    pub(crate) signer: TokenSigner,
+    pub(crate) jwt: Option<rampart_identity::JwtVerifier>,
+    mtls: Vec<MtlsIdentity>,
+    mtls_allowed_cns: Vec<String>,
+}
+
+fn lock_err<T>(e: std::sync::PoisonError<T>) -> T {
+    e.into_inner()
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Identity {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn load(
+        catalog: Catalog,
+        static_keys: ApiKeyStore,
+        static_tenants: &HashSet<TenantId>,
+        signer: TokenSigner,
+        jwt: Option<rampart_identity::JwtVerifier>,
+        mtls: Vec<MtlsIdentity>,
+        mtls_allowed_cns: Vec<String>,
+    ) -> Result<Self, StoreError> {
+        let now = now_ms();
+        // Tenants named by the config or by static keys exist from the start.
+        for t in static_tenants {
+            if catalog.tenant(t.as_str())?.is_none() {
+                catalog.put_tenant(&TenantRecord {
+                    name: t.to_string(),
+                    disabled: false,
+                    created_ms: now,
+                    changed_ms: now,
+                })?;
+            }
+        }
+        catalog.prune_revocations(now)?;
+        let mut revoked = RevocationSet::default();
+        for r in catalog.revocations()? {
+            revoked.add(&r);
+        }
+        let managed = catalog
+            .keys(None)?
+            .into_iter()
+            .map(|k| (k.id.clone(), k))
+            .collect();
+        let tenants = catalog
+            .tenants()?
+            .into_iter()
+            .map(|t| (t.name.clone(), t))
+            .collect();
+        Ok(Self {
+            catalog,
+            static_keys,
+            managed: RwLock::new(managed),
+            tenants: RwLock::new(tenants),
+            revoked: RwLock::new(revoked),
+            signer,
+            jwt,
+            mtls,
+            mtls_allowed_cns,
+        })
+    }
+
+    /// Checks a credential. `cert` is the connection's verified client
+    /// certificate, if any.
+    pub(crate) async fn authenticate(
+        &self,
+        method: AuthMethod,
+        credential: &[u8],
+        cert: Option<&CertNames>,
+    ) -> Result<Principal, AuthFailure> {
+        let p = match method {
+            AuthMethod::ApiKey => self.api_key(credential)?,
+            AuthMethod::Token => self.token(credential)?,
+            AuthMethod::Jwt => self.jwt(credential).await?,
+            AuthMethod::ClientCert => self.client_cert(cert)?,
+            _ => return Err(AuthFailure::MethodNotEnabled),
+        };
+        self.check_tenant(&p.tenant)?;
+        Ok(p)
+    }
+
+    fn api_key(&self, key: &[u8]) -> Result<Principal, AuthFailure> {
+        let Some(id) = managed_key_id(key) else {
+            return self
+                .static_keys
+                .authenticate(key)
+                .ok_or(AuthFailure::UnknownKey);
+        };
+        let rec = self
+            .managed
+            .read()
+            .unwrap_or_else(lock_err)
+            .get(id)
+            .cloned()
+            .ok_or(AuthFailure::UnknownKey)?;
+        let presented = self.static_keys.pepper().hash(key);
+        let stored = KeyHash::parse(&rec.hash).map_err(|_| AuthFailure::UnknownKey)?;
+        if !presented.ct_eq(&stored) {
+            return Err(AuthFailure::UnknownKey);
+        }
+        let now = now_ms();
+        if rec.revoked_ms.is_some_and(|r| now >= r) {
+            return Err(AuthFailure::KeyRevoked);
+        }
+        if rec.expires_ms.is_some_and(|e| now >= e) {
+            return Err(AuthFailure::KeyExpired);
+        }
+        let tenant = TenantId::parse(&rec.tenant).map_err(|_| AuthFailure::TenantUnknown)?;
+        // A rotated key stays valid until its grace ends: expiry of the
+        // connection is the earlier of expiry and revocation time.
+        let ends = match (rec.expires_ms, rec.revoked_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok(Principal {
+            tenant,
+            name: rec.name,
+            kind: PrincipalKind::ManagedKey,
+            roles: rec.roles,
+            expires_at_ms: ends,
+            credential_id: Some(rec.id),
+            parent_credential_id: None,
+        })
+    }
+
+    fn token(&self, token: &[u8]) -> Result<Principal, AuthFailure> {
+        let claims = self
+            .signer
+            .verify(token, now_ms())
+            .map_err(AuthFailure::Token)?;
+        if self
+            .revoked
+            .read()
+            .unwrap_or_else(lock_err)
+            .revokes(&claims)
+        {
+            return Err(AuthFailure::TokenRevoked);
+        }
+        if let Some(cid) = &claims.cid {
+            let src = self
+                .managed
+                .read()
+                .unwrap_or_else(lock_err)
+                .get(cid)
+                .cloned();
+            if src.is_some_and(|k| k.revoked_ms.is_some_and(|r| now_ms() >= r)) {
+                return Err(AuthFailure::KeyRevoked);
+            }
+        }
+        let tenant = TenantId::parse(&claims.tenant).map_err(|_| AuthFailure::TenantUnknown)?;
+        Ok(Principal {
+            tenant,
+            name: claims.principal,
+            kind: PrincipalKind::Token,
+            roles: claims.roles,
+            expires_at_ms: Some(claims.exp_ms),
+            credential_id: Some(claims.jti),
+            parent_credential_id: claims.cid,
+        })
+    }
+
+    async fn jwt(&self, token: &[u8]) -> Result<Principal, AuthFailure> {
+        let v = self.jwt.as_ref().ok_or(AuthFailure::MethodNotEnabled)?;
+        let text = std::str::from_utf8(token).map_err(|_| AuthFailure::Jwt("malformed"))?;
+        let id = v
+            .verify(text)
+            .await
+            .map_err(|e| AuthFailure::Jwt(e.reason()))?;
+        Ok(Principal {
+            tenant: id.tenant,
+            name: id.principal,
+            kind: PrincipalKind::Jwt,
+            roles: id.roles,
+            expires_at_ms: Some(id.expires_at_ms),
+            credential_id: None,
+            parent_credential_id: None,
+        })
+    }
+
+    fn client_cert(&self, cert: Option<&CertNames>) -> Result<Principal, AuthFailure> {
+        let names = cert.ok_or(AuthFailure::NoClientCert)?;
+        if !self.mtls_allowed_cns.is_empty()
+            && !names
+                .cn
+                .as_ref()
+                .is_some_and(|cn| self.mtls_allowed_cns.contains(cn))
+        {
+            return Err(AuthFailure::CertNameNotAllowed);
+        }
+        for rule in &self.mtls {
+            let name = match &rule.san_uri_prefix {
+                Some(prefix) => names.uris.iter().find(|u| u.starts_with(prefix)).cloned(),
+                None => None,
+            }
+            .or_else(|| names.cn.clone().filter(|cn| rule.common_names.contains(cn)));
+            if let Some(name) = name {
+                let tenant =
+                    TenantId::parse(&rule.tenant).map_err(|_| AuthFailure::TenantUnknown)?;
+                return Ok(Principal {
+                    tenant,
+                    name,
+                    kind: PrincipalKind::ClientCert,
+                    roles: rule.roles.clone(),
+                    expires_at_ms: None,
+                    credential_id: None,
+                    parent_credential_id: None,
+                });
+            }
+        }
+        Err(AuthFailure::CertNotMapped)
+    }
+
+    /// A tenant must exist and be enabled.
+    pub(crate) fn check_tenant(&self, t: &TenantId) -> Result<(), AuthFailure> {
+        match self.tenants.read().unwrap_or_else(lock_err).get(t.as_str()) {
+            None => Err(AuthFailure::TenantUnknown),
+            Some(r) if r.disabled => Err(AuthFailure::TenantDisabled),
+            Some(_) => Ok(()),
+        }
+    }
+
+    // === changes, written to the store first, then to the mirrors ===
+
+    pub(crate) fn tenants(&self) -> Vec<TenantRecord> {
+        let mut v: Vec<_> = self
+            .tenants
+            .read()
+            .unwrap_or_else(lock_err)
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    pub(crate) fn tenant(&self, name: &str) -> Option<TenantRecord> {
+        self.tenants
+            .read()
+            .unwrap_or_else(lock_err)
+            .get(name)
+            .cloned()
+    }
+
+    pub(crate) fn put_tenant(&self, r: TenantRecord) -> Result<(), StoreError> {
+        self.catalog.put_tenant(&r)?;
+        self.tenants
+            .write()
+            .unwrap_or_else(lock_err)
+            .insert(r.name.clone(), r);
+        Ok(())
+    }
+
+    pub(crate) fn keys(&self, tenant: &str) -> Vec<KeyRecord> {
+        let mut v: Vec<_> = self
+            .managed
+            .read()
+            .unwrap_or_else(lock_err)
+            .values()
+            .filter(|k| k.tenant == tenant)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.created_ms.cmp(&b.created_ms).then(a.id.cmp(&b.id)));
+        v
+    }
+
+    pub(crate) fn key(&self, id: &str) -> Option<KeyRecord> {
+        self.managed
+            .read()
+            .unwrap_or_else(lock_err)
+            .get(id)
+            .cloned()
+    }
+
+    pub(crate) fn put_keys(&self, keys: &[&KeyRecord]) -> Result<(), StoreError> {
+        self.catalog.put_keys(keys)?;
+        let mut m = self.managed.write().unwrap_or_else(lock_err);
+        for k in keys {
+            m.insert(k.id.clone(), (*k).clone());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn revoke(&self, r: Revocation) -> Result<(), StoreError> {
+        self.catalog.put_revocation(&r)?;
+        self.revoked.write().unwrap_or_else(lock_err).add(&r);
+        Ok(())
+    }
+}

@@ -1,0 +1,411 @@
+//! Control-plane operations: tenants, managed keys, tokens, ACL documents
+//! and declared streams. The HTTPS API authorizes a request, then calls one
+//! of these; each writes the store first, then the in-memory state, then
+//! tells live connections what changed.
+
+use rampart_authz::{AclDocument, Decision, Permission, Resource, Subject};
+use rampart_identity::{generate_managed_key, Principal, PrincipalKind, Secret, TokenClaims};
+use rampart_proto::{NamespaceName, ReauthReason, StreamName, StreamPath, TenantId};
+use rampart_store::{AclRecord, KeyRecord, Revocation, Revoked, StreamRecord, TenantRecord};
+use tracing::info;
+
+use crate::auth::now_ms;
+use crate::Shared;
+
+/// Why a control-plane operation failed. Turned into HTTP responses in
+/// `http.rs`, in one place.
+#[derive(Debug)]
+pub(crate) enum ControlError {
+    NotFound(&'static str),
+    Conflict(String),
+    Invalid(String),
+    Storage,
+}
+
+impl From<rampart_store::StoreError> for ControlError {
+    fn from(e: rampart_store::StoreError) -> Self {
+        tracing::error!(error = %e, "storage failure");
+        ControlError::Storage
+    }
+}
+
+/// A new key, shown once.
+#[derive(Debug)]
+pub(crate) struct NewKey {
+    pub record: KeyRecord,
+    pub key: Secret<String>,
+}
+
+impl Shared {
+    // === tokens ===
+
+    /// Issues a token for `p`, valid for `ttl_ms` (0 = default), never past
+    /// the server maximum nor the source credential's own expiry.
+    pub(crate) fn issue_token(
+        &self,
+        p: &Principal,
+        ttl_ms: u64,
+    ) -> Result<(Secret<String>, u64), crate::error::OpError> {
+        let now = now_ms();
+        let default = self.config.token_ttl_secs * 1000;
+        let max = self.config.token_max_ttl_secs * 1000;
+        let ttl = if ttl_ms == 0 {
+            default
+        } else {
+            ttl_ms.min(max)
+        };
+        let mut exp = now + ttl;
+        if let Some(src) = p.expires_at_ms {
+            exp = exp.min(src);
+        }
+        let jti = rampart_identity::new_token_id().map_err(|_| crate::error::OpError::Internal)?;
+        let cid = match p.kind {
+            PrincipalKind::ManagedKey => p.credential_id.clone(),
+            PrincipalKind::Token => p.parent_credential_id.clone(),
+            _ => None,
+        };
+        let claims = TokenClaims {
+            jti,
+            tenant: p.tenant.to_string(),
+            principal: p.name.clone(),
+            roles: p.roles.clone(),
+            iat_ms: now,
+            exp_ms: exp,
+            src: p.kind.as_str().to_string(),
+            cid,
+        };
+        Ok((self.identity.signer.issue(&claims), exp))
+    }
+
+    /// Revokes one token, or every token of a principal issued until now,
+    /// and closes the connections using them.
+    pub(crate) fn revoke_tokens(
+        &self,
+        tenant: &TenantId,
+        token_id: Option<&str>,
+        principal: Option<&str>,
+    ) -> Result<usize, ControlError> {
+        let now = now_ms();
+        let until = now + self.config.token_max_ttl_secs * 1000;
+        let what = match (token_id, principal) {
+            (Some(id), None) => Revoked::Token { id: id.to_string() },
+            (None, Some(p)) => Revoked::Principal {
+                tenant: tenant.to_string(),
+                principal: p.to_string(),
+            },
+            _ => {
+                return Err(ControlError::Invalid(
+                    "give exactly one of token_id and principal".into(),
+                ))
+            }
+        };
+        self.identity.revoke(Revocation {
+            what: what.clone(),
+            at_ms: now,
+            until_ms: until,
+        })?;
+        let closed = self.registry.close_where(ReauthReason::Revoked, |p| {
+            p.tenant == *tenant
+                && p.kind == PrincipalKind::Token
+                && match &what {
+                    Revoked::Token { id } => p.credential_id.as_deref() == Some(id.as_str()),
+                    Revoked::Principal { principal, .. } => p.name == *principal,
+                }
+        });
+        info!(tenant = %tenant, closed, "tokens revoked");
+        Ok(closed)
+    }
+
+    // === tenants ===
+
+    pub(crate) fn create_tenant(&self, name: &TenantId) -> Result<TenantRecord, ControlError> {
+        if self.identity.tenant(name.as_str()).is_some() {
+            return Err(ControlError::Conflict(format!("tenant {name} exists")));
+        }
+        let now = now_ms();
+        let r = TenantRecord {
+            name: name.to_string(),
+            disabled: false,
+            created_ms: now,
+            changed_ms: now,
+        };
+        self.identity.put_tenant(r.clone())?;
+        info!(tenant = %name, "tenant created");
+        Ok(r)
+    }
+
+    /// Disables or enables a tenant. Disabling closes its connections at
+    /// once; requests over HTTPS are refused from the next one on.
+    pub(crate) fn set_tenant_disabled(
+        &self,
+        name: &TenantId,
+        disabled: bool,
+    ) -> Result<(TenantRecord, usize), ControlError> {
+        let mut r = self
+            .identity
+            .tenant(name.as_str())
+            .ok_or(ControlError::NotFound("tenant"))?;
+        r.disabled = disabled;
+        r.changed_ms = now_ms();
+        self.identity.put_tenant(r.clone())?;
+        let closed = if disabled {
+            self.registry
+                .close_where(ReauthReason::TenantDisabled, |p| p.tenant == *name)
+        } else {
+            0
+        };
+        info!(tenant = %name, disabled, closed, "tenant state changed");
+        Ok((r, closed))
+    }
+
+    // === keys ===
+
+    pub(crate) fn create_key(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        roles: Vec<String>,
+        expires_in_ms: Option<u64>,
+    ) -> Result<NewKey, ControlError> {
+        if name.is_empty() || name.len() > 128 || name.chars().any(|c| c.is_control()) {
+            return Err(ControlError::Invalid(
+                "key name must be 1 to 128 printable characters".into(),
+            ));
+        }
+        for r in &roles {
+            if rampart_authz::Role::parse(r).is_none() && !is_custom_role(r) {
+                return Err(ControlError::Invalid(format!("unknown role `{r}`")));
+            }
+        }
+        let (id, key) = generate_managed_key().map_err(|_| ControlError::Storage)?;
+        let hash = self
+            .identity
+            .static_keys
+            .pepper()
+            .hash(key.expose().as_bytes());
+        let now = now_ms();
+        let record = KeyRecord {
+            id,
+            tenant: tenant.to_string(),
+            name: name.to_string(),
+            roles,
+            hash: hash.to_string(),
+            created_ms: now,
+            expires_ms: expires_in_ms.map(|d| now + d),
+            revoked_ms: None,
+            rotated_to: None,
+        };
+        self.identity.put_keys(&[&record])?;
+        info!(tenant = %tenant, key_id = %record.id, name = %record.name, "key created");
+        Ok(NewKey { record, key })
+    }
+
+    fn tenant_key(&self, tenant: &TenantId, id: &str) -> Result<KeyRecord, ControlError> {
+        self.identity
+            .key(id)
+            .filter(|k| k.tenant == tenant.as_str())
+            .ok_or(ControlError::NotFound("key"))
+    }
+
+    /// Revokes a key now and closes every connection that used it (or a
+    /// token issued from it).
+    pub(crate) fn revoke_key(&self, tenant: &TenantId, id: &str) -> Result<usize, ControlError> {
+        let mut k = self.tenant_key(tenant, id)?;
+        let now = now_ms();
+        k.revoked_ms = Some(k.revoked_ms.map_or(now, |r| r.min(now)));
+        self.identity.put_keys(&[&k])?;
+        let closed = self.registry.close_where(ReauthReason::Revoked, |p| {
+            p.credential_id.as_deref() == Some(id) || p.parent_credential_id.as_deref() == Some(id)
+        });
+        info!(tenant = %tenant, key_id = %id, closed, "key revoked");
+        Ok(closed)
+    }
+
+    /// Replaces a key: the new one is valid now, the old one until the
+    /// grace period ends (connections using it are asked to re-authenticate
+    /// before then).
+    pub(crate) fn rotate_key(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        grace_ms: u64,
+    ) -> Result<NewKey, ControlError> {
+        let mut old = self.tenant_key(tenant, id)?;
+        if old.revoked_ms.is_some() {
+            return Err(ControlError::Conflict(
+                "key is revoked or already rotated".into(),
+            ));
+        }
+        let (new_id, key) = generate_managed_key().map_err(|_| ControlError::Storage)?;
+        let now = now_ms();
+        let record = KeyRecord {
+            id: new_id,
+            hash: self
+                .identity
+                .static_keys
+                .pepper()
+                .hash(key.expose().as_bytes())
+                .to_string(),
+            created_ms: now,
+            expires_ms: old
+                .expires_ms
+                .map(|e| now + e.saturating_sub(old.created_ms)),
+            revoked_ms: None,
+            rotated_to: None,
+            ..old.clone()
+        };
+        old.revoked_ms = Some(now + grace_ms);
+        old.rotated_to = Some(record.id.clone());
+        self.identity.put_keys(&[&old, &record])?;
+        info!(tenant = %tenant, key_id = %id, new_key_id = %record.id, "key rotated");
+        Ok(NewKey { record, key })
+    }
+
+    // === ACL documents ===
+
+    /// Applies one or more ACL documents (YAML or JSON) for `tenant`.
+    pub(crate) fn apply_acl(
+        &self,
+        tenant: &TenantId,
+        text: &str,
+    ) -> Result<Vec<String>, ControlError> {
+        let trimmed = text.trim_start();
+        let docs = if trimmed.starts_with('{') || trimmed.starts_with('[') {
+            AclDocument::parse_json(text)
+        } else {
+            AclDocument::parse_yaml(text)
+        }
+        .map_err(|e| ControlError::Invalid(e.to_string()))?;
+        if docs.is_empty() {
+            return Err(ControlError::Invalid("no ACL document".into()));
+        }
+        let now = now_ms();
+        let mut applied = Vec::new();
+        for d in &docs {
+            if d.tenant() != tenant {
+                return Err(ControlError::Invalid(format!(
+                    "document for tenant {} sent to tenant {tenant}",
+                    d.tenant()
+                )));
+            }
+        }
+        let mut policy = self.policy.write().unwrap_or_else(|e| e.into_inner());
+        for d in docs {
+            let ns = d
+                .namespace()
+                .map_or_else(|| "*".to_string(), |n| n.to_string());
+            self.identity.catalog.put_acl(&AclRecord {
+                tenant: tenant.to_string(),
+                namespace: ns.clone(),
+                document: d.to_yaml(),
+                updated_ms: now,
+            })?;
+            policy.apply(d);
+            applied.push(ns);
+        }
+        drop(policy);
+        self.registry.policy_changed(tenant.as_str());
+        info!(tenant = %tenant, documents = applied.len(), "ACL applied");
+        Ok(applied)
+    }
+
+    /// The tenant's ACL documents, as YAML.
+    pub(crate) fn acl_text(&self, tenant: &TenantId) -> Result<String, ControlError> {
+        let mut docs: Vec<AclRecord> = self
+            .identity
+            .catalog
+            .acls()?
+            .into_iter()
+            .filter(|a| a.tenant == tenant.as_str())
+            .collect();
+        docs.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+        Ok(docs
+            .iter()
+            .map(|d| d.document.trim_end().to_string())
+            .collect::<Vec<_>>()
+            .join("\n---\n"))
+    }
+
+    /// What the engine decides for a principal of `tenant`.
+    pub(crate) fn explain(
+        &self,
+        tenant: &TenantId,
+        principal: &str,
+        roles: Vec<String>,
+        resource: &Resource,
+        permission: Permission,
+    ) -> Decision {
+        let subject = Subject::new(tenant.clone(), principal, roles);
+        let policy = self.policy.read().unwrap_or_else(|e| e.into_inner());
+        rampart_authz::decide(&policy, &subject, resource, permission)
+    }
+
+    // === streams ===
+
+    pub(crate) fn streams(
+        &self,
+        tenant: &TenantId,
+        ns: &NamespaceName,
+    ) -> Result<Vec<String>, ControlError> {
+        let prefix = format!("{tenant}/{ns}/");
+        Ok(self
+            .identity
+            .catalog
+            .streams(&prefix)?
+            .into_iter()
+            .map(|s| s.path[prefix.len()..].to_string())
+            .collect())
+    }
+
+    pub(crate) fn create_stream(&self, path: StreamPath) -> Result<(), ControlError> {
+        let key = path.to_string();
+        if self
+            .identity
+            .catalog
+            .streams(&key)?
+            .iter()
+            .any(|s| s.path == key)
+        {
+            return Err(ControlError::Conflict(format!("stream {key} exists")));
+        }
+        self.identity.catalog.put_stream(&StreamRecord {
+            path: key,
+            created_ms: now_ms(),
+        })?;
+        self.broker.declare_stream(path);
+        Ok(())
+    }
+
+    pub(crate) fn delete_stream(&self, path: &StreamPath) -> Result<(), ControlError> {
+        let key = path.to_string();
+        if !self
+            .identity
+            .catalog
+            .streams(&key)?
+            .iter()
+            .any(|s| s.path == key)
+        {
+            return Err(ControlError::NotFound("stream"));
+        }
+        self.identity.catalog.delete_stream(&key)?;
+        if let Some(stream) = self.broker.remove_stream(path) {
+            tokio::spawn(async move { stream.close_all().await });
+        }
+        Ok(())
+    }
+}
+
+/// Custom roles (used by ACL rules as `role:NAME`) follow the name rule.
+fn is_custom_role(r: &str) -> bool {
+    rampart_proto::NamespaceName::parse(r).is_ok()
+}
+
+/// Parses `tenant/namespace/stream` parts from a route.
+pub(crate) fn stream_path(t: &str, n: &str, s: &str) -> Result<StreamPath, ControlError> {
+    let bad = |e: rampart_proto::NameError| ControlError::Invalid(e.to_string());
+    Ok(StreamPath {
+        tenant: TenantId::parse(t).map_err(bad)?,
+        namespace: NamespaceName::parse(n).map_err(bad)?,
+        stream: StreamName::parse(s).map_err(bad)?,
+    })
+}

@@ -1,0 +1,723 @@
+//! The HTTPS API: `POST /v1/auth` and the admin routes, over the same TLS
+//! settings as the broker. Every route comes from the table in `access.rs`
+//! and is authenticated and authorized by the [`Authed`] extractor before
+//! its handler runs, so a handler cannot forget the check. Errors become
+//! JSON responses in one place ([`ApiError`]) and never carry internals.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{on, MethodFilter};
+use axum::{Extension, Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rampart_authz::{Permission, Resource, Subject};
+use rampart_identity::{Principal, Secret, TOKEN_PREFIX};
+use rampart_proto::{AuthMethod, NamespaceName, TenantId};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tracing::{debug, info, warn};
+
+use crate::access::{Access, Route, RouteName, Scope, ROUTES};
+use crate::auth::{AuthFailure, CertNames};
+use crate::control::{stream_path, ControlError};
+use crate::Shared;
+
+/// Largest request body.
+const BODY_LIMIT: usize = 1024 * 1024;
+
+/// Where an HTTPS request comes from.
+#[derive(Debug, Clone)]
+struct PeerInfo {
+    addr: SocketAddr,
+    cert: Option<CertNames>,
+}
+
+// === errors ===
+
+/// Every failure of an HTTPS request, turned into a response here only.
+#[derive(Debug)]
+pub(crate) enum ApiError {
+    Unauthenticated,
+    Forbidden,
+    NotFound(&'static str),
+    BadRequest(String),
+    Conflict(String),
+    Internal,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, msg) = match self {
+            ApiError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated".to_string()),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden".to_string()),
+            ApiError::NotFound(what) => (StatusCode::NOT_FOUND, format!("{what} not found")),
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
+            ApiError::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error".to_string(),
+            ),
+        };
+        let mut r = (status, Json(json!({ "errors": [msg] }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::NotFound(w) => ApiError::NotFound(w),
+            ControlError::Conflict(m) => ApiError::Conflict(m),
+            ControlError::Invalid(m) => ApiError::BadRequest(m),
+            ControlError::Storage => ApiError::Internal,
+        }
+    }
+}
+
+fn bad_name(e: impl std::fmt::Display) -> ApiError {
+    ApiError::BadRequest(e.to_string())
+}
+
+// === authentication and authorization of every route ===
+
+/// The authenticated, authorized caller of a route.
+#[derive(Debug)]
+pub(crate) struct Authed {
+    principal: Option<Principal>,
+    /// The tenant named by the path, when there is one.
+    tenant: Option<TenantId>,
+}
+
+impl Authed {
+    fn principal(&self) -> Result<&Principal, ApiError> {
+        self.principal.as_ref().ok_or(ApiError::Unauthenticated)
+    }
+
+    fn tenant(&self) -> Result<&TenantId, ApiError> {
+        self.tenant.as_ref().ok_or(ApiError::NotFound("tenant"))
+    }
+}
+
+/// How a bearer credential is presented: the kind follows from its shape.
+fn method_of(credential: &str) -> AuthMethod {
+    if credential.starts_with(TOKEN_PREFIX) {
+        AuthMethod::Token
+    } else if credential.starts_with("eyJ") && credential.matches('.').count() == 2 {
+        AuthMethod::Jwt
+    } else {
+        AuthMethod::ApiKey
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<Secret<String>> {
+    if let Some(v) = parts.headers.get(header::AUTHORIZATION) {
+        let v = v.to_str().ok()?;
+        let (scheme, cred) = v.split_once(' ')?;
+        if scheme.eq_ignore_ascii_case("bearer") && !cred.trim().is_empty() {
+            return Some(Secret::new(cred.trim().to_string()));
+        }
+        return None;
+    }
+    // Vault clients send their token in this header.
+    parts
+        .headers
+        .get("x-vault-token")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(|v| Secret::new(v.to_string()))
+}
+
+impl FromRequestParts<Arc<Shared>> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Self, ApiError> {
+        let route = *parts
+            .extensions
+            .get::<&'static Route>()
+            .ok_or(ApiError::Internal)?;
+        let params: HashMap<String, String> =
+            Path::<HashMap<String, String>>::from_request_parts(parts, shared)
+                .await
+                .map(|Path(p)| p)
+                .unwrap_or_default();
+        let tenant = params
+            .get("tenant")
+            .map(|t| TenantId::parse(t).map_err(bad_name))
+            .transpose()?;
+        if route.access == Access::Public {
+            return Ok(Authed {
+                principal: None,
+                tenant,
+            });
+        }
+        let peer = parts.extensions.get::<PeerInfo>().cloned();
+        let principal = match bearer(parts) {
+            Some(cred) => shared
+                .identity
+                .authenticate(method_of(cred.expose()), cred.expose().as_bytes(), None)
+                .await
+                .map_err(|f| refused(f, peer.as_ref()))?,
+            None => match peer.as_ref().and_then(|p| p.cert.as_ref()) {
+                Some(cert) => shared
+                    .identity
+                    .authenticate(AuthMethod::ClientCert, &[], Some(cert))
+                    .await
+                    .map_err(|f| refused(f, peer.as_ref()))?,
+                None => return Err(ApiError::Unauthenticated),
+            },
+        };
+        let allowed = match route.access {
+            Access::Public | Access::Authenticated => true,
+            Access::Operator => {
+                let op = shared.operator_tenant();
+                op.is_some_and(|op| principal.tenant == op)
+                    && principal.roles.iter().any(|r| r == "admin")
+            }
+            Access::Perm(perm) => {
+                let t = tenant.clone().ok_or(ApiError::Forbidden)?;
+                let resource = route_resource(route.scope, &t, &params)?;
+                let subject = Subject::new(
+                    principal.tenant.clone(),
+                    principal.name.clone(),
+                    principal.roles.iter().cloned(),
+                );
+                let policy = shared.policy.read().unwrap_or_else(|e| e.into_inner());
+                let d = rampart_authz::decide(&policy, &subject, &resource, perm);
+                if !d.allowed {
+                    debug!(
+                        tenant = %principal.tenant,
+                        principal = %principal.name,
+                        permission = perm.as_str(),
+                        resource = %resource,
+                        decision = %d,
+                        "request denied"
+                    );
+                }
+                d.allowed
+            }
+            Access::ServerOnly | Access::Unlisted => false,
+        };
+        if !allowed {
+            return Err(ApiError::Forbidden);
+        }
+        Ok(Authed {
+            principal: Some(principal),
+            tenant,
+        })
+    }
+}
+
+fn refused(f: AuthFailure, peer: Option<&PeerInfo>) -> ApiError {
+    warn!(
+        peer = ?peer.map(|p| p.addr),
+        transport = "https",
+        reason = f.as_str(),
+        "authentication failed"
+    );
+    ApiError::Unauthenticated
+}
+
+fn route_resource(
+    scope: Scope,
+    tenant: &TenantId,
+    params: &HashMap<String, String>,
+) -> Result<Resource, ApiError> {
+    let ns = || -> Result<NamespaceName, ApiError> {
+        NamespaceName::parse(params.get("namespace").map_or("", String::as_str)).map_err(bad_name)
+    };
+    Ok(match scope {
+        Scope::Admin(area) => Resource::Admin(tenant.clone(), area),
+        Scope::Namespace => Resource::Namespace(tenant.clone(), ns()?),
+        Scope::Stream => {
+            let s =
+                rampart_proto::StreamName::parse(params.get("stream").map_or("", String::as_str))
+                    .map_err(bad_name)?;
+            Resource::Stream(tenant.clone(), ns()?, s)
+        }
+        Scope::None => return Err(ApiError::Forbidden),
+    })
+}
+
+// === handlers ===
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthBody {
+    api_key: Option<String>,
+    jwt: Option<String>,
+    token: Option<String>,
+    role_id: Option<String>,
+    secret_id: Option<String>,
+    /// Wanted token lifetime in seconds.
+    ttl: Option<u64>,
+}
+
+async fn auth(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<PeerInfo>,
+    body: Option<Json<AuthBody>>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let (method, cred) = match (&body.api_key, &body.jwt, &body.token, &body.role_id) {
+        (Some(k), None, None, None) => (AuthMethod::ApiKey, Secret::new(k.clone())),
+        (None, Some(j), None, None) => (AuthMethod::Jwt, Secret::new(j.clone())),
+        (None, None, Some(t), None) => (AuthMethod::Token, Secret::new(t.clone())),
+        (None, None, None, Some(_)) => {
+            let _ = &body.secret_id;
+            return Err(ApiError::BadRequest(
+                "role_id/secret_id login is not available yet".into(),
+            ));
+        }
+        (None, None, None, None) => (AuthMethod::ClientCert, Secret::new(String::new())),
+        _ => return Err(ApiError::BadRequest("give one credential".into())),
+    };
+    let p = shared
+        .identity
+        .authenticate(method, cred.expose().as_bytes(), peer.cert.as_ref())
+        .await
+        .map_err(|f| refused(f, Some(&peer)))?;
+    let ttl_ms = body.ttl.unwrap_or(0).saturating_mul(1000);
+    let (token, exp) = shared
+        .issue_token(&p, ttl_ms)
+        .map_err(|_| ApiError::Internal)?;
+    let lease = exp.saturating_sub(crate::auth::now_ms()) / 1000;
+    info!(
+        peer = %peer.addr,
+        tenant = %p.tenant,
+        principal = %p.name,
+        method = method.as_str(),
+        "token issued"
+    );
+    Ok(Json(json!({
+        "auth": {
+            "client_token": token.expose(),
+            "lease_duration": lease,
+            "renewable": false,
+            "policies": p.roles,
+            "metadata": { "tenant": p.tenant.as_str(), "principal": p.name },
+        }
+    })))
+}
+
+async fn whoami(a: Authed) -> Result<Json<Value>, ApiError> {
+    let p = a.principal()?;
+    Ok(Json(json!({
+        "tenant": p.tenant.as_str(),
+        "principal": p.name,
+        "kind": p.kind.as_str(),
+        "roles": p.roles,
+        "expires_at_ms": p.expires_at_ms,
+    })))
+}
+
+async fn list_tenants(State(shared): State<Arc<Shared>>, _a: Authed) -> Json<Value> {
+    Json(
+        json!({ "tenants": shared.identity.tenants().iter().map(tenant_json).collect::<Vec<_>>() }),
+    )
+}
+
+fn tenant_json(t: &rampart_store::TenantRecord) -> Value {
+    json!({ "name": t.name, "disabled": t.disabled, "created_ms": t.created_ms, "changed_ms": t.changed_ms })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameBody {
+    name: String,
+}
+
+async fn create_tenant(
+    State(shared): State<Arc<Shared>>,
+    _a: Authed,
+    Json(b): Json<NameBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let t = TenantId::parse(&b.name).map_err(bad_name)?;
+    let r = shared.create_tenant(&t)?;
+    Ok((StatusCode::CREATED, Json(tenant_json(&r))))
+}
+
+async fn disable_tenant(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+) -> Result<Json<Value>, ApiError> {
+    let (r, closed) = shared.set_tenant_disabled(a.tenant()?, true)?;
+    Ok(Json(
+        json!({ "tenant": tenant_json(&r), "connections_closed": closed }),
+    ))
+}
+
+async fn enable_tenant(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+) -> Result<Json<Value>, ApiError> {
+    let (r, _) = shared.set_tenant_disabled(a.tenant()?, false)?;
+    Ok(Json(json!({ "tenant": tenant_json(&r) })))
+}
+
+fn key_json(k: &rampart_store::KeyRecord) -> Value {
+    json!({
+        "id": k.id, "tenant": k.tenant, "name": k.name, "roles": k.roles,
+        "created_ms": k.created_ms, "expires_ms": k.expires_ms,
+        "revoked_ms": k.revoked_ms, "rotated_to": k.rotated_to,
+    })
+}
+
+async fn list_keys(State(shared): State<Arc<Shared>>, a: Authed) -> Result<Json<Value>, ApiError> {
+    let keys = shared.identity.keys(a.tenant()?.as_str());
+    Ok(Json(
+        json!({ "keys": keys.iter().map(key_json).collect::<Vec<_>>() }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKeyBody {
+    name: String,
+    #[serde(default)]
+    roles: Option<Vec<String>>,
+    #[serde(default)]
+    expires_in_secs: Option<u64>,
+}
+
+async fn create_key(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    Json(b): Json<CreateKeyBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let roles = b.roles.unwrap_or_else(|| vec!["user".into()]);
+    let k = shared.create_key(
+        a.tenant()?,
+        &b.name,
+        roles,
+        b.expires_in_secs.map(|s| s.saturating_mul(1000)),
+    )?;
+    let mut v = key_json(&k.record);
+    v["key"] = Value::String(k.key.expose().clone());
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+async fn revoke_key(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    Path(p): Path<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let id = p.get("id").ok_or(ApiError::NotFound("key"))?;
+    let closed = shared.revoke_key(a.tenant()?, id)?;
+    Ok(Json(json!({ "revoked": id, "connections_closed": closed })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    grace_secs: Option<u64>,
+}
+
+async fn rotate_key(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    Path(p): Path<HashMap<String, String>>,
+    body: Option<Json<RotateBody>>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = p.get("id").ok_or(ApiError::NotFound("key"))?;
+    let grace = body.and_then(|Json(b)| b.grace_secs).unwrap_or(3600);
+    let k = shared.rotate_key(a.tenant()?, id, grace.saturating_mul(1000))?;
+    let mut v = key_json(&k.record);
+    v["key"] = Value::String(k.key.expose().clone());
+    v["replaces"] = Value::String(id.clone());
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeTokensBody {
+    token_id: Option<String>,
+    principal: Option<String>,
+}
+
+async fn revoke_tokens(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    Json(b): Json<RevokeTokensBody>,
+) -> Result<Json<Value>, ApiError> {
+    let closed =
+        shared.revoke_tokens(a.tenant()?, b.token_id.as_deref(), b.principal.as_deref())?;
+    Ok(Json(json!({ "connections_closed": closed })))
+}
+
+async fn get_acl(State(shared): State<Arc<Shared>>, a: Authed) -> Result<Response, ApiError> {
+    let text = shared.acl_text(a.tenant()?)?;
+    Ok(([(header::CONTENT_TYPE, "application/yaml")], text).into_response())
+}
+
+async fn put_acl(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    body: String,
+) -> Result<Json<Value>, ApiError> {
+    let applied = shared.apply_acl(a.tenant()?, &body)?;
+    Ok(Json(json!({ "applied": applied })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplainBody {
+    principal: String,
+    #[serde(default)]
+    roles: Option<Vec<String>>,
+    /// `stream:NAME`, `cache:NAME` (with `namespace`), `secret:PATH`,
+    /// `admin:AREA`, or a full form such as `stream:acme/prod/orders`.
+    resource: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    permission: String,
+}
+
+async fn explain_acl(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    Json(b): Json<ExplainBody>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = a.tenant()?;
+    let permission = Permission::parse(&b.permission)
+        .ok_or_else(|| ApiError::BadRequest(format!("unknown permission `{}`", b.permission)))?;
+    let resource = explain_resource(tenant, b.namespace.as_deref(), &b.resource)?;
+    // Without explicit roles, the principal's managed keys say which it has.
+    let roles = b.roles.unwrap_or_else(|| {
+        let mut r: Vec<String> = shared
+            .identity
+            .keys(tenant.as_str())
+            .into_iter()
+            .filter(|k| k.name == b.principal)
+            .flat_map(|k| k.roles)
+            .collect();
+        r.sort();
+        r.dedup();
+        r
+    });
+    let d = shared.explain(tenant, &b.principal, roles.clone(), &resource, permission);
+    Ok(Json(json!({
+        "allowed": d.allowed,
+        "decision": d.to_string(),
+        "principal": b.principal,
+        "roles": roles,
+        "resource": resource.to_string(),
+        "permission": permission.as_str(),
+    })))
+}
+
+/// Completes a short resource (`stream:orders`) with the tenant and
+/// namespace.
+fn explain_resource(tenant: &TenantId, ns: Option<&str>, r: &str) -> Result<Resource, ApiError> {
+    let (kind, rest) = r
+        .split_once(':')
+        .ok_or_else(|| ApiError::BadRequest("resource must look like KIND:NAME".into()))?;
+    let full = match kind {
+        "stream" | "cache" if !rest.contains('/') => {
+            let ns =
+                ns.ok_or_else(|| ApiError::BadRequest(format!("{kind}:{rest} needs a namespace")))?;
+            format!("{kind}:{tenant}/{ns}/{rest}")
+        }
+        "namespace" if !rest.contains('/') => format!("namespace:{tenant}/{rest}"),
+        "secret" if !rest.starts_with(&format!("{tenant}/")) => format!("secret:{tenant}/{rest}"),
+        "admin" if !rest.contains('/') => format!("admin:{tenant}/{rest}"),
+        _ => r.to_string(),
+    };
+    Resource::parse(&full).map_err(bad_name)
+}
+
+async fn list_streams(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    Path(p): Path<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let ns =
+        NamespaceName::parse(p.get("namespace").map_or("", String::as_str)).map_err(bad_name)?;
+    Ok(Json(
+        json!({ "streams": shared.streams(a.tenant()?, &ns)? }),
+    ))
+}
+
+async fn create_stream(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    Path(p): Path<HashMap<String, String>>,
+    Json(b): Json<NameBody>,
+) -> Result<StatusCode, ApiError> {
+    let path = stream_path(
+        a.tenant()?.as_str(),
+        p.get("namespace").map_or("", String::as_str),
+        &b.name,
+    )?;
+    shared.create_stream(path)?;
+    Ok(StatusCode::CREATED)
+}
+
+async fn delete_stream(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    Path(p): Path<HashMap<String, String>>,
+) -> Result<StatusCode, ApiError> {
+    let path = stream_path(
+        a.tenant()?.as_str(),
+        p.get("namespace").map_or("", String::as_str),
+        p.get("stream").map_or("", String::as_str),
+    )?;
+    shared.delete_stream(&path)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("route")
+}
+
+// === router ===
+
+fn method_filter(m: &str) -> MethodFilter {
+    match m {
+        "GET" => MethodFilter::GET,
+        "PUT" => MethodFilter::PUT,
+        "DELETE" => MethodFilter::DELETE,
+        _ => MethodFilter::POST,
+    }
+}
+
+/// The router, built from the route table: one entry, one route.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let mut r: Router<Arc<Shared>> = Router::new();
+    for route in ROUTES {
+        let f = method_filter(route.method);
+        let mr = match route.name {
+            RouteName::Auth => on(f, auth),
+            RouteName::WhoAmI => on(f, whoami),
+            RouteName::ListTenants => on(f, list_tenants),
+            RouteName::CreateTenant => on(f, create_tenant),
+            RouteName::DisableTenant => on(f, disable_tenant),
+            RouteName::EnableTenant => on(f, enable_tenant),
+            RouteName::ListKeys => on(f, list_keys),
+            RouteName::CreateKey => on(f, create_key),
+            RouteName::RevokeKey => on(f, revoke_key),
+            RouteName::RotateKey => on(f, rotate_key),
+            RouteName::RevokeTokens => on(f, revoke_tokens),
+            RouteName::GetAcl => on(f, get_acl),
+            RouteName::PutAcl => on(f, put_acl),
+            RouteName::ExplainAcl => on(f, explain_acl),
+            RouteName::ListStreams => on(f, list_streams),
+            RouteName::CreateStream => on(f, create_stream),
+            RouteName::DeleteStream => on(f, delete_stream),
+        };
+        r = r.route(route.path, mr.layer(Extension(route)));
+    }
+    let cors = cors_layer(&shared.config.cors_allowed_origins);
+    let hdr = |name: &'static str, value: &'static str| {
+        SetResponseHeaderLayer::overriding(
+            header::HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        )
+    };
+    r.fallback(not_found)
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(cors)
+        .layer(hdr(
+            "strict-transport-security",
+            "max-age=63072000; includeSubDomains",
+        ))
+        .layer(hdr("x-content-type-options", "nosniff"))
+        .layer(hdr("x-frame-options", "DENY"))
+        .layer(hdr(
+            "content-security-policy",
+            "default-src 'none'; frame-ancestors 'none'",
+        ))
+        .layer(hdr("referrer-policy", "no-referrer"))
+        .layer(hdr("cache-control", "no-store"))
+        .with_state(shared)
+}
+
+fn cors_layer(origins: &[String]) -> CorsLayer {
+    let list: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(list))
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600))
+}
+
+/// Accepts HTTPS connections until shutdown.
+pub(crate) async fn run(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {
+    let app = router(shared.clone());
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let (stream, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "https accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let app = app.clone();
+        let acceptor = acceptor.clone();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            serve_conn(stream, addr, acceptor, app, shared).await;
+        });
+    }
+}
+
+async fn serve_conn(
+    stream: TcpStream,
+    addr: SocketAddr,
+    acceptor: TlsAcceptor,
+    app: Router,
+    shared: Arc<Shared>,
+) {
+    let _ = stream.set_nodelay(true);
+    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+        Ok(Ok(t)) => t,
+        _ => {
+            debug!(peer = %addr, "https tls handshake failed");
+            return;
+        }
+    };
+    let cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(CertNames::of);
+    let app = app.layer(Extension(PeerInfo { addr, cert }));
+    let svc = hyper_util::service::TowerToHyperService::new(app);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(tls), svc);
+    let mut conn = std::pin::pin!(conn);
+    let mut shutdown = shared.shutdown.clone();
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        }
+    }
+}

@@ -1,0 +1,578 @@
+//! Admin commands over the HTTPS API: tenants, keys, tokens, ACLs, streams.
+//!
+//! Each prints a human summary on stderr and the useful value on stdout
+//! (a new key alone on the last line, JSON for listings), and exits
+//! non-zero with the HTTP status and the server's message on failure.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use rampart_client::{read_key_file, AdminClient, AdminResponse, ClientConfig};
+use rampart_identity::Secret;
+use serde_json::{json, Value};
+
+use crate::Failure;
+
+/// Where the HTTPS API is and how to authenticate to it.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct HttpArgs {
+    /// HTTPS API URL.
+    #[arg(
+        long,
+        env = "RAMPART_HTTP_URL",
+        default_value = "https://127.0.0.1:7402"
+    )]
+    http_url: String,
+    /// CA certificate (PEM) that signed the server certificate.
+    #[arg(long = "ca-cert", env = "RAMPART_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// File holding the API key (else RAMPART_API_KEY, else RAMPART_TOKEN).
+    #[arg(long, env = "RAMPART_API_KEY_FILE")]
+    api_key_file: Option<PathBuf>,
+}
+
+impl HttpArgs {
+    fn client(&self) -> Result<AdminClient, Failure> {
+        let mut c = ClientConfig::default();
+        c.tls_ca_cert_path = self.ca_cert.clone();
+        match (
+            std::env::var("RAMPART_API_KEY")
+                .ok()
+                .filter(|k| !k.is_empty()),
+            &self.api_key_file,
+            std::env::var("RAMPART_TOKEN")
+                .ok()
+                .filter(|k| !k.is_empty()),
+        ) {
+            (Some(k), _, _) => c.api_key = Some(Secret::new(k)),
+            (None, Some(f), _) => c.api_key = Some(read_key_file(f)?),
+            (None, None, Some(t)) => c.token = Some(Secret::new(t)),
+            _ => {
+                return Err(Failure(
+                    "no credential: set RAMPART_API_KEY, RAMPART_API_KEY_FILE or RAMPART_TOKEN"
+                        .into(),
+                ))
+            }
+        }
+        Ok(AdminClient::new(&self.http_url, &c)?)
+    }
+}
+
+async fn call(
+    http: &HttpArgs,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Result<AdminResponse, Failure> {
+    let r = http.client()?.call(method, path, body.as_ref()).await?;
+    if r.status >= 400 {
+        return Err(Failure(format!("HTTP {}: {}", r.status, r.error())));
+    }
+    Ok(r)
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// Parses `90d`, `12h`, `30m`, `45s` or plain seconds.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 90d, 12h, 30m"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("unknown unit in `{s}`: use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+// === key ===
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum KeyAdmin {
+    /// Create a managed API key; prints it once, alone on the last line.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// Principal name the key authenticates as.
+        #[arg(long)]
+        name: String,
+        /// Role (admin, user, viewer, or a custom role used by ACL rules).
+        #[arg(long = "role", default_value = "user")]
+        roles: Vec<String>,
+        /// Lifetime, e.g. 90d.
+        #[arg(long, value_parser = parse_duration)]
+        expires: Option<Duration>,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// List a tenant's keys (never their secrets).
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// Revoke a key now; its open connections are closed.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        key_id: String,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// Replace a key; the old one stays valid for the grace period.
+    Rotate {
+        #[arg(long)]
+        tenant: String,
+        key_id: String,
+        #[arg(long, value_parser = parse_duration, default_value = "1h")]
+        grace: Duration,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+}
+
+pub(crate) async fn key(cmd: KeyAdmin) -> Result<ExitCode, Failure> {
+    match cmd {
+        KeyAdmin::Create {
+            tenant,
+            name,
+            roles,
+            expires,
+            http,
+        } => {
+            let body = json!({
+                "name": name,
+                "roles": roles,
+                "expires_in_secs": expires.map(|d| d.as_secs()),
+            });
+            let r = call(
+                &http,
+                "POST",
+                &format!("/v1/tenants/{tenant}/keys"),
+                Some(body),
+            )
+            .await?;
+            eprintln!(
+                "rampart: created key {} for {}/{} (roles: {}); it is shown once:",
+                r.body["id"].as_str().unwrap_or("?"),
+                tenant,
+                r.body["name"].as_str().unwrap_or("?"),
+                r.body["roles"]
+                    .as_array()
+                    .map(|a| a
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(","))
+                    .unwrap_or_default()
+            );
+            println!("{}", r.body["key"].as_str().unwrap_or_default());
+        }
+        KeyAdmin::List { tenant, http } => {
+            let r = call(&http, "GET", &format!("/v1/tenants/{tenant}/keys"), None).await?;
+            print_json(&r.body);
+        }
+        KeyAdmin::Revoke {
+            tenant,
+            key_id,
+            http,
+        } => {
+            let r = call(
+                &http,
+                "POST",
+                &format!("/v1/tenants/{tenant}/keys/{key_id}/revoke"),
+                None,
+            )
+            .await?;
+            eprintln!(
+                "rampart: key {key_id} revoked; {} connection(s) closed",
+                r.body["connections_closed"]
+            );
+        }
+        KeyAdmin::Rotate {
+            tenant,
+            key_id,
+            grace,
+            http,
+        } => {
+            let r = call(
+                &http,
+                "POST",
+                &format!("/v1/tenants/{tenant}/keys/{key_id}/rotate"),
+                Some(json!({ "grace_secs": grace.as_secs() })),
+            )
+            .await?;
+            eprintln!(
+                "rampart: key {key_id} replaced by {}; the old key works for {} s more. New key:",
+                r.body["id"].as_str().unwrap_or("?"),
+                grace.as_secs()
+            );
+            println!("{}", r.body["key"].as_str().unwrap_or_default());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// === tenant ===
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct TenantArgs {
+    #[command(subcommand)]
+    cmd: TenantCmd,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum TenantCmd {
+    /// List tenants (operators only).
+    List {
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// Create a tenant (operators only).
+    Create {
+        name: String,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// Disable a tenant: its connections close and new ones are refused.
+    Disable {
+        name: String,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// Enable a disabled tenant.
+    Enable {
+        name: String,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+}
+
+pub(crate) async fn tenant(a: TenantArgs) -> Result<ExitCode, Failure> {
+    match a.cmd {
+        TenantCmd::List { http } => {
+            print_json(&call(&http, "GET", "/v1/tenants", None).await?.body)
+        }
+        TenantCmd::Create { name, http } => {
+            call(&http, "POST", "/v1/tenants", Some(json!({ "name": name }))).await?;
+            eprintln!("rampart: tenant {name} created");
+        }
+        TenantCmd::Disable { name, http } => {
+            let r = call(&http, "POST", &format!("/v1/tenants/{name}/disable"), None).await?;
+            eprintln!(
+                "rampart: tenant {name} disabled; {} connection(s) closed",
+                r.body["connections_closed"]
+            );
+        }
+        TenantCmd::Enable { name, http } => {
+            call(&http, "POST", &format!("/v1/tenants/{name}/enable"), None).await?;
+            eprintln!("rampart: tenant {name} enabled");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// === acl ===
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct AclArgs {
+    #[command(subcommand)]
+    cmd: AclCmd,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AclCmd {
+    /// Apply ACL documents (YAML, `---` between documents).
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Tenant; default: the caller's own.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// Print the tenant's ACL documents.
+    Get {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// Print the decision for a principal, a resource and a permission, and
+    /// the rule that made it.
+    Explain {
+        #[arg(long)]
+        principal: String,
+        /// e.g. stream:orders, cache:sessions, secret:payments/prod/db,
+        /// admin:keys
+        #[arg(long)]
+        resource: String,
+        #[arg(long)]
+        permission: String,
+        /// Namespace of a stream or cache resource.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// Roles to assume; default: those of the principal's keys.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+}
+
+async fn own_tenant(http: &HttpArgs, t: Option<String>) -> Result<String, Failure> {
+    match t {
+        Some(t) => Ok(t),
+        None => {
+            let r = call(http, "GET", "/v1/auth/whoami", None).await?;
+            r.body["tenant"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| Failure("cannot tell the caller's tenant".into()))
+        }
+    }
+}
+
+pub(crate) async fn acl(a: AclArgs) -> Result<ExitCode, Failure> {
+    match a.cmd {
+        AclCmd::Apply { file, tenant, http } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Failure(format!("{}: {e}", file.display())))?;
+            let tenant = own_tenant(&http, tenant).await?;
+            let r = call(
+                &http,
+                "PUT",
+                &format!("/v1/tenants/{tenant}/acl"),
+                Some(Value::String(text)),
+            )
+            .await?;
+            eprintln!("rampart: applied ACL for {tenant}: {}", r.body["applied"]);
+        }
+        AclCmd::Get { tenant, http } => {
+            let tenant = own_tenant(&http, tenant).await?;
+            let r = call(&http, "GET", &format!("/v1/tenants/{tenant}/acl"), None).await?;
+            println!("{}", r.text);
+        }
+        AclCmd::Explain {
+            principal,
+            resource,
+            permission,
+            namespace,
+            roles,
+            tenant,
+            http,
+        } => {
+            let tenant = own_tenant(&http, tenant).await?;
+            let mut body = json!({
+                "principal": principal,
+                "resource": resource,
+                "permission": permission,
+                "namespace": namespace,
+            });
+            if !roles.is_empty() {
+                body["roles"] = json!(roles);
+            }
+            let r = call(
+                &http,
+                "POST",
+                &format!("/v1/tenants/{tenant}/acl/explain"),
+                Some(body),
+            )
+            .await?;
+            println!("{}", r.body["decision"].as_str().unwrap_or_default());
+            return Ok(if r.body["allowed"].as_bool() == Some(true) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// === token ===
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct TokenArgs {
+    #[command(subcommand)]
+    cmd: TokenCmd,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum TokenCmd {
+    /// Exchange the configured credential for a short-lived token (printed
+    /// alone on stdout).
+    Create {
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// Revoke a token by id, or every token of a principal.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, conflicts_with = "principal")]
+        id: Option<String>,
+        #[arg(long)]
+        principal: Option<String>,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+}
+
+pub(crate) async fn token(a: TokenArgs) -> Result<ExitCode, Failure> {
+    match a.cmd {
+        TokenCmd::Create { ttl, http } => {
+            let key = match (std::env::var("RAMPART_API_KEY").ok(), &http.api_key_file) {
+                (Some(k), _) if !k.is_empty() => Secret::new(k),
+                (_, Some(f)) => read_key_file(f)?,
+                _ => return Err(Failure("no API key: set RAMPART_API_KEY(_FILE)".into())),
+            };
+            let mut body = json!({ "api_key": key.expose() });
+            if let Some(t) = ttl {
+                body["ttl"] = json!(t.as_secs());
+            }
+            let r = call(&http, "POST", "/v1/auth", Some(body)).await?;
+            eprintln!(
+                "rampart: token valid for {} s",
+                r.body["auth"]["lease_duration"]
+            );
+            println!(
+                "{}",
+                r.body["auth"]["client_token"].as_str().unwrap_or_default()
+            );
+        }
+        TokenCmd::Revoke {
+            tenant,
+            id,
+            principal,
+            http,
+        } => {
+            let r = call(
+                &http,
+                "POST",
+                &format!("/v1/tenants/{tenant}/tokens/revoke"),
+                Some(json!({ "token_id": id, "principal": principal })),
+            )
+            .await?;
+            eprintln!(
+                "rampart: revoked; {} connection(s) closed",
+                r.body["connections_closed"]
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// === stream ===
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct StreamArgs {
+    #[command(subcommand)]
+    cmd: StreamCmd,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum StreamCmd {
+    /// Declare a stream.
+    Create {
+        /// TENANT/NAMESPACE/STREAM
+        target: rampart_proto::StreamPath,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// Delete a declared stream; its subscriptions end.
+    Delete {
+        target: rampart_proto::StreamPath,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// List the declared streams of a namespace.
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        namespace: String,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+}
+
+pub(crate) async fn stream(a: StreamArgs) -> Result<ExitCode, Failure> {
+    match a.cmd {
+        StreamCmd::Create { target, http } => {
+            call(
+                &http,
+                "POST",
+                &format!(
+                    "/v1/tenants/{}/namespaces/{}/streams",
+                    target.tenant, target.namespace
+                ),
+                Some(json!({ "name": target.stream.as_str() })),
+            )
+            .await?;
+            eprintln!("rampart: stream {target} created");
+        }
+        StreamCmd::Delete { target, http } => {
+            call(
+                &http,
+                "DELETE",
+                &format!(
+                    "/v1/tenants/{}/namespaces/{}/streams/{}",
+                    target.tenant, target.namespace, target.stream
+                ),
+                None,
+            )
+            .await?;
+            eprintln!("rampart: stream {target} deleted");
+        }
+        StreamCmd::List {
+            tenant,
+            namespace,
+            http,
+        } => {
+            let r = call(
+                &http,
+                "GET",
+                &format!("/v1/tenants/{tenant}/namespaces/{namespace}/streams"),
+                None,
+            )
+            .await?;
+            print_json(&r.body);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("90d").unwrap(),
+            Duration::from_secs(90 * 86_400)
+        );
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("15").unwrap(), Duration::from_secs(15));
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}
