@@ -150,7 +150,7 @@ pub(crate) struct Identity {
     tenants: RwLock<HashMap<String, TenantRecord>>,
     revoked: RwLock<RevocationSet>,
     pub(crate) signer: TokenSigner,
-    pub(crate) jwt: Option<rampart_identity::JwtVerifier>,
+    pub(crate) jwt: Option<std::sync::Arc<rampart_identity::JwtVerifier>>,
     mtls: Vec<MtlsIdentity>,
     mtls_allowed_cns: Vec<String>,
 }
@@ -172,7 +172,7 @@ impl Identity {
         static_keys: ApiKeyStore,
         static_tenants: &HashSet<TenantId>,
         signer: TokenSigner,
-        jwt: Option<rampart_identity::JwtVerifier>,
+        jwt: Option<std::sync::Arc<rampart_identity::JwtVerifier>>,
         mtls: Vec<MtlsIdentity>,
         mtls_allowed_cns: Vec<String>,
     ) -> Result<Self, StoreError> {

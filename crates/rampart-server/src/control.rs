@@ -118,7 +118,12 @@ impl Shared {
 
     // === tenants ===
 
-    pub(crate) fn create_tenant(&self, name: &TenantId) -> Result<TenantRecord, ControlError> {
+    /// Creates a tenant and its first key (principal `admin`, role
+    /// `admin`), shown once: the tenant's own admins take it from there.
+    pub(crate) fn create_tenant(
+        &self,
+        name: &TenantId,
+    ) -> Result<(TenantRecord, NewKey), ControlError> {
         if self.identity.tenant(name.as_str()).is_some() {
             return Err(ControlError::Conflict(format!("tenant {name} exists")));
         }
@@ -130,8 +135,9 @@ impl Shared {
             changed_ms: now,
         };
         self.identity.put_tenant(r.clone())?;
+        let key = self.create_key(name, "admin", vec!["admin".into()], None)?;
         info!(tenant = %name, "tenant created");
-        Ok(r)
+        Ok((r, key))
     }
 
     /// Disables or enables a tenant. Disabling closes its connections at

@@ -347,8 +347,11 @@ async fn create_tenant(
     Json(b): Json<NameBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let t = TenantId::parse(&b.name).map_err(bad_name)?;
-    let r = shared.create_tenant(&t)?;
-    Ok((StatusCode::CREATED, Json(tenant_json(&r))))
+    let (r, k) = shared.create_tenant(&t)?;
+    let mut v = tenant_json(&r);
+    v["admin_key"] = key_json(&k.record);
+    v["admin_key"]["key"] = Value::String(k.key.expose().clone());
+    Ok((StatusCode::CREATED, Json(v)))
 }
 
 async fn disable_tenant(

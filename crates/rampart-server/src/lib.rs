@@ -227,10 +227,14 @@ impl Server {
         let jwt = if config.jwt_issuers.is_empty() {
             None
         } else {
-            Some(
+            let v = Arc::new(
                 rampart_identity::JwtVerifier::new(config.jwt_issuers.clone())
                     .map_err(|e| StartError::Jwt(e.to_string()))?,
-            )
+            );
+            // Key sets behind URLs are fetched now and every five minutes;
+            // an unknown key id also triggers a (rate-limited) refresh.
+            v.spawn_refresh_task(Duration::from_secs(300));
+            Some(v)
         };
         let identity = auth::Identity::load(
             catalog.clone(),

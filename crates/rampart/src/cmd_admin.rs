@@ -240,7 +240,8 @@ enum TenantCmd {
         #[command(flatten)]
         http: HttpArgs,
     },
-    /// Create a tenant (operators only).
+    /// Create a tenant (operators only); prints its first admin key once,
+    /// alone on the last line.
     Create {
         name: String,
         #[command(flatten)]
@@ -266,8 +267,15 @@ pub(crate) async fn tenant(a: TenantArgs) -> Result<ExitCode, Failure> {
             print_json(&call(&http, "GET", "/v1/tenants", None).await?.body)
         }
         TenantCmd::Create { name, http } => {
-            call(&http, "POST", "/v1/tenants", Some(json!({ "name": name }))).await?;
-            eprintln!("rampart: tenant {name} created");
+            let r = call(&http, "POST", "/v1/tenants", Some(json!({ "name": name }))).await?;
+            eprintln!(
+                "rampart: tenant {name} created with admin key {} (principal `admin`); it is shown once:",
+                r.body["admin_key"]["id"].as_str().unwrap_or("?")
+            );
+            println!(
+                "{}",
+                r.body["admin_key"]["key"].as_str().unwrap_or_default()
+            );
         }
         TenantCmd::Disable { name, http } => {
             let r = call(&http, "POST", &format!("/v1/tenants/{name}/disable"), None).await?;

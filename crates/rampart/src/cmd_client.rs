@@ -24,7 +24,8 @@ pub(crate) struct ConnectArgs {
     /// CA certificate (PEM) that signed the server certificate.
     #[arg(long = "ca-cert", env = "RAMPART_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
-    /// File holding the API key (else RAMPART_API_KEY).
+    /// File holding the API key (RAMPART_API_KEY wins; RAMPART_TOKEN, a
+    /// Rampart token, is used when neither is set).
     #[arg(long, env = "RAMPART_API_KEY_FILE")]
     pub api_key_file: Option<PathBuf>,
     /// Do not verify the server certificate. Dangerous: for throwaway test
@@ -37,15 +38,21 @@ impl ConnectArgs {
     pub(crate) fn config(&self) -> Result<ClientConfig, Failure> {
         let mut c = ClientConfig::default();
         c.tls_ca_cert_path = self.ca_cert.clone();
-        c.api_key = match (&self.api_key_file, std::env::var("RAMPART_API_KEY").ok()) {
-            (_, Some(k)) if !k.is_empty() => Some(Secret::new(k)),
-            (Some(f), _) => Some(read_key_file(f)?),
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        match (
+            env("RAMPART_API_KEY"),
+            &self.api_key_file,
+            env("RAMPART_TOKEN"),
+        ) {
+            (Some(k), _, _) => c.api_key = Some(Secret::new(k)),
+            (None, Some(f), _) => c.api_key = Some(read_key_file(f)?),
+            (None, None, Some(t)) => c.token = Some(Secret::new(t)),
             _ => {
                 return Err(Failure(
-                    "no API key: set RAMPART_API_KEY or RAMPART_API_KEY_FILE".into(),
+                    "no API key: set RAMPART_API_KEY, RAMPART_API_KEY_FILE or RAMPART_TOKEN".into(),
                 ))
             }
-        };
+        }
         if self.dangerous_skip_verify {
             eprintln!("rampart: WARNING: --dangerous-skip-verify: the server is not verified");
             c.dangerous_skip_verify = true;

@@ -12,6 +12,7 @@ struct DevServer {
     child: Child,
     quic: String,
     tcp: String,
+    https: String,
     dir: tempfile::TempDir,
 }
 
@@ -41,7 +42,7 @@ impl DevServer {
             .spawn()
             .unwrap();
         let out = BufReader::new(child.stdout.take().unwrap());
-        let (mut quic, mut tcp) = (None, None);
+        let (mut quic, mut tcp, mut https) = (None, None, None);
         for line in out.lines() {
             let line = line.unwrap();
             if let Some(a) = line.strip_prefix("rampart: quic listening on ") {
@@ -49,6 +50,9 @@ impl DevServer {
             }
             if let Some(a) = line.strip_prefix("rampart: tls listening on ") {
                 tcp = Some(a.to_string());
+            }
+            if let Some(a) = line.strip_prefix("rampart: https listening on ") {
+                https = Some(a.to_string());
             }
             if line.contains("RAMPART_API_KEY_FILE") {
                 break;
@@ -58,6 +62,7 @@ impl DevServer {
             child,
             quic: quic.expect("quic address printed"),
             tcp: tcp.expect("tcp address printed"),
+            https: https.expect("https address printed"),
             dir,
         }
     }
@@ -76,6 +81,7 @@ impl DevServer {
     fn cli(&self, url: &str) -> Command {
         let mut c = Command::new(BIN);
         c.env("RAMPART_URL", url)
+            .env("RAMPART_HTTP_URL", format!("https://{}", self.https))
             .env("RAMPART_CA_CERT", self.data().join("dev/ca.crt"))
             .env("RAMPART_API_KEY_FILE", self.data().join("dev/admin.key"))
             .env_remove("RAMPART_API_KEY");
@@ -278,5 +284,163 @@ fn key_hash_matches_what_the_server_accepts() {
             .tenant
             .as_str(),
         "acme"
+    );
+}
+
+/// Runs a CLI command, asserting success; returns stdout.
+fn run_ok(c: &mut Command) -> String {
+    let o = c.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{:?}: {}",
+        c.get_args().collect::<Vec<_>>(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn last_line(s: &str) -> String {
+    s.lines().last().unwrap_or_default().trim().to_string()
+}
+
+#[test]
+fn admin_commands_end_to_end() {
+    let s = DevServer::start();
+    let url = format!("tls://{}", s.tcp);
+
+    // A managed key, printed alone on the last line, works at once.
+    let out = run_ok(s.cli(&url).args([
+        "key",
+        "create",
+        "--tenant",
+        "dev",
+        "--name",
+        "ci",
+        "--role",
+        "user",
+        "--expires",
+        "90d",
+    ]));
+    let key = last_line(&out);
+    assert!(key.starts_with("rampart_"), "{out}");
+    let as_ci = |c: &mut Command| {
+        c.env_remove("RAMPART_API_KEY_FILE")
+            .env("RAMPART_API_KEY", &key);
+    };
+    let mut c = s.cli(&url);
+    as_ci(&mut c);
+    run_ok(c.args(["pub", "dev/demo/open", "hello"]));
+    let listed = run_ok(s.cli(&url).args(["key", "list", "--tenant", "dev"]));
+    assert!(
+        listed.contains("\"ci\"") && !listed.contains(&key),
+        "{listed}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let id = v["keys"][0]["id"].as_str().unwrap().to_string();
+
+    // An ACL denies ci on one stream; explain names the rule.
+    let acl = s.dir.path().join("acl.yaml");
+    std::fs::write(
+        &acl,
+        "apiVersion: rampart.io/v1\nkind: ACL\nmetadata:\n  tenant: dev\n  namespace: demo\nspec:\n  rules:\n    - principal: ci\n      resource: \"stream:locked\"\n      permissions: [publish]\n      effect: deny\n",
+    )
+    .unwrap();
+    run_ok(s.cli(&url).args(["acl", "apply", "-f"]).arg(&acl));
+    let o = s
+        .cli(&url)
+        .args([
+            "acl",
+            "explain",
+            "--principal",
+            "ci",
+            "--resource",
+            "stream:locked",
+            "--namespace",
+            "demo",
+            "--permission",
+            "publish",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "denied exits 2");
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.starts_with("deny") && said.contains("stream:locked"),
+        "{said}"
+    );
+    let o = s
+        .cli(&url)
+        .args([
+            "acl",
+            "explain",
+            "--principal",
+            "ci",
+            "--resource",
+            "stream:open",
+            "--namespace",
+            "demo",
+            "--permission",
+            "publish",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let mut c = s.cli(&url);
+    as_ci(&mut c);
+    let o = c.args(["pub", "dev/demo/locked", "x"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("NACK 403"));
+
+    // Revoked: refused from now on.
+    run_ok(s.cli(&url).args(["key", "revoke", "--tenant", "dev", &id]));
+    let mut c = s.cli(&url);
+    as_ci(&mut c);
+    let o = c.args(["pub", "dev/demo/open", "x"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("NACK 401"));
+
+    // Tenants: create one (its admin key comes back once), disable, enable.
+    let out = run_ok(s.cli(&url).args(["tenant", "create", "acme"]));
+    let acme_key = last_line(&out);
+    let as_acme = |c: &mut Command| {
+        c.env_remove("RAMPART_API_KEY_FILE")
+            .env("RAMPART_API_KEY", &acme_key);
+    };
+    let mut c = s.cli(&url);
+    as_acme(&mut c);
+    run_ok(c.args(["cache", "put", "acme/app/kv", "k", "v"]));
+    run_ok(s.cli(&url).args(["tenant", "disable", "acme"]));
+    let mut c = s.cli(&url);
+    as_acme(&mut c);
+    let o = c
+        .args(["cache", "get", "acme/app/kv", "k"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("NACK 401"));
+    run_ok(s.cli(&url).args(["tenant", "enable", "acme"]));
+    let mut c = s.cli(&url);
+    as_acme(&mut c);
+    assert_eq!(run_ok(c.args(["cache", "get", "acme/app/kv", "k"])), "v\n");
+
+    // A token from the key works on the wire.
+    let mut c = s.cli(&url);
+    as_acme(&mut c);
+    let token = last_line(&run_ok(c.args(["token", "create", "--ttl", "5m"])));
+    assert!(token.starts_with("rt1."));
+    let o = s
+        .cli(&url)
+        .env_remove("RAMPART_API_KEY_FILE")
+        .env("RAMPART_TOKEN", &token)
+        .args(["cache", "get", "acme/app/kv", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "v\n",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
     );
 }
