@@ -27,7 +27,8 @@ pub(crate) struct HttpArgs {
     /// CA certificate (PEM) that signed the server certificate.
     #[arg(long = "ca-cert", env = "RAMPART_CA_CERT")]
     ca_cert: Option<PathBuf>,
-    /// File holding the API key (else RAMPART_API_KEY, else RAMPART_TOKEN).
+    /// File holding the API key (RAMPART_API_KEY, then RAMPART_TOKEN, win
+    /// over it).
     #[arg(long, env = "RAMPART_API_KEY_FILE")]
     api_key_file: Option<PathBuf>,
 }
@@ -36,18 +37,19 @@ impl HttpArgs {
     fn client(&self) -> Result<AdminClient, Failure> {
         let mut c = ClientConfig::default();
         c.tls_ca_cert_path = self.ca_cert.clone();
+        // Credentials given in the environment beat a key file.
         match (
             std::env::var("RAMPART_API_KEY")
                 .ok()
                 .filter(|k| !k.is_empty()),
-            &self.api_key_file,
             std::env::var("RAMPART_TOKEN")
                 .ok()
                 .filter(|k| !k.is_empty()),
+            &self.api_key_file,
         ) {
             (Some(k), _, _) => c.api_key = Some(Secret::new(k)),
-            (None, Some(f), _) => c.api_key = Some(read_key_file(f)?),
-            (None, None, Some(t)) => c.token = Some(Secret::new(t)),
+            (None, Some(t), _) => c.token = Some(Secret::new(t)),
+            (None, None, Some(f)) => c.api_key = Some(read_key_file(f)?),
             _ => {
                 return Err(Failure(
                     "no credential: set RAMPART_API_KEY, RAMPART_API_KEY_FILE or RAMPART_TOKEN"

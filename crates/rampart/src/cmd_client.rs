@@ -24,8 +24,8 @@ pub(crate) struct ConnectArgs {
     /// CA certificate (PEM) that signed the server certificate.
     #[arg(long = "ca-cert", env = "RAMPART_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
-    /// File holding the API key (RAMPART_API_KEY wins; RAMPART_TOKEN, a
-    /// Rampart token, is used when neither is set).
+    /// File holding the API key (RAMPART_API_KEY, then RAMPART_TOKEN, a
+    /// Rampart token, win over it).
     #[arg(long, env = "RAMPART_API_KEY_FILE")]
     pub api_key_file: Option<PathBuf>,
     /// Do not verify the server certificate. Dangerous: for throwaway test
@@ -39,14 +39,15 @@ impl ConnectArgs {
         let mut c = ClientConfig::default();
         c.tls_ca_cert_path = self.ca_cert.clone();
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        // Credentials given in the environment beat a key file.
         match (
             env("RAMPART_API_KEY"),
-            &self.api_key_file,
             env("RAMPART_TOKEN"),
+            &self.api_key_file,
         ) {
             (Some(k), _, _) => c.api_key = Some(Secret::new(k)),
-            (None, Some(f), _) => c.api_key = Some(read_key_file(f)?),
-            (None, None, Some(t)) => c.token = Some(Secret::new(t)),
+            (None, Some(t), _) => c.token = Some(Secret::new(t)),
+            (None, None, Some(f)) => c.api_key = Some(read_key_file(f)?),
             _ => {
                 return Err(Failure(
                     "no API key: set RAMPART_API_KEY, RAMPART_API_KEY_FILE or RAMPART_TOKEN".into(),
