@@ -252,6 +252,52 @@ impl Cache {
         }
     }
 
+    /// The caches of a tenant's namespace with live entries, as
+    /// `(name, entries, bytes)`, sorted by name.
+    pub fn caches(
+        &self,
+        now: Instant,
+        tenant: &TenantId,
+        namespace: &NamespaceName,
+    ) -> Vec<(CacheName, usize, usize)> {
+        let Some(tc) = self.existing(tenant) else {
+            return Vec::new();
+        };
+        let tc = tc.lock().unwrap_or_else(|e| e.into_inner());
+        let mut by: std::collections::BTreeMap<&str, (CacheName, usize, usize)> =
+            std::collections::BTreeMap::new();
+        for (k, e) in &tc.entries {
+            if k.namespace == *namespace && e.live(now) {
+                let slot = by
+                    .entry(k.cache.as_str())
+                    .or_insert_with(|| (k.cache.clone(), 0, 0));
+                slot.1 += 1;
+                slot.2 += e.cost;
+            }
+        }
+        by.into_values().collect()
+    }
+
+    /// Removes every entry of one cache; returns how many were removed.
+    pub fn flush(&self, tenant: &TenantId, namespace: &NamespaceName, cache: &CacheName) -> usize {
+        let Some(tc) = self.existing(tenant) else {
+            return 0;
+        };
+        let mut tc = tc.lock().unwrap_or_else(|e| e.into_inner());
+        let mut freed = 0;
+        let mut removed = 0;
+        tc.entries.retain(|k, e| {
+            let hit = k.namespace == *namespace && k.cache == *cache;
+            if hit {
+                freed += e.cost;
+                removed += 1;
+            }
+            !hit
+        });
+        tc.bytes -= freed;
+        removed
+    }
+
     /// Bytes charged to a tenant right now.
     pub fn tenant_bytes(&self, tenant: &TenantId) -> usize {
         self.existing(tenant)
@@ -376,6 +422,35 @@ mod tests {
             .unwrap();
         assert!(c.delete(now, &t, &ns, &ca, &key("a")));
         c.put(now, &t, &ns, &ca, &key("b"), big, None).unwrap();
+    }
+
+    #[test]
+    fn list_and_flush_caches() {
+        let c = Cache::default();
+        let (t, ns, ca) = n();
+        let other = CacheName::parse("carts").unwrap();
+        let now = Instant::now();
+        c.put(now, &t, &ns, &ca, &key("a"), Bytes::from_static(b"1"), None)
+            .unwrap();
+        c.put(now, &t, &ns, &ca, &key("b"), Bytes::from_static(b"2"), None)
+            .unwrap();
+        c.put(
+            now,
+            &t,
+            &ns,
+            &other,
+            &key("a"),
+            Bytes::from_static(b"3"),
+            None,
+        )
+        .unwrap();
+        let listed = c.caches(now, &t, &ns);
+        assert_eq!(listed.len(), 2);
+        assert_eq!((listed[0].0.as_str(), listed[0].1), ("carts", 1));
+        assert_eq!((listed[1].0.as_str(), listed[1].1), ("sessions", 2));
+        assert_eq!(c.flush(&t, &ns, &ca), 2);
+        assert_eq!(c.caches(now, &t, &ns).len(), 1);
+        assert!(c.get(now, &t, &ns, &other, &key("a")).is_some());
     }
 
     #[test]

@@ -105,6 +105,8 @@ pub(crate) enum Scope {
     Admin(AdminArea),
     Namespace,
     Stream,
+    Cache,
+    Tenant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -123,9 +125,12 @@ pub(crate) enum RouteName {
     GetAcl,
     PutAcl,
     ExplainAcl,
+    ListNamespaces,
     ListStreams,
     CreateStream,
     DeleteStream,
+    ListCaches,
+    FlushCache,
 }
 
 pub(crate) const ROUTES: &[Route] = &[
@@ -228,6 +233,13 @@ pub(crate) const ROUTES: &[Route] = &[
         Scope::Admin(AdminArea::Acl),
     ),
     route(
+        RouteName::ListNamespaces,
+        "GET",
+        "/v1/tenants/{tenant}/namespaces",
+        Access::Perm(Permission::TenantAdmin),
+        Scope::Tenant,
+    ),
+    route(
         RouteName::ListStreams,
         "GET",
         "/v1/tenants/{tenant}/namespaces/{namespace}/streams",
@@ -247,6 +259,20 @@ pub(crate) const ROUTES: &[Route] = &[
         "/v1/tenants/{tenant}/namespaces/{namespace}/streams/{stream}",
         Access::Perm(Permission::StreamAdmin),
         Scope::Stream,
+    ),
+    route(
+        RouteName::ListCaches,
+        "GET",
+        "/v1/tenants/{tenant}/namespaces/{namespace}/caches",
+        Access::Perm(Permission::CacheAdmin),
+        Scope::Namespace,
+    ),
+    route(
+        RouteName::FlushCache,
+        "DELETE",
+        "/v1/tenants/{tenant}/namespaces/{namespace}/caches/{cache}",
+        Access::Perm(Permission::CacheAdmin),
+        Scope::Cache,
     ),
 ];
 

@@ -363,6 +363,23 @@ impl Shared {
             .collect())
     }
 
+    /// Namespaces a tenant uses: those of its declared streams and of its
+    /// ACL documents.
+    pub(crate) fn namespaces(&self, tenant: &TenantId) -> Result<Vec<String>, ControlError> {
+        let mut out = std::collections::BTreeSet::new();
+        for s in self.identity.catalog.streams(&format!("{tenant}/"))? {
+            if let Some(ns) = s.path.split('/').nth(1) {
+                out.insert(ns.to_string());
+            }
+        }
+        for a in self.identity.catalog.acls()? {
+            if a.tenant == tenant.as_str() && a.namespace != "*" {
+                out.insert(a.namespace);
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
     pub(crate) fn create_stream(&self, path: StreamPath) -> Result<(), ControlError> {
         let key = path.to_string();
         if self

@@ -249,6 +249,12 @@ fn route_resource(
                     .map_err(bad_name)?;
             Resource::Stream(tenant.clone(), ns()?, s)
         }
+        Scope::Cache => {
+            let c = rampart_proto::CacheName::parse(params.get("cache").map_or("", String::as_str))
+                .map_err(bad_name)?;
+            Resource::Cache(tenant.clone(), ns()?, c)
+        }
+        Scope::Tenant => Resource::Tenant(tenant.clone()),
         Scope::None => return Err(ApiError::Forbidden),
     })
 }
@@ -584,6 +590,46 @@ async fn delete_stream(
     Ok(StatusCode::NO_CONTENT)
 }
 
+async fn list_namespaces(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        json!({ "namespaces": shared.namespaces(a.tenant()?)? }),
+    ))
+}
+
+async fn list_caches(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    Path(p): Path<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let ns =
+        NamespaceName::parse(p.get("namespace").map_or("", String::as_str)).map_err(bad_name)?;
+    let caches: Vec<Value> = shared
+        .broker
+        .cache()
+        .caches(std::time::Instant::now(), a.tenant()?, &ns)
+        .into_iter()
+        .map(|(name, entries, bytes)| json!({ "name": name.as_str(), "entries": entries, "bytes": bytes }))
+        .collect();
+    Ok(Json(json!({ "caches": caches })))
+}
+
+async fn flush_cache(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    Path(p): Path<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let ns =
+        NamespaceName::parse(p.get("namespace").map_or("", String::as_str)).map_err(bad_name)?;
+    let cache = rampart_proto::CacheName::parse(p.get("cache").map_or("", String::as_str))
+        .map_err(bad_name)?;
+    let removed = shared.broker.cache().flush(a.tenant()?, &ns, &cache);
+    info!(tenant = %a.tenant()?, namespace = %ns, cache = %cache, removed, "cache flushed");
+    Ok(Json(json!({ "removed": removed })))
+}
+
 async fn not_found() -> ApiError {
     ApiError::NotFound("route")
 }
@@ -619,7 +665,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             RouteName::GetAcl => on(f, get_acl),
             RouteName::PutAcl => on(f, put_acl),
             RouteName::ExplainAcl => on(f, explain_acl),
+            RouteName::ListNamespaces => on(f, list_namespaces),
             RouteName::ListStreams => on(f, list_streams),
+            RouteName::ListCaches => on(f, list_caches),
+            RouteName::FlushCache => on(f, flush_cache),
             RouteName::CreateStream => on(f, create_stream),
             RouteName::DeleteStream => on(f, delete_stream),
         };

@@ -481,12 +481,17 @@ async fn tokens_over_https_and_the_wire(t: Transport) {
 }
 
 /// Every admin route of another tenant: 403, nothing changes.
-async fn cross_tenant_admin_matrix(_t: Transport) {
+async fn cross_tenant_admin_matrix(t: Transport) {
     let s = start().await;
     let globex_admin = s.admin(KEY_GLOBEX);
     new_key(&globex_admin, "globex", "keep", &["user"]).await;
     let before = ok(&globex_admin, "GET", "/v1/tenants/globex/keys", None).await;
     let id = before["keys"][0]["id"].as_str().unwrap().to_string();
+    let globex_cache = s.client(t, KEY_GLOBEX).await;
+    globex_cache
+        .cache_put("globex", "prod", "c", "k", "kept", None)
+        .await
+        .unwrap();
     let acme_admin = s.admin(KEY_ACME);
     let calls: Vec<(&str, String, Option<Value>)> = vec![
         ("GET", "/v1/tenants/globex/keys".into(), None),
@@ -500,6 +505,9 @@ async fn cross_tenant_admin_matrix(_t: Transport) {
         ("GET", "/v1/tenants/globex/namespaces/prod/streams".into(), None),
         ("POST", "/v1/tenants/globex/namespaces/prod/streams".into(), Some(json!({"name": "evil"}))),
         ("DELETE", "/v1/tenants/globex/namespaces/prod/streams/x".into(), None),
+        ("GET", "/v1/tenants/globex/namespaces".into(), None),
+        ("GET", "/v1/tenants/globex/namespaces/prod/caches".into(), None),
+        ("DELETE", "/v1/tenants/globex/namespaces/prod/caches/c".into(), None),
         ("GET", "/v1/tenants".into(), None),
         ("POST", "/v1/tenants".into(), Some(json!({"name": "evil"}))),
         ("POST", "/v1/tenants/globex/disable".into(), None),
@@ -524,6 +532,15 @@ async fn cross_tenant_admin_matrix(_t: Transport) {
     let after = ok(&globex_admin, "GET", "/v1/tenants/globex/keys", None).await;
     assert_eq!(before, after, "nothing changed");
     assert_eq!(
+        globex_cache
+            .cache_get("globex", "prod", "c", "k")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"kept"[..]),
+        "the other tenant's cache was not flushed"
+    );
+    assert_eq!(
         ok(
             &globex_admin,
             "GET",
@@ -532,6 +549,101 @@ async fn cross_tenant_admin_matrix(_t: Transport) {
         )
         .await["streams"],
         json!([])
+    );
+}
+
+async fn namespaces_and_caches_over_https(t: Transport) {
+    let s = start().await;
+    let admin = s.admin(KEY_ACME);
+    let c = s.client(t, KEY_ACME).await;
+    c.cache_put("acme", "prod", "sessions", "a", "1", None)
+        .await
+        .unwrap();
+    c.cache_put("acme", "prod", "sessions", "b", "2", None)
+        .await
+        .unwrap();
+    ok(
+        &admin,
+        "POST",
+        "/v1/tenants/acme/namespaces/prod/streams",
+        Some(json!({"name": "orders"})),
+    )
+    .await;
+    assert_eq!(
+        status(
+            &admin,
+            "POST",
+            "/v1/tenants/acme/namespaces/prod/streams",
+            Some(json!({"name": "orders"}))
+        )
+        .await,
+        409
+    );
+    assert_eq!(
+        ok(&admin, "GET", "/v1/tenants/acme/namespaces", None).await["namespaces"],
+        json!(["prod"])
+    );
+    assert_eq!(
+        ok(
+            &admin,
+            "GET",
+            "/v1/tenants/acme/namespaces/prod/streams",
+            None
+        )
+        .await["streams"],
+        json!(["orders"])
+    );
+    let caches = ok(
+        &admin,
+        "GET",
+        "/v1/tenants/acme/namespaces/prod/caches",
+        None,
+    )
+    .await;
+    assert_eq!(caches["caches"][0]["name"], "sessions");
+    assert_eq!(caches["caches"][0]["entries"], 2);
+    let r = ok(
+        &admin,
+        "DELETE",
+        "/v1/tenants/acme/namespaces/prod/caches/sessions",
+        None,
+    )
+    .await;
+    assert_eq!(r["removed"], 2);
+    assert!(c
+        .cache_get("acme", "prod", "sessions", "a")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        status(
+            &admin,
+            "DELETE",
+            "/v1/tenants/acme/namespaces/prod/streams/orders",
+            None
+        )
+        .await,
+        204
+    );
+    assert_eq!(
+        ok(
+            &admin,
+            "GET",
+            "/v1/tenants/acme/namespaces/prod/streams",
+            None
+        )
+        .await["streams"],
+        json!([])
+    );
+    assert_eq!(
+        status(
+            &admin,
+            "DELETE",
+            "/v1/tenants/acme/namespaces/prod/streams/orders",
+            None
+        )
+        .await,
+        404
     );
 }
 
@@ -570,5 +682,6 @@ both_transports!(
     tenant_disable_and_enable,
     tokens_over_https_and_the_wire,
     cross_tenant_admin_matrix,
+    namespaces_and_caches_over_https,
     https_responses_are_hardened,
 );

@@ -8,6 +8,7 @@
 mod common;
 mod cache;
 mod cli;
+mod federated;
 mod identity;
 mod pubsub;
 mod security;
