@@ -24,9 +24,19 @@ pub struct AdminResponse {
     pub body: Value,
     /// The raw body, for non-JSON replies (ACL documents as YAML).
     pub text: String,
+    /// Response headers, names in lower case.
+    pub headers: Vec<(String, String)>,
 }
 
 impl AdminResponse {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
     /// The server's error message, if it sent one.
     pub fn error(&self) -> String {
         self.body["errors"]
@@ -142,6 +152,11 @@ impl AdminClient {
             .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
         let resp = sender.send_request(req).await.map_err(|e| conn_err(&e))?;
         let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
         let body = Limited::new(resp.into_body(), MAX_RESPONSE)
             .collect()
             .await
@@ -153,6 +168,7 @@ impl AdminClient {
             status,
             body: json,
             text,
+            headers,
         })
     }
 }

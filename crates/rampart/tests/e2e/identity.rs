@@ -658,8 +658,27 @@ async fn https_responses_are_hardened(_t: Transport) {
         .unwrap();
     assert_eq!(r.status, 401);
     assert_eq!(r.body, json!({"errors": ["unauthenticated"]}));
-    // Headers are checked with a raw request below.
+    // Security headers on every response, errors and successes alike.
     let admin = s.admin(KEY_ACME);
+    let good = admin.call("GET", "/v1/auth/whoami", None).await.unwrap();
+    assert_eq!(good.status, 200);
+    for resp in [&r, &good] {
+        assert!(resp
+            .header("strict-transport-security")
+            .unwrap()
+            .contains("max-age="));
+        assert_eq!(resp.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(resp.header("x-frame-options"), Some("DENY"));
+        assert!(resp
+            .header("content-security-policy")
+            .unwrap()
+            .contains("default-src 'none'"));
+        assert_eq!(resp.header("referrer-policy"), Some("no-referrer"));
+        assert_eq!(resp.header("cache-control"), Some("no-store"));
+        // No CORS allowance unless configured.
+        assert_eq!(resp.header("access-control-allow-origin"), None);
+    }
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
     let r = admin
         .call("POST", "/v1/tenants/acme/keys", Some(&json!({"bogus": 1})))
         .await
