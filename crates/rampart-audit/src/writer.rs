@@ -1,0 +1,475 @@
+//! The writer thread: takes events off the queue, chains and hashes them,
+//! and makes each batch durable with one write and one fsync before
+//! answering the callers waiting on it (group commit).
+//!
+//! It runs on its own OS thread with blocking IO, so a stuck disk or a
+//! blocked stdout stalls only this thread; callers are bounded by the queue
+//! and by `durable_timeout`. It never gives up: a failed batch is reported
+//! to its waiters and dropped from the chain, and the next batch tries again.
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::event::Event;
+use crate::files;
+use crate::keys::AuditKeys;
+use crate::record::{Chain, Head};
+use crate::recovery::Resume;
+use crate::time::now_ms;
+
+/// Answer to a mandatory record: `Ok` once durable, `Err` if its batch
+/// failed.
+pub(crate) type Reply = oneshot::Sender<Result<(), ()>>;
+
+// The event travels inline, not boxed, so that `Auditor::record` allocates
+// nothing; the price is a queue of about 300 bytes per slot, allocated up
+// front (see `AuditConfig::queue`).
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Msg {
+    Event {
+        ev: Event,
+        at_ms: u64,
+        reply: Option<Reply>,
+    },
+    /// Drain what is queued, write a final checkpoint, stop.
+    Shutdown(oneshot::Sender<()>),
+}
+
+const MAX_BATCH_RECORDS: u64 = 8192;
+const MAX_BATCH_BYTES: usize = 4 << 20;
+const IDLE_WAIT: Duration = Duration::from_secs(3600);
+/// Pause before retrying a failed checkpoint-only write.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+const WARN_EVERY: Duration = Duration::from_secs(5);
+/// Batches waiting for the stdout copy thread.
+const COPY_QUEUE: usize = 1024;
+
+/// Shared between the writer and every `Auditor` clone.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub written: AtomicU64,
+    pub checkpoints: AtomicU64,
+    pub dropped: AtomicU64,
+    pub rejected: AtomicU64,
+    pub failures: AtomicU64,
+    pub lost: AtomicU64,
+    pub unavailable: AtomicU64,
+    /// Unix ms of the last failure, 0 if none.
+    pub last_error_ms: AtomicU64,
+    pub last_seq: AtomicU64,
+    pub stdout_dropped: AtomicU64,
+}
+
+/// Where batches go.
+pub(crate) enum Output {
+    Files(FileSink),
+    Stdout(Box<dyn Write + Send>),
+}
+
+pub(crate) struct FileSink {
+    dir: PathBuf,
+    file_seq: u64,
+    /// Bytes of the current file that the writer wrote and synced.
+    len: u64,
+    create: bool,
+    /// A failed write could not be cut back: the bytes past `len` are the
+    /// writer's own leftovers, to cut off before the next write.
+    dirty: bool,
+    max_bytes: u64,
+    /// The best-effort stdout copy of [`Sink::Both`](crate::Sink::Both).
+    copy: Option<SyncSender<Vec<u8>>>,
+}
+
+impl FileSink {
+    pub(crate) fn new(dir: PathBuf, resume: &Resume, max_bytes: u64) -> FileSink {
+        FileSink {
+            dir,
+            file_seq: resume.file_seq,
+            len: resume.file_len,
+            create: resume.create,
+            dirty: false,
+            max_bytes,
+            copy: None,
+        }
+    }
+
+    /// Copies every written batch to `out` from a thread of its own.
+    pub(crate) fn with_copy(mut self, out: Box<dyn Write + Send>) -> io::Result<FileSink> {
+        let (tx, rx) = sync_channel::<Vec<u8>>(COPY_QUEUE);
+        thread::Builder::new()
+            .name("rampart-audit-stdout".into())
+            .spawn(move || {
+                let mut out = out;
+                for buf in rx {
+                    // Nowhere to report a failing stdout but stdout.
+                    let _ = out.write_all(&buf).and_then(|()| out.flush());
+                }
+            })?;
+        self.copy = Some(tx);
+        Ok(self)
+    }
+
+    /// Appends `buf` to the current file and fsyncs it. The file is opened
+    /// by path every time, so a file or folder replaced underneath (a full
+    /// disk, an unmounted volume) fails this batch only, and service resumes
+    /// when it is back. A failed write is cut back, so no partial line stays
+    /// in the log. A file that is not a regular file (a symlink to
+    /// `/dev/null`...), or that is shorter or longer than what the writer
+    /// wrote, is not appended to.
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        let path = self.dir.join(files::log_file_name(self.file_seq));
+        let mut opts = OpenOptions::new();
+        opts.append(true);
+        if self.create {
+            opts.create(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+        }
+        let mut f = opts.open(&path)?;
+        let meta = f.metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::other("not a regular file"));
+        }
+        if meta.len() < self.len {
+            return Err(io::Error::other(format!(
+                "file shrank to {} bytes from the {} written: changed outside the audit writer; \
+                 refusing to append",
+                meta.len(),
+                self.len
+            )));
+        }
+        if meta.len() > self.len {
+            if !self.dirty {
+                return Err(io::Error::other(format!(
+                    "file grew to {} bytes from the {} written: another writer on this folder, or \
+                     tampering; refusing to append (a restart checks the file)",
+                    meta.len(),
+                    self.len
+                )));
+            }
+            f.set_len(self.len)?;
+        }
+        if self.create {
+            f.sync_all()?;
+            files::sync_dir(&self.dir)?;
+        }
+        if let Err(e) = f.write_all(buf).and_then(|()| f.sync_data()) {
+            // If this fails too, the next batch cuts the file back.
+            self.dirty = f.set_len(self.len).and_then(|()| f.sync_data()).is_err();
+            return Err(e);
+        }
+        self.dirty = false;
+        self.create = false;
+        self.len += buf.len() as u64;
+        Ok(())
+    }
+}
+
+impl Output {
+    fn write(&mut self, buf: &[u8], counters: &Counters) -> io::Result<()> {
+        match self {
+            Output::Files(sink) => {
+                sink.append(buf)?;
+                if let Some(copy) = &sink.copy {
+                    if copy.try_send(buf.to_vec()).is_err() {
+                        counters.stdout_dropped.fetch_add(1, Relaxed);
+                    }
+                }
+                Ok(())
+            }
+            Output::Stdout(out) => out.write_all(buf).and_then(|()| out.flush()),
+        }
+    }
+
+    /// Whether a batch of `extra` more bytes fills the current file.
+    fn rotation_due(&self, extra: usize) -> bool {
+        match self {
+            Output::Files(sink) => sink.len + extra as u64 >= sink.max_bytes,
+            Output::Stdout(_) => false,
+        }
+    }
+
+    /// After a checkpoint was written: update `HEAD`, and start a new file
+    /// at `next_seq` if `rotate`.
+    fn checkpointed(&mut self, head: &Head, next_seq: u64, rotate: bool) -> io::Result<()> {
+        match self {
+            Output::Files(sink) => {
+                if rotate {
+                    sink.file_seq = next_seq;
+                    sink.len = 0;
+                    sink.create = true;
+                }
+                files::write_head(&sink.dir, head)
+            }
+            Output::Stdout(_) => Ok(()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Output::Files(sink) => sink
+                .dir
+                .join(files::log_file_name(sink.file_seq))
+                .display()
+                .to_string(),
+            Output::Stdout(_) => "stdout".into(),
+        }
+    }
+}
+
+// === impl Writer ===
+
+pub(crate) struct Writer {
+    keys: Arc<AuditKeys>,
+    counters: Arc<Counters>,
+    chain: Chain,
+    out: Output,
+    checkpoint_every: u64,
+    checkpoint_interval: Duration,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    /// No checkpoint-only write before this (after a failed one).
+    retry_at: Option<Instant>,
+    /// Reused batch buffer.
+    spare: Vec<u8>,
+    warned_at: Option<Instant>,
+    suppressed: u64,
+}
+
+struct Batch {
+    chain: Chain,
+    buf: Vec<u8>,
+    records: u64,
+    replies: Vec<Reply>,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        keys: Arc<AuditKeys>,
+        counters: Arc<Counters>,
+        chain: Chain,
+        since_checkpoint: u64,
+        out: Output,
+        checkpoint_every: u64,
+        checkpoint_interval: Duration,
+    ) -> Writer {
+        counters.last_seq.store(chain.next_seq() - 1, Relaxed);
+        Writer {
+            keys,
+            counters,
+            chain,
+            out,
+            checkpoint_every,
+            checkpoint_interval,
+            since_checkpoint,
+            last_checkpoint: Instant::now(),
+            retry_at: None,
+            spare: Vec::new(),
+            warned_at: None,
+            suppressed: 0,
+        }
+    }
+
+    /// The thread's body. Returns when told to shut down, or when every
+    /// sender is gone.
+    pub(crate) fn run(mut self, rx: Receiver<Msg>) {
+        let mut stopping: Vec<oneshot::Sender<()>> = Vec::new();
+        loop {
+            let first = if stopping.is_empty() {
+                match rx.recv_timeout(self.wait()) {
+                    Ok(msg) => msg,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.tick();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                // Shutting down: drain what is queued, then stop.
+                match rx.try_recv() {
+                    Ok(msg) => msg,
+                    Err(_) => break,
+                }
+            };
+            let mut batch = self.batch();
+            let mut next = Some(first);
+            while let Some(msg) = next {
+                match msg {
+                    Msg::Event { ev, at_ms, reply } => self.add(&mut batch, &ev, at_ms, reply),
+                    Msg::Shutdown(done) => stopping.push(done),
+                }
+                next = if self.full(&batch) {
+                    None
+                } else {
+                    rx.try_recv().ok()
+                };
+            }
+            self.commit(batch, false);
+        }
+        let last = self.batch();
+        self.commit(last, true);
+        for done in stopping {
+            let _ = done.send(());
+        }
+    }
+
+    /// How long to wait for the next event before a timed checkpoint.
+    fn wait(&self) -> Duration {
+        if self.since_checkpoint == 0 {
+            return IDLE_WAIT;
+        }
+        let mut at = self.last_checkpoint + self.checkpoint_interval;
+        if let Some(retry) = self.retry_at {
+            at = at.max(retry);
+        }
+        at.saturating_duration_since(Instant::now())
+    }
+
+    fn tick(&mut self) {
+        if self.since_checkpoint > 0 && self.wait().is_zero() {
+            let batch = self.batch();
+            self.commit(batch, true);
+        }
+    }
+
+    fn batch(&mut self) -> Batch {
+        let mut buf = std::mem::take(&mut self.spare);
+        buf.clear();
+        Batch {
+            chain: self.chain.clone(),
+            buf,
+            records: 0,
+            replies: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, batch: &mut Batch, ev: &Event, at_ms: u64, reply: Option<Reply>) {
+        match batch.chain.append(&mut batch.buf, ev, at_ms) {
+            Ok(_) => {
+                batch.records += 1;
+                batch.replies.extend(reply);
+            }
+            Err(e) => {
+                // Not reachable with serde_json's own map and values.
+                self.counters.lost.fetch_add(1, Relaxed);
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(()));
+                }
+                tracing::warn!(error = %e, "audit event could not be serialized; dropped");
+            }
+        }
+    }
+
+    fn full(&self, batch: &Batch) -> bool {
+        batch.records >= MAX_BATCH_RECORDS
+            || batch.buf.len() >= MAX_BATCH_BYTES
+            || self.out.rotation_due(batch.buf.len())
+    }
+
+    /// Writes a batch, with a checkpoint at its end when one is due (or
+    /// `force`d), and answers its waiters.
+    fn commit(&mut self, batch: Batch, force: bool) {
+        let Batch {
+            mut chain,
+            mut buf,
+            records,
+            replies,
+        } = batch;
+        let pending = self.since_checkpoint + records;
+        let rotate = records > 0 && self.out.rotation_due(buf.len());
+        let due = force
+            || rotate
+            || pending >= self.checkpoint_every
+            || self.last_checkpoint.elapsed() >= self.checkpoint_interval;
+        let head = if due && pending > 0 {
+            chain.append_checkpoint(&mut buf, &self.keys, now_ms())
+        } else {
+            None
+        };
+        if buf.is_empty() {
+            if due && pending > 0 {
+                // A checkpoint was due but could not be made: not reachable
+                // (there is a record to sign), but never spin on it.
+                self.retry_at = Some(Instant::now() + RETRY_AFTER);
+            }
+            self.spare = buf;
+            return;
+        }
+        match self.out.write(&buf, &self.counters) {
+            Ok(()) => {
+                self.chain = chain;
+                self.counters.written.fetch_add(records, Relaxed);
+                self.counters
+                    .last_seq
+                    .store(self.chain.next_seq() - 1, Relaxed);
+                for reply in replies {
+                    let _ = reply.send(Ok(()));
+                }
+                match head {
+                    Some(head) => {
+                        self.since_checkpoint = 0;
+                        self.last_checkpoint = Instant::now();
+                        self.retry_at = None;
+                        self.counters.checkpoints.fetch_add(1, Relaxed);
+                        if let Err(e) = self.out.checkpointed(&head, self.chain.next_seq(), rotate)
+                        {
+                            self.failed("HEAD could not be updated", &e);
+                        }
+                    }
+                    None => self.since_checkpoint = pending,
+                }
+            }
+            Err(e) => {
+                self.counters.lost.fetch_add(records, Relaxed);
+                self.retry_at = Some(Instant::now() + RETRY_AFTER);
+                // Counters first, so a caller told "no" sees them.
+                self.failed("audit write failed; the records of this batch are lost", &e);
+                for reply in replies {
+                    let _ = reply.send(Err(()));
+                }
+            }
+        }
+        self.spare = buf;
+    }
+
+    /// Counts a failure and logs it, at most once every few seconds.
+    fn failed(&mut self, what: &str, e: &io::Error) {
+        self.counters.failures.fetch_add(1, Relaxed);
+        self.counters.last_error_ms.store(now_ms().max(1), Relaxed);
+        if self.warned_at.is_some_and(|at| at.elapsed() < WARN_EVERY) {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(
+            error = %e,
+            sink = %self.out.describe(),
+            suppressed = self.suppressed,
+            "{what}"
+        );
+        self.warned_at = Some(Instant::now());
+        self.suppressed = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keeps the memory figure in `AuditConfig::queue`'s docs honest.
+    #[test]
+    fn a_queue_slot_is_about_300_bytes() {
+        let size = std::mem::size_of::<Msg>();
+        assert!((200..=320).contains(&size), "{size}");
+    }
+}
