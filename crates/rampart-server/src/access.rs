@@ -131,6 +131,7 @@ pub(crate) enum RouteName {
     DeleteStream,
     ListCaches,
     FlushCache,
+    ReadAudit,
 }
 
 pub(crate) const ROUTES: &[Route] = &[
@@ -273,6 +274,13 @@ pub(crate) const ROUTES: &[Route] = &[
         "/v1/tenants/{tenant}/namespaces/{namespace}/caches/{cache}",
         Access::Perm(Permission::CacheAdmin),
         Scope::Cache,
+    ),
+    route(
+        RouteName::ReadAudit,
+        "GET",
+        "/v1/tenants/{tenant}/audit",
+        Access::Perm(Permission::AuditRead),
+        Scope::Admin(AdminArea::Audit),
     ),
 ];
 

@@ -89,6 +89,33 @@ pub struct Config {
     pub mtls_allowed_common_names: Vec<String>,
     /// Trusted JWT / OIDC issuers (Kubernetes service accounts included).
     pub jwt_issuers: Vec<rampart_identity::JwtIssuerConfig>,
+    /// Where audit records go: `file` (under `<data_dir>/audit/`), `stdout`
+    /// or `both`.
+    pub audit_sink: AuditSink,
+    /// A signed checkpoint every this many records...
+    pub audit_checkpoint_every: u64,
+    /// ...or this often, whichever comes first.
+    pub audit_checkpoint_interval_ms: u64,
+    /// Audit files rotate at this size.
+    pub audit_max_file_bytes: u64,
+    /// Operations whose audit is mandatory (authentication, admin, secrets)
+    /// fail with 503 if their record is not durable within this bound.
+    pub audit_durable_timeout_ms: u64,
+    /// One summary record per connection for data-plane work (publishes,
+    /// subscriptions), rather than one per message.
+    pub audit_data_plane: bool,
+    /// Turns the audit log off. Dangerous: nothing records who did what.
+    pub dangerous_disable_audit: bool,
+}
+
+/// Audit sink as written in config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditSink {
+    #[default]
+    File,
+    Stdout,
+    Both,
 }
 
 impl Default for Config {
@@ -126,6 +153,13 @@ impl Default for Config {
             mtls_identities: Vec::new(),
             mtls_allowed_common_names: Vec::new(),
             jwt_issuers: Vec::new(),
+            audit_sink: AuditSink::File,
+            audit_checkpoint_every: 1000,
+            audit_checkpoint_interval_ms: 5_000,
+            audit_max_file_bytes: 64 * 1024 * 1024,
+            audit_durable_timeout_ms: 100,
+            audit_data_plane: true,
+            dangerous_disable_audit: false,
         }
     }
 }
@@ -189,6 +223,13 @@ const KEYS: &[(&str, Kind)] = &[
     ("mtls_identities", Kind::Json),
     ("mtls_allowed_common_names", Kind::List),
     ("jwt_issuers", Kind::Json),
+    ("audit_sink", Kind::Str),
+    ("audit_checkpoint_every", Kind::Int),
+    ("audit_checkpoint_interval_ms", Kind::Int),
+    ("audit_max_file_bytes", Kind::Int),
+    ("audit_durable_timeout_ms", Kind::Int),
+    ("audit_data_plane", Kind::Bool),
+    ("dangerous_disable_audit", Kind::Bool),
 ];
 
 fn json_to_toml(v: serde_json::Value) -> Option<toml::Value> {
@@ -346,6 +387,21 @@ impl Config {
         if self.token_max_ttl_secs > 30 * 24 * 3600 {
             return Err(invalid("token_max_ttl_secs", "at most 30 days".into()));
         }
+        if self.audit_checkpoint_every == 0 || self.audit_checkpoint_interval_ms == 0 {
+            return Err(invalid(
+                "audit_checkpoint_every",
+                "checkpoint count and interval must be positive".into(),
+            ));
+        }
+        if !(1..=60_000).contains(&self.audit_durable_timeout_ms) {
+            return Err(invalid(
+                "audit_durable_timeout_ms",
+                "must be 1..=60000".into(),
+            ));
+        }
+        if self.audit_max_file_bytes < 64 * 1024 {
+            return Err(invalid("audit_max_file_bytes", "at least 65536".into()));
+        }
         for (i, m) in self.mtls_identities.iter().enumerate() {
             TenantId::parse(&m.tenant)
                 .map_err(|e| invalid("mtls_identities", format!("rule {i}: {e}")))?;
@@ -371,6 +427,23 @@ impl Config {
         self.api_key_pepper_path
             .clone()
             .unwrap_or_else(|| self.data_dir.join("api_key_pepper"))
+    }
+
+    pub(crate) fn audit(&self) -> rampart_audit::AuditConfig {
+        let mut a = rampart_audit::AuditConfig::new(self.data_dir.join("audit"));
+        a.sink = match self.audit_sink {
+            AuditSink::File => rampart_audit::Sink::File,
+            AuditSink::Stdout => rampart_audit::Sink::Stdout,
+            AuditSink::Both => rampart_audit::Sink::Both,
+        };
+        a.checkpoint_every = self.audit_checkpoint_every;
+        a.checkpoint_interval = Duration::from_millis(self.audit_checkpoint_interval_ms);
+        a.max_file_bytes = self.audit_max_file_bytes;
+        a.durable_timeout = Duration::from_millis(self.audit_durable_timeout_ms);
+        // 16K queued records (about 4 MiB, allocated up front) absorb bursts;
+        // beyond that best-effort records are dropped and counted.
+        a.queue = 16 * 1024;
+        a
     }
 
     pub(crate) fn broker(&self) -> BrokerConfig {

@@ -23,12 +23,14 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::access::{frame_access, frame_resource, Access, Denied};
+use crate::audit::{self, Origin};
 use crate::auth::{now_ms, CertNames};
 use crate::config::Config;
 use crate::error::{frame_error, OpError};
 use crate::registry::Ctl;
 use crate::session::{nack, Handshake, Step};
 use crate::Shared;
+use rampart_audit::Outcome;
 
 /// Bytes the writer gathers before one write call.
 const WRITE_COALESCE: usize = 256 * 1024;
@@ -199,6 +201,11 @@ struct Subscribed_ {
 
 struct Conn {
     shared: Arc<Shared>,
+    origin: Origin,
+    /// Data-plane counts, audited once as a summary when the connection ends.
+    published: u64,
+    published_bytes: u64,
+    subscribed: u64,
     event_budget: Arc<Semaphore>,
     gathered: Option<Gathered>,
     peer: Peer,
@@ -231,6 +238,14 @@ pub(crate) async fn serve<R, W>(
     let mut shutdown = shared.shutdown.clone();
     let mut conn = Conn {
         shared: shared.clone(),
+        origin: Origin {
+            addr: Some(peer.addr),
+            agent: None,
+            transport: peer.transport,
+        },
+        published: 0,
+        published_bytes: 0,
+        subscribed: 0,
         event_budget: Arc::new(Semaphore::new(EVENT_BUDGET)),
         gathered: None,
         peer: peer.clone(),
@@ -314,6 +329,12 @@ pub(crate) async fn serve<R, W>(
                         match ctl {
                             Some(Ctl::Close(reason)) => {
                                 conn.tell(reason, 0).await;
+                                if let Some(s) = &conn.session {
+                                    shared.audit.record(conn.origin.apply(
+                                        audit::by(&s.principal, "connection.revoked", "close", Outcome::Success)
+                                            .meta("reason", format!("{reason:?}")),
+                                    ));
+                                }
                                 break End::Credential(reason);
                             }
                             Some(Ctl::PolicyChanged) => conn.recheck_subscriptions().await,
@@ -347,6 +368,17 @@ pub(crate) async fn serve<R, W>(
     }
     if let Some(s) = &conn.session {
         shared.registry.unregister(s.registry_id);
+        if shared.config.audit_data_plane {
+            shared.audit.record(
+                conn.origin.apply(
+                    audit::by(&s.principal, "connection.close", "close", Outcome::Success)
+                        .meta("reason", format!("{end:?}"))
+                        .meta("published_messages", conn.published)
+                        .meta("published_bytes", conn.published_bytes)
+                        .meta("subscriptions", conn.subscribed),
+                ),
+            );
+        }
     }
     let _ = conn.tx.send(Out::Close).await;
     drop(conn.tx);
@@ -480,6 +512,11 @@ impl Conn {
                     reason = reason.as_str(),
                     "authentication failed"
                 );
+                self.shared.audit.record(audit::auth_failure(
+                    method.as_str(),
+                    reason.as_str(),
+                    &self.origin,
+                ));
                 None
             }
         }
@@ -498,6 +535,17 @@ impl Conn {
                 credential,
             } => match self.authenticate(method, &credential).await {
                 Some(p) => {
+                    self.origin.agent = hs.agent().map(str::to_string);
+                    let ev = audit::auth_success(&p, method.as_str(), &self.origin);
+                    if self.shared.audit.mandatory(ev).await.is_err() {
+                        return self
+                            .send(nack(
+                                id,
+                                ErrorCode::UNAVAILABLE,
+                                "audit log unavailable; try again",
+                            ))
+                            .await;
+                    }
                     info!(
                         peer = %self.peer.addr,
                         transport = self.peer.transport,
@@ -561,6 +609,16 @@ impl Conn {
                 ))
                 .await;
         }
+        let ev = audit::auth_success(&p, method.as_str(), &self.origin).meta("in_band", true);
+        if self.shared.audit.mandatory(ev).await.is_err() {
+            return self
+                .send(nack(
+                    id,
+                    ErrorCode::UNAVAILABLE,
+                    "audit log unavailable; try again",
+                ))
+                .await;
+        }
         info!(
             peer = %self.peer.addr,
             tenant = %p.tenant,
@@ -604,6 +662,13 @@ impl Conn {
                     return Ok(());
                 }
                 let decision = rampart_authz::decide(&policy, &s.subject, &resource, perm);
+                self.shared.audit.record(
+                    self.origin.apply(
+                        audit::by(&s.principal, "authz.deny", perm.as_str(), Outcome::Denied)
+                            .resource(resource.to_string())
+                            .meta("reason", decision.reason.code()),
+                    ),
+                );
                 debug!(
                     peer = %self.peer.addr,
                     tenant = %s.principal.tenant,
@@ -673,6 +738,8 @@ impl Conn {
             return Ok(());
         };
         let (count, entries) = g.entries.finish();
+        self.published += u64::from(count);
+        self.published_bytes += entries.len() as u64;
         g.stream.publish(count, entries).await;
         for (id, mode) in g.acks {
             if mode != AckMode::None {
@@ -716,8 +783,16 @@ impl Conn {
                 let Some(s) = &self.session else {
                     return Err(OpError::Denied(Denied::NotAClientFrame));
                 };
-                let (token, expires_at_ms) =
+                let (token, expires_at_ms, jti) =
                     self.shared.issue_token(&s.principal, u64::from(t.ttl_ms))?;
+                let ev = self.origin.apply(
+                    audit::by(&s.principal, "token.issue", "issue", Outcome::Success)
+                        .meta("token_id", self.shared.audit.hmac_id(&jti))
+                        .meta("expires_at_ms", expires_at_ms),
+                );
+                if self.shared.audit.mandatory(ev).await.is_err() {
+                    return Err(OpError::AuditUnavailable);
+                }
                 self.reply(Frame::new(
                     id,
                     Token {
@@ -735,6 +810,8 @@ impl Conn {
                 };
                 let stream = self.stream(path)?;
                 if p.count > 0 {
+                    self.published += u64::from(p.count);
+                    self.published_bytes += p.entries.len() as u64;
                     stream.publish(p.count, p.entries).await;
                 }
                 self.ack(id, p.ack, p.count).await
@@ -757,6 +834,7 @@ impl Conn {
                 let sub = Arc::new(stream.subscribe().await);
                 let sid = self.next_subscription;
                 self.next_subscription += 1;
+                self.subscribed += 1;
                 // SUBSCRIBED goes into the writer queue before any event.
                 self.reply(Frame::new(
                     id,

@@ -45,7 +45,7 @@ impl Shared {
         &self,
         p: &Principal,
         ttl_ms: u64,
-    ) -> Result<(Secret<String>, u64), crate::error::OpError> {
+    ) -> Result<(Secret<String>, u64, String), crate::error::OpError> {
         let now = now_ms();
         let default = self.config.token_ttl_secs * 1000;
         let max = self.config.token_max_ttl_secs * 1000;
@@ -65,7 +65,7 @@ impl Shared {
             _ => None,
         };
         let claims = TokenClaims {
-            jti,
+            jti: jti.clone(),
             tenant: p.tenant.to_string(),
             principal: p.name.clone(),
             roles: p.roles.clone(),
@@ -74,7 +74,7 @@ impl Shared {
             src: p.kind.as_str().to_string(),
             cid,
         };
-        Ok((self.identity.signer.issue(&claims), exp))
+        Ok((self.identity.signer.issue(&claims), exp, jti))
     }
 
     /// Revokes one token, or every token of a principal issued until now,

@@ -13,6 +13,7 @@ use crate::session::nack;
 pub(crate) enum OpError {
     Denied(Denied),
     CredentialExpired,
+    AuditUnavailable,
     Internal,
     Broker(BrokerError),
     Body(BodyError),
@@ -27,6 +28,7 @@ impl OpError {
             OpError::Denied(Denied::Forbidden) => ErrorCode::FORBIDDEN,
             OpError::Denied(Denied::NotAClientFrame) => ErrorCode::BAD_REQUEST,
             OpError::CredentialExpired => ErrorCode::UNAUTHORIZED,
+            OpError::AuditUnavailable => ErrorCode::UNAVAILABLE,
             OpError::Internal => ErrorCode::INTERNAL,
             OpError::Broker(BrokerError::StreamNotFound) => ErrorCode::NOT_FOUND,
             OpError::Broker(BrokerError::CacheFull { .. }) => ErrorCode::INSUFFICIENT_STORAGE,
@@ -46,6 +48,7 @@ impl OpError {
                 "frame type not accepted from clients".into()
             }
             OpError::CredentialExpired => "credential expired; send AUTH to resume".into(),
+            OpError::AuditUnavailable => "audit log unavailable; try again".into(),
             OpError::Internal => "internal error".into(),
             OpError::Broker(BrokerError::StreamNotFound) => "stream not found".into(),
             OpError::Broker(e @ BrokerError::CacheFull { .. }) => e.to_string(),

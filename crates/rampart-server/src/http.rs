@@ -29,9 +29,11 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tracing::{debug, info, warn};
 
 use crate::access::{Access, Route, RouteName, Scope, ROUTES};
+use crate::audit::{self, Origin};
 use crate::auth::{AuthFailure, CertNames};
 use crate::control::{stream_path, ControlError};
 use crate::Shared;
+use rampart_audit::Outcome;
 
 /// Largest request body.
 const BODY_LIMIT: usize = 1024 * 1024;
@@ -53,6 +55,8 @@ pub(crate) enum ApiError {
     NotFound(&'static str),
     BadRequest(String),
     Conflict(String),
+    /// The audit log could not record a mandatory event in time.
+    Unavailable,
     Internal,
 }
 
@@ -64,6 +68,10 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(what) => (StatusCode::NOT_FOUND, format!("{what} not found")),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
+            ApiError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit log unavailable; try again".to_string(),
+            ),
             ApiError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal error".to_string(),
@@ -99,6 +107,7 @@ fn bad_name(e: impl std::fmt::Display) -> ApiError {
 #[derive(Debug)]
 pub(crate) struct Authed {
     principal: Option<Principal>,
+    origin: Origin,
     /// The tenant named by the path, when there is one.
     tenant: Option<TenantId>,
 }
@@ -159,28 +168,39 @@ impl FromRequestParts<Arc<Shared>> for Authed {
             .get("tenant")
             .map(|t| TenantId::parse(t).map_err(bad_name))
             .transpose()?;
+        let peer = parts.extensions.get::<PeerInfo>().cloned();
+        let origin = Origin {
+            addr: peer.as_ref().map(|p| p.addr),
+            agent: parts
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().filter(|c| !c.is_control()).take(128).collect()),
+            transport: "https",
+        };
         if route.access == Access::Public {
             return Ok(Authed {
                 principal: None,
+                origin,
                 tenant,
             });
         }
-        let peer = parts.extensions.get::<PeerInfo>().cloned();
         let principal = match bearer(parts) {
             Some(cred) => shared
                 .identity
                 .authenticate(method_of(cred.expose()), cred.expose().as_bytes(), None)
                 .await
-                .map_err(|f| refused(f, peer.as_ref()))?,
+                .map_err(|f| refused(shared, f, method_of(cred.expose()), &origin))?,
             None => match peer.as_ref().and_then(|p| p.cert.as_ref()) {
                 Some(cert) => shared
                     .identity
                     .authenticate(AuthMethod::ClientCert, &[], Some(cert))
                     .await
-                    .map_err(|f| refused(f, peer.as_ref()))?,
+                    .map_err(|f| refused(shared, f, AuthMethod::ClientCert, &origin))?,
                 None => return Err(ApiError::Unauthenticated),
             },
         };
+        let mut denial: Option<(String, &'static str)> = None;
         let allowed = match route.access {
             Access::Public | Access::Authenticated => true,
             Access::Operator => {
@@ -199,6 +219,7 @@ impl FromRequestParts<Arc<Shared>> for Authed {
                 let policy = shared.policy.read().unwrap_or_else(|e| e.into_inner());
                 let d = rampart_authz::decide(&policy, &subject, &resource, perm);
                 if !d.allowed {
+                    denial = Some((resource.to_string(), d.reason.code()));
                     debug!(
                         tenant = %principal.tenant,
                         principal = %principal.name,
@@ -212,24 +233,68 @@ impl FromRequestParts<Arc<Shared>> for Authed {
             }
             Access::ServerOnly | Access::Unlisted => false,
         };
+        let route_name = format!("{:?}", route.name);
         if !allowed {
+            let (resource, reason) =
+                denial.unwrap_or_else(|| (route.path.to_string(), "operator_only"));
+            shared.audit.record(
+                origin.apply(
+                    audit::by(&principal, "authz.deny", &route_name, Outcome::Denied)
+                        .resource(resource)
+                        .meta("reason", reason)
+                        .meta("route", format!("{} {}", route.method, route.path)),
+                ),
+            );
             return Err(ApiError::Forbidden);
+        }
+        // Admin requests are audited before they run; if that cannot be made
+        // durable in time, the request is refused rather than run unaudited.
+        if matches!(route.access, Access::Operator | Access::Perm(_)) {
+            let mut ev = audit::by(&principal, "admin.request", &route_name, Outcome::Success)
+                .meta("route", format!("{} {}", route.method, route.path));
+            if let Some(t) = &tenant {
+                ev = ev.meta("target_tenant", t.to_string());
+            }
+            if shared.audit.mandatory(origin.apply(ev)).await.is_err() {
+                return Err(ApiError::Unavailable);
+            }
         }
         Ok(Authed {
             principal: Some(principal),
+            origin,
             tenant,
         })
     }
 }
 
-fn refused(f: AuthFailure, peer: Option<&PeerInfo>) -> ApiError {
+fn refused(shared: &Shared, f: AuthFailure, method: AuthMethod, origin: &Origin) -> ApiError {
     warn!(
-        peer = ?peer.map(|p| p.addr),
+        peer = ?origin.addr,
         transport = "https",
+        method = method.as_str(),
         reason = f.as_str(),
         "authentication failed"
     );
+    shared
+        .audit
+        .record(audit::auth_failure(method.as_str(), f.as_str(), origin));
     ApiError::Unauthenticated
+}
+
+/// Records what an admin request changed (best effort: the request itself
+/// was audited before it ran).
+fn changed(shared: &Shared, a: &Authed, event_type: &str, action: &str, meta: Value) {
+    let Some(p) = &a.principal else { return };
+    let mut ev = audit::by(p, event_type, action, Outcome::Success);
+    if let Some(t) = &a.tenant {
+        ev = ev.meta("target_tenant", t.to_string());
+    }
+    if let Value::Object(m) = meta {
+        for (k, v) in m {
+            ev = ev.meta(k, v);
+        }
+    }
+    shared.audit.record(a.origin.apply(ev));
 }
 
 fn route_resource(
@@ -275,6 +340,7 @@ struct AuthBody {
 
 async fn auth(
     State(shared): State<Arc<Shared>>,
+    a: Authed,
     Extension(peer): Extension<PeerInfo>,
     body: Option<Json<AuthBody>>,
 ) -> Result<Json<Value>, ApiError> {
@@ -296,11 +362,17 @@ async fn auth(
         .identity
         .authenticate(method, cred.expose().as_bytes(), peer.cert.as_ref())
         .await
-        .map_err(|f| refused(f, Some(&peer)))?;
+        .map_err(|f| refused(&shared, f, method, &a.origin))?;
     let ttl_ms = body.ttl.unwrap_or(0).saturating_mul(1000);
-    let (token, exp) = shared
+    let (token, exp, jti) = shared
         .issue_token(&p, ttl_ms)
         .map_err(|_| ApiError::Internal)?;
+    let ev = audit::auth_success(&p, method.as_str(), &a.origin)
+        .meta("token_id", shared.audit.hmac_id(&jti))
+        .meta("token_expires_at_ms", exp);
+    if shared.audit.mandatory(ev).await.is_err() {
+        return Err(ApiError::Unavailable);
+    }
     let lease = exp.saturating_sub(crate::auth::now_ms()) / 1000;
     info!(
         peer = %peer.addr,
@@ -354,6 +426,13 @@ async fn create_tenant(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let t = TenantId::parse(&b.name).map_err(bad_name)?;
     let (r, k) = shared.create_tenant(&t)?;
+    changed(
+        &shared,
+        &_a,
+        "tenant.create",
+        "create",
+        json!({ "tenant": t.as_str(), "admin_key_id": shared.audit.hmac_id(&k.record.id) }),
+    );
     let mut v = tenant_json(&r);
     v["admin_key"] = key_json(&k.record);
     v["admin_key"]["key"] = Value::String(k.key.expose().clone());
@@ -365,6 +444,13 @@ async fn disable_tenant(
     a: Authed,
 ) -> Result<Json<Value>, ApiError> {
     let (r, closed) = shared.set_tenant_disabled(a.tenant()?, true)?;
+    changed(
+        &shared,
+        &a,
+        "tenant.disable",
+        "disable",
+        json!({ "before": { "disabled": false }, "after": { "disabled": true }, "connections_closed": closed }),
+    );
     Ok(Json(
         json!({ "tenant": tenant_json(&r), "connections_closed": closed }),
     ))
@@ -375,6 +461,13 @@ async fn enable_tenant(
     a: Authed,
 ) -> Result<Json<Value>, ApiError> {
     let (r, _) = shared.set_tenant_disabled(a.tenant()?, false)?;
+    changed(
+        &shared,
+        &a,
+        "tenant.enable",
+        "enable",
+        json!({ "before": { "disabled": true }, "after": { "disabled": false } }),
+    );
     Ok(Json(json!({ "tenant": tenant_json(&r) })))
 }
 
@@ -415,6 +508,13 @@ async fn create_key(
         roles,
         b.expires_in_secs.map(|s| s.saturating_mul(1000)),
     )?;
+    changed(
+        &shared,
+        &a,
+        "key.create",
+        "create",
+        json!({ "key_id": shared.audit.hmac_id(&k.record.id), "name": k.record.name, "roles": k.record.roles, "expires_ms": k.record.expires_ms }),
+    );
     let mut v = key_json(&k.record);
     v["key"] = Value::String(k.key.expose().clone());
     Ok((StatusCode::CREATED, Json(v)))
@@ -427,6 +527,13 @@ async fn revoke_key(
 ) -> Result<Json<Value>, ApiError> {
     let id = p.get("id").ok_or(ApiError::NotFound("key"))?;
     let closed = shared.revoke_key(a.tenant()?, id)?;
+    changed(
+        &shared,
+        &a,
+        "key.revoke",
+        "revoke",
+        json!({ "key_id": shared.audit.hmac_id(id), "connections_closed": closed }),
+    );
     Ok(Json(json!({ "revoked": id, "connections_closed": closed })))
 }
 
@@ -445,6 +552,13 @@ async fn rotate_key(
     let id = p.get("id").ok_or(ApiError::NotFound("key"))?;
     let grace = body.and_then(|Json(b)| b.grace_secs).unwrap_or(3600);
     let k = shared.rotate_key(a.tenant()?, id, grace.saturating_mul(1000))?;
+    changed(
+        &shared,
+        &a,
+        "key.rotate",
+        "rotate",
+        json!({ "key_id": shared.audit.hmac_id(id), "new_key_id": shared.audit.hmac_id(&k.record.id), "grace_secs": grace }),
+    );
     let mut v = key_json(&k.record);
     v["key"] = Value::String(k.key.expose().clone());
     v["replaces"] = Value::String(id.clone());
@@ -465,6 +579,13 @@ async fn revoke_tokens(
 ) -> Result<Json<Value>, ApiError> {
     let closed =
         shared.revoke_tokens(a.tenant()?, b.token_id.as_deref(), b.principal.as_deref())?;
+    changed(
+        &shared,
+        &a,
+        "token.revoke",
+        "revoke",
+        json!({ "token_id": b.token_id.as_deref().map(|t| shared.audit.hmac_id(t)), "principal": b.principal, "connections_closed": closed }),
+    );
     Ok(Json(json!({ "connections_closed": closed })))
 }
 
@@ -478,7 +599,16 @@ async fn put_acl(
     a: Authed,
     body: String,
 ) -> Result<Json<Value>, ApiError> {
+    let before = shared.acl_text(a.tenant()?)?;
     let applied = shared.apply_acl(a.tenant()?, &body)?;
+    let after = shared.acl_text(a.tenant()?)?;
+    changed(
+        &shared,
+        &a,
+        "acl.apply",
+        "apply",
+        json!({ "namespaces": applied, "before": before, "after": after }),
+    );
     Ok(Json(json!({ "applied": applied })))
 }
 
@@ -572,7 +702,14 @@ async fn create_stream(
         p.get("namespace").map_or("", String::as_str),
         &b.name,
     )?;
-    shared.create_stream(path)?;
+    shared.create_stream(path.clone())?;
+    changed(
+        &shared,
+        &a,
+        "stream.create",
+        "create",
+        json!({ "stream": path.to_string() }),
+    );
     Ok(StatusCode::CREATED)
 }
 
@@ -587,6 +724,13 @@ async fn delete_stream(
         p.get("stream").map_or("", String::as_str),
     )?;
     shared.delete_stream(&path)?;
+    changed(
+        &shared,
+        &a,
+        "stream.delete",
+        "delete",
+        json!({ "stream": path.to_string() }),
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -626,8 +770,44 @@ async fn flush_cache(
     let cache = rampart_proto::CacheName::parse(p.get("cache").map_or("", String::as_str))
         .map_err(bad_name)?;
     let removed = shared.broker.cache().flush(a.tenant()?, &ns, &cache);
+    changed(
+        &shared,
+        &a,
+        "cache.flush",
+        "flush",
+        json!({ "namespace": ns.as_str(), "cache": cache.as_str(), "removed": removed }),
+    );
     info!(tenant = %a.tenant()?, namespace = %ns, cache = %cache, removed, "cache flushed");
     Ok(Json(json!({ "removed": removed })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    since: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// A tenant's own audit records, oldest first after `since`.
+async fn read_audit(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = a.tenant()?.to_string();
+    let dir = shared.config.data_dir.join("audit");
+    let since = q.since.unwrap_or(0);
+    let limit = q.limit.unwrap_or(1000).min(10_000);
+    let records = tokio::task::spawn_blocking(move || {
+        rampart_audit::read_records(&dir, Some(&tenant), since, limit)
+    })
+    .await
+    .map_err(|_| ApiError::Internal)?
+    .map_err(|e| {
+        tracing::error!(error = %e, "reading audit records");
+        ApiError::Internal
+    })?;
+    Ok(Json(json!({ "records": records })))
 }
 
 async fn not_found() -> ApiError {
@@ -669,6 +849,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             RouteName::ListStreams => on(f, list_streams),
             RouteName::ListCaches => on(f, list_caches),
             RouteName::FlushCache => on(f, flush_cache),
+            RouteName::ReadAudit => on(f, read_audit),
             RouteName::CreateStream => on(f, create_stream),
             RouteName::DeleteStream => on(f, delete_stream),
         };

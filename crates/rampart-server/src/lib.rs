@@ -7,6 +7,7 @@
 //! - `tls`: TLS 1.3-only rustls configuration, certificates from files.
 //! - `dev`: `--dev` mode's local CA, certificate and admin key.
 //! - `session`: the pre-AUTH handshake as a pure state machine.
+//! - `audit`: the server's audit events, built in one place.
 //! - `auth`: every credential kind turned into a principal; live key,
 //!   tenant and revocation state.
 //! - `access`: the one permission table for wire frames and HTTPS routes.
@@ -18,6 +19,7 @@
 //! - `http`: the HTTPS API (`/v1/auth`, admin routes).
 
 mod access;
+mod audit;
 mod auth;
 mod config;
 mod conn;
@@ -44,7 +46,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 pub use auth::MtlsIdentity;
-pub use config::{ClientAuth, Config, ConfigError, SlowConsumer};
+pub use config::{AuditSink, ClientAuth, Config, ConfigError, SlowConsumer};
 pub use dev::{DevError, DevSetup, DEV_TENANT};
 pub use tls::{TlsError, ALPN};
 
@@ -56,6 +58,7 @@ pub(crate) struct Shared {
     pub(crate) identity: auth::Identity,
     pub(crate) policy: std::sync::RwLock<rampart_authz::Policy>,
     pub(crate) registry: registry::Registry,
+    pub(crate) audit: rampart_audit::Auditor,
     pub(crate) shutdown: watch::Receiver<bool>,
     active: AtomicUsize,
 }
@@ -109,6 +112,8 @@ pub enum StartError {
     Jwt(String),
     #[error("ACL documents in the store: {0}")]
     Acl(String),
+    #[error("audit log: {0}")]
+    Audit(String),
 }
 
 /// How to start a server.
@@ -270,6 +275,23 @@ impl Server {
             }
         }
 
+        let audit = if config.dangerous_disable_audit {
+            warn!(
+                "dangerous_disable_audit is set: NOTHING is audited; never do this in production"
+            );
+            rampart_audit::Auditor::disabled()
+        } else {
+            let keys = rampart_audit::AuditKeys::load_or_create(&config.data_dir)
+                .map_err(|e| StartError::Audit(e.to_string()))?;
+            rampart_audit::Auditor::start(config.audit(), keys)
+                .map_err(|e| StartError::Audit(e.to_string()))?
+        };
+        audit.record(rampart_audit::Event::new(
+            "server.start",
+            "start",
+            rampart_audit::Outcome::Success,
+        ));
+
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let quic_bind = config.quic_bind.clone();
         let tcp_bind = config.tcp_bind.clone();
@@ -280,6 +302,7 @@ impl Server {
             identity,
             policy: std::sync::RwLock::new(policy),
             registry: registry::Registry::default(),
+            audit,
             shutdown: shutdown_rx,
             active: AtomicUsize::new(0),
         });
@@ -398,6 +421,12 @@ impl Server {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        self.shared.audit.record(rampart_audit::Event::new(
+            "server.stop",
+            "stop",
+            rampart_audit::Outcome::Success,
+        ));
+        self.shared.audit.shutdown().await;
         info!("rampart stopped");
     }
 }

@@ -27,6 +27,8 @@ pub(crate) enum Step {
 #[derive(Debug)]
 pub(crate) struct Handshake {
     hello: bool,
+    /// What the client called itself in HELLO, for audit records.
+    agent: Option<String>,
     failures: u32,
     max_failures: u32,
     max_frame: u32,
@@ -47,6 +49,7 @@ impl Handshake {
     pub(crate) fn new(max_failures: u32, max_frame: usize) -> Self {
         Self {
             hello: false,
+            agent: None,
             failures: 0,
             max_failures,
             max_frame: u32::try_from(max_frame).unwrap_or(DEFAULT_MAX_FRAME as u32),
@@ -66,8 +69,15 @@ impl Handshake {
                     h.version, PROTOCOL_VERSION
                 ),
             )),
-            Message::Hello(_) => {
+            Message::Hello(h) => {
                 self.hello = true;
+                self.agent = Some(
+                    h.agent
+                        .chars()
+                        .filter(|c| !c.is_control())
+                        .take(128)
+                        .collect(),
+                );
                 Step::Reply(Frame::new(
                     f.id,
                     Hello {
@@ -88,6 +98,10 @@ impl Handshake {
             },
             _ => Step::Reply(nack(f.id, ErrorCode::UNAUTHORIZED, "unauthenticated")),
         }
+    }
+
+    pub(crate) fn agent(&self) -> Option<&str> {
+        self.agent.as_deref()
     }
 
     /// Records a refused credential. The connection closes after

@@ -90,6 +90,16 @@ struct PubsubArgs {
     /// Give up on a run after this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// The local server's audit log: `on` (the default settings) or `off`
+    /// (`dangerous_disable_audit`), to measure what auditing costs.
+    #[arg(long, value_enum, default_value = "on")]
+    audit: OnOff,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 struct Row {
@@ -123,13 +133,14 @@ struct LocalServer {
 }
 
 impl LocalServer {
-    fn start() -> Result<Self, Failure> {
+    fn start(audit: bool) -> Result<Self, Failure> {
         let dir = tempfile::tempdir()?;
         let mut config = rampart_server::Config::load(None, &|_| None)?;
         config.data_dir = dir.path().to_path_buf();
         config.quic_bind = "127.0.0.1:0".into();
         config.tcp_bind = "127.0.0.1:0".into();
         config.http_bind = String::new();
+        config.dangerous_disable_audit = !audit;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -222,7 +233,7 @@ pub(crate) async fn run(a: BenchArgs) -> Result<ExitCode, Failure> {
             vec![(url.clone(), c, name)]
         }
         None => {
-            let s = LocalServer::start()?;
+            let s = LocalServer::start(a.audit == OnOff::On)?;
             let mk = || {
                 let mut c = ClientConfig::default();
                 c.tls_ca_cert_path = Some(s.ca.clone());

@@ -61,7 +61,7 @@ impl HttpArgs {
     }
 }
 
-async fn call(
+pub(crate) async fn call(
     http: &HttpArgs,
     method: &str,
     path: &str,

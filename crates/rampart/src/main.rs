@@ -8,10 +8,12 @@
 //! - `cmd_key`: `rampart key hash`, and the managed key commands.
 //! - `cmd_admin`: admin commands over the HTTPS API (`key`, `tenant`,
 //!   `acl`, `token`, `stream`).
+//! - `cmd_audit`: `rampart audit verify|hash|read`.
 //! - `bench`: `rampart bench pubsub`.
 
 mod bench;
 mod cmd_admin;
+mod cmd_audit;
 mod cmd_client;
 mod cmd_key;
 mod cmd_server;
@@ -51,6 +53,8 @@ enum Cmd {
     Token(cmd_admin::TokenArgs),
     /// Declared streams: create, delete, list.
     Stream(cmd_admin::StreamArgs),
+    /// The audit log: verify, hash, read.
+    Audit(cmd_audit::AuditArgs),
     /// Benchmarks.
     Bench(bench::BenchArgs),
 }
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
             Cmd::Acl(a) => cmd_admin::acl(a).await,
             Cmd::Token(a) => cmd_admin::token(a).await,
             Cmd::Stream(a) => cmd_admin::stream(a).await,
+            Cmd::Audit(a) => cmd_audit::run(a).await,
             Cmd::Bench(a) => bench::run(a).await,
         }
     });

@@ -54,6 +54,10 @@ pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
 }
 
 impl TestServer {
+    pub fn data_dir(&self) -> PathBuf {
+        self._dir.path().to_path_buf()
+    }
+
     pub fn url(&self, t: Transport) -> String {
         match t {
             Transport::Quic => format!("quic://{}", self.server.quic_addr().expect("quic")),
