@@ -444,3 +444,98 @@ fn admin_commands_end_to_end() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn audit_verify_and_hash_commands() {
+    let mut s = DevServer::start();
+    let url = format!("tls://{}", s.tcp);
+    let out = run_ok(
+        s.cli(&url)
+            .args(["key", "create", "--tenant", "dev", "--name", "x"]),
+    );
+    assert!(last_line(&out).starts_with("rampart_"));
+    run_ok(s.cli(&url).args(["pub", "dev/demo/a", "hello"]));
+    let listed: serde_json::Value = serde_json::from_str(&run_ok(
+        s.cli(&url).args(["key", "list", "--tenant", "dev"]),
+    ))
+    .unwrap();
+    let key_id = listed["keys"][0]["id"].as_str().unwrap().to_string();
+    // A clean stop writes the final checkpoint.
+    let pid = s.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "server stopped on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let audit = s.data().join("audit");
+    let pubkey = s.dir.path().join("audit.pub.pinned");
+    std::fs::copy(audit.join("audit.pub"), &pubkey).unwrap();
+    let o = Command::new(BIN)
+        .args(["audit", "verify"])
+        .arg(&audit)
+        .arg("--public-key")
+        .arg(&pubkey)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{said}");
+    assert!(
+        said.starts_with("ok:") && said.contains("0 record(s) after the last checkpoint"),
+        "{said}"
+    );
+
+    // The HMAC of the key id, as recorded.
+    let listed: Vec<serde_json::Value> = std::fs::read_dir(&audit)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let recorded = listed
+        .iter()
+        .find(|r| r["event_type"] == "key.create")
+        .expect("key.create recorded")["metadata"]["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(recorded.starts_with("hmac:"));
+    let o = Command::new(BIN)
+        .args(["audit", "hash", &key_id, "--data-dir"])
+        .arg(s.data())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), recorded);
+
+    // One changed byte: verification fails and names the record.
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&audit)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let tampered = text.replacen("\"action\":\"start\"", "\"action\":\"stort\"", 1);
+    assert_ne!(text, tampered);
+    std::fs::write(&files[0], tampered).unwrap();
+    let o = Command::new(BIN)
+        .args(["audit", "verify"])
+        .arg(&audit)
+        .arg("--public-key")
+        .arg(&pubkey)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(!o.status.success(), "{said}");
+    assert!(said.contains("FAILED") && said.contains("seq"), "{said}");
+}
