@@ -443,6 +443,20 @@ fn admin_commands_end_to_end() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+
+    // Neither the server log nor the audit log holds a key or a token.
+    let mut s = s;
+    let log = s.stop_and_read_log();
+    let audit = std::fs::read_dir(s.data().join("audit"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .collect::<String>();
+    assert!(log.contains("authenticated"), "the log is real");
+    assert!(audit.contains("auth.success"), "the audit log is real");
+    for secret in [key.as_str(), acme_key.as_str(), token.as_str()] {
+        assert!(!log.contains(secret), "server log leaks a credential");
+        assert!(!audit.contains(secret), "audit log leaks a credential");
+    }
 }
 
 #[test]
