@@ -413,6 +413,22 @@ impl Conn {
             .map_err(|_| End::WriterGone)
     }
 
+    /// Makes a login's audit record durable. When the audit log cannot,
+    /// answers request `id` with 503 and returns false: the login does not
+    /// happen unaudited.
+    async fn audited(&self, id: u64, ev: rampart_audit::Event) -> Result<bool, End> {
+        if self.shared.audit.mandatory(ev).await.is_ok() {
+            return Ok(true);
+        }
+        self.send(nack(
+            id,
+            ErrorCode::UNAVAILABLE,
+            "audit log unavailable; try again",
+        ))
+        .await?;
+        Ok(false)
+    }
+
     /// Sends AUTH_REQUIRED.
     async fn tell(&self, reason: ReauthReason, deadline_ms: u64) {
         let message = match reason {
@@ -537,14 +553,8 @@ impl Conn {
                 Some(p) => {
                     self.origin.agent = hs.agent().map(str::to_string);
                     let ev = audit::auth_success(&p, method.as_str(), &self.origin);
-                    if self.shared.audit.mandatory(ev).await.is_err() {
-                        return self
-                            .send(nack(
-                                id,
-                                ErrorCode::UNAVAILABLE,
-                                "audit log unavailable; try again",
-                            ))
-                            .await;
+                    if !self.audited(id, ev).await? {
+                        return Ok(());
                     }
                     info!(
                         peer = %self.peer.addr,
@@ -597,10 +607,11 @@ impl Conn {
             }
             return self.send(reply).await;
         };
-        let Some(s) = &mut self.session else {
-            return Ok(());
-        };
-        if p.tenant != s.principal.tenant || p.name != s.principal.name {
+        let same = self
+            .session
+            .as_ref()
+            .is_some_and(|s| p.tenant == s.principal.tenant && p.name == s.principal.name);
+        if !same {
             return self
                 .send(nack(
                     id,
@@ -610,15 +621,12 @@ impl Conn {
                 .await;
         }
         let ev = audit::auth_success(&p, method.as_str(), &self.origin).meta("in_band", true);
-        if self.shared.audit.mandatory(ev).await.is_err() {
-            return self
-                .send(nack(
-                    id,
-                    ErrorCode::UNAVAILABLE,
-                    "audit log unavailable; try again",
-                ))
-                .await;
+        if !self.audited(id, ev).await? {
+            return Ok(());
         }
+        let Some(s) = &mut self.session else {
+            return Ok(());
+        };
         info!(
             peer = %self.peer.addr,
             tenant = %p.tenant,

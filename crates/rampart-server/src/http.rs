@@ -895,26 +895,11 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
 /// Accepts HTTPS connections until shutdown.
 pub(crate) async fn run(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {
     let app = router(shared.clone());
-    let mut shutdown = shared.shutdown.clone();
-    loop {
-        let (stream, addr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(error = %e, "https accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        let app = app.clone();
-        let acceptor = acceptor.clone();
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            serve_conn(stream, addr, acceptor, app, shared).await;
-        });
-    }
+    let shutdown = shared.shutdown.clone();
+    crate::transport::accept_tcp(listener, shutdown, "https", |stream, addr| {
+        serve_conn(stream, addr, acceptor.clone(), app.clone(), shared.clone())
+    })
+    .await;
 }
 
 async fn serve_conn(

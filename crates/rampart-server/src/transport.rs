@@ -16,29 +16,46 @@ use crate::auth::CertNames;
 use crate::conn::{serve, Peer};
 use crate::Shared;
 
-/// Accepts TLS-over-TCP connections until shutdown.
-pub(crate) async fn run_tcp(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {
-    let mut shutdown = shared.shutdown.clone();
+/// Accepts TCP connections until shutdown and hands each to `handle` on a
+/// task of its own. A failing accept (out of file descriptors and the like)
+/// backs off and keeps serving.
+pub(crate) async fn accept_tcp<F, Fut>(
+    listener: TcpListener,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    what: &'static str,
+    mut handle: F,
+) where
+    F: FnMut(TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     loop {
         let (stream, addr) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    warn!(error = %e, "tcp accept failed");
+                    warn!(error = %e, listener = what, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             _ = shutdown.changed() => break,
         };
+        tokio::spawn(handle(stream, addr));
+    }
+}
+
+/// Accepts TLS-over-TCP connections until shutdown.
+pub(crate) async fn run_tcp(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {
+    let shutdown = shared.shutdown.clone();
+    accept_tcp(listener, shutdown, "tcp", |stream, addr| {
         let shared = shared.clone();
         let acceptor = acceptor.clone();
-        tokio::spawn(async move {
+        async move {
             let _guard = shared.track();
             handle_tcp(stream, addr, acceptor, shared.clone()).await;
-        });
-    }
+        }
+    })
+    .await;
 }
 
 async fn handle_tcp(

@@ -37,26 +37,7 @@ impl HttpArgs {
     fn client(&self) -> Result<AdminClient, Failure> {
         let mut c = ClientConfig::default();
         c.tls_ca_cert_path = self.ca_cert.clone();
-        // Credentials given in the environment beat a key file.
-        match (
-            std::env::var("RAMPART_API_KEY")
-                .ok()
-                .filter(|k| !k.is_empty()),
-            std::env::var("RAMPART_TOKEN")
-                .ok()
-                .filter(|k| !k.is_empty()),
-            &self.api_key_file,
-        ) {
-            (Some(k), _, _) => c.api_key = Some(Secret::new(k)),
-            (None, Some(t), _) => c.token = Some(Secret::new(t)),
-            (None, None, Some(f)) => c.api_key = Some(read_key_file(f)?),
-            _ => {
-                return Err(Failure(
-                    "no credential: set RAMPART_API_KEY, RAMPART_API_KEY_FILE or RAMPART_TOKEN"
-                        .into(),
-                ))
-            }
-        }
+        crate::cmd_client::set_credential(&mut c, self.api_key_file.as_deref())?;
         Ok(AdminClient::new(&self.http_url, &c)?)
     }
 }

@@ -38,22 +38,7 @@ impl ConnectArgs {
     pub(crate) fn config(&self) -> Result<ClientConfig, Failure> {
         let mut c = ClientConfig::default();
         c.tls_ca_cert_path = self.ca_cert.clone();
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        // Credentials given in the environment beat a key file.
-        match (
-            env("RAMPART_API_KEY"),
-            env("RAMPART_TOKEN"),
-            &self.api_key_file,
-        ) {
-            (Some(k), _, _) => c.api_key = Some(Secret::new(k)),
-            (None, Some(t), _) => c.token = Some(Secret::new(t)),
-            (None, None, Some(f)) => c.api_key = Some(read_key_file(f)?),
-            _ => {
-                return Err(Failure(
-                    "no API key: set RAMPART_API_KEY, RAMPART_API_KEY_FILE or RAMPART_TOKEN".into(),
-                ))
-            }
-        }
+        set_credential(&mut c, self.api_key_file.as_deref())?;
         if self.dangerous_skip_verify {
             eprintln!("rampart: WARNING: --dangerous-skip-verify: the server is not verified");
             c.dangerous_skip_verify = true;
@@ -66,6 +51,27 @@ impl ConnectArgs {
             .await
             .map_err(describe)
     }
+}
+
+/// Puts the caller's credential in `c`: `RAMPART_API_KEY`, else
+/// `RAMPART_TOKEN`, else the key file. Credentials given in the environment
+/// beat a key file; none ever comes from the command line.
+pub(crate) fn set_credential(
+    c: &mut ClientConfig,
+    key_file: Option<&std::path::Path>,
+) -> Result<(), Failure> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match (env("RAMPART_API_KEY"), env("RAMPART_TOKEN"), key_file) {
+        (Some(k), _, _) => c.api_key = Some(Secret::new(k)),
+        (None, Some(t), _) => c.token = Some(Secret::new(t)),
+        (None, None, Some(f)) => c.api_key = Some(read_key_file(f)?),
+        _ => {
+            return Err(Failure(
+                "no credential: set RAMPART_API_KEY, RAMPART_API_KEY_FILE or RAMPART_TOKEN".into(),
+            ))
+        }
+    }
+    Ok(())
 }
 
 /// Formats an error with its NACK code first, for scripts.
