@@ -14,16 +14,19 @@ pub enum Table {
     Revocations,
     Streams,
     Meta,
+    /// Wrapped key-encryption and data keys.
+    Keyring,
 }
 
 impl Table {
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Tenants,
         Table::Keys,
         Table::Acls,
         Table::Revocations,
         Table::Streams,
         Table::Meta,
+        Table::Keyring,
     ];
 
     pub fn name(self) -> &'static str {
@@ -34,6 +37,7 @@ impl Table {
             Table::Revocations => "revocations",
             Table::Streams => "streams",
             Table::Meta => "meta",
+            Table::Keyring => "keyring",
         }
     }
 }
