@@ -746,6 +746,11 @@ async fn reader<R: AsyncRead + Unpin>(mut r: R, inner: std::sync::Weak<Inner>) {
                 }
                 continue;
             }
+            // The server ended a subscription (id 0): finish its stream.
+            if let (0, Message::Unsubscribe(u)) = (frame.id, &frame.msg) {
+                inner.routes().subscriptions.remove(&u.subscription_id);
+                continue;
+            }
             if let Message::AuthRequired(a) = &frame.msg {
                 match a.reason {
                     ReauthReason::Expiring | ReauthReason::Expired => {

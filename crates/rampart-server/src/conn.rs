@@ -14,7 +14,7 @@ use rampart_identity::Principal;
 use rampart_proto::{
     Ack, AckMode, AuthMethod, AuthOk, AuthRequired, CacheValue, EntriesBuilder, ErrorCode, Frame,
     FrameDecoder, Message, ReauthReason, SharedEvents, StartAt, StreamPath, Subscribed, Token,
-    PREAUTH_MAX_FRAME,
+    Unsubscribe, PREAUTH_MAX_FRAME,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -508,6 +508,7 @@ impl Conn {
                         format!("subscription {id} ended: permission revoked"),
                     ))
                     .await;
+                let _ = self.send(ended(id)).await;
             }
         }
     }
@@ -1014,7 +1015,15 @@ async fn deliver(
             _budget: permit,
         };
         if tx.send(out).await.is_err() {
-            break;
+            return;
         }
     }
+    // The server ended the subscription (its stream was deleted): tell the
+    // client, so its end of the subscription finishes too.
+    let _ = tx.send(Out::Frame(ended(id))).await;
+}
+
+/// The frame that tells a client the server ended one of its subscriptions.
+fn ended(subscription_id: u64) -> Frame {
+    Frame::new(0, Unsubscribe { subscription_id })
 }

@@ -219,10 +219,11 @@ spec:
         .await
         .unwrap();
     assert!(
-        tokio::time::timeout(Duration::from_millis(500), sub.next())
+        tokio::time::timeout(Duration::from_secs(5), sub.next())
             .await
-            .map_or(true, |e| e.is_none()),
-        "nothing delivered after the deny"
+            .expect("the server ends the subscription")
+            .is_none(),
+        "nothing delivered after the deny; the subscription ended"
     );
 }
 
@@ -615,6 +616,7 @@ async fn namespaces_and_caches_over_https(t: Transport) {
         .await
         .unwrap()
         .is_none());
+    let mut sub = c.subscribe("acme", "prod", "orders").await.unwrap();
     assert_eq!(
         status(
             &admin,
@@ -625,6 +627,10 @@ async fn namespaces_and_caches_over_https(t: Transport) {
         .await,
         204
     );
+    assert!(tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("deleting the stream ends its subscriptions")
+        .is_none());
     assert_eq!(
         ok(
             &admin,
