@@ -259,20 +259,31 @@ impl Config {
         path: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let mut table = match path {
+        match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
                     path: p.display().to_string(),
                     source,
                 })?;
-                text.parse::<toml::Table>()
-                    .map_err(|e| ConfigError::Parse {
-                        path: p.display().to_string(),
-                        message: e.message().to_string(),
-                    })?
+                Self::parse(&text, &p.display().to_string(), env)
             }
-            None => toml::Table::new(),
-        };
+            None => Self::parse("", "(defaults)", env),
+        }
+    }
+
+    /// Parses configuration text (TOML) named `origin` in errors, then
+    /// applies `RAMPART_<KEY>` overrides and validates.
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = text
+            .parse::<toml::Table>()
+            .map_err(|e| ConfigError::Parse {
+                path: origin.to_string(),
+                message: e.message().to_string(),
+            })?;
         for (key, kind) in KEYS {
             let var = format!("RAMPART_{}", key.to_ascii_uppercase());
             let Some(raw) = env(&var) else { continue };
@@ -306,12 +317,11 @@ impl Config {
             };
             table.insert((*key).to_string(), value);
         }
-        let origin = path.map_or_else(|| "(defaults)".to_string(), |p| p.display().to_string());
         let config: Config =
             toml::Value::Table(table)
                 .try_into()
                 .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    path: origin,
+                    path: origin.to_string(),
                     message: e.message().to_string(),
                 })?;
         config.validate()?;
