@@ -232,6 +232,16 @@ const KEYS: &[(&str, Kind)] = &[
     ("dangerous_disable_audit", Kind::Bool),
 ];
 
+/// Reads a YAML configuration into the TOML the rest of loading expects.
+fn yaml_to_toml(text: &str) -> Result<String, String> {
+    let v: serde_json::Value = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+    match json_to_toml(v) {
+        Some(toml::Value::Table(t)) => toml::to_string(&t).map_err(|e| e.to_string()),
+        None => Ok(String::new()),
+        Some(_) => Err("the top level must be a mapping of keys".into()),
+    }
+}
+
 fn json_to_toml(v: serde_json::Value) -> Option<toml::Value> {
     Some(match v {
         serde_json::Value::Null => return None,
@@ -265,7 +275,19 @@ impl Config {
                     path: p.display().to_string(),
                     source,
                 })?;
-                Self::parse(&text, &p.display().to_string(), env)
+                let origin = p.display().to_string();
+                let yaml = p.extension().is_some_and(|e| {
+                    e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml")
+                });
+                if yaml {
+                    let toml_text = yaml_to_toml(&text).map_err(|message| ConfigError::Parse {
+                        path: origin.clone(),
+                        message,
+                    })?;
+                    Self::parse(&toml_text, &origin, env)
+                } else {
+                    Self::parse(&text, &origin, env)
+                }
             }
             None => Self::parse("", "(defaults)", env),
         }
@@ -530,6 +552,27 @@ mod tests {
         assert!(e.to_string().contains("tls_client_auth"), "{e}");
         let e = Config::load(None, &env(&[("RAMPART_STREAMS", "acme/Prod/x")])).unwrap_err();
         assert!(e.to_string().contains("streams"), "{e}");
+    }
+
+    #[test]
+    fn yaml_is_accepted_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("rampart.yaml");
+        std::fs::write(
+            &p,
+            "tcp_bind: 127.0.0.1:9100\ntenants: [acme]\nauto_create_streams: false\nmtls_identities:\n  - tenant: acme\n    common_names: [w1]\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&p), &env(&[("RAMPART_TENANTS", "globex")])).unwrap();
+        assert_eq!(c.tcp_bind, "127.0.0.1:9100");
+        assert_eq!(c.tenants, vec!["globex"]);
+        assert!(!c.auto_create_streams);
+        assert_eq!(c.mtls_identities[0].common_names, vec!["w1"]);
+        std::fs::write(&p, "tcp_bnd: x\n").unwrap();
+        assert!(Config::load(Some(&p), &env(&[]))
+            .unwrap_err()
+            .to_string()
+            .contains("tcp_bnd"));
     }
 
     #[test]
