@@ -49,6 +49,29 @@ impl AuditKeys {
         Ok(AuditKeys { pair, hmac })
     }
 
+    /// Keys from their bytes: a PKCS#8 Ed25519 signing key and a 32-byte HMAC
+    /// key (for a server that keeps them wrapped by its master key).
+    pub fn from_bytes(signing_pkcs8: &[u8], hmac_key: &[u8]) -> Result<AuditKeys, AuditError> {
+        let err = |reason: String| AuditError::Key {
+            path: PathBuf::from("(wrapped)"),
+            reason,
+        };
+        if hmac_key.len() < 32 {
+            return Err(err("HMAC key shorter than 32 bytes".into()));
+        }
+        let pair = Ed25519KeyPair::from_pkcs8(signing_pkcs8)
+            .map_err(|e| err(format!("not an Ed25519 PKCS#8 key: {e}")))?;
+        Ok(AuditKeys {
+            pair,
+            hmac: hmac::Key::new(hmac::HMAC_SHA256, hmac_key),
+        })
+    }
+
+    /// The HMAC of `value` under a raw key, as [`AuditKeys::hmac_id`] gives.
+    pub fn hmac_id_for(hmac_key: &[u8], value: &str) -> String {
+        hmac_id(&hmac::Key::new(hmac::HMAC_SHA256, hmac_key), value)
+    }
+
     /// Fresh keys that live only in memory, for tests and for a disabled log.
     pub fn ephemeral() -> Result<AuditKeys, AuditError> {
         let err = |reason: String| AuditError::Key {

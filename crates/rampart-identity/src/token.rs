@@ -110,6 +110,26 @@ impl TokenSigner {
         }
     }
 
+    /// A signer from a PKCS#8 Ed25519 key (kept wrapped by the caller).
+    pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, SigningKeyError> {
+        Ed25519KeyPair::from_pkcs8(pkcs8)
+            .map(|pair| Self { pair })
+            .map_err(|e| SigningKeyError {
+                path: "(wrapped)".into(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// A new PKCS#8 Ed25519 key, for [`TokenSigner::from_pkcs8`].
+    pub fn generate_pkcs8() -> Result<Secret<Vec<u8>>, SigningKeyError> {
+        Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+            .map(|doc| Secret::new(doc.as_ref().to_vec()))
+            .map_err(|e| SigningKeyError {
+                path: "(memory)".into(),
+                reason: e.to_string(),
+            })
+    }
+
     /// A throwaway signer, for tests.
     pub fn ephemeral() -> Result<Self, SigningKeyError> {
         let err = |e: ring::error::Unspecified| SigningKeyError {

@@ -106,6 +106,10 @@ pub struct Config {
     pub audit_data_plane: bool,
     /// Turns the audit log off. Dangerous: nothing records who did what.
     pub dangerous_disable_audit: bool,
+    /// File with the local master key (versions of 32 random bytes, 0600);
+    /// `RAMPART_MASTER_KEY` (base64) takes precedence. `--dev` uses
+    /// `<data_dir>/master.key`, creating it.
+    pub master_key_path: Option<PathBuf>,
 }
 
 /// Audit sink as written in config.
@@ -160,6 +164,7 @@ impl Default for Config {
             audit_durable_timeout_ms: 100,
             audit_data_plane: true,
             dangerous_disable_audit: false,
+            master_key_path: None,
         }
     }
 }
@@ -230,6 +235,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("audit_durable_timeout_ms", Kind::Int),
     ("audit_data_plane", Kind::Bool),
     ("dangerous_disable_audit", Kind::Bool),
+    ("master_key_path", Kind::Str),
 ];
 
 /// Reads a YAML configuration into the TOML the rest of loading expects.

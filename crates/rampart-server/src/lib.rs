@@ -17,6 +17,8 @@
 //! - `conn`: the connection driver shared by every transport.
 //! - `transport`: QUIC and TCP listeners.
 //! - `http`: the HTTPS API (`/v1/auth`, admin routes).
+//! - `master`: the master key at start, and the server's own secrets kept
+//!   wrapped by it.
 
 mod access;
 mod audit;
@@ -27,6 +29,7 @@ mod control;
 pub mod dev;
 mod error;
 mod http;
+mod master;
 mod registry;
 mod session;
 mod tls;
@@ -114,6 +117,106 @@ pub enum StartError {
     Acl(String),
     #[error("audit log: {0}")]
     Audit(String),
+    #[error("master key: {0}")]
+    MasterKey(String),
+}
+
+/// The server's own secrets, kept on disk only wrapped by the master key.
+struct ServerSecrets {
+    pepper: Secret<Vec<u8>>,
+    token_signing: Secret<Vec<u8>>,
+    audit_signing: Secret<Vec<u8>>,
+    audit_hmac: Secret<Vec<u8>>,
+}
+
+fn random32() -> Result<Secret<Vec<u8>>, String> {
+    rampart_identity::random_bytes::<32>()
+        .map(|b| Secret::new(b.to_vec()))
+        .map_err(|e| e.to_string())
+}
+
+fn ed25519() -> Result<Secret<Vec<u8>>, String> {
+    rampart_identity::TokenSigner::generate_pkcs8().map_err(|e| e.to_string())
+}
+
+impl ServerSecrets {
+    async fn load(
+        master: &dyn rampart_keys::MasterKeyProvider,
+        config: &Config,
+    ) -> Result<Self, StartError> {
+        let d = &config.data_dir;
+        Ok(Self {
+            pepper: master::wrapped_secret(master, &config.pepper_path(), SECRET_PEPPER, random32)
+                .await?,
+            token_signing: master::wrapped_secret(
+                master,
+                &d.join("token_signing.key"),
+                "rampart:token-signing-key",
+                ed25519,
+            )
+            .await?,
+            audit_signing: master::wrapped_secret(
+                master,
+                &d.join("audit_signing.key"),
+                "rampart:audit-signing-key",
+                ed25519,
+            )
+            .await?,
+            audit_hmac: master::wrapped_secret(
+                master,
+                &d.join("audit_hmac.key"),
+                SECRET_AUDIT_HMAC,
+                random32,
+            )
+            .await?,
+        })
+    }
+}
+
+const SECRET_PEPPER: &str = "rampart:api-key-pepper";
+const SECRET_AUDIT_HMAC: &str = "rampart:audit-hmac-key";
+
+/// A server secret the command-line tools need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerSecret {
+    /// The pepper API-key hashes are keyed with (`rampart key hash`).
+    ApiKeyPepper,
+    /// The key identifiers are HMAC'ed under in audit records
+    /// (`rampart audit hash`).
+    AuditHmac,
+}
+
+/// Reads (or, for the pepper, creates) a server secret with the master key
+/// of `config`, as the server would. For command-line tools that run
+/// beside a server's data directory.
+pub async fn server_secret(
+    config: &Config,
+    dev: bool,
+    which: ServerSecret,
+) -> Result<Secret<Vec<u8>>, StartError> {
+    let master_key = master::open(config, dev)?;
+    master::verify(master_key.as_ref(), &config.data_dir).await?;
+    match which {
+        ServerSecret::ApiKeyPepper => {
+            master::wrapped_secret(
+                master_key.as_ref(),
+                &config.pepper_path(),
+                SECRET_PEPPER,
+                random32,
+            )
+            .await
+        }
+        ServerSecret::AuditHmac => {
+            master::wrapped_secret(
+                master_key.as_ref(),
+                &config.data_dir.join("audit_hmac.key"),
+                SECRET_AUDIT_HMAC,
+                || Err("no audit key yet: the server creates it at its first start".into()),
+            )
+            .await
+        }
+    }
 }
 
 /// How to start a server.
@@ -186,8 +289,14 @@ impl Server {
             client_auth: config.tls_client_auth,
         })?;
 
+        // The master key comes first, and is checked against the data
+        // directory before anything under it is opened or written.
+        let master_key = master::open(&config, opts.dev)?;
+        master::verify(master_key.as_ref(), &config.data_dir).await?;
+        let secrets = ServerSecrets::load(master_key.as_ref(), &config).await?;
+
         let keys_err = |e: rampart_identity::KeyError| StartError::Keys(e.to_string());
-        let pepper = Pepper::load_or_create(&config.pepper_path()).map_err(keys_err)?;
+        let pepper = Pepper::from_bytes(secrets.pepper.expose());
         let mut keys = ApiKeyStore::new(pepper);
         for entry in &config.allowed_api_keys {
             keys.insert_config_entry(entry).map_err(keys_err)?;
@@ -225,10 +334,8 @@ impl Server {
         let kv =
             rampart_store::RedbStore::open(&config.data_dir.join("state.redb")).map_err(storage)?;
         let catalog = rampart_store::Catalog::new(Arc::new(kv));
-        let signer = rampart_identity::TokenSigner::load_or_create(
-            &config.data_dir.join("token_signing.key"),
-        )
-        .map_err(|e| StartError::Keys(e.to_string()))?;
+        let signer = rampart_identity::TokenSigner::from_pkcs8(secrets.token_signing.expose())
+            .map_err(|e| StartError::Keys(e.to_string()))?;
         let jwt = if config.jwt_issuers.is_empty() {
             None
         } else {
@@ -281,8 +388,11 @@ impl Server {
             );
             rampart_audit::Auditor::disabled()
         } else {
-            let keys = rampart_audit::AuditKeys::load_or_create(&config.data_dir)
-                .map_err(|e| StartError::Audit(e.to_string()))?;
+            let keys = rampart_audit::AuditKeys::from_bytes(
+                secrets.audit_signing.expose(),
+                secrets.audit_hmac.expose(),
+            )
+            .map_err(|e| StartError::Audit(e.to_string()))?;
             rampart_audit::Auditor::start(config.audit(), keys)
                 .map_err(|e| StartError::Audit(e.to_string()))?
         };

@@ -34,6 +34,9 @@ enum AuditCmd {
         value: String,
         #[arg(long, env = "RAMPART_DATA_DIR", default_value = "rampart-data")]
         data_dir: PathBuf,
+        /// Use the development master key, `<data_dir>/master.key`.
+        #[arg(long)]
+        dev: bool,
     },
     /// Print a tenant's audit records (JSON lines) over the HTTPS API.
     Read {
@@ -78,8 +81,24 @@ pub(crate) async fn run(a: AuditArgs) -> Result<ExitCode, Failure> {
                 }
             }
         }
-        AuditCmd::Hash { value, data_dir } => {
-            println!("{}", rampart_audit::hmac_id_with(&data_dir, &value)?);
+        AuditCmd::Hash {
+            value,
+            data_dir,
+            dev,
+        } => {
+            let env = |k: &str| std::env::var(k).ok();
+            let mut config = rampart_server::Config::load(None, &env)?;
+            config.data_dir = data_dir;
+            let key = rampart_server::server_secret(
+                &config,
+                dev,
+                rampart_server::ServerSecret::AuditHmac,
+            )
+            .await?;
+            println!(
+                "{}",
+                rampart_audit::AuditKeys::hmac_id_for(key.expose(), &value)
+            );
             Ok(ExitCode::SUCCESS)
         }
         AuditCmd::Read {

@@ -20,15 +20,16 @@ enum KeyCmd {
     Admin(crate::cmd_admin::KeyAdmin),
     /// Read a key from stdin and print its hash (`hmac-sha256:<hex>`).
     ///
-    /// The hash is keyed with the server's pepper, so run this where the
-    /// server's pepper file is (created if missing).
+    /// The hash is keyed with the server's pepper, kept wrapped by the
+    /// server's master key, so run this where the server's data directory
+    /// and master key are (the pepper is created if missing).
     Hash {
-        /// Pepper file; default <data_dir>/api_key_pepper.
-        #[arg(long, env = "RAMPART_API_KEY_PEPPER_PATH")]
-        pepper_file: Option<PathBuf>,
         /// Data directory holding the pepper.
         #[arg(long, env = "RAMPART_DATA_DIR", default_value = "rampart-data")]
         data_dir: PathBuf,
+        /// Use the development master key, `<data_dir>/master.key`.
+        #[arg(long)]
+        dev: bool,
         /// Print a whole `tenant:hash` entry for `allowed_api_keys`.
         #[arg(long)]
         tenant: Option<String>,
@@ -39,16 +40,20 @@ pub(crate) async fn run(a: KeyArgs) -> Result<ExitCode, Failure> {
     match a.cmd {
         KeyCmd::Admin(cmd) => crate::cmd_admin::key(cmd).await,
         KeyCmd::Hash {
-            pepper_file,
             data_dir,
+            dev,
             tenant,
         } => {
-            let path = pepper_file.unwrap_or_else(|| data_dir.join("api_key_pepper"));
-            let existed = path.exists();
-            let pepper = Pepper::load_or_create(&path)?;
-            if !existed {
-                eprintln!("rampart: created pepper {}", path.display());
-            }
+            let env = |k: &str| std::env::var(k).ok();
+            let mut config = rampart_server::Config::load(None, &env)?;
+            config.data_dir = data_dir;
+            let pepper = rampart_server::server_secret(
+                &config,
+                dev,
+                rampart_server::ServerSecret::ApiKeyPepper,
+            )
+            .await?;
+            let pepper = Pepper::from_bytes(pepper.expose());
             let mut line = Secret::new(String::with_capacity(4096));
             std::io::stdin().lock().read_line(line.expose_mut())?;
             let key = line.expose().trim();

@@ -252,12 +252,13 @@ fn cli_refuses_missing_key_and_bad_names() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("NACK 401"));
 }
 
-#[test]
-fn key_hash_matches_what_the_server_accepts() {
+#[tokio::test]
+async fn key_hash_matches_what_the_server_accepts() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = Command::new(BIN)
-        .args(["key", "hash", "--tenant", "acme"])
+        .args(["key", "hash", "--dev", "--tenant", "acme"])
         .env("RAMPART_DATA_DIR", dir.path())
+        .env_remove("RAMPART_MASTER_KEY")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -269,22 +270,33 @@ fn key_hash_matches_what_the_server_accepts() {
         .write_all(b"my-very-secret-key\n")
         .unwrap();
     let o = c.wait_with_output().unwrap();
-    assert!(o.status.success());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let entry = String::from_utf8(o.stdout).unwrap().trim().to_string();
     assert!(entry.starts_with("acme:hmac-sha256:"), "{entry}");
     assert!(!entry.contains("my-very-secret-key"));
-    let pepper =
-        rampart_identity::Pepper::load_or_create(&dir.path().join("api_key_pepper")).unwrap();
-    let mut store = rampart_identity::ApiKeyStore::new(pepper);
-    store.insert_config_entry(&entry).unwrap();
-    assert_eq!(
-        store
-            .authenticate(b"my-very-secret-key")
-            .unwrap()
-            .tenant
-            .as_str(),
-        "acme"
+    // The pepper on disk is wrapped by the master key, never in the clear.
+    let pepper_file = std::fs::read_to_string(dir.path().join("api_key_pepper")).unwrap();
+    assert!(
+        pepper_file.starts_with("rampart-wrapped:v1:"),
+        "{pepper_file}"
     );
+    // A server over the same directory accepts the key by that entry.
+    let mut config = crate::common::base_config(dir.path());
+    config.allowed_api_keys = vec![entry];
+    let server =
+        rampart_server::Server::start(rampart_server::ServerOptions::new(config).dev(true))
+            .await
+            .unwrap();
+    let ca = server.dev_setup().unwrap().ca_cert.clone();
+    let client = rampart_client::Client::connect(
+        &format!("tls://{}", server.tcp_addr().unwrap()),
+        rampart_client::ClientConfig::default()
+            .with_ca(ca)
+            .with_api_key("my-very-secret-key"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(client.tenant().as_str(), "acme");
 }
 
 /// Runs a CLI command, asserting success; returns stdout.
@@ -525,7 +537,7 @@ fn audit_verify_and_hash_commands() {
         .to_string();
     assert!(recorded.starts_with("hmac:"));
     let o = Command::new(BIN)
-        .args(["audit", "hash", &key_id, "--data-dir"])
+        .args(["audit", "hash", &key_id, "--dev", "--data-dir"])
         .arg(s.data())
         .output()
         .unwrap();
@@ -552,4 +564,66 @@ fn audit_verify_and_hash_commands() {
     let said = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(!o.status.success(), "{said}");
     assert!(said.contains("FAILED") && said.contains("seq"), "{said}");
+}
+
+/// Every file under `dir` with its bytes, for before/after comparisons.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn wrong_master_key_refuses_to_start_and_touches_nothing() {
+    let mut s = DevServer::start();
+    let url = format!("tls://{}", s.tcp);
+    run_ok(
+        s.cli(&url)
+            .args(["key", "create", "--tenant", "dev", "--name", "m"]),
+    );
+    s.stop_and_read_log();
+    let data = s.data();
+    assert!(data.join("master.key").exists());
+    let before = snapshot(&data);
+
+    // Another master key (32 random bytes, base64) in the environment.
+    let other = "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=";
+    let o = Command::new(BIN)
+        .args(["server", "--dev"])
+        .env("RAMPART_DATA_DIR", &data)
+        .env("RAMPART_MASTER_KEY", other)
+        .env("RAMPART_QUIC_BIND", "127.0.0.1:0")
+        .env("RAMPART_TCP_BIND", "127.0.0.1:0")
+        .env("RAMPART_HTTP_BIND", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "started with the wrong master key");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("master key") && err.contains("not the one"),
+        "{err}"
+    );
+    assert!(snapshot(&data) == before, "files changed");
+
+    // A malformed key is refused with its own message, also touching nothing.
+    let o = Command::new(BIN)
+        .args(["server", "--dev"])
+        .env("RAMPART_DATA_DIR", &data)
+        .env("RAMPART_MASTER_KEY", "not-base64!")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("RAMPART_MASTER_KEY"));
+    assert!(snapshot(&data) == before, "files changed");
 }

@@ -1,0 +1,154 @@
+//! The master key at start: which provider, the check that it is the key
+//! the data was written with (made before anything under the data
+//! directory is opened, so a wrong key changes nothing), and the server's
+//! own secrets (API-key pepper, token and audit signing keys) kept on disk
+//! only wrapped by it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+use rampart_identity::{fsutil, Secret};
+use rampart_keys::{LocalMasterKey, MasterKeyProvider};
+
+use crate::config::Config;
+use crate::StartError;
+
+/// File holding a value wrapped at first start; it must unwrap at every
+/// later start.
+const CHECK_FILE: &str = "master.check";
+const CHECK_AAD: &[u8] = b"rampart:master-check:v1";
+const CHECK_PLAINTEXT: &[u8] = b"rampart master key check v1";
+/// Prefix of a wrapped secret file.
+const WRAPPED_PREFIX: &str = "rampart-wrapped:v1:";
+
+fn err(e: impl std::fmt::Display) -> StartError {
+    StartError::MasterKey(e.to_string())
+}
+
+/// Where the master key of this configuration lives.
+pub(crate) fn master_key_path(config: &Config, dev: bool) -> Option<PathBuf> {
+    config
+        .master_key_path
+        .clone()
+        .or_else(|| dev.then(|| config.data_dir.join("master.key")))
+}
+
+/// Opens the master key provider of `config`. `--dev` creates
+/// `<data_dir>/master.key` when it is missing; otherwise a missing key is an
+/// error naming where it was looked for.
+pub(crate) fn open(config: &Config, dev: bool) -> Result<Arc<dyn MasterKeyProvider>, StartError> {
+    if std::env::var_os(rampart_keys::MASTER_KEY_ENV).is_some() {
+        return Ok(Arc::new(LocalMasterKey::from_env().map_err(err)?));
+    }
+    match master_key_path(config, dev) {
+        Some(p) if dev && config.master_key_path.is_none() => {
+            fsutil::create_private_dir(&config.data_dir).map_err(err)?;
+            Ok(Arc::new(LocalMasterKey::load_or_create(&p).map_err(err)?.0))
+        }
+        Some(p) => Ok(Arc::new(LocalMasterKey::load(&p).map_err(err)?)),
+        None => Err(StartError::MasterKey(format!(
+            "no master key: set master_key_path (RAMPART_MASTER_KEY_PATH) or {}, or run with --dev",
+            rampart_keys::MASTER_KEY_ENV
+        ))),
+    }
+}
+
+/// Checks that `master` is the key this data directory was written with,
+/// touching nothing when it is not. A directory without a check file gets
+/// one (first start).
+pub(crate) async fn verify(
+    master: &dyn MasterKeyProvider,
+    data_dir: &Path,
+) -> Result<(), StartError> {
+    let path = data_dir.join(CHECK_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let wrapped = decode(&text).ok_or_else(|| {
+                StartError::MasterKey(format!("{} is not a wrapped value", path.display()))
+            })?;
+            let plain = master
+                .unwrap(&wrapped, CHECK_AAD)
+                .await
+                .map_err(|e| match e {
+                    rampart_keys::KeyError::Tampered
+                    | rampart_keys::KeyError::UnknownMasterVersion(_) => StartError::MasterKey(format!(
+                        "the master key ({}) is not the one the data in {} was written with; nothing was changed",
+                        master.describe(),
+                        data_dir.display()
+                    )),
+                    other => err(other),
+                })?;
+            if plain.expose().as_slice() != CHECK_PLAINTEXT {
+                return Err(StartError::MasterKey(format!(
+                    "{} does not hold Rampart's check value",
+                    path.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if data_dir.join("state.redb").exists() {
+                return Err(StartError::MasterKey(format!(
+                    "{} holds data but no {CHECK_FILE}: cannot tell whether this master key wrote it",
+                    data_dir.display()
+                )));
+            }
+            fsutil::create_private_dir(data_dir).map_err(err)?;
+            let wrapped = master.wrap(CHECK_PLAINTEXT, CHECK_AAD).await.map_err(err)?;
+            fsutil::write_private_file(&path, encode(&wrapped).as_bytes()).map_err(err)?;
+            Ok(())
+        }
+        Err(e) => Err(StartError::MasterKey(format!("{}: {e}", path.display()))),
+    }
+}
+
+fn encode(wrapped: &[u8]) -> String {
+    format!(
+        "{WRAPPED_PREFIX}{}\n",
+        base64::engine::general_purpose::STANDARD.encode(wrapped)
+    )
+}
+
+fn decode(text: &str) -> Option<Vec<u8>> {
+    let b64 = text.trim().strip_prefix(WRAPPED_PREFIX)?;
+    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+}
+
+/// Reads a secret kept wrapped by the master key at `path`, or makes one
+/// with `make`, wraps it and writes it (0600). `aad` names the secret, so
+/// one secret's file cannot stand in for another's.
+pub(crate) async fn wrapped_secret(
+    master: &dyn MasterKeyProvider,
+    path: &Path,
+    aad: &str,
+    make: impl FnOnce() -> Result<Secret<Vec<u8>>, String>,
+) -> Result<Secret<Vec<u8>>, StartError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let wrapped = decode(&text).ok_or_else(|| {
+                StartError::MasterKey(format!(
+                    "{} is not wrapped by the master key (plaintext key files are refused)",
+                    path.display()
+                ))
+            })?;
+            master
+                .unwrap(&wrapped, aad.as_bytes())
+                .await
+                .map_err(|e| StartError::MasterKey(format!("{}: {e}", path.display())))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = make().map_err(StartError::MasterKey)?;
+            let wrapped = master
+                .wrap(secret.expose(), aad.as_bytes())
+                .await
+                .map_err(err)?;
+            if let Some(dir) = path.parent() {
+                fsutil::create_private_dir(dir).map_err(err)?;
+            }
+            fsutil::write_private_file(path, encode(&wrapped).as_bytes()).map_err(err)?;
+            Ok(secret)
+        }
+        Err(e) => Err(StartError::MasterKey(format!("{}: {e}", path.display()))),
+    }
+}
