@@ -298,6 +298,14 @@ impl Cache {
         removed
     }
 
+    /// Drops every entry of a tenant (erasure).
+    pub fn erase_tenant(&self, tenant: &TenantId) {
+        self.tenants
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(tenant);
+    }
+
     /// Bytes charged to a tenant right now.
     pub fn tenant_bytes(&self, tenant: &TenantId) -> usize {
         self.existing(tenant)

@@ -185,6 +185,7 @@ impl Identity {
                     disabled: false,
                     created_ms: now,
                     changed_ms: now,
+                    erased_ms: None,
                 })?;
             }
         }
@@ -404,6 +405,14 @@ impl Identity {
             .unwrap_or_else(lock_err)
             .insert(r.name.clone(), r);
         Ok(())
+    }
+
+    /// Drops every managed key of an erased tenant from memory.
+    pub(crate) fn forget_tenant(&self, tenant: &str) {
+        self.managed
+            .write()
+            .unwrap_or_else(lock_err)
+            .retain(|_, k| k.tenant != tenant);
     }
 
     pub(crate) fn keys(&self, tenant: &str) -> Vec<KeyRecord> {

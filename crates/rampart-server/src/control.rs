@@ -133,6 +133,7 @@ impl Shared {
             disabled: false,
             created_ms: now,
             changed_ms: now,
+            erased_ms: None,
         };
         self.identity.put_tenant(r.clone())?;
         let key = self.create_key(name, "admin", vec!["admin".into()], None)?;
@@ -162,6 +163,54 @@ impl Shared {
         };
         info!(tenant = %name, disabled, closed, "tenant state changed");
         Ok((r, closed))
+    }
+
+    /// Erases a tenant: closes its connections, deletes its records,
+    /// destroys its keys (so anything sealed with them is unreadable for
+    /// good) and keeps its name as a tombstone that is never reused.
+    pub(crate) async fn erase_tenant(&self, name: &TenantId) -> Result<usize, ControlError> {
+        let mut r = self
+            .identity
+            .tenant(name.as_str())
+            .ok_or(ControlError::NotFound("tenant"))?;
+        if r.erased_ms.is_some() {
+            return Err(ControlError::Conflict(format!(
+                "tenant {name} is already erased"
+            )));
+        }
+        let now = now_ms();
+        r.disabled = true;
+        r.erased_ms = Some(now);
+        r.changed_ms = now;
+        self.identity.put_tenant(r)?;
+        let closed = self
+            .registry
+            .close_where(ReauthReason::TenantDisabled, |p| p.tenant == *name);
+        self.identity.catalog.delete_tenant_records(name.as_str())?;
+        self.identity.forget_tenant(name.as_str());
+        {
+            let mut policy = self.policy.write().unwrap_or_else(|e| e.into_inner());
+            let scopes: Vec<Option<NamespaceName>> = policy
+                .documents()
+                .filter(|d| d.tenant() == name)
+                .map(|d| d.namespace().cloned())
+                .collect();
+            for ns in scopes {
+                policy.remove(name, ns.as_ref());
+            }
+        }
+        self.broker.cache().erase_tenant(name);
+        self.sealer
+            .keyring()
+            .erase_tenant(name.as_str())
+            .await
+            .map_err(|e| {
+                tracing::error!(tenant = %name, error = %e, "destroying tenant keys");
+                ControlError::Storage
+            })?;
+        self.sealer.forget(name.as_str());
+        info!(tenant = %name, closed, "tenant erased");
+        Ok(closed)
     }
 
     // === keys ===

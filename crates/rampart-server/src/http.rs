@@ -281,6 +281,11 @@ fn refused(shared: &Shared, f: AuthFailure, method: AuthMethod, origin: &Origin)
     ApiError::Unauthenticated
 }
 
+/// SHA-256 of a document, so a change is recorded without its content.
+fn digest(text: &str) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()))
+}
+
 /// Records what an admin request changed (best effort: the request itself
 /// was audited before it ran).
 fn changed(shared: &Shared, a: &Authed, event_type: &str, action: &str, meta: Value) {
@@ -425,6 +430,15 @@ async fn create_tenant(
     Json(b): Json<NameBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let t = TenantId::parse(&b.name).map_err(bad_name)?;
+    if shared.identity.tenant(t.as_str()).is_some() {
+        return Err(ApiError::Conflict(format!("tenant {t} exists")));
+    }
+    shared.sealer.load(t.as_str()).await.map_err(|e| match e {
+        rampart_keys::KeyError::Erased { .. } => {
+            ApiError::Conflict(format!("tenant name {t} belonged to an erased tenant"))
+        }
+        _ => ApiError::Internal,
+    })?;
     let (r, k) = shared.create_tenant(&t)?;
     changed(
         &shared,
@@ -469,6 +483,24 @@ async fn enable_tenant(
         json!({ "before": { "disabled": true }, "after": { "disabled": false } }),
     );
     Ok(Json(json!({ "tenant": tenant_json(&r) })))
+}
+
+async fn erase_tenant(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+) -> Result<Json<Value>, ApiError> {
+    let t = a.tenant()?.clone();
+    let closed = shared.erase_tenant(&t).await?;
+    changed(
+        &shared,
+        &a,
+        "tenant.erase",
+        "erase",
+        json!({ "connections_closed": closed }),
+    );
+    Ok(Json(
+        json!({ "erased": t.as_str(), "connections_closed": closed }),
+    ))
 }
 
 fn key_json(k: &rampart_store::KeyRecord) -> Value {
@@ -607,7 +639,11 @@ async fn put_acl(
         &a,
         "acl.apply",
         "apply",
-        json!({ "namespaces": applied, "before": before, "after": after }),
+        json!({
+            "namespaces": applied,
+            "before_sha256": digest(&before),
+            "after_sha256": digest(&after),
+        }),
     );
     Ok(Json(json!({ "applied": applied })))
 }
@@ -837,6 +873,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             RouteName::CreateTenant => on(f, create_tenant),
             RouteName::DisableTenant => on(f, disable_tenant),
             RouteName::EnableTenant => on(f, enable_tenant),
+            RouteName::EraseTenant => on(f, erase_tenant),
             RouteName::ListKeys => on(f, list_keys),
             RouteName::CreateKey => on(f, create_key),
             RouteName::RevokeKey => on(f, revoke_key),

@@ -17,6 +17,7 @@
 //! - `conn`: the connection driver shared by every transport.
 //! - `transport`: QUIC and TCP listeners.
 //! - `http`: the HTTPS API (`/v1/auth`, admin routes).
+//! - `sealing`: tenant records in the store sealed with tenant keys.
 //! - `master`: the master key at start, and the server's own secrets kept
 //!   wrapped by it.
 
@@ -31,6 +32,7 @@ mod error;
 mod http;
 mod master;
 mod registry;
+mod sealing;
 mod session;
 mod tls;
 mod transport;
@@ -62,6 +64,7 @@ pub(crate) struct Shared {
     pub(crate) policy: std::sync::RwLock<rampart_authz::Policy>,
     pub(crate) registry: registry::Registry,
     pub(crate) audit: rampart_audit::Auditor,
+    pub(crate) sealer: Arc<sealing::KeyringSealer>,
     pub(crate) shutdown: watch::Receiver<bool>,
     active: AtomicUsize,
 }
@@ -331,9 +334,44 @@ impl Server {
         rampart_identity::fsutil::create_private_dir(&config.data_dir).map_err(|e| {
             StartError::Storage(format!("data dir {}: {e}", config.data_dir.display()))
         })?;
-        let kv =
-            rampart_store::RedbStore::open(&config.data_dir.join("state.redb")).map_err(storage)?;
-        let catalog = rampart_store::Catalog::new(Arc::new(kv));
+        let kv: Arc<dyn rampart_store::KvStore> = Arc::new(
+            rampart_store::RedbStore::open(&config.data_dir.join("state.redb")).map_err(storage)?,
+        );
+        let keyring = Arc::new(
+            rampart_keys::Keyring::open(kv.clone(), master_key.clone())
+                .await
+                .map_err(|e| StartError::MasterKey(e.to_string()))?,
+        );
+        if keyring
+            .rotation_pending()
+            .map_err(|e| StartError::MasterKey(e.to_string()))?
+        {
+            warn!("a master key rotation was interrupted: run `rampart keys rotate-master` again to finish it");
+        }
+        let sealer = Arc::new(sealing::KeyringSealer::new(keyring));
+        // Tenant keys are unwrapped before any record of theirs is read.
+        let clear = rampart_store::Catalog::new(kv.clone());
+        let stored = clear.tenants().map_err(storage)?;
+        let erased: HashSet<String> = stored
+            .iter()
+            .filter(|t| t.erased_ms.is_some())
+            .map(|t| t.name.clone())
+            .collect();
+        let mut to_load: HashSet<String> = stored.into_iter().map(|t| t.name).collect();
+        to_load.extend(known_tenants.iter().map(|t| t.to_string()));
+        for t in &erased {
+            if known_tenants.iter().any(|k| k.as_str() == t) {
+                warn!(tenant = %t, "keys are configured for an erased tenant; they will not authenticate");
+            }
+            to_load.remove(t);
+        }
+        for t in &to_load {
+            sealer
+                .load(t)
+                .await
+                .map_err(|e| StartError::MasterKey(format!("keys of tenant {t}: {e}")))?;
+        }
+        let catalog = rampart_store::Catalog::sealed(kv.clone(), sealer.clone());
         let signer = rampart_identity::TokenSigner::from_pkcs8(secrets.token_signing.expose())
             .map_err(|e| StartError::Keys(e.to_string()))?;
         let jwt = if config.jwt_issuers.is_empty() {
@@ -413,6 +451,7 @@ impl Server {
             policy: std::sync::RwLock::new(policy),
             registry: registry::Registry::default(),
             audit,
+            sealer,
             shutdown: shutdown_rx,
             active: AtomicUsize::new(0),
         });

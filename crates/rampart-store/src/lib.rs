@@ -15,6 +15,8 @@ mod catalog;
 mod kv;
 mod redb_store;
 
-pub use catalog::{AclRecord, Catalog, KeyRecord, Revocation, Revoked, StreamRecord, TenantRecord};
+pub use catalog::{
+    AclRecord, Catalog, KeyRecord, Revocation, Revoked, Sealer, StreamRecord, TenantRecord,
+};
 pub use kv::{KvStore, Op, StoreError, Table};
 pub use redb_store::RedbStore;

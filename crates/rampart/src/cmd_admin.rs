@@ -242,6 +242,13 @@ enum TenantCmd {
         #[command(flatten)]
         http: HttpArgs,
     },
+    /// Erase a tenant: its keys are destroyed, so everything stored for it
+    /// is unreadable for good, and its name is never reused.
+    Erase {
+        name: String,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
 }
 
 pub(crate) async fn tenant(a: TenantArgs) -> Result<ExitCode, Failure> {
@@ -270,6 +277,13 @@ pub(crate) async fn tenant(a: TenantArgs) -> Result<ExitCode, Failure> {
         TenantCmd::Enable { name, http } => {
             call(&http, "POST", &format!("/v1/tenants/{name}/enable"), None).await?;
             eprintln!("rampart: tenant {name} enabled");
+        }
+        TenantCmd::Erase { name, http } => {
+            let r = call(&http, "POST", &format!("/v1/tenants/{name}/erase"), None).await?;
+            eprintln!(
+                "rampart: tenant {name} erased; {} connection(s) closed",
+                r.body["connections_closed"]
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

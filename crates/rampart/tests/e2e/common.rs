@@ -35,6 +35,11 @@ pub async fn start() -> TestServer {
 
 pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
     let dir = tempfile::tempdir().expect("tempdir");
+    start_in(dir, tweak).await
+}
+
+/// Starts a server over an existing data directory (a restart).
+pub async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> TestServer {
     let mut config = base_config(dir.path());
     tweak(&mut config);
     let keys = format!("acme:{KEY_ACME},globex:{KEY_GLOBEX}");
@@ -54,6 +59,14 @@ pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
 }
 
 impl TestServer {
+    /// Stops the server and hands back its data directory.
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.server
+            .shutdown(std::time::Duration::from_secs(5))
+            .await;
+        self._dir
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self._dir.path().to_path_buf()
     }

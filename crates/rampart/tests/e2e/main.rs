@@ -11,5 +11,6 @@ mod cache;
 mod cli;
 mod federated;
 mod identity;
+mod keys;
 mod pubsub;
 mod security;
