@@ -179,6 +179,8 @@ impl ServerSecrets {
 const SECRET_PEPPER: &str = "rampart:api-key-pepper";
 const SECRET_AUDIT_HMAC: &str = "rampart:audit-hmac-key";
 
+pub use master::rotate_master;
+
 /// A server secret the command-line tools need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

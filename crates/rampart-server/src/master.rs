@@ -152,3 +152,59 @@ pub(crate) async fn wrapped_secret(
         Err(e) => Err(StartError::MasterKey(format!("{}: {e}", path.display()))),
     }
 }
+
+/// Files the server keeps wrapped by the master key, with their AAD.
+fn wrapped_files(config: &Config) -> Vec<(PathBuf, &'static str)> {
+    let d = &config.data_dir;
+    vec![
+        (d.join(CHECK_FILE), "rampart:master-check:v1"),
+        (config.pepper_path(), "rampart:api-key-pepper"),
+        (d.join("token_signing.key"), "rampart:token-signing-key"),
+        (d.join("audit_signing.key"), "rampart:audit-signing-key"),
+        (d.join("audit_hmac.key"), "rampart:audit-hmac-key"),
+    ]
+}
+
+/// Rotates the master key of a stopped server's data directory: a new
+/// master version, then every tenant key and every wrapped server secret
+/// re-wrapped under it, each written atomically. Safe to re-run after an
+/// interruption (kill -9 included): what is already under the newest
+/// version is left alone. Returns a report for the operator.
+pub async fn rotate_master(config: &Config, dev: bool) -> Result<String, StartError> {
+    let master = open(config, dev)?;
+    verify(master.as_ref(), &config.data_dir).await?;
+    let kv: Arc<dyn rampart_store::KvStore> = Arc::new(
+        rampart_store::RedbStore::open(&config.data_dir.join("state.redb"))
+            .map_err(|e| StartError::Storage(format!("{e} (is the server still running?)")))?,
+    );
+    let keyring = rampart_keys::Keyring::open(kv, master.clone())
+        .await
+        .map_err(err)?;
+    let report = keyring.rotate_master().await.map_err(err)?;
+    let current = master.current_version().await.map_err(err)?;
+    let mut files = 0;
+    for (path, aad) in wrapped_files(config) {
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let wrapped = decode(&text)
+            .ok_or_else(|| StartError::MasterKey(format!("{} is not wrapped", path.display())))?;
+        if master.version_of(&wrapped).map_err(err)? < current {
+            let new = master
+                .rewrap(&wrapped, aad.as_bytes())
+                .await
+                .map_err(|e| StartError::MasterKey(format!("{}: {e}", path.display())))?;
+            fsutil::write_private_file(&path, encode(&new).as_bytes()).map_err(err)?;
+            files += 1;
+        }
+    }
+    Ok(format!(
+        "master key v{} -> v{}{}: {} tenant key(s) re-wrapped ({} already current), {} server secret file(s) re-wrapped",
+        report.from_version,
+        report.to_version,
+        if report.resumed { " (finished an interrupted rotation)" } else { "" },
+        report.rewrapped,
+        report.already_current,
+        files
+    ))
+}

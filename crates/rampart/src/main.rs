@@ -9,6 +9,7 @@
 //! - `cmd_admin`: admin commands over the HTTPS API (`key`, `tenant`,
 //!   `acl`, `token`, `stream`).
 //! - `cmd_audit`: `rampart audit verify|hash|read`.
+//! - `cmd_keys`: `rampart keys rotate-master|generate`.
 //! - `bench`: `rampart bench pubsub`.
 
 mod bench;
@@ -16,6 +17,7 @@ mod cmd_admin;
 mod cmd_audit;
 mod cmd_client;
 mod cmd_key;
+mod cmd_keys;
 mod cmd_server;
 
 use std::process::ExitCode;
@@ -55,6 +57,8 @@ enum Cmd {
     Stream(cmd_admin::StreamArgs),
     /// The audit log: verify, hash, read.
     Audit(cmd_audit::AuditArgs),
+    /// Master key: rotate-master, generate.
+    Keys(cmd_keys::KeysArgs),
     /// Benchmarks.
     Bench(bench::BenchArgs),
 }
@@ -114,6 +118,7 @@ fn main() -> ExitCode {
             Cmd::Token(a) => cmd_admin::token(a).await,
             Cmd::Stream(a) => cmd_admin::stream(a).await,
             Cmd::Audit(a) => cmd_audit::run(a).await,
+            Cmd::Keys(a) => cmd_keys::run(a).await,
             Cmd::Bench(a) => bench::run(a).await,
         }
     });

@@ -1,0 +1,46 @@
+//! `rampart keys`: master key operations on a stopped server's data
+//! directory.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::Failure;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct KeysArgs {
+    #[command(subcommand)]
+    cmd: KeysCmd,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum KeysCmd {
+    /// Make a new master key version and re-wrap every tenant key and
+    /// server secret under it. Run it with the server stopped; if it is
+    /// interrupted, run it again to finish.
+    RotateMaster {
+        #[arg(long, env = "RAMPART_DATA_DIR", default_value = "rampart-data")]
+        data_dir: PathBuf,
+        /// Use the development master key, `<data_dir>/master.key`.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Print a new random master key in the form RAMPART_MASTER_KEY takes,
+    /// for a secret manager.
+    Generate,
+}
+
+pub(crate) async fn run(a: KeysArgs) -> Result<ExitCode, Failure> {
+    match a.cmd {
+        KeysCmd::RotateMaster { data_dir, dev } => {
+            let env = |k: &str| std::env::var(k).ok();
+            let mut config = rampart_server::Config::load(None, &env)?;
+            config.data_dir = data_dir;
+            println!("{}", rampart_server::rotate_master(&config, dev).await?);
+        }
+        KeysCmd::Generate => {
+            let k = rampart_keys::LocalMasterKey::generate_env_value()?;
+            println!("{}", k.expose());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
