@@ -110,6 +110,29 @@ pub struct Config {
     /// `RAMPART_MASTER_KEY` (base64) takes precedence. `--dev` uses
     /// `<data_dir>/master.key`, creating it.
     pub master_key_path: Option<PathBuf>,
+    /// `local` (the default: `master_key_path` / `RAMPART_MASTER_KEY`) or
+    /// `vault-transit` (a Vault/OpenBao transit key wraps tenant keys; the
+    /// token comes from `RAMPART_VAULT_TRANSIT_TOKEN` or
+    /// `vault_transit_token_path`, never from this file).
+    pub master_key_provider: MasterKeyKind,
+    /// `https://host:port` of the transit server.
+    pub vault_transit_address: Option<String>,
+    /// The transit key (created beforehand with `derived: true`).
+    pub vault_transit_key: String,
+    pub vault_transit_mount: String,
+    /// CA bundle trusted for the transit server; default the system one.
+    pub vault_transit_ca_cert_path: Option<PathBuf>,
+    /// File holding the transit token (0600).
+    pub vault_transit_token_path: Option<PathBuf>,
+}
+
+/// Which master key provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MasterKeyKind {
+    #[default]
+    Local,
+    VaultTransit,
 }
 
 /// Audit sink as written in config.
@@ -165,6 +188,12 @@ impl Default for Config {
             audit_data_plane: true,
             dangerous_disable_audit: false,
             master_key_path: None,
+            master_key_provider: MasterKeyKind::Local,
+            vault_transit_address: None,
+            vault_transit_key: "rampart".into(),
+            vault_transit_mount: "transit".into(),
+            vault_transit_ca_cert_path: None,
+            vault_transit_token_path: None,
         }
     }
 }
@@ -236,6 +265,12 @@ const KEYS: &[(&str, Kind)] = &[
     ("audit_data_plane", Kind::Bool),
     ("dangerous_disable_audit", Kind::Bool),
     ("master_key_path", Kind::Str),
+    ("master_key_provider", Kind::Str),
+    ("vault_transit_address", Kind::Str),
+    ("vault_transit_key", Kind::Str),
+    ("vault_transit_mount", Kind::Str),
+    ("vault_transit_ca_cert_path", Kind::Str),
+    ("vault_transit_token_path", Kind::Str),
 ];
 
 /// Reads a YAML configuration into the TOML the rest of loading expects.
@@ -439,6 +474,14 @@ impl Config {
         }
         if self.audit_max_file_bytes < 64 * 1024 {
             return Err(invalid("audit_max_file_bytes", "at least 65536".into()));
+        }
+        if self.master_key_provider == MasterKeyKind::VaultTransit
+            && self.vault_transit_address.is_none()
+        {
+            return Err(invalid(
+                "vault_transit_address",
+                "master_key_provider = \"vault-transit\" needs the transit server's address".into(),
+            ));
         }
         for (i, m) in self.mtls_identities.iter().enumerate() {
             TenantId::parse(&m.tenant)

@@ -51,7 +51,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 pub use auth::MtlsIdentity;
-pub use config::{AuditSink, ClientAuth, Config, ConfigError, SlowConsumer};
+pub use config::{AuditSink, ClientAuth, Config, ConfigError, MasterKeyKind, SlowConsumer};
 pub use dev::{DevError, DevSetup, DEV_TENANT};
 pub use tls::{TlsError, ALPN};
 

@@ -38,6 +38,9 @@ pub(crate) fn master_key_path(config: &Config, dev: bool) -> Option<PathBuf> {
 /// `<data_dir>/master.key` when it is missing; otherwise a missing key is an
 /// error naming where it was looked for.
 pub(crate) fn open(config: &Config, dev: bool) -> Result<Arc<dyn MasterKeyProvider>, StartError> {
+    if config.master_key_provider == crate::config::MasterKeyKind::VaultTransit {
+        return open_transit(config);
+    }
     if std::env::var_os(rampart_keys::MASTER_KEY_ENV).is_some() {
         return Ok(Arc::new(LocalMasterKey::from_env().map_err(err)?));
     }
@@ -52,6 +55,39 @@ pub(crate) fn open(config: &Config, dev: bool) -> Result<Arc<dyn MasterKeyProvid
             rampart_keys::MASTER_KEY_ENV
         ))),
     }
+}
+
+/// The transit provider. Its token comes from the environment or a private
+/// file, never from the configuration file.
+fn open_transit(config: &Config) -> Result<Arc<dyn MasterKeyProvider>, StartError> {
+    let address = config
+        .vault_transit_address
+        .clone()
+        .ok_or_else(|| StartError::MasterKey("vault_transit_address is not set".into()))?;
+    let token = match (
+        std::env::var("RAMPART_VAULT_TRANSIT_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+        &config.vault_transit_token_path,
+    ) {
+        (Some(t), _) => Secret::new(t),
+        (None, Some(p)) => Secret::new(
+            std::fs::read_to_string(p)
+                .map_err(|e| StartError::MasterKey(format!("{}: {e}", p.display())))?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => {
+            return Err(StartError::MasterKey(
+                "no transit token: set RAMPART_VAULT_TRANSIT_TOKEN or vault_transit_token_path"
+                    .into(),
+            ))
+        }
+    };
+    let mut t = rampart_keys::TransitConfig::new(address, token, config.vault_transit_key.clone());
+    t.mount = config.vault_transit_mount.clone();
+    t.ca_file = config.vault_transit_ca_cert_path.clone();
+    Ok(Arc::new(rampart_keys::VaultTransit::new(t).map_err(err)?))
 }
 
 /// Checks that `master` is the key this data directory was written with,

@@ -135,3 +135,89 @@ async fn tenant_records_are_sealed_at_rest_and_erasable(t: Transport) {
 }
 
 both_transports!(tenant_records_are_sealed_at_rest_and_erasable);
+
+/// The vault-transit master key provider against the real OpenBao that
+/// `.ci/run` starts (skipped, saying so, when it is not there).
+async fn vault_transit_master_key(t: Transport) {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (Some(addr), Some(token), Some(ca)) = (
+        var("RAMPART_TEST_BAO_ADDR"),
+        var("RAMPART_TEST_BAO_TOKEN"),
+        var("RAMPART_TEST_BAO_CACERT"),
+    ) else {
+        eprintln!("vault_transit_master_key skipped: no OpenBao (run scripts/openbao-dev.sh)");
+        return;
+    };
+    let name =
+        |what: &str| format!("rampart-e2e-{what}-{t:?}-{}", std::process::id()).to_lowercase();
+    let ensure = |key: String| {
+        let (addr, token, ca) = (addr.clone(), token.clone(), ca.clone());
+        async move {
+            let mut c =
+                rampart_keys::TransitConfig::new(addr, rampart_identity::Secret::new(token), key);
+            c.ca_file = Some(ca.into());
+            rampart_keys::VaultTransit::new(c)
+                .unwrap()
+                .ensure_key()
+                .await
+                .unwrap();
+        }
+    };
+    let key = name("main");
+    let other = name("other");
+    ensure(key.clone()).await;
+    ensure(other.clone()).await;
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_file = token_dir.path().join("bao.token");
+    std::fs::write(&token_file, &token).unwrap();
+    let transit = |key: String| {
+        let (addr, ca, token_file) = (addr.clone(), ca.clone(), token_file.clone());
+        move |c: &mut rampart_server::Config| {
+            c.master_key_provider = rampart_server::MasterKeyKind::VaultTransit;
+            c.vault_transit_address = Some(addr);
+            c.vault_transit_key = key;
+            c.vault_transit_ca_cert_path = Some(ca.into());
+            c.vault_transit_token_path = Some(token_file);
+        }
+    };
+
+    let s = start_with(transit(key.clone())).await;
+    let admin = s.admin(KEY_ACME);
+    let acl = "apiVersion: rampart.io/v1\nkind: ACL\nmetadata: {tenant: acme}\nspec:\n  rules:\n    - {principal: transit-canary, resource: \"stream:*\", permissions: [publish]}\n";
+    assert_eq!(
+        admin
+            .call("PUT", "/v1/tenants/acme/acl", Some(&json!(acl)))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let dir = s.stop().await;
+    assert!(!contains(&all_bytes(dir.path()), "transit-canary"));
+    assert!(
+        !dir.path().join("master.key").exists(),
+        "no local master key"
+    );
+
+    // Restarted with the same transit key: readable.
+    let s = start_in(dir, transit(key.clone())).await;
+    let r = s
+        .admin(KEY_ACME)
+        .call("GET", "/v1/tenants/acme/acl", None)
+        .await
+        .unwrap();
+    assert!(r.text.contains("transit-canary"), "{}", r.text);
+    let dir = s.stop().await;
+
+    // Another transit key: refused, nothing changed.
+    let mut config = base_config(dir.path());
+    transit(other)(&mut config);
+    let before = all_bytes(dir.path());
+    let e = rampart_server::Server::start(rampart_server::ServerOptions::new(config).dev(true))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not the one"), "{e}");
+    assert!(all_bytes(dir.path()) == before, "files changed");
+}
+
+both_transports!(vault_transit_master_key);
