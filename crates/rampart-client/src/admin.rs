@@ -132,15 +132,17 @@ impl AdminClient {
             let _ = conn.await;
         });
         let (content_type, bytes) = match body {
-            None => ("application/json", Bytes::new()),
-            Some(Value::String(text)) => ("application/yaml", Bytes::from(text.clone())),
-            Some(v) => ("application/json", Bytes::from(v.to_string())),
+            None => (None, Bytes::new()),
+            Some(Value::String(text)) => (Some("application/yaml"), Bytes::from(text.clone())),
+            Some(v) => (Some("application/json"), Bytes::from(v.to_string())),
         };
         let mut req = http::Request::builder()
             .method(method)
             .uri(path)
-            .header(http::header::HOST, format!("{}:{}", self.host, self.port))
-            .header(http::header::CONTENT_TYPE, content_type);
+            .header(http::header::HOST, format!("{}:{}", self.host, self.port));
+        if let Some(ct) = content_type {
+            req = req.header(http::header::CONTENT_TYPE, ct);
+        }
         if let Some(c) = &self.credential {
             req = req.header(
                 http::header::AUTHORIZATION,

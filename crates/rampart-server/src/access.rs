@@ -118,6 +118,7 @@ pub(crate) enum RouteName {
     DisableTenant,
     EnableTenant,
     EraseTenant,
+    RotateEncryption,
     ListKeys,
     CreateKey,
     RevokeKey,
@@ -184,6 +185,13 @@ pub(crate) const ROUTES: &[Route] = &[
         "/v1/tenants/{tenant}/erase",
         Access::Operator,
         Scope::None,
+    ),
+    route(
+        RouteName::RotateEncryption,
+        "POST",
+        "/v1/tenants/{tenant}/encryption/rotate",
+        Access::Perm(Permission::KeyAdmin),
+        Scope::Admin(AdminArea::Keys),
     ),
     route(
         RouteName::ListKeys,

@@ -124,6 +124,9 @@ pub struct Config {
     pub vault_transit_ca_cert_path: Option<PathBuf>,
     /// File holding the transit token (0600).
     pub vault_transit_token_path: Option<PathBuf>,
+    /// Rotate each tenant's keys (and re-seal its records) when they are
+    /// this old; 0 turns scheduled rotation off (seed 000: 90 days).
+    pub key_rotation_days: u64,
 }
 
 /// Which master key provider.
@@ -194,6 +197,7 @@ impl Default for Config {
             vault_transit_mount: "transit".into(),
             vault_transit_ca_cert_path: None,
             vault_transit_token_path: None,
+            key_rotation_days: 90,
         }
     }
 }
@@ -271,6 +275,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("vault_transit_mount", Kind::Str),
     ("vault_transit_ca_cert_path", Kind::Str),
     ("vault_transit_token_path", Kind::Str),
+    ("key_rotation_days", Kind::Int),
 ];
 
 /// Reads a YAML configuration into the TOML the rest of loading expects.

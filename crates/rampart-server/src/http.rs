@@ -329,6 +329,34 @@ fn route_resource(
     })
 }
 
+// === request bodies ===
+
+/// A JSON request body. Malformed JSON, a wrong shape or an unknown field is
+/// a 400 in the API's own error format; for `Body<Option<T>>` an empty body
+/// is `None`.
+pub(crate) struct Body<T>(T);
+
+impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<Arc<Shared>> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &Arc<Shared>,
+    ) -> Result<Self, ApiError> {
+        let bytes = bytes::Bytes::from_request(req, state)
+            .await
+            .map_err(|_| ApiError::BadRequest("request body too large or unreadable".into()))?;
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"null"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(text)
+            .map(Body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    }
+}
+
 // === handlers ===
 
 #[derive(Debug, Default, Deserialize)]
@@ -347,9 +375,9 @@ async fn auth(
     State(shared): State<Arc<Shared>>,
     a: Authed,
     Extension(peer): Extension<PeerInfo>,
-    body: Option<Json<AuthBody>>,
+    Body(body): Body<Option<AuthBody>>,
 ) -> Result<Json<Value>, ApiError> {
-    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let body = body.unwrap_or_default();
     let (method, cred) = match (&body.api_key, &body.jwt, &body.token, &body.role_id) {
         (Some(k), None, None, None) => (AuthMethod::ApiKey, Secret::new(k.clone())),
         (None, Some(j), None, None) => (AuthMethod::Jwt, Secret::new(j.clone())),
@@ -427,7 +455,7 @@ struct NameBody {
 async fn create_tenant(
     State(shared): State<Arc<Shared>>,
     _a: Authed,
-    Json(b): Json<NameBody>,
+    Body(b): Body<NameBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let t = TenantId::parse(&b.name).map_err(bad_name)?;
     if shared.identity.tenant(t.as_str()).is_some() {
@@ -503,6 +531,32 @@ async fn erase_tenant(
     ))
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateEncryptionBody {
+    #[serde(default)]
+    reencrypt: bool,
+}
+
+async fn rotate_encryption(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    Body(body): Body<Option<RotateEncryptionBody>>,
+) -> Result<Json<Value>, ApiError> {
+    let reencrypt = body.is_some_and(|b| b.reencrypt);
+    let (version, resealed) = shared.rotate_tenant_keys(a.tenant()?, reencrypt).await?;
+    changed(
+        &shared,
+        &a,
+        "encryption.rotate",
+        "rotate",
+        json!({ "key_version": version, "reencrypt": reencrypt, "records_resealed": resealed }),
+    );
+    Ok(Json(
+        json!({ "key_version": version, "records_resealed": resealed, "records_left": 0 }),
+    ))
+}
+
 fn key_json(k: &rampart_store::KeyRecord) -> Value {
     json!({
         "id": k.id, "tenant": k.tenant, "name": k.name, "roles": k.roles,
@@ -531,7 +585,7 @@ struct CreateKeyBody {
 async fn create_key(
     State(shared): State<Arc<Shared>>,
     a: Authed,
-    Json(b): Json<CreateKeyBody>,
+    Body(b): Body<CreateKeyBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let roles = b.roles.unwrap_or_else(|| vec!["user".into()]);
     let k = shared.create_key(
@@ -579,10 +633,10 @@ async fn rotate_key(
     State(shared): State<Arc<Shared>>,
     a: Authed,
     Path(p): Path<HashMap<String, String>>,
-    body: Option<Json<RotateBody>>,
+    Body(body): Body<Option<RotateBody>>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = p.get("id").ok_or(ApiError::NotFound("key"))?;
-    let grace = body.and_then(|Json(b)| b.grace_secs).unwrap_or(3600);
+    let grace = body.and_then(|b| b.grace_secs).unwrap_or(3600);
     let k = shared.rotate_key(a.tenant()?, id, grace.saturating_mul(1000))?;
     changed(
         &shared,
@@ -607,7 +661,7 @@ struct RevokeTokensBody {
 async fn revoke_tokens(
     State(shared): State<Arc<Shared>>,
     a: Authed,
-    Json(b): Json<RevokeTokensBody>,
+    Body(b): Body<RevokeTokensBody>,
 ) -> Result<Json<Value>, ApiError> {
     let closed =
         shared.revoke_tokens(a.tenant()?, b.token_id.as_deref(), b.principal.as_deref())?;
@@ -665,7 +719,7 @@ struct ExplainBody {
 async fn explain_acl(
     State(shared): State<Arc<Shared>>,
     a: Authed,
-    Json(b): Json<ExplainBody>,
+    Body(b): Body<ExplainBody>,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = a.tenant()?;
     let permission = Permission::parse(&b.permission)
@@ -731,7 +785,7 @@ async fn create_stream(
     State(shared): State<Arc<Shared>>,
     a: Authed,
     Path(p): Path<HashMap<String, String>>,
-    Json(b): Json<NameBody>,
+    Body(b): Body<NameBody>,
 ) -> Result<StatusCode, ApiError> {
     let path = stream_path(
         a.tenant()?.as_str(),
@@ -874,6 +928,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             RouteName::DisableTenant => on(f, disable_tenant),
             RouteName::EnableTenant => on(f, enable_tenant),
             RouteName::EraseTenant => on(f, erase_tenant),
+            RouteName::RotateEncryption => on(f, rotate_encryption),
             RouteName::ListKeys => on(f, list_keys),
             RouteName::CreateKey => on(f, create_key),
             RouteName::RevokeKey => on(f, revoke_key),

@@ -501,6 +501,26 @@ impl Server {
             tasks.push(tokio::spawn(transport::run_quic(endpoint, shared.clone())));
         }
 
+        if shared.config.key_rotation_days > 0 {
+            let rotator = shared.clone();
+            let max_age = rotator.config.key_rotation_days.saturating_mul(86_400_000);
+            tasks.push(tokio::spawn(async move {
+                let mut shutdown = rotator.shutdown.clone();
+                let mut tick = tokio::time::interval(Duration::from_secs(3600));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            let n = rotator.rotate_due_tenants(max_age).await;
+                            if n > 0 {
+                                info!(tenants = n, "scheduled key rotation");
+                            }
+                        }
+                        _ = shutdown.changed() => break,
+                    }
+                }
+            }));
+        }
+
         let sweeper = shared.clone();
         tasks.push(tokio::spawn(async move {
             let mut shutdown = sweeper.shutdown.clone();

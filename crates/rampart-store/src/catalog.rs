@@ -217,6 +217,42 @@ impl Catalog {
             .transpose()
     }
 
+    /// Writes every record of a tenant again, so each is sealed with the
+    /// tenant's newest keys (after a key rotation). Returns how many.
+    pub fn reseal_tenant(&self, tenant: &str) -> Result<usize, StoreError> {
+        let keys = self.keys(Some(tenant))?;
+        let refs: Vec<&KeyRecord> = keys.iter().collect();
+        if !refs.is_empty() {
+            self.put_keys(&refs)?;
+        }
+        let mut n = keys.len();
+        for a in self.acls()?.into_iter().filter(|a| a.tenant == tenant) {
+            self.put_acl(&a)?;
+            n += 1;
+        }
+        for r in self.revocations()? {
+            if matches!(&r.what, Revoked::Principal { tenant: t, .. } if t == tenant) {
+                self.put_revocation(&r)?;
+                n += 1;
+            }
+        }
+        for st in self.streams(&format!("{tenant}/"))? {
+            self.put_stream(&st)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// A small clear value in the meta table (timestamps, markers).
+    pub fn meta_u64(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        self.one(Table::Meta, key)
+    }
+
+    pub fn put_meta_u64(&self, key: &str, v: u64) -> Result<(), StoreError> {
+        self.kv
+            .apply(vec![Op::Put(Table::Meta, key.to_string(), encode(&v)?)])
+    }
+
     /// Deletes every record of a tenant in the sealed tables (erasure).
     pub fn delete_tenant_records(&self, tenant: &str) -> Result<usize, StoreError> {
         let mut ops = Vec::new();

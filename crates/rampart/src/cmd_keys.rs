@@ -27,6 +27,16 @@ enum KeysCmd {
     /// Print a new random master key in the form RAMPART_MASTER_KEY takes,
     /// for a secret manager.
     Generate,
+    /// Give a tenant new encryption keys (over the HTTPS API); with
+    /// --reencrypt, everything stored for it is sealed again under them.
+    Rotate {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        reencrypt: bool,
+        #[command(flatten)]
+        http: crate::cmd_admin::HttpArgs,
+    },
 }
 
 pub(crate) async fn run(a: KeysArgs) -> Result<ExitCode, Failure> {
@@ -36,6 +46,23 @@ pub(crate) async fn run(a: KeysArgs) -> Result<ExitCode, Failure> {
             let mut config = rampart_server::Config::load(None, &env)?;
             config.data_dir = data_dir;
             println!("{}", rampart_server::rotate_master(&config, dev).await?);
+        }
+        KeysCmd::Rotate {
+            tenant,
+            reencrypt,
+            http,
+        } => {
+            let r = crate::cmd_admin::call(
+                &http,
+                "POST",
+                &format!("/v1/tenants/{tenant}/encryption/rotate"),
+                Some(serde_json::json!({ "reencrypt": reencrypt })),
+            )
+            .await?;
+            println!(
+                "tenant {tenant}: key version {}; {} record(s) re-sealed, {} left under older keys",
+                r.body["key_version"], r.body["records_resealed"], r.body["records_left"]
+            );
         }
         KeysCmd::Generate => {
             let k = rampart_keys::LocalMasterKey::generate_env_value()?;

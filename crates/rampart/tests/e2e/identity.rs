@@ -689,7 +689,8 @@ async fn https_responses_are_hardened(_t: Transport) {
         .call("POST", "/v1/tenants/acme/keys", Some(&json!({"bogus": 1})))
         .await
         .unwrap();
-    assert!(r.status == 400 || r.status == 422, "{}", r.status);
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.body["errors"][0].as_str().unwrap().contains("unknown field"), "{}", r.text);
     assert!(
         !r.text.contains("/work") && !r.text.contains("src/"),
         "{}",

@@ -136,6 +136,72 @@ async fn tenant_records_are_sealed_at_rest_and_erasable(t: Transport) {
 
 both_transports!(tenant_records_are_sealed_at_rest_and_erasable);
 
+async fn tenant_key_rotation_reseals_records(_t: Transport) {
+    let s = start().await;
+    let admin = s.admin(KEY_ACME);
+    let acl = "apiVersion: rampart.io/v1\nkind: ACL\nmetadata: {tenant: acme}\nspec:\n  rules:\n    - {principal: rotated, resource: \"stream:*\", permissions: [publish]}\n";
+    admin
+        .call("PUT", "/v1/tenants/acme/acl", Some(&json!(acl)))
+        .await
+        .unwrap();
+    admin
+        .call(
+            "POST",
+            "/v1/tenants/acme/keys",
+            Some(&json!({"name": "k1"})),
+        )
+        .await
+        .unwrap();
+    // Without re-encryption: new version, nothing rewritten yet.
+    let r = admin
+        .call("POST", "/v1/tenants/acme/encryption/rotate", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["records_resealed"], 0);
+    let v1 = r.body["key_version"].as_u64().unwrap();
+    // With it: every record sealed again under the newest key.
+    let r = admin
+        .call(
+            "POST",
+            "/v1/tenants/acme/encryption/rotate",
+            Some(&json!({"reencrypt": true})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.body["key_version"].as_u64().unwrap(), v1 + 1);
+    assert!(
+        r.body["records_resealed"].as_u64().unwrap() >= 2,
+        "{}",
+        r.text
+    );
+    // Another tenant's admin cannot rotate acme's keys.
+    assert_eq!(
+        s.admin(KEY_GLOBEX)
+            .call("POST", "/v1/tenants/acme/encryption/rotate", None)
+            .await
+            .unwrap()
+            .status,
+        403
+    );
+    // Everything reads back after a restart.
+    let dir = s.stop().await;
+    let s = start_in(dir, |_| {}).await;
+    let admin = s.admin(KEY_ACME);
+    let acl_back = admin
+        .call("GET", "/v1/tenants/acme/acl", None)
+        .await
+        .unwrap();
+    assert!(acl_back.text.contains("rotated"));
+    let keys = admin
+        .call("GET", "/v1/tenants/acme/keys", None)
+        .await
+        .unwrap();
+    assert_eq!(keys.body["keys"][0]["name"], "k1");
+}
+
+both_transports!(tenant_key_rotation_reseals_records);
+
 /// The vault-transit master key provider against the real OpenBao that
 /// `.ci/run` starts (skipped, saying so, when it is not there).
 async fn vault_transit_master_key(t: Transport) {
