@@ -86,9 +86,7 @@ pub(crate) async fn run(a: AuditArgs) -> Result<ExitCode, Failure> {
             data_dir,
             dev,
         } => {
-            let env = |k: &str| std::env::var(k).ok();
-            let mut config = rampart_server::Config::load(None, &env)?;
-            config.data_dir = data_dir;
+            let config = crate::config_for(data_dir)?;
             let key = rampart_server::server_secret(
                 &config,
                 dev,

@@ -44,9 +44,7 @@ pub(crate) async fn run(a: KeyArgs) -> Result<ExitCode, Failure> {
             dev,
             tenant,
         } => {
-            let env = |k: &str| std::env::var(k).ok();
-            let mut config = rampart_server::Config::load(None, &env)?;
-            config.data_dir = data_dir;
+            let config = crate::config_for(data_dir)?;
             let pepper = rampart_server::server_secret(
                 &config,
                 dev,

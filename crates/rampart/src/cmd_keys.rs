@@ -42,9 +42,7 @@ enum KeysCmd {
 pub(crate) async fn run(a: KeysArgs) -> Result<ExitCode, Failure> {
     match a.cmd {
         KeysCmd::RotateMaster { data_dir, dev } => {
-            let env = |k: &str| std::env::var(k).ok();
-            let mut config = rampart_server::Config::load(None, &env)?;
-            config.data_dir = data_dir;
+            let config = crate::config_for(data_dir)?;
             println!("{}", rampart_server::rotate_master(&config, dev).await?);
         }
         KeysCmd::Rotate {

@@ -80,6 +80,15 @@ fn init_logs(default: &str) {
         .try_init();
 }
 
+/// The server configuration from the environment (`RAMPART_*`), for a
+/// command that works on the data directory `data_dir`.
+pub(crate) fn config_for(data_dir: std::path::PathBuf) -> Result<rampart_server::Config, Failure> {
+    let env = |k: &str| std::env::var(k).ok();
+    let mut config = rampart_server::Config::load(None, &env)?;
+    config.data_dir = data_dir;
+    Ok(config)
+}
+
 /// A failure to report and exit with.
 #[derive(Debug)]
 pub(crate) struct Failure(String);

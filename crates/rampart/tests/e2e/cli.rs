@@ -580,26 +580,9 @@ fn audit_verify_and_hash_commands() {
     assert!(said.contains("FAILED") && said.contains("seq"), "{said}");
 }
 
-/// Every file under `dir` with its bytes, for before/after comparisons.
-fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((p.clone(), std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn wrong_master_key_refuses_to_start_and_touches_nothing() {
+    use crate::common::snapshot;
     let mut s = DevServer::start();
     let url = format!("tls://{}", s.tcp);
     run_ok(

@@ -247,3 +247,22 @@ pub fn nack_code(f: &Frame) -> Option<u16> {
         _ => None,
     }
 }
+
+/// Every file under `dir` with its bytes, sorted by path: for before/after
+/// comparisons and raw-byte scans.
+pub fn snapshot(dir: &std::path::Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}

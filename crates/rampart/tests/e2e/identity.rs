@@ -690,7 +690,14 @@ async fn https_responses_are_hardened(_t: Transport) {
         .await
         .unwrap();
     assert_eq!(r.status, 400, "{}", r.text);
-    assert!(r.body["errors"][0].as_str().unwrap().contains("unknown field"), "{}", r.text);
+    assert!(
+        r.body["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("unknown field"),
+        "{}",
+        r.text
+    );
     assert!(
         !r.text.contains("/work") && !r.text.contains("src/"),
         "{}",
