@@ -443,7 +443,7 @@ async fn list_tenants(State(shared): State<Arc<Shared>>, _a: Authed) -> Json<Val
 }
 
 fn tenant_json(t: &rampart_store::TenantRecord) -> Value {
-    json!({ "name": t.name, "disabled": t.disabled, "created_ms": t.created_ms, "changed_ms": t.changed_ms })
+    json!({ "name": t.name, "disabled": t.disabled, "erased_ms": t.erased_ms, "created_ms": t.created_ms, "changed_ms": t.changed_ms })
 }
 
 #[derive(Debug, Deserialize)]
