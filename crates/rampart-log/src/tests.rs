@@ -1,0 +1,521 @@
+//! Behaviour of the whole log against real files in temporary directories.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use tempfile::TempDir;
+
+use crate::frame::{self, HEADER_LEN};
+use crate::{BlockSealer, Level, Log, LogError, LogOptions, ReadFrom, SyncPolicy};
+
+fn opts(segment_bytes: u64) -> LogOptions {
+    LogOptions {
+        segment_bytes,
+        sync: SyncPolicy::None,
+        ..LogOptions::default()
+    }
+}
+
+fn msg(offset: u64) -> Vec<u8> {
+    format!("message-{offset:04}").into_bytes()
+}
+
+/// Appends `blocks` blocks of `per` messages; block `i` is stamped `i * 100`.
+fn fill(log: &Log, blocks: u64, per: u64) {
+    for i in 0..blocks {
+        let first = log.next_offset();
+        let msgs: Vec<Vec<u8>> = (first..first + per).map(msg).collect();
+        let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+        let a = log.append(&refs, i * 100).unwrap();
+        assert_eq!((a.first_offset, a.count), (first, per as u32));
+    }
+}
+
+fn check_all(log: &Log, from: u64) {
+    let got = log.read(from, usize::MAX).unwrap();
+    assert_eq!(got.len() as u64, log.next_offset() - from);
+    for (m, off) in got.iter().zip(from..) {
+        assert_eq!(m.offset, off);
+        assert_eq!(m.payload, msg(off));
+    }
+}
+
+fn seg_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// (position, header) of every frame in a healthy segment file.
+fn frames(bytes: &[u8]) -> Vec<(usize, frame::Header)> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let h = frame::decode_header(&bytes[pos..], u32::MAX).unwrap();
+        out.push((pos, h));
+        pos += h.frame_len() as usize;
+    }
+    out
+}
+
+#[test]
+fn log_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Log>();
+}
+
+#[test]
+fn round_trip_across_segments_and_reopen() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("stream");
+    {
+        let (log, report) = Log::open(&dir, opts(256)).unwrap();
+        assert_eq!((report.segments, report.next_offset), (0, 0));
+        fill(&log, 100, 3);
+        check_all(&log, 0);
+    }
+    assert!(seg_files(&dir).len() > 3);
+    let (log, report) = Log::open(&dir, opts(256)).unwrap();
+    assert_eq!(report.next_offset, 300);
+    assert!(report.damaged.is_empty() && report.truncated_bytes == 0);
+    check_all(&log, 0);
+    let some = log.read(150, 10).unwrap();
+    assert_eq!(
+        some.iter().map(|m| m.offset).collect::<Vec<_>>(),
+        (150..160).collect::<Vec<_>>()
+    );
+    assert_eq!(some[0].timestamp_ms, 50 * 100);
+    assert!(log.read(300, 10).unwrap().is_empty());
+    assert!(log.read(0, 0).unwrap().is_empty());
+    assert!(matches!(log.read(301, 1), Err(LogError::OutOfRange { .. })));
+    assert!(matches!(log.append(&[], 0), Err(LogError::EmptyBatch)));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        for f in seg_files(&dir) {
+            assert_eq!(
+                fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+    }
+}
+
+#[test]
+fn read_by_timestamp_and_reader() {
+    let tmp = TempDir::new().unwrap();
+    let (log, _) = Log::open(tmp.path(), opts(300)).unwrap();
+    fill(&log, 20, 2); // block i: offsets 2i, 2i+1, stamped i*100
+    assert_eq!(log.offset_at_or_after(0), Some(0));
+    assert_eq!(log.offset_at_or_after(550), Some(12));
+    assert_eq!(log.offset_at_or_after(600), Some(12));
+    assert_eq!(log.offset_at_or_after(1901), None);
+
+    let mut r = log.reader(ReadFrom::Timestamp(1750));
+    assert_eq!(r.position(), 36);
+    let got: Vec<u64> = r.poll(100).unwrap().iter().map(|m| m.offset).collect();
+    assert_eq!(got, vec![36, 37, 38, 39]);
+    assert!(r.poll(10).unwrap().is_empty());
+
+    let mut r = log.reader(ReadFrom::Earliest);
+    let mut seen = 0;
+    loop {
+        let batch = r.poll(7).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        assert_eq!(batch[0].offset, seen);
+        seen += batch.len() as u64;
+    }
+    assert_eq!(seen, 40);
+    let mut latest = log.reader(ReadFrom::Latest);
+    fill(&log, 1, 1);
+    assert_eq!(latest.poll(10).unwrap()[0].offset, 40);
+}
+
+#[test]
+fn torn_tail_cut_mid_frame_is_truncated_and_appends_continue() {
+    let tmp = TempDir::new().unwrap();
+    {
+        let (log, _) = Log::open(tmp.path(), opts(1024)).unwrap();
+        fill(&log, 30, 2);
+    }
+    let last = seg_files(tmp.path()).pop().unwrap();
+    let len = fs::metadata(&last).unwrap().len();
+    OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+
+    let (log, report) = Log::open(tmp.path(), opts(1024)).unwrap();
+    assert!(report.truncated_bytes > 0);
+    assert!(report.damaged.is_empty());
+    assert_eq!(log.next_offset(), 58, "the cut block is gone");
+    check_all(&log, 0);
+    assert_eq!(log.append(&[&msg(58)], 0).unwrap().first_offset, 58);
+    drop(log);
+    let (log, report) = Log::open(tmp.path(), opts(1024)).unwrap();
+    assert_eq!(report.truncated_bytes, 0);
+    check_all(&log, 0);
+}
+
+#[test]
+fn garbage_after_the_tail_is_truncated() {
+    let tmp = TempDir::new().unwrap();
+    {
+        let (log, _) = Log::open(tmp.path(), opts(1024)).unwrap();
+        fill(&log, 10, 2);
+    }
+    let last = seg_files(tmp.path()).pop().unwrap();
+    let mut f = OpenOptions::new().append(true).open(&last).unwrap();
+    let mut junk = frame::MAGIC.to_le_bytes().to_vec();
+    junk.extend_from_slice(&[0xAB; 33]);
+    f.write_all(&junk).unwrap();
+    drop(f);
+
+    let (log, report) = Log::open(tmp.path(), opts(1024)).unwrap();
+    assert_eq!(report.truncated_bytes, junk.len() as u64);
+    assert_eq!(log.next_offset(), 20);
+    fill(&log, 2, 2);
+    check_all(&log, 0);
+}
+
+#[test]
+fn flipped_byte_in_a_middle_segment_is_refused_and_the_rest_served() {
+    let tmp = TempDir::new().unwrap();
+    {
+        let (log, _) = Log::open(tmp.path(), opts(512)).unwrap();
+        fill(&log, 40, 2);
+    }
+    let files = seg_files(tmp.path());
+    assert!(files.len() >= 3);
+    let mut bytes = fs::read(&files[1]).unwrap();
+    let (pos, h) = frames(&bytes)[1];
+    bytes[pos + HEADER_LEN + 3] ^= 0x01;
+    fs::write(&files[1], &bytes).unwrap();
+    let (from, to) = (h.first_offset, h.end_offset());
+
+    let (log, report) = Log::open(tmp.path(), opts(512)).unwrap();
+    assert_eq!(report.damaged, vec![from..to]);
+    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!(report.next_offset, 80);
+    match log.read(from, 10) {
+        Err(LogError::Damaged { from: f, to: t }) => assert_eq!((f, t), (from, to)),
+        other => panic!("expected Damaged, got {other:?}"),
+    }
+    match log.read(from + 1, 10) {
+        Err(LogError::Damaged { .. }) => {}
+        other => panic!("expected Damaged, got {other:?}"),
+    }
+    // A read running into the damage stops before it.
+    let before = log.read(0, usize::MAX).unwrap();
+    assert_eq!(before.len() as u64, from);
+    check_all(&log, to);
+    // Appends continue after the end.
+    assert_eq!(log.append(&[&msg(80)], 0).unwrap().first_offset, 80);
+    check_all(&log, to);
+    let mut r = log.reader(ReadFrom::Offset(from));
+    assert!(matches!(r.poll(5), Err(LogError::Damaged { .. })));
+    r.seek(to);
+    assert_eq!(r.poll(1).unwrap()[0].offset, to);
+}
+
+#[test]
+fn length_cap_rejects_huge_headers_and_oversized_blocks() {
+    let tmp = TempDir::new().unwrap();
+    {
+        let (log, _) = Log::open(tmp.path(), opts(4096)).unwrap();
+        fill(&log, 3, 1);
+        fill(&log, 1, 10); // a block of ~170 bytes
+        fill(&log, 2, 1);
+    }
+    // A frame announcing a 1 GiB payload at the end of the file.
+    let last = seg_files(tmp.path()).pop().unwrap();
+    let mut huge = frame::encode(6, 1, 0, b"x");
+    huge[28..32].copy_from_slice(&(1u32 << 30).to_le_bytes());
+    huge.extend_from_slice(&[0u8; 64]);
+    OpenOptions::new()
+        .append(true)
+        .open(&last)
+        .unwrap()
+        .write_all(&huge)
+        .unwrap();
+
+    let mut small = opts(4096);
+    small.max_block_bytes = 100;
+    let (log, report) = Log::open(tmp.path(), small.clone()).unwrap();
+    assert_eq!(report.truncated_bytes, huge.len() as u64);
+    // The 10-message block is over the smaller cap: refused, not served.
+    assert_eq!(report.damaged, vec![3..13]);
+    assert!(matches!(
+        log.read(3, 1),
+        Err(LogError::Damaged { from: 3, to: 13 })
+    ));
+    check_all(&log, 13);
+    let big = vec![0u8; 200];
+    assert!(matches!(
+        log.append(&[&big], 0),
+        Err(LogError::BlockTooLarge { .. })
+    ));
+    assert_eq!(log.next_offset(), 15);
+}
+
+#[test]
+fn group_commit_shares_fsyncs() {
+    let tmp = TempDir::new().unwrap();
+    let mut o = opts(64 << 20);
+    o.sync = SyncPolicy::OnCommit;
+    let (log, _) = Log::open(tmp.path(), o).unwrap();
+    let log = Arc::new(log);
+    let (threads, per) = (8u64, 25u64);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for i in 0..per {
+                    let m = format!("t{t}-{i}");
+                    let a = log.append(&[m.as_bytes()], i).unwrap();
+                    assert_eq!(a.level, Level::Fsynced);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let stats = log.stats();
+    println!(
+        "group commit: {} appends, {} fsyncs",
+        stats.appends, stats.fsyncs
+    );
+    assert_eq!(stats.appends, threads * per);
+    assert!(stats.fsyncs < stats.appends, "{stats:?}");
+    let all = log.read(0, usize::MAX).unwrap();
+    assert_eq!(all.len() as u64, threads * per);
+}
+
+#[test]
+fn interval_policy_acknowledges_written_and_syncs_in_background() {
+    let tmp = TempDir::new().unwrap();
+    let mut o = opts(1 << 20);
+    o.sync = SyncPolicy::IntervalMs(5);
+    let (log, _) = Log::open(tmp.path(), o).unwrap();
+    assert_eq!(log.append(&[b"a"], 0).unwrap().level, Level::Written);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while log.stats().fsyncs == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(log.stats().fsyncs >= 1);
+    drop(log); // joins the thread
+}
+
+#[test]
+fn retention_by_size() {
+    let tmp = TempDir::new().unwrap();
+    let (log, _) = Log::open(tmp.path(), opts(256)).unwrap();
+    fill(&log, 50, 2);
+    let before = seg_files(tmp.path()).len();
+    let r = log.apply_retention(None, Some(600), 0, None).unwrap();
+    assert!(r.segments_deleted > 0 && r.bytes_deleted > 0);
+    assert_eq!(r.kept_for_consumer, 0);
+    assert_eq!(seg_files(tmp.path()).len(), before - r.segments_deleted);
+    let left: u64 = seg_files(tmp.path())
+        .iter()
+        .map(|f| fs::metadata(f).unwrap().len())
+        .sum();
+    assert!(left <= 600, "{left}");
+    assert_eq!(log.first_offset(), r.first_offset);
+    assert!(matches!(log.read(0, 1), Err(LogError::OutOfRange { .. })));
+    check_all(&log, r.first_offset);
+    // The active segment is never deleted, and appends go on.
+    let r = log
+        .apply_retention(Some(0), Some(0), u64::MAX, None)
+        .unwrap();
+    assert!(r.segments_deleted > 0);
+    assert_eq!(seg_files(tmp.path()).len(), 1);
+    fill(&log, 1, 1);
+    check_all(&log, log.first_offset());
+    drop(log);
+    let (log, report) = Log::open(tmp.path(), opts(256)).unwrap();
+    assert!(report.damaged.is_empty());
+    check_all(&log, log.first_offset());
+}
+
+#[test]
+fn retention_by_age() {
+    let tmp = TempDir::new().unwrap();
+    let (log, _) = Log::open(tmp.path(), opts(256)).unwrap();
+    fill(&log, 50, 2); // block i (offsets 2i, 2i+1) stamped i*100
+    let r = log.apply_retention(Some(2000), None, 5000, None).unwrap();
+    assert!(r.segments_deleted > 0);
+    let first = log.first_offset();
+    // Everything deleted was older than the 3000 cut-off; what is left
+    // starts no later than the first block at or after it.
+    assert!((first - 1) / 2 * 100 < 3000);
+    assert!(first <= log.offset_at_or_after(3000).unwrap());
+    check_all(&log, first);
+    let again = log.apply_retention(Some(2000), None, 5000, None).unwrap();
+    assert_eq!(again.segments_deleted, 0);
+}
+
+#[test]
+fn retention_keeps_what_a_consumer_still_needs() {
+    let tmp = TempDir::new().unwrap();
+    let (log, _) = Log::open(tmp.path(), opts(256)).unwrap();
+    fill(&log, 50, 2);
+    let files = seg_files(tmp.path()).len();
+    let keep_from = 15;
+    let r = log
+        .apply_retention(None, Some(0), 0, Some(keep_from))
+        .unwrap();
+    assert!(r.first_offset <= keep_from);
+    assert!(r.kept_for_consumer > 0);
+    assert_eq!(r.segments_deleted + r.kept_for_consumer, files - 1);
+    check_all(&log, keep_from);
+}
+
+/// XORs the body and appends a tag bound to the block's first offset.
+struct ToySealer;
+
+impl BlockSealer for ToySealer {
+    fn seal(&self, first_offset: u64, plaintext: &[u8]) -> Result<Vec<u8>, String> {
+        let mut out: Vec<u8> = plaintext.iter().map(|b| b ^ 0x5a).collect();
+        out.extend_from_slice(&(first_offset ^ 0xa5a5_a5a5).to_le_bytes());
+        Ok(out)
+    }
+
+    fn open(&self, first_offset: u64, sealed: &[u8]) -> Result<Vec<u8>, String> {
+        let split = sealed.len().checked_sub(8).ok_or("short")?;
+        let (body, tag) = sealed.split_at(split);
+        if tag != (first_offset ^ 0xa5a5_a5a5).to_le_bytes() {
+            return Err("sealed for another offset".into());
+        }
+        Ok(body.iter().map(|b| b ^ 0x5a).collect())
+    }
+}
+
+#[test]
+fn a_block_copied_to_another_offset_fails_to_open() {
+    let tmp = TempDir::new().unwrap();
+    let mut o = opts(1 << 20);
+    o.sealer = Arc::new(ToySealer);
+    {
+        let (log, _) = Log::open(tmp.path(), o.clone()).unwrap();
+        log.append(&[b"aaaa"], 1).unwrap();
+        log.append(&[b"bbbb"], 2).unwrap();
+        assert_eq!(log.read(0, 2).unwrap()[1].payload, &b"bbbb"[..]);
+    }
+    let path = seg_files(tmp.path()).pop().unwrap();
+    let mut bytes = fs::read(&path).unwrap();
+    assert!(
+        !bytes.windows(4).any(|w| w == b"aaaa"),
+        "payload is sealed on disk"
+    );
+    // Someone who can write the file copies block 0 over block 1, fixing
+    // up the offset and the CRC (a CRC is not a MAC).
+    let f = frames(&bytes);
+    let (p0, h0) = f[0];
+    let (p1, _) = f[1];
+    let payload0 = bytes[p0 + HEADER_LEN..p0 + h0.frame_len() as usize].to_vec();
+    let forged = frame::encode(1, 1, 2, &payload0);
+    bytes.splice(p1.., forged);
+    fs::write(&path, &bytes).unwrap();
+
+    let (log, report) = Log::open(tmp.path(), o).unwrap();
+    assert!(report.damaged.is_empty(), "the frame itself is well formed");
+    assert_eq!(log.read(0, 1).unwrap()[0].payload, &b"aaaa"[..]);
+    assert!(matches!(
+        log.read(1, 1),
+        Err(LogError::Unsealable { from: 1, to: 2 })
+    ));
+    // A read from 0 serves block 0 and stops before the forged block.
+    assert_eq!(log.read(0, 10).unwrap().len(), 1);
+}
+
+#[test]
+fn recovery_throughput() {
+    let tmp = TempDir::new().unwrap();
+    let (blocks, per, size) = (1024u64, 64usize, 1024usize);
+    {
+        let (log, _) = Log::open(tmp.path(), opts(64 << 20)).unwrap();
+        let m = vec![7u8; size];
+        let batch: Vec<&[u8]> = vec![m.as_slice(); per];
+        for i in 0..blocks {
+            log.append(&batch, i).unwrap();
+        }
+    }
+    let (log, report) = Log::open(tmp.path(), opts(64 << 20)).unwrap();
+    println!(
+        "recovery: {} segments, {} blocks, {} bytes in {:?} = {:.0} MB/s",
+        report.segments,
+        report.blocks,
+        report.bytes_scanned,
+        report.elapsed,
+        report.mb_per_sec()
+    );
+    assert_eq!(report.blocks as u64, blocks);
+    assert!(report.bytes_scanned >= 64 << 20);
+    assert_eq!(log.next_offset(), blocks * per as u64);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(Vec<Vec<u8>>),
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 1..5).prop_map(Op::Append),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn appends_and_reopens_read_back_exactly(ops in prop::collection::vec(op(), 1..40)) {
+        let tmp = TempDir::new().unwrap();
+        let (mut log, _) = Log::open(tmp.path(), opts(200)).unwrap();
+        let mut expected: Vec<Vec<u8>> = Vec::new();
+        for (t, op) in ops.iter().enumerate() {
+            match op {
+                Op::Append(msgs) => {
+                    let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+                    let a = log.append(&refs, t as u64).unwrap();
+                    prop_assert_eq!(a.first_offset, expected.len() as u64);
+                    expected.extend(msgs.iter().cloned());
+                }
+                Op::Reopen => {
+                    drop(log);
+                    let (l, report) = Log::open(tmp.path(), opts(200)).unwrap();
+                    prop_assert!(report.damaged.is_empty());
+                    prop_assert_eq!(report.truncated_bytes, 0);
+                    log = l;
+                }
+            }
+        }
+        prop_assert_eq!(log.next_offset(), expected.len() as u64);
+        let got = log.read(0, usize::MAX).unwrap();
+        prop_assert_eq!(got.len(), expected.len());
+        for (i, (m, e)) in got.iter().zip(&expected).enumerate() {
+            prop_assert_eq!(m.offset, i as u64);
+            prop_assert_eq!(&m.payload[..], &e[..]);
+        }
+    }
+}
