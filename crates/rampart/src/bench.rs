@@ -28,6 +28,110 @@ pub(crate) struct BenchArgs {
 enum BenchCmd {
     /// Publish/subscribe throughput and latency.
     Pubsub(PubsubArgs),
+    /// Durable log appends, sealed with tenant keys or not, to measure what
+    /// encryption at rest costs.
+    Log(LogArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct LogArgs {
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Messages per appender.
+    #[arg(long, default_value_t = 100_000)]
+    messages: usize,
+    /// Messages per block (one seal and one frame per block).
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Concurrent appenders (they share fsyncs by group commit).
+    #[arg(long, default_value_t = 1)]
+    appenders: usize,
+    /// `on-commit` (every append fsynced) or `none`.
+    #[arg(long, default_value = "on-commit")]
+    sync: String,
+    /// Directory for the log (a fresh temporary one by default).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+/// Seals log blocks with a tenant's data key, as the server will.
+struct TenantSealer(Arc<rampart_keys::TenantKeys>);
+
+impl rampart_log::BlockSealer for TenantSealer {
+    fn seal(&self, first_offset: u64, plaintext: &[u8]) -> Result<Vec<u8>, String> {
+        let aad = rampart_keys::Aad::new("bench", "bench", "stream", "bench", first_offset);
+        self.0.seal(&aad, plaintext).map_err(|e| e.to_string())
+    }
+    fn open(&self, first_offset: u64, sealed: &[u8]) -> Result<Vec<u8>, String> {
+        let aad = rampart_keys::Aad::new("bench", "bench", "stream", "bench", first_offset);
+        self.0
+            .open(&aad, sealed)
+            .map(|p| p.expose().clone())
+            .map_err(|e| e.to_string())
+    }
+}
+
+async fn bench_log(a: LogArgs) -> Result<ExitCode, Failure> {
+    let tmp = tempfile::tempdir()?;
+    let base = a.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let master = rampart_keys::LocalMasterKey::create(&base.join("master.key"))?;
+    let kv: Arc<dyn rampart_store::KvStore> =
+        Arc::new(rampart_store::RedbStore::open(&base.join("keys.redb"))?);
+    let keyring = rampart_keys::Keyring::open(kv, Arc::new(master)).await?;
+    let keys = keyring.tenant("bench").await?;
+    let sync = match a.sync.as_str() {
+        "on-commit" => rampart_log::SyncPolicy::OnCommit,
+        "none" => rampart_log::SyncPolicy::None,
+        other => return Err(Failure(format!("--sync {other}: use on-commit or none"))),
+    };
+    println!("sealing,appenders,size,batch,messages,seconds,mb_per_s,msgs_per_s");
+    for sealed in [false, true] {
+        let mut opts = rampart_log::LogOptions::default();
+        opts.sync = sync;
+        if sealed {
+            opts.sealer = Arc::new(TenantSealer(keys.clone()));
+        }
+        let dir = base.join(if sealed { "sealed" } else { "plain" });
+        let (log, _) = rampart_log::Log::open(&dir, opts)?;
+        let log = Arc::new(log);
+        let payload = vec![0x42u8; a.size];
+        let started = Instant::now();
+        let mut threads = Vec::new();
+        for _ in 0..a.appenders.max(1) {
+            let (log, payload) = (log.clone(), payload.clone());
+            let (messages, batch) = (a.messages, a.batch.max(1));
+            threads.push(std::thread::spawn(move || -> Result<(), String> {
+                let block: Vec<&[u8]> = std::iter::repeat_n(&payload[..], batch).collect();
+                let mut done = 0;
+                while done < messages {
+                    let n = batch.min(messages - done);
+                    log.append(&block[..n], 0).map_err(|e| e.to_string())?;
+                    done += n;
+                }
+                Ok(())
+            }));
+        }
+        for t in threads {
+            t.join()
+                .map_err(|_| Failure("appender panicked".into()))?
+                .map_err(Failure)?;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let total = (a.messages * a.appenders.max(1)) as f64;
+        println!(
+            "{},{},{},{},{},{:.3},{:.1},{:.0}",
+            if sealed { "aes-256-gcm" } else { "none" },
+            a.appenders.max(1),
+            a.size,
+            a.batch,
+            total,
+            secs,
+            total * a.size as f64 / secs / 1e6,
+            total / secs
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -203,7 +307,10 @@ impl Drop for LocalServer {
 }
 
 pub(crate) async fn run(a: BenchArgs) -> Result<ExitCode, Failure> {
-    let BenchCmd::Pubsub(a) = a.cmd;
+    let a = match a.cmd {
+        BenchCmd::Pubsub(p) => p,
+        BenchCmd::Log(l) => return bench_log(l).await,
+    };
     if a.publishers == 0 || a.subscribers == 0 || a.messages == 0 || a.batch == 0 {
         return Err(Failure(
             "publishers, subscribers, messages and batch must be positive".into(),
