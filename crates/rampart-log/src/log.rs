@@ -67,6 +67,9 @@ struct Shared {
     state: Mutex<State>,
     /// Signalled when an fsync finishes.
     synced: Condvar,
+    /// Signalled when a block is written (or the log fails), so the appender
+    /// holding the next reserved offsets can write its block.
+    turn: Condvar,
     appends: AtomicU64,
     fsyncs: AtomicU64,
     bytes_written: AtomicU64,
@@ -76,7 +79,11 @@ struct Shared {
 struct State {
     /// Never empty; the last one is the active segment.
     segments: Vec<Segment>,
+    /// Next offset to be written.
     next_offset: u64,
+    /// Next offset to hand out: appenders reserve their range here, seal
+    /// outside the lock, then write in reservation order.
+    reserved_next: u64,
     /// Sorted, disjoint.
     damaged: Vec<Range<u64>>,
     ts_max: u64,
@@ -127,6 +134,7 @@ impl Log {
             opts,
             state: Mutex::new(state),
             synced: Condvar::new(),
+            turn: Condvar::new(),
             appends: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
@@ -158,26 +166,50 @@ impl Log {
                 max,
             })?;
 
-        let mut st = sh.lock();
-        if st.failed {
-            return Err(LogError::Failed);
-        }
-        let first_offset = st.next_offset;
-        // Sealed under the lock because the block's offset is part of what is
-        // sealed; the offset is only known here.
-        let sealed = sh
+        // Reserve the offsets, then seal outside the lock so that sealing
+        // (AES-GCM over the whole block) overlaps other appenders' work;
+        // blocks are still written strictly in offset order.
+        let first_offset = {
+            let mut st = sh.lock();
+            if st.failed {
+                return Err(LogError::Failed);
+            }
+            let first = st.reserved_next;
+            st.reserved_next += u64::from(count);
+            first
+        };
+        let frame = sh
             .opts
             .sealer
             .seal(first_offset, &body)
-            .map_err(|reason| LogError::Seal { reason })?;
-        if sealed.len() as u64 > max {
-            return Err(LogError::BlockTooLarge {
-                len: sealed.len() as u64,
-                max,
+            .map_err(|reason| LogError::Seal { reason })
+            .and_then(|sealed| {
+                if sealed.len() as u64 > max {
+                    return Err(LogError::BlockTooLarge {
+                        len: sealed.len() as u64,
+                        max,
+                    });
+                }
+                Ok(frame::encode(first_offset, count, timestamp_ms, &sealed))
             });
+        let mut st = sh.lock();
+        while st.next_offset != first_offset && !st.failed {
+            st = sh.turn.wait(st).unwrap_or_else(|p| p.into_inner());
         }
-        let frame = frame::encode(first_offset, count, timestamp_ms, &sealed);
-        sh.write_frame(&mut st, &frame, first_offset, count, timestamp_ms)?;
+        if st.failed {
+            sh.turn.notify_all();
+            return Err(LogError::Failed);
+        }
+        // A reserved range must be written or the log stops: later
+        // reservations wait on it, and offsets have no gaps.
+        let written = frame
+            .and_then(|frame| sh.write_frame(&mut st, &frame, first_offset, count, timestamp_ms));
+        if let Err(e) = written {
+            st.failed = true;
+            sh.turn.notify_all();
+            return Err(e);
+        }
+        sh.turn.notify_all();
         let end = st.next_offset;
         let level = match sh.opts.sync {
             SyncPolicy::OnCommit => {
@@ -713,6 +745,7 @@ fn recover(dir: &Path, opts: &LogOptions) -> Result<(State, RecoveryReport), Log
     let state = State {
         segments,
         next_offset,
+        reserved_next: next_offset,
         damaged,
         ts_max,
         // What was found on disk is taken as the starting point; a crash of
