@@ -148,6 +148,11 @@ impl Shared {
         name: &TenantId,
         disabled: bool,
     ) -> Result<(TenantRecord, usize), ControlError> {
+        if disabled && self.operator_tenant().is_some_and(|op| op == *name) {
+            return Err(ControlError::Conflict(
+                "the operator tenant cannot be disabled: no one could enable it again".into(),
+            ));
+        }
         let mut r = self
             .identity
             .tenant(name.as_str())
@@ -177,6 +182,11 @@ impl Shared {
             return Err(ControlError::Conflict(format!(
                 "tenant {name} is already erased"
             )));
+        }
+        if self.operator_tenant().is_some_and(|op| op == *name) {
+            return Err(ControlError::Conflict(
+                "the operator tenant cannot be erased".into(),
+            ));
         }
         let now = now_ms();
         r.disabled = true;

@@ -420,6 +420,15 @@ async fn tenant_disable_and_enable(t: Transport) {
     // Other tenants carry on.
     globex.ping().await.unwrap();
     ok(&operator, "POST", "/v1/tenants/acme/enable", None).await;
+    // The operators' own tenant cannot be locked out.
+    assert_eq!(
+        status(&operator, "POST", "/v1/tenants/dev/disable", None).await,
+        409
+    );
+    assert_eq!(
+        status(&operator, "POST", "/v1/tenants/dev/erase", None).await,
+        409
+    );
     s.client(t, KEY_ACME).await.ping().await.unwrap();
     assert_eq!(
         status(&s.admin(KEY_ACME), "GET", "/v1/auth/whoami", None).await,
