@@ -79,6 +79,9 @@ struct Inner {
     request_timeout: Duration,
     /// Where re-authentication gets its credential.
     creds: Mutex<Option<CredSource>>,
+    /// Largest frame the server accepts (from its HELLO); bigger requests
+    /// are refused here, since the server would close the connection.
+    max_frame: std::sync::atomic::AtomicUsize,
     /// Expiry of the current credential (Unix ms; 0 = none).
     expires_at_ms: AtomicU64,
     reauth_running: std::sync::atomic::AtomicBool,
@@ -249,10 +252,14 @@ impl Client {
             1,
         )
         .await?;
-        if !matches!(hello.msg, Message::Hello(_)) {
+        let Message::Hello(server_hello) = hello.msg else {
             return Err(ClientError::Protocol("expected HELLO".into()));
-        }
+        };
         let ok = authenticate(&inner, &first).await?;
+        inner.max_frame.store(
+            (server_hello.max_frame as usize).max(rampart_proto::PREAUTH_MAX_FRAME),
+            Ordering::Release,
+        );
         *inner.creds.lock().unwrap_or_else(|e| e.into_inner()) = Some(source);
         debug!(tenant = %ok.tenant, principal = %ok.principal, "authenticated");
         Ok(Client {
@@ -609,13 +616,23 @@ fn reauthenticate_in_background(inner: Arc<Inner>) {
     });
 }
 
+/// Encodes a frame, refusing one the server would not accept.
+fn encode_checked(inner: &Inner, frame: &Frame) -> Result<Bytes, ClientError> {
+    let bytes = frame.to_bytes();
+    let max = inner.max_frame.load(Ordering::Acquire);
+    if bytes.len() > max {
+        return Err(ClientError::InvalidArgument(format!(
+            "request of {} bytes is larger than the server's frame limit of {max} bytes",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
 async fn send_only(inner: &Arc<Inner>, msg: Message) -> Result<(), ClientError> {
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-    inner
-        .tx
-        .send(Frame::new(id, msg).to_bytes())
-        .await
-        .map_err(|_| ClientError::Closed)
+    let bytes = encode_checked(inner, &Frame::new(id, msg))?;
+    inner.tx.send(bytes).await.map_err(|_| ClientError::Closed)
 }
 
 async fn request(inner: &Arc<Inner>, msg: Message, acks: u32) -> Result<Frame, ClientError> {
@@ -644,7 +661,14 @@ async fn send_and_wait(
     rx: oneshot::Receiver<Reply>,
 ) -> Result<Frame, ClientError> {
     let id = frame.id;
-    if inner.tx.send(frame.to_bytes()).await.is_err() {
+    let bytes = match encode_checked(inner, &frame) {
+        Ok(b) => b,
+        Err(e) => {
+            inner.routes().pending.remove(&id);
+            return Err(e);
+        }
+    };
+    if inner.tx.send(bytes).await.is_err() {
         inner.routes().pending.remove(&id);
         return Err(ClientError::Closed);
     }
@@ -674,6 +698,7 @@ where
         next_id: AtomicU64::new(1),
         request_timeout,
         creds: Mutex::new(None),
+        max_frame: std::sync::atomic::AtomicUsize::new(rampart_proto::PREAUTH_MAX_FRAME),
         expires_at_ms: AtomicU64::new(0),
         reauth_running: std::sync::atomic::AtomicBool::new(false),
     });

@@ -208,3 +208,28 @@ async fn drop_oldest_reports_missed(t: Transport) {
 }
 
 both_transports!(drop_oldest_reports_missed);
+
+/// A request larger than the server's frame limit is refused by the client
+/// library before it is sent (the server would close the connection), and
+/// the connection carries on.
+async fn oversized_publish_is_refused_client_side(t: Transport) {
+    let s = start().await;
+    let c = s.client(t, KEY_ACME).await;
+    let big = vec![0u8; 9 * 1024 * 1024];
+    let e = c.publish("acme", "ns", "s", big.clone()).await.unwrap_err();
+    assert!(
+        matches!(e, rampart_client::ClientError::InvalidArgument(_)),
+        "{e}"
+    );
+    let e = c
+        .cache_put("acme", "ns", "c", "k", big, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, rampart_client::ClientError::InvalidArgument(_)));
+    c.ping().await.unwrap();
+    c.publish("acme", "ns", "s", vec![1u8; 1024 * 1024])
+        .await
+        .unwrap();
+}
+
+both_transports!(oversized_publish_is_refused_client_side);
