@@ -23,27 +23,17 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
-use hyper_util::rt::TokioIo;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tracing::{info, warn};
 
+use crate::https::{self, AddressError, HttpsClient, HttpsError, Limits, SecretBody};
 use crate::jwt::JwtError;
 
 /// Largest key set accepted, from a file or over HTTP.
 pub(crate) const MAX_JWKS_BYTES: usize = 1 << 20;
 /// Most keys kept from one key set; real issuers publish a handful.
 const MAX_KEYS: usize = 100;
-/// Time allowed for TCP connect plus TLS handshake.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time allowed for a whole fetch, connect included.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Least time between refreshes after a failed one, when the minimum
 /// refresh interval is longer.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
@@ -294,7 +284,7 @@ impl KeySet {
 #[derive(Debug)]
 pub(crate) enum JwksSource {
     File(PathBuf),
-    Url(HttpsFetcher),
+    Url(Box<HttpsFetcher>),
 }
 
 impl JwksSource {
@@ -351,54 +341,35 @@ fn read_capped(path: &Path) -> Result<Vec<u8>, JwksError> {
 /// Builds the client TLS config for fetching key sets: the ring provider,
 /// TLS 1.3 and 1.2, and the CA certificates in the PEM file at `ca_path`.
 pub(crate) fn client_tls_config(ca_path: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
-    let certs = CertificateDer::pem_file_iter(ca_path)
-        .map_err(|e| e.to_string())?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    let mut roots = rustls::RootCertStore::empty();
-    // System bundles hold the odd certificate webpki cannot parse; skip
-    // those, but insist on at least one usable root.
-    let (added, _ignored) = roots.add_parsable_certificates(certs);
-    if added == 0 {
-        return Err("no usable CA certificate in the file".into());
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(Arc::new(config))
+    https::tls_config(ca_path).map_err(|e| e.to_string())
 }
 
-/// A minimal HTTP/1.1 GET client for one key set URL. No redirects, no
-/// proxies, no connection reuse: a fetch is rare and must be predictable.
+/// Fetches one key set URL with the shared [`https`] client: GET only, no
+/// redirects, no proxies, no connection reuse: a fetch is rare and must be
+/// predictable.
 pub(crate) struct HttpsFetcher {
     uri: http::Uri,
-    host: String,
-    port: u16,
-    /// `None` only for `http://` URLs allowed by `dangerous_allow_http_jwks`.
-    tls: Option<tokio_rustls::TlsConnector>,
+    client: HttpsClient,
 }
 
 impl fmt::Debug for HttpsFetcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpsFetcher")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("tls", &self.tls.is_some())
+            .field("client", &self.client)
             .finish()
     }
 }
 
-/// Aborts a spawned task when dropped, so a timed-out fetch leaves no
-/// connection behind.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+/// The one place client errors become key set errors. Messages carry the
+/// cause only; the fetched body never appears in them.
+fn fetch_error(e: HttpsError) -> JwksError {
+    match e {
+        HttpsError::Connect { reason, .. } => JwksError::Connect(reason),
+        HttpsError::ServerName(reason) | HttpsError::Tls(reason) => JwksError::Tls(reason),
+        HttpsError::Timeout(limit) => JwksError::Timeout(limit),
+        HttpsError::TooLarge { limit } => JwksError::TooLarge { limit },
+        HttpsError::Http { reason, .. } => JwksError::Http(reason),
+        other => JwksError::Http(other.to_string()),
     }
 }
 
@@ -409,115 +380,34 @@ impl HttpsFetcher {
         uri: http::Uri,
         tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Result<Self, &'static str> {
-        let authority = uri.authority().ok_or("URL has no host")?;
-        if authority.as_str().contains('@') {
-            return Err("URL must not carry credentials");
-        }
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        if host.is_empty() {
-            return Err("URL has no host");
-        }
-        let port = authority
-            .port_u16()
-            .unwrap_or(if tls.is_some() { 443 } else { 80 });
-        Ok(Self {
-            uri,
-            host,
-            port,
-            tls: tls.map(tokio_rustls::TlsConnector::from),
-        })
+        let client = HttpsClient::new(&uri, tls, "rampart-jwks/1")
+            .map_err(|e| match e {
+                HttpsError::Address(AddressError::Credentials) => "URL must not carry credentials",
+                _ => "URL has no host",
+            })?
+            .with_limits(Limits {
+                max_body: MAX_JWKS_BYTES,
+                ..Limits::default()
+            });
+        Ok(Self { uri, client })
     }
 
     async fn fetch(&self) -> Result<Vec<u8>, JwksError> {
-        match tokio::time::timeout(FETCH_TIMEOUT, self.fetch_inner()).await {
-            Ok(result) => result,
-            Err(_) => Err(JwksError::Timeout(FETCH_TIMEOUT)),
-        }
-    }
-
-    async fn fetch_inner(&self) -> Result<Vec<u8>, JwksError> {
-        let connect = async {
-            let tcp = TcpStream::connect((self.host.as_str(), self.port))
-                .await
-                .map_err(|e| JwksError::Connect(e.to_string()))?;
-            let _ = tcp.set_nodelay(true);
-            Ok::<_, JwksError>(tcp)
-        };
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        let path = self.uri.path_and_query().map_or("/", |p| p.as_str());
+        let accept = (
+            http::header::ACCEPT,
+            http::HeaderValue::from_static("application/jwk-set+json, application/json"),
+        );
+        let response = self
+            .client
+            .send(http::Method::GET, path, vec![accept], SecretBody::empty())
             .await
-            .map_err(|_| JwksError::Timeout(CONNECT_TIMEOUT))??;
-        match &self.tls {
-            None => self.get(tcp).await,
-            Some(connector) => {
-                let name = ServerName::try_from(self.host.clone())
-                    .map_err(|e| JwksError::Tls(e.to_string()))?;
-                let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
-                    .await
-                    .map_err(|_| JwksError::Timeout(CONNECT_TIMEOUT))?
-                    .map_err(|e| JwksError::Tls(e.to_string()))?;
-                self.get(tls).await
-            }
+            .map_err(fetch_error)?;
+        if response.status != 200 {
+            return Err(JwksError::Status(response.status));
         }
-    }
-
-    async fn get<IO>(&self, io: IO) -> Result<Vec<u8>, JwksError>
-    where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let http_err = |e: hyper::Error| JwksError::Http(e.to_string());
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io))
-                .await
-                .map_err(http_err)?;
-        let _conn = AbortOnDrop(tokio::spawn(async move {
-            let _ = conn.await;
-        }));
-        let path = self
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        let authority = self.uri.authority().map_or("", |a| a.as_str()).to_owned();
-        let request = http::Request::get(path)
-            .header(http::header::HOST, authority)
-            .header(
-                http::header::ACCEPT,
-                "application/jwk-set+json, application/json",
-            )
-            .header(http::header::USER_AGENT, "rampart-jwks/1")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| JwksError::Http(e.to_string()))?;
-        let response = sender.send_request(request).await.map_err(http_err)?;
-        if response.status() != http::StatusCode::OK {
-            return Err(JwksError::Status(response.status().as_u16()));
-        }
-        let declared = response
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > MAX_JWKS_BYTES as u64) {
-            return Err(JwksError::TooLarge {
-                limit: MAX_JWKS_BYTES,
-            });
-        }
-        let body = Limited::new(response.into_body(), MAX_JWKS_BYTES)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.is::<LengthLimitError>() {
-                    JwksError::TooLarge {
-                        limit: MAX_JWKS_BYTES,
-                    }
-                } else {
-                    JwksError::Http(e.to_string())
-                }
-            })?;
-        Ok(body.to_bytes().to_vec())
+        // A key set is public: no need to keep it in a zeroizing buffer.
+        Ok(response.body.expose().clone())
     }
 }
 
@@ -608,7 +498,7 @@ impl Jwks {
     /// A key set fetched from `fetcher` on first use (or by
     /// [`Jwks::refresh`]).
     pub(crate) fn from_url(issuer: &str, fetcher: HttpsFetcher, min_refresh: Duration) -> Self {
-        Self::empty(issuer, JwksSource::Url(fetcher), min_refresh)
+        Self::empty(issuer, JwksSource::Url(Box::new(fetcher)), min_refresh)
     }
 
     fn empty(issuer: &str, source: JwksSource, min_refresh: Duration) -> Self {
@@ -858,6 +748,7 @@ mod tests {
         assert!(HttpsFetcher::new(uri, None).is_err());
         let uri: http::Uri = "http://[::1]:8080/jwks".parse().unwrap();
         let f = HttpsFetcher::new(uri, None).unwrap();
-        assert_eq!((f.host.as_str(), f.port), ("::1", 8080));
+        assert_eq!((f.client.host.as_str(), f.client.port), ("::1", 8080));
+        assert_eq!(f.client.limits().max_body, MAX_JWKS_BYTES);
     }
 }

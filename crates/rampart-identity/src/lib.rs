@@ -11,11 +11,16 @@
 //!   and maps its claims to a [`JwtIdentity`].
 //! - `jwks`: issuers' JSON Web Key Sets, from a file or over HTTPS, cached
 //!   and refreshed (single-flight, rate-limited) on unknown key ids.
+//! - `https`: the small HTTPS client (hyper over tokio-rustls, ring) that
+//!   fetches key sets here and talks to the transit engine in
+//!   `rampart-keys`: timeouts, a body cap, zeroized bodies, and
+//!   [`https::HttpsError`].
 //! - `token`: Rampart's own short-lived Ed25519-signed tokens.
 //! - `fsutil`: owner-only files and folders for anything secret on disk.
 
 mod apikey;
 pub mod fsutil;
+pub mod https;
 mod jwks;
 mod jwt;
 mod principal;

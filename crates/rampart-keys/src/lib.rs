@@ -33,7 +33,7 @@
 //! - `local`: [`LocalMasterKey`], versions of a 256-bit key from a private
 //!   file or [`MASTER_KEY_ENV`].
 //! - `transit`: [`VaultTransit`], the Vault/OpenBao transit engine as the
-//!   master key; `https`: its small HTTPS client.
+//!   master key, over `rampart_identity::https`.
 //! - `keyring`: [`Keyring`], the start-up check, tenant KEKs, tenant erasure,
 //!   master and tenant rotation.
 //! - `tenant`: [`TenantKeys`], data keys and sealing.
@@ -47,7 +47,6 @@
 mod aad;
 mod aead;
 mod error;
-mod https;
 mod keyring;
 mod local;
 mod provider;

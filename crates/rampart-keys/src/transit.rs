@@ -30,10 +30,10 @@ use serde::Deserialize;
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
+use rampart_identity::https::{self, HttpsClient, HttpsError, Response, SecretBody};
 use rampart_identity::{Secret, SYSTEM_CA_BUNDLE};
 
 use crate::error::KeyError;
-use crate::https::{self, HttpsClient, Response, SecretBody};
 use crate::provider::{BoxFuture, MasterKeyProvider};
 
 /// Where the transit engine is and how to reach it.
@@ -98,6 +98,17 @@ impl fmt::Debug for VaultTransit {
 
 fn config_err(msg: impl Into<String>) -> KeyError {
     KeyError::Config(msg.into())
+}
+
+/// The one place client errors become key errors. No message carries a
+/// body or the token: the client's errors never do.
+fn https_error(e: HttpsError) -> KeyError {
+    match e {
+        HttpsError::Address(why) => config_err(format!("transit address: {why}")),
+        HttpsError::ServerName(reason) => config_err(format!("transit host name: {reason}")),
+        HttpsError::Timeout(limit) => KeyError::Timeout(limit),
+        other => KeyError::Transit(other.to_string()),
+    }
 }
 
 /// A path segment: `[A-Za-z0-9_.-]+`, not `.` or `..`.
@@ -282,7 +293,10 @@ impl VaultTransit {
                     .ca_file
                     .clone()
                     .unwrap_or_else(|| PathBuf::from(SYSTEM_CA_BUNDLE));
-                Some(https::tls_config(&ca)?)
+                Some(
+                    https::tls_config(&ca)
+                        .map_err(|e| config_err(format!("CA file {}: {e}", ca.display())))?,
+                )
             }
             Some("http") if config.dangerous_allow_http => {
                 warn!(address = %config.address, "transit over plain HTTP: the token and keys cross the network in clear");
@@ -295,7 +309,7 @@ impl VaultTransit {
             }
             _ => return Err(config_err("transit address must be https://")),
         };
-        let client = HttpsClient::new(&uri, tls)?;
+        let client = HttpsClient::new(&uri, tls, "rampart-keys/1").map_err(https_error)?;
         check_segment("transit key name", &config.key)?;
         let mount = check_path("transit mount", &config.mount)?;
         let namespace = match &config.namespace {
@@ -333,6 +347,10 @@ impl VaultTransit {
         body: SecretBody,
     ) -> Result<Response, KeyError> {
         let mut headers = vec![
+            (
+                http::header::ACCEPT,
+                HeaderValue::from_static("application/json"),
+            ),
             (HeaderName::from_static("x-vault-token"), self.token.clone()),
             (
                 HeaderName::from_static("x-vault-request"),
@@ -342,8 +360,17 @@ impl VaultTransit {
         if let Some(ns) = &self.namespace {
             headers.push((HeaderName::from_static("x-vault-namespace"), ns.clone()));
         }
+        if !body.is_empty() {
+            headers.push((
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ));
+        }
         let path = format!("/v1/{}/{path}", self.mount);
-        self.client.send(method, &path, headers, body).await
+        self.client
+            .send(method, &path, headers, body)
+            .await
+            .map_err(https_error)
     }
 
     async fn key_info(&self) -> Result<Option<KeyInfo>, KeyError> {
