@@ -101,6 +101,20 @@ fn bad_name(e: impl std::fmt::Display) -> ApiError {
     ApiError::BadRequest(e.to_string())
 }
 
+/// A path parameter of the route; empty when absent (its parser refuses it).
+fn param<'a>(params: &'a HashMap<String, String>, key: &str) -> &'a str {
+    params.get(key).map_or("", String::as_str)
+}
+
+/// A path parameter parsed into a validated name.
+fn path_name<T, E: std::fmt::Display>(
+    params: &HashMap<String, String>,
+    key: &str,
+    parse: fn(&str) -> Result<T, E>,
+) -> Result<T, ApiError> {
+    parse(param(params, key)).map_err(bad_name)
+}
+
 // === authentication and authorization of every route ===
 
 /// The authenticated, authorized caller of a route.
@@ -308,20 +322,17 @@ fn route_resource(
     params: &HashMap<String, String>,
 ) -> Result<Resource, ApiError> {
     let ns = || -> Result<NamespaceName, ApiError> {
-        NamespaceName::parse(params.get("namespace").map_or("", String::as_str)).map_err(bad_name)
+        path_name(params, "namespace", NamespaceName::parse)
     };
     Ok(match scope {
         Scope::Admin(area) => Resource::Admin(tenant.clone(), area),
         Scope::Namespace => Resource::Namespace(tenant.clone(), ns()?),
         Scope::Stream => {
-            let s =
-                rampart_proto::StreamName::parse(params.get("stream").map_or("", String::as_str))
-                    .map_err(bad_name)?;
+            let s = path_name(params, "stream", rampart_proto::StreamName::parse)?;
             Resource::Stream(tenant.clone(), ns()?, s)
         }
         Scope::Cache => {
-            let c = rampart_proto::CacheName::parse(params.get("cache").map_or("", String::as_str))
-                .map_err(bad_name)?;
+            let c = path_name(params, "cache", rampart_proto::CacheName::parse)?;
             Resource::Cache(tenant.clone(), ns()?, c)
         }
         Scope::Tenant => Resource::Tenant(tenant.clone()),
@@ -774,8 +785,7 @@ async fn list_streams(
     a: Authed,
     Path(p): Path<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let ns =
-        NamespaceName::parse(p.get("namespace").map_or("", String::as_str)).map_err(bad_name)?;
+    let ns = path_name(&p, "namespace", NamespaceName::parse)?;
     Ok(Json(
         json!({ "streams": shared.streams(a.tenant()?, &ns)? }),
     ))
@@ -787,11 +797,7 @@ async fn create_stream(
     Path(p): Path<HashMap<String, String>>,
     Body(b): Body<NameBody>,
 ) -> Result<StatusCode, ApiError> {
-    let path = stream_path(
-        a.tenant()?.as_str(),
-        p.get("namespace").map_or("", String::as_str),
-        &b.name,
-    )?;
+    let path = stream_path(a.tenant()?.as_str(), param(&p, "namespace"), &b.name)?;
     shared.create_stream(path.clone())?;
     changed(
         &shared,
@@ -810,8 +816,8 @@ async fn delete_stream(
 ) -> Result<StatusCode, ApiError> {
     let path = stream_path(
         a.tenant()?.as_str(),
-        p.get("namespace").map_or("", String::as_str),
-        p.get("stream").map_or("", String::as_str),
+        param(&p, "namespace"),
+        param(&p, "stream"),
     )?;
     shared.delete_stream(&path)?;
     changed(
@@ -838,8 +844,7 @@ async fn list_caches(
     a: Authed,
     Path(p): Path<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let ns =
-        NamespaceName::parse(p.get("namespace").map_or("", String::as_str)).map_err(bad_name)?;
+    let ns = path_name(&p, "namespace", NamespaceName::parse)?;
     let caches: Vec<Value> = shared
         .broker
         .cache()
@@ -855,10 +860,8 @@ async fn flush_cache(
     a: Authed,
     Path(p): Path<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let ns =
-        NamespaceName::parse(p.get("namespace").map_or("", String::as_str)).map_err(bad_name)?;
-    let cache = rampart_proto::CacheName::parse(p.get("cache").map_or("", String::as_str))
-        .map_err(bad_name)?;
+    let ns = path_name(&p, "namespace", NamespaceName::parse)?;
+    let cache = path_name(&p, "cache", rampart_proto::CacheName::parse)?;
     let removed = shared.broker.cache().flush(a.tenant()?, &ns, &cache);
     changed(
         &shared,
