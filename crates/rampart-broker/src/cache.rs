@@ -53,16 +53,24 @@ struct TenantCache {
 }
 
 impl TenantCache {
-    fn sweep(&mut self, now: Instant) {
-        let mut freed = 0;
-        self.entries.retain(|_, e| {
-            let keep = e.live(now);
-            if !keep {
+    /// Removes the entries `drop` selects, releasing their budget; returns
+    /// how many went.
+    fn remove_where(&mut self, mut drop: impl FnMut(&EntryKey, &Entry) -> bool) -> usize {
+        let (mut freed, mut removed) = (0, 0);
+        self.entries.retain(|k, e| {
+            let hit = drop(k, e);
+            if hit {
                 freed += e.cost;
+                removed += 1;
             }
-            keep
+            !hit
         });
         self.bytes -= freed;
+        removed
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        self.remove_where(|_, e| !e.live(now));
     }
 }
 
@@ -284,18 +292,7 @@ impl Cache {
             return 0;
         };
         let mut tc = tc.lock().unwrap_or_else(|e| e.into_inner());
-        let mut freed = 0;
-        let mut removed = 0;
-        tc.entries.retain(|k, e| {
-            let hit = k.namespace == *namespace && k.cache == *cache;
-            if hit {
-                freed += e.cost;
-                removed += 1;
-            }
-            !hit
-        });
-        tc.bytes -= freed;
-        removed
+        tc.remove_where(|k, _| k.namespace == *namespace && k.cache == *cache)
     }
 
     /// Drops every entry of a tenant (erasure).
