@@ -1,4 +1,5 @@
-//! Rampart broker core: streams with live fan-out, and the TTL cache.
+//! Rampart broker core: live and durable streams, durable consumers, and the
+//! TTL cache.
 //!
 //! Nothing here touches the network or checks who is asking: the server
 //! authenticates and authorizes first, then calls in with validated names.
@@ -6,9 +7,15 @@
 //! # Layout
 //! - `stream`: [`Stream`] numbering and fan-out, [`Subscription`].
 //! - `queue`: the bounded per-subscriber queue and [`SlowConsumerPolicy`].
+//! - `durable`: [`DurableStream`]: a stream's log, readers replaying it,
+//!   consumers.
+//! - `consumer`: the pure bookkeeping of one durable consumer (in flight,
+//!   acknowledged, committed, redelivery).
 //! - `cache`: [`Cache`], per-tenant memory budget and TTL expiry.
 
 mod cache;
+mod consumer;
+mod durable;
 mod queue;
 mod stream;
 
@@ -17,7 +24,10 @@ use std::sync::Arc;
 use rampart_proto::StreamPath;
 
 pub use cache::{Cache, CacheLimits, CachedValue};
+pub use consumer::ConsumerOptions;
+pub use durable::{ConsumerInfo, DurableOptions, DurableStream, Maintenance, Published};
 pub use queue::{QueueLimits, SlowConsumerPolicy};
+pub use rampart_log::{BlockSealer, Level, RecoveryReport, RetentionReport, SyncPolicy};
 pub use stream::{Stream, Subscription};
 
 /// Errors of broker operations. The server turns them into NACK codes.
@@ -30,6 +40,22 @@ pub enum BrokerError {
     CacheFull { limit: usize },
     #[error("value larger than the limit of {limit} bytes")]
     ValueTooLarge { limit: usize },
+    #[error("the stream is not durable: it keeps no log to replay or consume from")]
+    NotDurable,
+    #[error("the subscription is not a consumer")]
+    NotAConsumer,
+    #[error("{0}")]
+    BadStart(String),
+    /// Offsets `from..to` are damaged on disk and are not served.
+    #[error(
+        "offsets {from}..{to} of the stream are damaged and will not be served; resume at {to}"
+    )]
+    Damaged { from: u64, to: u64 },
+    #[error("stream storage failed: {0}")]
+    Storage(String),
+    /// A durable stream that could not be opened at start.
+    #[error("stream unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Settings of the broker core.
@@ -76,6 +102,30 @@ impl Broker {
     /// wait for [`Stream::close_all`].
     pub fn remove_stream(&self, path: &StreamPath) -> Option<Arc<Stream>> {
         self.streams.remove(path)
+    }
+
+    /// Adds an opened durable stream (replacing any stream of that path).
+    pub fn add_durable(&self, d: Arc<DurableStream>) -> Arc<Stream> {
+        let path = d.path().clone();
+        self.streams.insert_durable(d);
+        self.streams
+            .get(&path)
+            .unwrap_or_else(|_| unreachable!("just inserted"))
+    }
+
+    /// Registers a durable stream that failed to open: it refuses every use
+    /// with `why` (it is never served as a live stream instead).
+    pub fn add_unavailable(&self, path: StreamPath, why: String) {
+        self.streams.insert_unavailable(path, why);
+    }
+
+    /// Every durable stream, for maintenance and shutdown.
+    pub fn durable_streams(&self) -> Vec<Arc<DurableStream>> {
+        self.streams
+            .all()
+            .into_iter()
+            .filter_map(|s| s.durable().cloned())
+            .collect()
     }
 
     /// Finds a stream, creating it when auto-creation is on.

@@ -4,8 +4,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use rampart_proto::{SharedEvents, StreamPath};
+use rampart_log::Level;
+use rampart_proto::{SharedEvents, StartAt, StreamPath};
 
+use crate::consumer::ConsumerOptions;
+use crate::durable::{Cursor, DurableStream, Member, Published};
 use crate::queue::{Pushed, QueueLimits, SubQueue};
 use crate::BrokerError;
 
@@ -15,22 +18,38 @@ struct Inner {
     subscribers: Vec<Arc<SubQueue>>,
 }
 
-/// One stream. Publishing takes the stream's lock for the time it takes to
-/// number the batch and queue it for every subscriber, so every subscriber
-/// sees the same order.
+/// One stream, live or durable.
+///
+/// Live: publishing takes the stream's lock for the time it takes to number
+/// the batch and queue it for every subscriber, so every subscriber sees the
+/// same order. Durable: publishing appends to the stream's log, and every
+/// subscriber reads the log (see [`DurableStream`]).
 #[derive(Debug)]
 pub struct Stream {
     path: StreamPath,
     inner: tokio::sync::Mutex<Inner>,
     limits: QueueLimits,
+    durable: Option<Arc<DurableStream>>,
+    /// A durable stream that failed to open: every use is refused with
+    /// this reason, rather than served as a live stream.
+    unavailable: Option<String>,
 }
 
 impl Stream {
-    fn new(path: StreamPath, limits: QueueLimits) -> Self {
+    fn new(path: StreamPath, limits: QueueLimits, durable: Option<Arc<DurableStream>>) -> Self {
         Self {
             path,
             inner: tokio::sync::Mutex::new(Inner::default()),
             limits,
+            durable,
+            unavailable: None,
+        }
+    }
+
+    fn check(&self) -> Result<(), BrokerError> {
+        match &self.unavailable {
+            Some(why) => Err(BrokerError::Unavailable(why.clone())),
+            None => Ok(()),
         }
     }
 
@@ -38,10 +57,67 @@ impl Stream {
         &self.path
     }
 
-    /// Publishes `count` messages already encoded as entries. Returns once
-    /// every current subscriber has them queued; under the `block` policy
-    /// that waits for slow subscribers to make room. Messages published while
-    /// nobody subscribes are numbered and dropped (live streams keep no log).
+    /// The log of a durable stream.
+    pub fn durable(&self) -> Option<&Arc<DurableStream>> {
+        self.durable.as_ref()
+    }
+
+    /// Publishes and reports the level reached: [`Level::Memory`] for a live
+    /// stream, the sync policy's level for a durable one.
+    pub async fn publish_acked(
+        &self,
+        count: u32,
+        entries: Bytes,
+    ) -> Result<Published, BrokerError> {
+        self.check()?;
+        match &self.durable {
+            Some(d) => d.append(count, entries).await,
+            None => Ok(Published {
+                first_seq: self.publish(count, entries).await,
+                count,
+                level: Level::Memory,
+            }),
+        }
+    }
+
+    /// Subscribes from `start`. Live streams serve only [`StartAt::New`].
+    pub async fn subscribe_at(
+        self: &Arc<Self>,
+        start: StartAt,
+    ) -> Result<Subscription, BrokerError> {
+        self.check()?;
+        match &self.durable {
+            Some(d) => Ok(Subscription {
+                source: Source::Log(d.cursor(start)?),
+                stream: self.clone(),
+            }),
+            None if start == StartAt::New => Ok(self.subscribe().await),
+            None => Err(BrokerError::NotDurable),
+        }
+    }
+
+    /// Joins the named consumer of a durable stream (creating it at `start`
+    /// with `opts` if new).
+    pub fn consume(
+        self: &Arc<Self>,
+        consumer: &str,
+        start: StartAt,
+        opts: Option<ConsumerOptions>,
+    ) -> Result<Subscription, BrokerError> {
+        self.check()?;
+        let d = self.durable.as_ref().ok_or(BrokerError::NotDurable)?;
+        Ok(Subscription {
+            source: Source::Member(d.join(consumer, start, opts)?),
+            stream: self.clone(),
+        })
+    }
+
+    /// Publishes `count` messages already encoded as entries to a live
+    /// stream. Returns once every current subscriber has them queued; under
+    /// the `block` policy that waits for slow subscribers to make room.
+    /// Messages published while nobody subscribes are numbered and dropped
+    /// (live streams keep no log). Durable streams: use
+    /// [`Stream::publish_acked`].
     pub async fn publish(&self, count: u32, entries: Bytes) -> u64 {
         let mut inner = self.inner.lock().await;
         let first_seq = inner.next_seq;
@@ -71,13 +147,17 @@ impl Stream {
         inner.subscribers.retain(|s| !s.is_closed());
         inner.subscribers.push(queue.clone());
         Subscription {
-            queue,
+            source: Source::Live(queue),
             stream: self.clone(),
         }
     }
 
-    /// Ends every subscription (the stream was deleted).
+    /// Ends every subscription (the stream was deleted, or the server
+    /// stops); a durable stream also saves its consumers.
     pub async fn close_all(&self) {
+        if let Some(d) = &self.durable {
+            d.close();
+        }
         let mut inner = self.inner.lock().await;
         for s in inner.subscribers.drain(..) {
             s.close();
@@ -91,35 +171,81 @@ impl Stream {
     }
 }
 
-/// The receiving end of a subscription. Dropping it unsubscribes.
+/// The receiving end of a subscription: live, a reader of a durable
+/// stream, or a member of a durable consumer. Dropping it unsubscribes (a
+/// member's unacknowledged messages go to the other members).
 #[derive(Debug)]
 pub struct Subscription {
-    queue: Arc<SubQueue>,
+    source: Source,
     stream: Arc<Stream>,
+}
+
+#[derive(Debug)]
+enum Source {
+    Live(Arc<SubQueue>),
+    Log(Cursor),
+    Member(Member),
 }
 
 impl Subscription {
     /// Waits for messages and appends up to `max_bytes` worth of batches to
     /// `out` (always at least one batch). Returns how many messages this
-    /// subscriber missed under `drop_oldest` since the previous call, or
-    /// `None` when the subscription was closed.
+    /// subscriber missed (under `drop_oldest`, or removed by retention
+    /// before a durable reader got to them) since the previous call, or
+    /// `None` when the subscription ended ([`Subscription::ended`] says
+    /// why, if it was an error).
+    ///
+    /// Cancel safe for live subscriptions; a durable reader or member keeps
+    /// its position in the subscription itself.
     pub async fn recv(&self, out: &mut Vec<SharedEvents>, max_bytes: usize) -> Option<u64> {
-        self.queue.pop(out, max_bytes).await
+        match &self.source {
+            Source::Live(q) => q.pop(out, max_bytes).await,
+            Source::Log(c) => c.recv(out, max_bytes).await,
+            Source::Member(m) => m.recv(out, max_bytes).await,
+        }
     }
 
     pub fn stream(&self) -> &StreamPath {
         self.stream.path()
     }
 
+    /// Whether this is a member of a durable consumer (it takes acks).
+    pub fn is_consumer(&self) -> bool {
+        matches!(self.source, Source::Member(_))
+    }
+
+    /// Acknowledges offsets delivered to this consumer; returns how many
+    /// were outstanding. [`BrokerError::NotAConsumer`] for other kinds.
+    pub fn ack(&self, offsets: &[u64]) -> Result<u32, BrokerError> {
+        match &self.source {
+            Source::Member(m) => Ok(m.ack(offsets)),
+            _ => Err(BrokerError::NotAConsumer),
+        }
+    }
+
+    /// Why the server ended this subscription, when it was an error (a
+    /// damaged range of the log, a storage failure).
+    pub fn ended(&self) -> Option<BrokerError> {
+        match &self.source {
+            Source::Live(_) => None,
+            Source::Log(c) => c.ended(),
+            Source::Member(m) => m.ended(),
+        }
+    }
+
     /// Ends the subscription; a publisher blocked on it is released.
     pub fn close(&self) {
-        self.queue.close();
+        match &self.source {
+            Source::Live(q) => q.close(),
+            Source::Log(c) => c.close(),
+            Source::Member(m) => m.close(),
+        }
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.queue.close();
+        self.close();
     }
 }
 
@@ -143,8 +269,37 @@ impl Streams {
     pub(crate) fn declare(&self, path: StreamPath) -> Arc<Stream> {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         map.entry(path.clone())
-            .or_insert_with(|| Arc::new(Stream::new(path, self.limits)))
+            .or_insert_with(|| Arc::new(Stream::new(path, self.limits, None)))
             .clone()
+    }
+
+    /// Adds (or replaces) a durable stream; returns the stream it replaced.
+    pub(crate) fn insert_durable(&self, d: Arc<DurableStream>) -> Option<Arc<Stream>> {
+        let path = d.path().clone();
+        let s = Arc::new(Stream::new(path.clone(), self.limits, Some(d)));
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path, s)
+    }
+
+    /// Registers a durable stream that could not be opened.
+    pub(crate) fn insert_unavailable(&self, path: StreamPath, why: String) {
+        let mut s = Stream::new(path.clone(), self.limits, None);
+        s.unavailable = Some(why);
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path, Arc::new(s));
+    }
+
+    pub(crate) fn all(&self) -> Vec<Arc<Stream>> {
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn remove(&self, path: &StreamPath) -> Option<Arc<Stream>> {

@@ -12,10 +12,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use quinn::crypto::rustls::QuicClientConfig;
 use rampart_proto::{
-    AckMode, Auth, AuthOk, CacheDelete, CacheGet, CacheKey, CacheName, CachePut, ErrorCode,
-    EventBatch, Frame, FrameDecoder, Hello, Message, NamespaceName, Publish, PublishBatch,
-    ReauthReason, StartAt, StreamName, Subscribe, TenantId, TokenRequest, Unsubscribe,
-    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    Ack, AckMode, Auth, AuthOk, CacheDelete, CacheGet, CacheKey, CacheName, CachePut, Consume,
+    ConsumerAck, ConsumerName, Durability, ErrorCode, EventBatch, Frame, FrameDecoder, Hello,
+    Message, NamespaceName, Publish, PublishBatch, ReauthReason, StartAt, StreamName, Subscribe,
+    TenantId, TokenRequest, Unsubscribe, DEFAULT_MAX_FRAME, HEADER_LEN, PROTOCOL_VERSION,
 };
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -54,6 +54,8 @@ enum Pending {
         tx: oneshot::Sender<Reply>,
         acks_left: u32,
         acked: u32,
+        /// Weakest durability among the ACKs received so far.
+        weakest: Option<Durability>,
     },
     /// SUBSCRIBE: on SUBSCRIBED, the reader registers `events` itself so no
     /// event can arrive before the subscription is known.
@@ -328,20 +330,22 @@ impl Client {
         self.inner.routes().async_error.take()
     }
 
-    /// Publishes one message and waits for its acknowledgement.
+    /// Publishes one message and waits for its acknowledgement, which says
+    /// how durable the message now is.
     pub async fn publish(
         &self,
         tenant: &str,
         namespace: &str,
         stream: &str,
         data: impl Into<Bytes>,
-    ) -> Result<(), ClientError> {
+    ) -> Result<Acked, ClientError> {
         self.publish_with(tenant, namespace, stream, data, AckMode::Message)
             .await
     }
 
     /// Publishes one message with the given ack mode. With
-    /// [`AckMode::None`] it returns once the frame is queued for sending.
+    /// [`AckMode::None`] it returns once the frame is queued for sending,
+    /// with count 0 and [`Durability::None`]: nothing is known yet.
     pub async fn publish_with(
         &self,
         tenant: &str,
@@ -349,7 +353,7 @@ impl Client {
         stream: &str,
         data: impl Into<Bytes>,
         ack: AckMode,
-    ) -> Result<(), ClientError> {
+    ) -> Result<Acked, ClientError> {
         let msg = Message::Publish(Publish {
             ack,
             tenant: TenantId::parse(tenant)?,
@@ -358,9 +362,13 @@ impl Client {
             payload: data.into(),
         });
         if ack == AckMode::None {
-            return send_only(&self.inner, msg).await;
+            send_only(&self.inner, msg).await?;
+            return Ok(Acked {
+                count: 0,
+                durability: Durability::None,
+            });
         }
-        request(&self.inner, msg, 1).await.map(|_| ())
+        acked_of(request(&self.inner, msg, 1).await?)
     }
 
     /// Publishes several messages in one frame, in order, and waits for one
@@ -380,7 +388,26 @@ impl Client {
             .await
     }
 
-    /// [`Client::publish_batch`] with an explicit ack mode.
+    /// [`Client::publish_batch`], returning how durable the batch is too.
+    pub async fn publish_batch_acked<I, P>(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        stream: &str,
+        payloads: I,
+    ) -> Result<Acked, ClientError>
+    where
+        I: IntoIterator<Item = P>,
+        P: AsRef<[u8]>,
+    {
+        self.publish_batch_inner(tenant, namespace, stream, payloads, AckMode::Batch)
+            .await
+    }
+
+    /// [`Client::publish_batch`] with an explicit ack mode. With
+    /// [`AckMode::None`] it returns the number of messages queued for
+    /// sending; with [`AckMode::Message`], the number sent once every one is
+    /// acknowledged.
     pub async fn publish_batch_with<I, P>(
         &self,
         tenant: &str,
@@ -389,6 +416,23 @@ impl Client {
         payloads: I,
         ack: AckMode,
     ) -> Result<u32, ClientError>
+    where
+        I: IntoIterator<Item = P>,
+        P: AsRef<[u8]>,
+    {
+        self.publish_batch_inner(tenant, namespace, stream, payloads, ack)
+            .await
+            .map(|a| a.count)
+    }
+
+    async fn publish_batch_inner<I, P>(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        stream: &str,
+        payloads: I,
+        ack: AckMode,
+    ) -> Result<Acked, ClientError>
     where
         I: IntoIterator<Item = P>,
         P: AsRef<[u8]>,
@@ -407,12 +451,18 @@ impl Client {
             entries,
         });
         match ack {
-            AckMode::None => send_only(&self.inner, msg).await.map(|_| count),
-            AckMode::Batch => match request(&self.inner, msg, 1).await?.msg {
-                Message::Ack(a) => Ok(a.count),
-                _ => Err(ClientError::Protocol("expected ACK".into())),
-            },
-            AckMode::Message => request(&self.inner, msg, count.max(1)).await.map(|_| count),
+            AckMode::None => {
+                send_only(&self.inner, msg).await?;
+                Ok(Acked {
+                    count,
+                    durability: Durability::None,
+                })
+            }
+            AckMode::Batch => acked_of(request(&self.inner, msg, 1).await?),
+            AckMode::Message => {
+                let acked = acked_of(request(&self.inner, msg, count.max(1)).await?)?;
+                Ok(Acked { count, ..acked })
+            }
         }
     }
 
@@ -424,12 +474,55 @@ impl Client {
         namespace: &str,
         stream: &str,
     ) -> Result<Subscription, ClientError> {
+        self.subscribe_from(tenant, namespace, stream, StartAt::New)
+            .await
+    }
+
+    /// Subscribes to a stream from `start`. Replays (every start but
+    /// [`StartAt::New`]) need a durable stream; a live stream refuses them
+    /// with NACK 400.
+    pub async fn subscribe_from(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        stream: &str,
+        start: StartAt,
+    ) -> Result<Subscription, ClientError> {
         let msg = Message::Subscribe(Subscribe {
             tenant: TenantId::parse(tenant)?,
             namespace: NamespaceName::parse(namespace)?,
             stream: StreamName::parse(stream)?,
-            start: StartAt::New,
+            start,
         });
+        self.open_subscription(msg).await
+    }
+
+    /// Joins the durable consumer `consumer` of a durable stream, creating
+    /// it on first use with `options`; an existing consumer continues from
+    /// its committed position with its own settings.
+    ///
+    /// Messages arrive on the returned [`Subscription`] with
+    /// [`Event::seq`] = their offset. Each must be acknowledged with
+    /// [`Subscription::ack`]; one not acknowledged within the ack wait is
+    /// delivered again (to this or another member), so delivery is at least
+    /// once. Connections that join the same consumer share its messages.
+    /// A live stream refuses with NACK 400.
+    pub async fn consume(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        stream: &str,
+        consumer: &str,
+        options: ConsumeOptions,
+    ) -> Result<Subscription, ClientError> {
+        let msg = Message::Consume(consume_message(
+            tenant, namespace, stream, consumer, &options,
+        )?);
+        self.open_subscription(msg).await
+    }
+
+    /// Sends SUBSCRIBE or CONSUME and waits for SUBSCRIBED.
+    async fn open_subscription(&self, msg: Message) -> Result<Subscription, ClientError> {
         let (events_tx, events_rx) = mpsc::channel(SUBSCRIPTION_QUEUE);
         let events_tx = Sink {
             tx: events_tx,
@@ -649,6 +742,7 @@ async fn request(inner: &Arc<Inner>, msg: Message, acks: u32) -> Result<Frame, C
                 tx,
                 acks_left: acks,
                 acked: 0,
+                weakest: None,
             },
         );
     }
@@ -844,6 +938,7 @@ fn route(inner: &Inner, frame: Frame) {
             tx,
             acks_left,
             acked,
+            weakest,
         } => match &frame.msg {
             Message::Ack(a) if acks_left > 1 => {
                 routes.pending.insert(
@@ -852,20 +947,34 @@ fn route(inner: &Inner, frame: Frame) {
                         tx,
                         acks_left: acks_left - 1,
                         acked: acked + a.count,
+                        weakest: Some(weaker(weakest, a.durability)),
                     },
                 );
             }
             Message::Ack(a) => {
-                let total = acked + a.count;
-                let _ = tx.send(Ok(Frame::new(
-                    frame.id,
-                    rampart_proto::Ack { count: total },
-                )));
+                let total = Ack::published(acked + a.count, weaker(weakest, a.durability));
+                let _ = tx.send(Ok(Frame::new(frame.id, total)));
             }
             _ => {
                 let _ = tx.send(reply_of(frame));
             }
         },
+    }
+}
+
+/// The weaker of the durability so far (if any) and a new ACK's.
+fn weaker(so_far: Option<Durability>, next: Durability) -> Durability {
+    so_far.map_or(next, |d| d.min(next))
+}
+
+/// The [`Acked`] of a reply that must be an ACK.
+fn acked_of(frame: Frame) -> Result<Acked, ClientError> {
+    match frame.msg {
+        Message::Ack(a) => Ok(Acked {
+            count: a.count,
+            durability: a.durability,
+        }),
+        _ => Err(ClientError::Protocol("expected ACK".into())),
     }
 }
 
@@ -876,10 +985,97 @@ fn reply_of(frame: Frame) -> Reply {
     }
 }
 
+/// Builds a CONSUME body from the arguments of [`Client::consume`].
+fn consume_message(
+    tenant: &str,
+    namespace: &str,
+    stream: &str,
+    consumer: &str,
+    options: &ConsumeOptions,
+) -> Result<Consume, ClientError> {
+    let ack_wait_ms = match options.ack_wait {
+        Duration::ZERO => 0,
+        // At least 1 ms: a sub-millisecond wait must not turn into 0, which
+        // would mean the server's default.
+        d => d.as_millis().clamp(1, u128::from(u32::MAX)) as u32,
+    };
+    Ok(Consume {
+        tenant: TenantId::parse(tenant)?,
+        namespace: NamespaceName::parse(namespace)?,
+        stream: StreamName::parse(stream)?,
+        consumer: ConsumerName::parse(consumer)?,
+        start: options.start,
+        max_in_flight: options.max_in_flight,
+        ack_wait_ms,
+    })
+}
+
+/// The server's acknowledgement of a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Acked {
+    /// Messages acknowledged (0 for [`AckMode::None`], which waits for no
+    /// ACK).
+    pub count: u32,
+    /// How durable they are: [`Durability::Memory`] on a live stream,
+    /// [`Durability::Written`] or [`Durability::Fsynced`] on a durable one;
+    /// [`Durability::None`] for [`AckMode::None`]. When several ACKs answer
+    /// one publish ([`AckMode::Message`] on a batch), the weakest.
+    pub durability: Durability,
+}
+
+/// How [`Client::consume`] creates a durable consumer. All three apply
+/// only when the call creates the consumer; an existing consumer keeps its
+/// position and settings.
+///
+/// Not `#[non_exhaustive]`, so that callers can write a struct literal
+/// (`ConsumeOptions { start, ..Default::default() }`); the `with_*` methods
+/// do the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumeOptions {
+    /// Where the consumer starts. Default: [`StartAt::Earliest`].
+    pub start: StartAt,
+    /// Most messages of the consumer delivered and not yet acknowledged;
+    /// 0 (the default) = the server's default.
+    pub max_in_flight: u32,
+    /// How long after delivery an unacknowledged message is delivered
+    /// again; [`Duration::ZERO`] (the default) = the server's default.
+    /// Sent in whole milliseconds.
+    pub ack_wait: Duration,
+}
+
+impl Default for ConsumeOptions {
+    fn default() -> Self {
+        Self {
+            start: StartAt::Earliest,
+            max_in_flight: 0,
+            ack_wait: Duration::ZERO,
+        }
+    }
+}
+
+impl ConsumeOptions {
+    pub fn with_start(mut self, start: StartAt) -> Self {
+        self.start = start;
+        self
+    }
+
+    pub fn with_max_in_flight(mut self, max_in_flight: u32) -> Self {
+        self.max_in_flight = max_in_flight;
+        self
+    }
+
+    pub fn with_ack_wait(mut self, ack_wait: Duration) -> Self {
+        self.ack_wait = ack_wait;
+        self
+    }
+}
+
 /// One message received on a subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    /// Position of the message in its stream.
+    /// Position of the message in its stream: on a durable stream, its
+    /// offset (what [`Subscription::ack`] takes).
     pub seq: u64,
     pub payload: Bytes,
 }
@@ -962,7 +1158,45 @@ impl Subscription {
         Some(b)
     }
 
-    /// Ends the subscription and waits for the server to confirm.
+    /// Acknowledges messages of a consumer subscription (from
+    /// [`Client::consume`]) by offset ([`Event::seq`]), so they are not
+    /// delivered again. Returns how many were newly acknowledged: offsets
+    /// already acknowledged, never delivered to this consumer, or repeated
+    /// are not counted.
+    ///
+    /// Events keep arriving while the acknowledgement is in flight. Its
+    /// reply is read by the same connection reader that fills this
+    /// subscription's buffer (1024 batches, 8 MiB), so keep the consumer's
+    /// `max_in_flight` messages within it, or the reply waits behind
+    /// events nobody reads until the request times out.
+    ///
+    /// A plain subscription gets NACK 404. A long list goes out in several
+    /// frames to stay under the server's frame limit; if one of them fails,
+    /// those before it have taken effect.
+    pub async fn ack(&self, offsets: &[u64]) -> Result<u32, ClientError> {
+        let per_frame = offsets_per_frame(self.inner.max_frame.load(Ordering::Acquire));
+        let mut rest = offsets;
+        let mut acked = 0u32;
+        // At least one frame, even for no offsets, so that the server
+        // checks the subscription.
+        loop {
+            let (chunk, more) = rest.split_at(rest.len().min(per_frame));
+            let msg = Message::ConsumerAck(ConsumerAck {
+                subscription_id: self.id,
+                offsets: chunk.to_vec(),
+            });
+            let reply = request(&self.inner, msg, 1).await?;
+            acked = acked.saturating_add(acked_of(reply)?.count);
+            if more.is_empty() {
+                return Ok(acked);
+            }
+            rest = more;
+        }
+    }
+
+    /// Ends the subscription and waits for the server to confirm. On a
+    /// consumer subscription this leaves the consumer: messages delivered
+    /// here and not acknowledged go to other members.
     pub async fn unsubscribe(self) -> Result<(), ClientError> {
         let id = self.id;
         self.inner.routes().subscriptions.remove(&id);
@@ -1011,6 +1245,12 @@ impl futures_core::Stream for Subscription {
     }
 }
 
+/// Most offsets a CONSUMER_ACK may carry under a frame limit of
+/// `max_frame` bytes (header, subscription id and count take 28).
+fn offsets_per_frame(max_frame: usize) -> usize {
+    (max_frame.saturating_sub(HEADER_LEN + 12) / 8).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1032,6 +1272,157 @@ mod tests {
         assert!(parse_url("http://x:1").is_err());
         assert!(parse_url("tls://x").is_err());
         assert!(parse_url("tls://:1").is_err());
+    }
+
+    fn test_inner() -> Inner {
+        let (tx, _rx) = mpsc::channel(1);
+        Inner {
+            tx,
+            routes: Mutex::new(Routes::default()),
+            next_id: AtomicU64::new(1),
+            request_timeout: Duration::from_secs(1),
+            creds: Mutex::new(None),
+            max_frame: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_FRAME),
+            expires_at_ms: AtomicU64::new(0),
+            reauth_running: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    #[test]
+    fn acks_of_one_publish_report_the_weakest_durability() {
+        let inner = test_inner();
+        let (tx, mut rx) = oneshot::channel();
+        inner.routes().pending.insert(
+            7,
+            Pending::Reply {
+                tx,
+                acks_left: 3,
+                acked: 0,
+                weakest: None,
+            },
+        );
+        for d in [
+            Durability::Fsynced,
+            Durability::Written,
+            Durability::Fsynced,
+        ] {
+            assert!(rx.try_recv().is_err(), "answered before the last ACK");
+            route(&inner, Frame::new(7, Ack::published(1, d)));
+        }
+        let reply = rx.try_recv().expect("answered").expect("an ACK");
+        assert_eq!(
+            acked_of(reply).expect("ACK"),
+            Acked {
+                count: 3,
+                durability: Durability::Written
+            }
+        );
+        assert!(inner.routes().pending.is_empty());
+    }
+
+    #[test]
+    fn a_single_ack_keeps_its_durability() {
+        let inner = test_inner();
+        let (tx, mut rx) = oneshot::channel();
+        inner.routes().pending.insert(
+            2,
+            Pending::Reply {
+                tx,
+                acks_left: 1,
+                acked: 0,
+                weakest: None,
+            },
+        );
+        route(
+            &inner,
+            Frame::new(2, Ack::published(4, Durability::Fsynced)),
+        );
+        let acked = acked_of(rx.try_recv().expect("answered").expect("ACK")).expect("ACK");
+        assert_eq!((acked.count, acked.durability), (4, Durability::Fsynced));
+        assert!(acked_of(Frame::new(2, Message::Pong)).is_err());
+    }
+
+    #[test]
+    fn consume_options_become_a_consume_frame() {
+        let opts = ConsumeOptions::default();
+        assert_eq!(opts.start, StartAt::Earliest);
+        assert_eq!((opts.max_in_flight, opts.ack_wait), (0, Duration::ZERO));
+
+        let c = consume_message("acme", "prod", "orders", "billing", &opts).expect("valid");
+        assert_eq!(c.consumer.as_str(), "billing");
+        assert_eq!(
+            (c.start, c.max_in_flight, c.ack_wait_ms),
+            (StartAt::Earliest, 0, 0)
+        );
+
+        let opts = ConsumeOptions::default()
+            .with_start(StartAt::Offset(9))
+            .with_max_in_flight(64)
+            .with_ack_wait(Duration::from_secs(30));
+        let c = consume_message("acme", "prod", "orders", "billing", &opts).expect("valid");
+        assert_eq!(
+            (c.start, c.max_in_flight, c.ack_wait_ms),
+            (StartAt::Offset(9), 64, 30_000)
+        );
+        // The frame the client sends decodes to the same request.
+        let f = Frame::new(3, c);
+        let back = rampart_proto::decode_exact(&f.to_bytes(), DEFAULT_MAX_FRAME).expect("decodes");
+        assert_eq!(back, f);
+
+        let wait_ms = |d| {
+            consume_message(
+                "acme",
+                "prod",
+                "orders",
+                "billing",
+                &ConsumeOptions::default().with_ack_wait(d),
+            )
+            .expect("valid")
+            .ack_wait_ms
+        };
+        assert_eq!(wait_ms(Duration::from_micros(10)), 1);
+        assert_eq!(wait_ms(Duration::from_millis(1500)), 1500);
+        assert_eq!(wait_ms(Duration::from_secs(u64::MAX)), u32::MAX);
+    }
+
+    #[test]
+    fn consume_refuses_bad_names_before_sending() {
+        let opts = ConsumeOptions::default();
+        for (t, n, s, c) in [
+            ("acme", "prod", "orders", "Billing"),
+            ("acme", "prod", "orders", ""),
+            ("acme", "prod", "Orders", "billing"),
+        ] {
+            assert!(matches!(
+                consume_message(t, n, s, c, &opts),
+                Err(ClientError::InvalidArgument(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn consumer_acks_fit_the_frame_limit() {
+        for max in [
+            rampart_proto::PREAUTH_MAX_FRAME,
+            64 * 1024,
+            DEFAULT_MAX_FRAME,
+        ] {
+            let n = offsets_per_frame(max);
+            let frame = |n: usize| {
+                Frame::new(
+                    u64::MAX,
+                    ConsumerAck {
+                        subscription_id: u64::MAX,
+                        offsets: vec![u64::MAX; n],
+                    },
+                )
+                .to_bytes()
+                .len()
+            };
+            assert!(frame(n) <= max, "{n} offsets overflow {max}");
+            assert!(frame(n + 1) > max, "{n} offsets waste room under {max}");
+        }
+        assert_eq!(offsets_per_frame(0), 1);
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //!
 //! # Layout
 //! - `config`: [`ClientConfig`] and [`Transport`].
-//! - `client`: [`Client`], [`Subscription`] and the connection tasks.
+//! - `client`: [`Client`], [`Subscription`], durable consumers
+//!   ([`ConsumeOptions`]) and the connection tasks.
 //! - `tls`: TLS 1.3 client settings.
 //! - `error`: [`ClientError`], which keeps the server's NACK code.
 //! - `admin`: [`AdminClient`] for the HTTPS API.
@@ -25,10 +26,10 @@ mod error;
 mod tls;
 
 pub use admin::{AdminClient, AdminResponse};
-pub use client::{Client, Event, Subscription};
+pub use client::{Acked, Client, ConsumeOptions, Event, Subscription};
 pub use config::{
     read_key_file, ClientConfig, Credential, CredentialFuture, CredentialProvider, Provider,
     Transport,
 };
 pub use error::ClientError;
-pub use rampart_proto::{AckMode, AuthMethod, ErrorCode, EventBatch};
+pub use rampart_proto::{AckMode, AuthMethod, Durability, ErrorCode, EventBatch, StartAt};

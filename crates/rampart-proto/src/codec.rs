@@ -11,7 +11,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::code::ErrorCode;
 use crate::event::validate_entries;
 use crate::frame::*;
-use crate::names::{CacheKey, CacheName, NameError, NamespaceName, StreamName, TenantId};
+use crate::names::{
+    CacheKey, CacheName, ConsumerName, NameError, NamespaceName, StreamName, TenantId,
+};
 
 /// The byte stream is broken; reply with [`FrameError::code`] and close.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -262,7 +264,10 @@ fn encode_body(msg: &Message, out: &mut BytesMut) {
             put_str16(out, &a.principal);
             out.put_u64(a.expires_at_ms);
         }
-        Message::Ack(a) => out.put_u32(a.count),
+        Message::Ack(a) => {
+            out.put_u32(a.count);
+            out.put_u8(a.durability as u8);
+        }
         Message::Nack(n) => {
             out.put_u16(n.code.0);
             out.put_u32(n.retry_after_ms);
@@ -302,6 +307,23 @@ fn encode_body(msg: &Message, out: &mut BytesMut) {
             out.put_u64(e.first_seq);
             out.put_u32(e.count);
             out.put_slice(&e.entries);
+        }
+        Message::Consume(c) => {
+            put_scope(out, &c.tenant, &c.namespace, c.stream.as_str());
+            put_str8(out, c.consumer.as_str());
+            put_start(out, c.start);
+            out.put_u32(c.max_in_flight);
+            out.put_u32(c.ack_wait_ms);
+        }
+        Message::ConsumerAck(a) => {
+            // A frame cannot hold u32::MAX offsets anyway (8 MiB limit);
+            // cutting keeps count and body consistent.
+            let offsets = &a.offsets[..a.offsets.len().min(u32::MAX as usize)];
+            out.put_u64(a.subscription_id);
+            out.put_u32(offsets.len() as u32);
+            for o in offsets {
+                out.put_u64(*o);
+            }
         }
         Message::CachePut(c) => {
             put_scope(out, &c.tenant, &c.namespace, c.cache.as_str());
@@ -400,6 +422,41 @@ impl Body {
     fn ack(&mut self) -> Result<AckMode, BodyError> {
         AckMode::from_u8(self.u8("ack mode")?).ok_or(BodyError::BadValue("ack mode"))
     }
+    /// `start u8 | start_arg u64`, as in SUBSCRIBE and CONSUME.
+    fn start(&mut self) -> Result<StartAt, BodyError> {
+        let kind = self.u8("start")?;
+        let arg = self.u64("start argument")?;
+        Ok(match kind {
+            // The argument of `new` and `earliest` must be zero, so that
+            // every accepted frame has one encoding.
+            0 | 1 if arg != 0 => return Err(BodyError::BadValue("start argument")),
+            0 => StartAt::New,
+            1 => StartAt::Earliest,
+            2 => StartAt::Offset(arg),
+            3 => StartAt::TimestampMs(arg),
+            _ => return Err(BodyError::BadValue("start")),
+        })
+    }
+    /// `count` big-endian u64s filling the rest of the body exactly.
+    fn offsets(&mut self, count: u32) -> Result<Vec<u64>, BodyError> {
+        let left = self.b.remaining();
+        let need = usize::try_from(count)
+            .ok()
+            .and_then(|n| n.checked_mul(8))
+            .unwrap_or(usize::MAX);
+        if left < need {
+            return Err(BodyError::Truncated("offsets"));
+        }
+        if left > need {
+            return Err(BodyError::Trailing(left - need));
+        }
+        // Bounded by the body length checked above, not by `count` alone.
+        let mut offsets = Vec::with_capacity(need / 8);
+        while self.b.has_remaining() {
+            offsets.push(self.b.get_u64());
+        }
+        Ok(offsets)
+    }
 }
 
 fn decode_body(t: FrameType, b: Bytes) -> Result<Message, BodyError> {
@@ -426,6 +483,8 @@ fn decode_body(t: FrameType, b: Bytes) -> Result<Message, BodyError> {
         }),
         FrameType::Ack => Message::Ack(Ack {
             count: r.u32("count")?,
+            durability: Durability::from_u8(r.u8("durability")?)
+                .ok_or(BodyError::BadValue("durability"))?,
         }),
         FrameType::Nack => Message::Nack(Nack {
             code: ErrorCode(r.u16("code")?),
@@ -476,18 +535,7 @@ fn decode_body(t: FrameType, b: Bytes) -> Result<Message, BodyError> {
         }
         FrameType::Subscribe => {
             let (tenant, namespace, stream) = r.scope()?;
-            let kind = r.u8("start")?;
-            let arg = r.u64("start argument")?;
-            let start = match kind {
-                // The argument of `new` and `earliest` must be zero, so
-                // that every accepted frame has one encoding.
-                0 | 1 if arg != 0 => return Err(BodyError::BadValue("start argument")),
-                0 => StartAt::New,
-                1 => StartAt::Earliest,
-                2 => StartAt::Offset(arg),
-                3 => StartAt::TimestampMs(arg),
-                _ => return Err(BodyError::BadValue("start")),
-            };
+            let start = r.start()?;
             Message::Subscribe(Subscribe {
                 tenant,
                 namespace,
@@ -516,6 +564,28 @@ fn decode_body(t: FrameType, b: Bytes) -> Result<Message, BodyError> {
                 first_seq,
                 count,
                 entries,
+            })
+        }
+        FrameType::Consume => {
+            let (tenant, namespace, stream) = r.scope()?;
+            let stream = StreamName::parse(&stream)?;
+            let consumer = ConsumerName::parse(&r.str8("consumer")?)?;
+            Message::Consume(Consume {
+                tenant,
+                namespace,
+                stream,
+                consumer,
+                start: r.start()?,
+                max_in_flight: r.u32("max in flight")?,
+                ack_wait_ms: r.u32("ack wait")?,
+            })
+        }
+        FrameType::ConsumerAck => {
+            let subscription_id = r.u64("subscription id")?;
+            let count = r.u32("count")?;
+            Message::ConsumerAck(ConsumerAck {
+                subscription_id,
+                offsets: r.offsets(count)?,
             })
         }
         FrameType::CachePut => {
@@ -615,7 +685,10 @@ mod tests {
                 expires_at_ms: 9,
             }
             .into(),
-            Ack { count: 7 }.into(),
+            Ack::new(7).into(),
+            Ack::published(3, Durability::Memory).into(),
+            Ack::published(1, Durability::Written).into(),
+            Ack::published(u32::MAX, Durability::Fsynced).into(),
             Nack {
                 code: ErrorCode::FORBIDDEN,
                 retry_after_ms: 5,
@@ -661,6 +734,36 @@ mod tests {
             .into(),
             Subscribed { subscription_id: 4 }.into(),
             Unsubscribe { subscription_id: 4 }.into(),
+            Consume {
+                tenant: t.clone(),
+                namespace: n.clone(),
+                stream: s.clone(),
+                consumer: ConsumerName::parse("billing").unwrap(),
+                start: StartAt::Earliest,
+                max_in_flight: 0,
+                ack_wait_ms: 0,
+            }
+            .into(),
+            Consume {
+                tenant: t.clone(),
+                namespace: n.clone(),
+                stream: s.clone(),
+                consumer: ConsumerName::parse("workers.eu-1").unwrap(),
+                start: StartAt::TimestampMs(1_700_000_000_000),
+                max_in_flight: 500,
+                ack_wait_ms: 30_000,
+            }
+            .into(),
+            ConsumerAck {
+                subscription_id: 4,
+                offsets: vec![100, 101, 7, u64::MAX],
+            }
+            .into(),
+            ConsumerAck {
+                subscription_id: 4,
+                offsets: vec![],
+            }
+            .into(),
             CachePut {
                 tenant: t.clone(),
                 namespace: n.clone(),
@@ -698,6 +801,221 @@ mod tests {
         for (i, m) in msgs.into_iter().enumerate() {
             round_trip(Frame::new(i as u64, m));
         }
+    }
+
+    /// A frame of type `t` with id 9 and exactly `body`, however malformed.
+    fn raw(t: FrameType, body: &[u8]) -> BytesMut {
+        let mut buf = BytesMut::new();
+        buf.put_u32(body.len() as u32);
+        buf.put_u8(PROTOCOL_VERSION);
+        buf.put_u8(t as u8);
+        buf.put_u16(0);
+        buf.put_u64(9);
+        buf.extend_from_slice(body);
+        buf
+    }
+
+    fn body_error(t: FrameType, body: &[u8]) -> Option<BodyError> {
+        match decode_exact(&raw(t, body), DEFAULT_MAX_FRAME) {
+            Ok(_) => None,
+            Err(DecodeExactError::Body(e)) => Some(e),
+            Err(e) => panic!("not a body error: {e}"),
+        }
+    }
+
+    #[test]
+    fn every_frame_type_is_listed_once() {
+        let mut seen = std::collections::BTreeSet::new();
+        for t in FrameType::ALL {
+            assert!(seen.insert(t as u8), "{t:?} listed twice");
+            assert_eq!(FrameType::from_u8(t as u8), Some(t));
+        }
+        assert_eq!(FrameType::from_u8(0x16), Some(FrameType::Consume));
+        assert_eq!(FrameType::from_u8(0x17), Some(FrameType::ConsumerAck));
+        assert_eq!(FrameType::from_u8(0x18), None);
+    }
+
+    #[test]
+    fn ack_body_is_count_and_durability() {
+        for (b, d) in [
+            (0, Durability::None),
+            (1, Durability::Memory),
+            (2, Durability::Written),
+            (3, Durability::Fsynced),
+        ] {
+            assert_eq!(Durability::from_u8(b), Some(d));
+            let f = decode_exact(&raw(FrameType::Ack, &[0, 0, 0, 2, b]), DEFAULT_MAX_FRAME)
+                .expect("valid ack");
+            assert_eq!(f.msg, Message::Ack(Ack::published(2, d)));
+        }
+        assert_eq!(Ack::new(5).durability, Durability::None);
+        // A count without durability (the old 4-byte body), no count, extra bytes.
+        assert_eq!(
+            body_error(FrameType::Ack, &[0, 0, 0, 1]),
+            Some(BodyError::Truncated("durability"))
+        );
+        assert_eq!(
+            body_error(FrameType::Ack, &[]),
+            Some(BodyError::Truncated("count"))
+        );
+        assert_eq!(
+            body_error(FrameType::Ack, &[0, 0, 0, 1, 3, 0]),
+            Some(BodyError::Trailing(1))
+        );
+        for bad in [4u8, 9, 0xff] {
+            assert_eq!(Durability::from_u8(bad), None);
+            assert_eq!(
+                body_error(FrameType::Ack, &[0, 0, 0, 1, bad]),
+                Some(BodyError::BadValue("durability"))
+            );
+        }
+    }
+
+    #[test]
+    fn durability_orders_by_guarantee() {
+        assert!(Durability::None < Durability::Memory);
+        assert!(Durability::Memory < Durability::Written);
+        assert!(Durability::Written < Durability::Fsynced);
+        assert_eq!(Durability::Fsynced.to_string(), "fsynced");
+    }
+
+    fn consumer_ack_body(sid: u64, count: u32, offsets: &[u64]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        b.put_u64(sid);
+        b.put_u32(count);
+        for o in offsets {
+            b.put_u64(*o);
+        }
+        b.to_vec()
+    }
+
+    #[test]
+    fn consumer_ack_count_must_match_the_body() {
+        let ok = |count, offsets: &[u64]| {
+            decode_exact(
+                &raw(
+                    FrameType::ConsumerAck,
+                    &consumer_ack_body(4, count, offsets),
+                ),
+                DEFAULT_MAX_FRAME,
+            )
+        };
+        assert_eq!(
+            ok(0, &[]).expect("count 0 is valid").msg,
+            Message::ConsumerAck(ConsumerAck {
+                subscription_id: 4,
+                offsets: vec![]
+            })
+        );
+        assert_eq!(
+            ok(2, &[5, 6]).expect("valid").msg,
+            Message::ConsumerAck(ConsumerAck {
+                subscription_id: 4,
+                offsets: vec![5, 6]
+            })
+        );
+        let err = |count, offsets: &[u64]| {
+            body_error(
+                FrameType::ConsumerAck,
+                &consumer_ack_body(4, count, offsets),
+            )
+        };
+        assert_eq!(err(3, &[5, 6]), Some(BodyError::Truncated("offsets")));
+        assert_eq!(err(1, &[5, 6]), Some(BodyError::Trailing(8)));
+        assert_eq!(err(0, &[5]), Some(BodyError::Trailing(8)));
+        // A huge count with a small body is refused without allocating.
+        assert_eq!(err(u32::MAX, &[1]), Some(BodyError::Truncated("offsets")));
+        // A partial offset.
+        let mut body = consumer_ack_body(4, 1, &[]);
+        body.extend_from_slice(&[0, 0, 0, 1]);
+        assert_eq!(
+            body_error(FrameType::ConsumerAck, &body),
+            Some(BodyError::Truncated("offsets"))
+        );
+        assert_eq!(
+            body_error(FrameType::ConsumerAck, &[0; 11]),
+            Some(BodyError::Truncated("count"))
+        );
+    }
+
+    fn consume_body(consumer: &str, kind: u8, arg: u64) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        put_str8(&mut b, "acme");
+        put_str8(&mut b, "production");
+        put_str8(&mut b, "orders");
+        put_str8(&mut b, consumer);
+        b.put_u8(kind);
+        b.put_u64(arg);
+        b.put_u32(10);
+        b.put_u32(2000);
+        b.to_vec()
+    }
+
+    #[test]
+    fn consume_checks_the_consumer_name_and_start() {
+        let f = decode_exact(
+            &raw(FrameType::Consume, &consume_body("billing", 2, 42)),
+            DEFAULT_MAX_FRAME,
+        )
+        .expect("valid consume");
+        let Message::Consume(c) = f.msg else {
+            panic!("not a consume")
+        };
+        assert_eq!(c.consumer.as_str(), "billing");
+        assert_eq!(c.start, StartAt::Offset(42));
+        assert_eq!((c.max_in_flight, c.ack_wait_ms), (10, 2000));
+
+        for bad in ["", "Billing", "a b", "-x"] {
+            assert!(
+                matches!(
+                    body_error(FrameType::Consume, &consume_body(bad, 1, 0)),
+                    Some(BodyError::Name(
+                        NameError::Empty { kind: "consumer" }
+                            | NameError::BadChar {
+                                kind: "consumer",
+                                ..
+                            }
+                    ))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            body_error(FrameType::Consume, &consume_body("billing", 0, 1)),
+            Some(BodyError::BadValue("start argument"))
+        );
+        assert_eq!(
+            body_error(FrameType::Consume, &consume_body("billing", 1, 1)),
+            Some(BodyError::BadValue("start argument"))
+        );
+        assert_eq!(
+            body_error(FrameType::Consume, &consume_body("billing", 4, 0)),
+            Some(BodyError::BadValue("start"))
+        );
+        let mut short = consume_body("billing", 1, 0);
+        short.pop();
+        assert_eq!(
+            body_error(FrameType::Consume, &short),
+            Some(BodyError::Truncated("ack wait"))
+        );
+        let mut long = consume_body("billing", 1, 0);
+        long.push(0);
+        assert_eq!(
+            body_error(FrameType::Consume, &long),
+            Some(BodyError::Trailing(1))
+        );
+    }
+
+    #[test]
+    fn consumer_ack_debug_does_not_list_offsets() {
+        let a = ConsumerAck {
+            subscription_id: 4,
+            offsets: (0..1000).collect(),
+        };
+        assert_eq!(
+            format!("{a:?}"),
+            "ConsumerAck { subscription_id: 4, count: 1000 }"
+        );
     }
 
     #[test]
@@ -841,6 +1159,11 @@ mod tests {
         fn publish_round_trips(payload in proptest::collection::vec(any::<u8>(), 0..300), id in any::<u64>()) {
             let (t, n, s) = names();
             round_trip(Frame::new(id, Publish { ack: AckMode::Message, tenant: t, namespace: n, stream: s, payload: payload.into() }));
+        }
+
+        #[test]
+        fn consumer_ack_round_trips(offsets in proptest::collection::vec(any::<u64>(), 0..200), sid in any::<u64>()) {
+            round_trip(Frame::new(1, ConsumerAck { subscription_id: sid, offsets }));
         }
     }
 }

@@ -15,7 +15,7 @@ use std::fmt;
 use bytes::Bytes;
 
 use crate::code::ErrorCode;
-use crate::names::{CacheKey, CacheName, NamespaceName, StreamName, TenantId};
+use crate::names::{CacheKey, CacheName, ConsumerName, NamespaceName, StreamName, TenantId};
 
 /// Protocol version carried in every header and in HELLO.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -49,6 +49,8 @@ pub enum FrameType {
     Subscribed = 0x13,
     Unsubscribe = 0x14,
     EventBatch = 0x15,
+    Consume = 0x16,
+    ConsumerAck = 0x17,
     CachePut = 0x20,
     CacheGet = 0x21,
     CacheDelete = 0x22,
@@ -57,7 +59,7 @@ pub enum FrameType {
 
 impl FrameType {
     /// Every frame type of version 1, for tables that must cover them all.
-    pub const ALL: [FrameType; 20] = [
+    pub const ALL: [FrameType; 22] = [
         FrameType::Hello,
         FrameType::Auth,
         FrameType::AuthOk,
@@ -74,6 +76,8 @@ impl FrameType {
         FrameType::Subscribed,
         FrameType::Unsubscribe,
         FrameType::EventBatch,
+        FrameType::Consume,
+        FrameType::ConsumerAck,
         FrameType::CachePut,
         FrameType::CacheGet,
         FrameType::CacheDelete,
@@ -106,6 +110,54 @@ impl AckMode {
             2 => Some(Self::Batch),
             _ => None,
         }
+    }
+}
+
+/// How durable a publish is when its ACK arrives, carried in every ACK.
+///
+/// The variants are ordered by strength of the guarantee, so the weakest of
+/// several ACKs is their minimum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum Durability {
+    /// The request was not a publish; the value means nothing.
+    #[default]
+    None = 0,
+    /// A live stream: queued for the current subscribers, nothing stored.
+    Memory = 1,
+    /// Appended to the stream's log and handed to the OS with `write()`:
+    /// survives a crash of the server process, not of the machine.
+    Written = 2,
+    /// Appended to the stream's log and covered by an `fsync`.
+    Fsynced = 3,
+}
+
+impl Durability {
+    pub fn from_u8(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(Self::None),
+            1 => Some(Self::Memory),
+            2 => Some(Self::Written),
+            3 => Some(Self::Fsynced),
+            _ => None,
+        }
+    }
+
+    /// The lowercase name used in docs and logs (`fsynced`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Memory => "memory",
+            Self::Written => "written",
+            Self::Fsynced => "fsynced",
+        }
+    }
+}
+
+impl fmt::Display for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -145,7 +197,8 @@ impl AuthMethod {
     }
 }
 
-/// Where a new subscription starts reading.
+/// Where a new subscription (or a newly created durable consumer) starts
+/// reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum StartAt {
@@ -197,6 +250,8 @@ pub enum Message {
     Subscribed(Subscribed),
     Unsubscribe(Unsubscribe),
     EventBatch(EventBatch),
+    Consume(Consume),
+    ConsumerAck(ConsumerAck),
     CachePut(CachePut),
     CacheGet(CacheGet),
     CacheDelete(CacheDelete),
@@ -222,6 +277,8 @@ impl Message {
             Message::Subscribed(_) => FrameType::Subscribed,
             Message::Unsubscribe(_) => FrameType::Unsubscribe,
             Message::EventBatch(_) => FrameType::EventBatch,
+            Message::Consume(_) => FrameType::Consume,
+            Message::ConsumerAck(_) => FrameType::ConsumerAck,
             Message::CachePut(_) => FrameType::CachePut,
             Message::CacheGet(_) => FrameType::CacheGet,
             Message::CacheDelete(_) => FrameType::CacheDelete,
@@ -254,6 +311,8 @@ into_message!(
     Subscribed,
     Unsubscribe,
     EventBatch,
+    Consume,
+    ConsumerAck,
     CachePut,
     CacheGet,
     CacheDelete,
@@ -297,11 +356,29 @@ pub struct AuthOk {
 }
 
 /// Success. `count` is the number of messages acknowledged (publish), the
-/// number of entries removed (cache delete: 0 or 1), 1 for a cache put, and
-/// 0 otherwise.
+/// number of entries removed (cache delete: 0 or 1), 1 for a cache put, the
+/// number of offsets newly acknowledged (consumer ack), and 0 otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ack {
     pub count: u32,
+    /// For a publish, how durable the acknowledged messages are; otherwise
+    /// [`Durability::None`].
+    pub durability: Durability,
+}
+
+impl Ack {
+    /// An ACK of a request that is not a publish ([`Durability::None`]).
+    pub fn new(count: u32) -> Ack {
+        Ack {
+            count,
+            durability: Durability::None,
+        }
+    }
+
+    /// An ACK of `count` published messages, stored as `durability` says.
+    pub fn published(count: u32, durability: Durability) -> Ack {
+        Ack { count, durability }
+    }
 }
 
 /// Failure, with a stable code and a message safe to show a user.
@@ -487,7 +564,8 @@ pub struct EventBatch {
     /// Messages this subscriber lost to its slow-consumer policy since the
     /// previous batch.
     pub missed: u64,
-    /// Stream sequence number of the first entry; the rest follow one by one.
+    /// Stream sequence number of the first entry (on a durable stream, its
+    /// offset); the rest follow one by one.
     pub first_seq: u64,
     pub count: u32,
     pub entries: Bytes,
@@ -508,6 +586,47 @@ impl fmt::Debug for EventBatch {
             .field("first_seq", &self.first_seq)
             .field("count", &self.count)
             .field("bytes", &self.entries.len())
+            .finish()
+    }
+}
+
+/// Join (creating it on first use) a named durable consumer of a durable
+/// stream. Answered with SUBSCRIBED; messages then arrive as EVENT_BATCH
+/// frames with that subscription id, each to one member of the consumer at
+/// a time, until acknowledged with [`ConsumerAck`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consume {
+    pub tenant: TenantId,
+    pub namespace: NamespaceName,
+    pub stream: StreamName,
+    pub consumer: ConsumerName,
+    /// Where the consumer starts. Like the two settings below, it applies
+    /// only when this frame creates the consumer; an existing consumer
+    /// continues from its committed position with its own settings.
+    pub start: StartAt,
+    /// Most messages of the consumer delivered and not yet acknowledged;
+    /// 0 = the server's default.
+    pub max_in_flight: u32,
+    /// Milliseconds after delivery before an unacknowledged message is
+    /// delivered again; 0 = the server's default.
+    pub ack_wait_ms: u32,
+}
+
+/// Acknowledge messages (by offset) delivered on a consumer subscription of
+/// this connection. Answered with an ACK counting the offsets that this
+/// frame newly acknowledged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConsumerAck {
+    pub subscription_id: u64,
+    pub offsets: Vec<u64>,
+}
+
+impl fmt::Debug for ConsumerAck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Offsets can number a million; print how many, not which.
+        f.debug_struct("ConsumerAck")
+            .field("subscription_id", &self.subscription_id)
+            .field("count", &self.offsets.len())
             .finish()
     }
 }

@@ -6,7 +6,7 @@
 //! `docs/protocol.md`; `tests/vectors/` holds hex test vectors.
 //!
 //! # Layout
-//! - `names`: validated resource names (`TenantId`, `StreamName`, ...).
+//! - `names`: validated resource names (`TenantId`, `StreamName`, `ConsumerName`, ...).
 //! - `code`: the stable numeric NACK codes.
 //! - `frame`: frame types and their typed bodies.
 //! - `codec`: header checks, incremental decoding, encoding.
@@ -25,11 +25,11 @@ pub use codec::{
 pub use event::{Entries, EntriesBuilder, SharedEvents};
 pub use frame::{
     Ack, AckMode, Auth, AuthMethod, AuthOk, AuthRequired, CacheDelete, CacheGet, CachePut,
-    CacheValue, EventBatch, Frame, FrameType, Hello, Message, Nack, Publish, PublishBatch,
-    ReauthReason, StartAt, Subscribe, Subscribed, Token, TokenRequest, Unsubscribe,
-    DEFAULT_MAX_FRAME, HEADER_LEN, KNOWN_FLAGS, PREAUTH_MAX_FRAME, PROTOCOL_VERSION,
+    CacheValue, Consume, ConsumerAck, Durability, EventBatch, Frame, FrameType, Hello, Message,
+    Nack, Publish, PublishBatch, ReauthReason, StartAt, Subscribe, Subscribed, Token, TokenRequest,
+    Unsubscribe, DEFAULT_MAX_FRAME, HEADER_LEN, KNOWN_FLAGS, PREAUTH_MAX_FRAME, PROTOCOL_VERSION,
 };
 pub use names::{
-    CacheKey, CacheName, CachePath, NameError, NamespaceName, PathError, StreamName, StreamPath,
-    TenantId, MAX_CACHE_KEY_LEN, MAX_NAME_LEN,
+    CacheKey, CacheName, CachePath, ConsumerName, NameError, NamespaceName, PathError, StreamName,
+    StreamPath, TenantId, MAX_CACHE_KEY_LEN, MAX_NAME_LEN,
 };

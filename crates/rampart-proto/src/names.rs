@@ -113,6 +113,11 @@ resource_name!(
     "stream"
 );
 resource_name!(
+    /// A durable consumer (a named consumer group) of a stream.
+    ConsumerName,
+    "consumer"
+);
+resource_name!(
     /// A cache inside a namespace.
     CacheName,
     "cache"
@@ -266,6 +271,20 @@ mod tests {
         ] {
             assert!(TenantId::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn consumer_names_follow_the_resource_rule() {
+        for ok in ["billing", "0", "workers-v2.eu_west", &"c".repeat(63)] {
+            assert_eq!(ConsumerName::parse(ok).expect(ok).as_str(), ok);
+        }
+        for bad in ["", "Billing", "-x", "a b", "a/b", "é", &"c".repeat(64)] {
+            assert!(ConsumerName::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            ConsumerName::parse("").unwrap_err(),
+            NameError::Empty { kind: "consumer" }
+        );
     }
 
     #[test]

@@ -24,9 +24,10 @@ use std::path::{Path, PathBuf};
 use bytes::{Bytes, BytesMut};
 use rampart_proto::{
     decode_exact, Ack, AckMode, Auth, AuthMethod, AuthOk, CacheDelete, CacheGet, CacheKey,
-    CacheName, CachePut, CacheValue, DecodeExactError, ErrorCode, EventBatch, Frame, FrameDecoder,
-    FrameType, Hello, Message, Nack, NamespaceName, Publish, PublishBatch, StartAt, StreamName,
-    Subscribe, Subscribed, TenantId, Unsubscribe, DEFAULT_MAX_FRAME, HEADER_LEN,
+    CacheName, CachePut, CacheValue, Consume, ConsumerAck, ConsumerName, DecodeExactError,
+    Durability, ErrorCode, EventBatch, Frame, FrameDecoder, FrameType, Hello, Message, Nack,
+    NamespaceName, Publish, PublishBatch, StartAt, StreamName, Subscribe, Subscribed, TenantId,
+    Unsubscribe, DEFAULT_MAX_FRAME, HEADER_LEN,
 };
 
 /// Fewest vectors of each kind; the test fails if the files went missing.
@@ -34,7 +35,7 @@ const MIN_VALID: usize = 20;
 const MIN_INVALID: usize = 8;
 
 /// The `# type:` names, one per frame type of version 1.
-const TYPE_NAMES: [(&str, FrameType); 20] = [
+const TYPE_NAMES: [(&str, FrameType); 22] = [
     ("hello", FrameType::Hello),
     ("auth", FrameType::Auth),
     ("auth_ok", FrameType::AuthOk),
@@ -51,6 +52,8 @@ const TYPE_NAMES: [(&str, FrameType); 20] = [
     ("subscribed", FrameType::Subscribed),
     ("unsubscribe", FrameType::Unsubscribe),
     ("event_batch", FrameType::EventBatch),
+    ("consume", FrameType::Consume),
+    ("consumer_ack", FrameType::ConsumerAck),
     ("cache_put", FrameType::CachePut),
     ("cache_get", FrameType::CacheGet),
     ("cache_delete", FrameType::CacheDelete),
@@ -213,6 +216,15 @@ fn expected_frames() -> Vec<(&'static str, Frame)> {
         stream: stream.clone(),
         start,
     };
+    let consume = |start, max_in_flight, ack_wait_ms| Consume {
+        tenant: tenant.clone(),
+        namespace: ns.clone(),
+        stream: stream.clone(),
+        consumer: ConsumerName::parse("billing").expect("consumer"),
+        start,
+        max_in_flight,
+        ack_wait_ms,
+    };
     vec![
         ("hello.hex", Frame::new(1, hello("rampart-client/0.1.0"))),
         (
@@ -270,7 +282,14 @@ fn expected_frames() -> Vec<(&'static str, Frame)> {
                 },
             ),
         ),
-        ("ack.hex", Frame::new(3, Ack { count: 1 })),
+        (
+            "ack.hex",
+            Frame::new(3, Ack::published(1, Durability::Memory)),
+        ),
+        (
+            "ack_fsynced.hex",
+            Frame::new(6, Ack::published(2, Durability::Fsynced)),
+        ),
         (
             "nack.hex",
             Frame::new(
@@ -364,6 +383,34 @@ fn expected_frames() -> Vec<(&'static str, Frame)> {
                     first_seq: 100,
                     count: 2,
                     entries: Bytes::from_static(b"\0\0\0\x01x\0\0\0\x02yz"),
+                },
+            ),
+        ),
+        (
+            "consume.hex",
+            Frame::new(12, consume(StartAt::Offset(12), 100, 30_000)),
+        ),
+        (
+            "consume_defaults.hex",
+            Frame::new(12, consume(StartAt::Earliest, 0, 0)),
+        ),
+        (
+            "consumer_ack.hex",
+            Frame::new(
+                13,
+                ConsumerAck {
+                    subscription_id: 4,
+                    offsets: vec![100, 101, 103],
+                },
+            ),
+        ),
+        (
+            "consumer_ack_empty.hex",
+            Frame::new(
+                13,
+                ConsumerAck {
+                    subscription_id: 4,
+                    offsets: vec![],
                 },
             ),
         ),

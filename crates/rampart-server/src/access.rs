@@ -41,9 +41,15 @@ pub(crate) enum Access {
 pub(crate) fn frame_access(t: FrameType) -> Access {
     match t {
         FrameType::Hello | FrameType::Auth => Access::Public,
-        FrameType::Ping | FrameType::Unsubscribe | FrameType::TokenRequest => Access::Authenticated,
+        // A consumer's acknowledgement names a subscription of the
+        // connection, authorized when it was made (and re-checked on every
+        // policy change).
+        FrameType::Ping
+        | FrameType::Unsubscribe
+        | FrameType::TokenRequest
+        | FrameType::ConsumerAck => Access::Authenticated,
         FrameType::Publish | FrameType::PublishBatch => Access::Perm(Permission::Publish),
-        FrameType::Subscribe => Access::Perm(Permission::Subscribe),
+        FrameType::Subscribe | FrameType::Consume => Access::Perm(Permission::Subscribe),
         FrameType::CacheGet => Access::Perm(Permission::CacheRead),
         FrameType::CachePut | FrameType::CacheDelete => Access::Perm(Permission::CacheWrite),
         FrameType::AuthOk
@@ -71,6 +77,9 @@ pub(crate) fn frame_resource(m: &Message) -> Option<Resource> {
         }
         Message::Subscribe(s) => {
             Resource::Stream(s.tenant.clone(), s.namespace.clone(), s.stream.clone())
+        }
+        Message::Consume(c) => {
+            Resource::Stream(c.tenant.clone(), c.namespace.clone(), c.stream.clone())
         }
         Message::CachePut(c) => {
             Resource::Cache(c.tenant.clone(), c.namespace.clone(), c.cache.clone())
@@ -131,6 +140,7 @@ pub(crate) enum RouteName {
     ListStreams,
     CreateStream,
     DeleteStream,
+    GetStream,
     ListCaches,
     FlushCache,
     ReadAudit,
@@ -271,6 +281,13 @@ pub(crate) const ROUTES: &[Route] = &[
         Scope::Namespace,
     ),
     route(
+        RouteName::GetStream,
+        "GET",
+        "/v1/tenants/{tenant}/namespaces/{namespace}/streams/{stream}",
+        Access::Perm(Permission::StreamAdmin),
+        Scope::Stream,
+    ),
+    route(
         RouteName::DeleteStream,
         "DELETE",
         "/v1/tenants/{tenant}/namespaces/{namespace}/streams/{stream}",
@@ -340,6 +357,7 @@ mod tests {
                         FrameType::Publish
                             | FrameType::PublishBatch
                             | FrameType::Subscribe
+                            | FrameType::Consume
                             | FrameType::CacheGet
                             | FrameType::CachePut
                             | FrameType::CacheDelete

@@ -127,6 +127,17 @@ pub struct Config {
     /// Rotate each tenant's keys (and re-seal its records) when they are
     /// this old; 0 turns scheduled rotation off (seed 000: 90 days).
     pub key_rotation_days: u64,
+    /// Sync policy of durable streams created without one: `on_commit`
+    /// (fsync before the acknowledgement, shared by concurrent publishers),
+    /// `interval:MS` or `none`.
+    pub durable_sync: String,
+    /// Durable stream logs start a new segment at this size.
+    pub stream_segment_bytes: u64,
+    /// Defaults of durable consumers created without their own.
+    pub consumer_max_in_flight: u32,
+    pub consumer_ack_wait_ms: u64,
+    /// How often consumer positions are saved and retention is applied.
+    pub stream_maintenance_interval_ms: u64,
 }
 
 /// Which master key provider.
@@ -198,6 +209,11 @@ impl Default for Config {
             vault_transit_ca_cert_path: None,
             vault_transit_token_path: None,
             key_rotation_days: 90,
+            durable_sync: "on_commit".into(),
+            stream_segment_bytes: 64 << 20,
+            consumer_max_in_flight: 1000,
+            consumer_ack_wait_ms: 30_000,
+            stream_maintenance_interval_ms: 1000,
         }
     }
 }
@@ -276,6 +292,11 @@ const KEYS: &[(&str, Kind)] = &[
     ("vault_transit_ca_cert_path", Kind::Str),
     ("vault_transit_token_path", Kind::Str),
     ("key_rotation_days", Kind::Int),
+    ("durable_sync", Kind::Str),
+    ("stream_segment_bytes", Kind::Int),
+    ("consumer_max_in_flight", Kind::Int),
+    ("consumer_ack_wait_ms", Kind::Int),
+    ("stream_maintenance_interval_ms", Kind::Int),
 ];
 
 /// Reads a YAML configuration into the TOML the rest of loading expects.
@@ -424,6 +445,28 @@ impl Config {
         }
         if self.max_auth_failures == 0 {
             return Err(invalid("max_auth_failures", "must be at least 1".into()));
+        }
+        crate::streams::parse_sync(&self.durable_sync).map_err(|m| invalid("durable_sync", m))?;
+        if self.stream_segment_bytes < 4096 {
+            return Err(invalid(
+                "stream_segment_bytes",
+                "must be at least 4096".into(),
+            ));
+        }
+        if self.consumer_max_in_flight == 0 {
+            return Err(invalid(
+                "consumer_max_in_flight",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.consumer_ack_wait_ms == 0 {
+            return Err(invalid("consumer_ack_wait_ms", "must be at least 1".into()));
+        }
+        if self.stream_maintenance_interval_ms == 0 {
+            return Err(invalid(
+                "stream_maintenance_interval_ms",
+                "must be at least 1".into(),
+            ));
         }
         if self.subscriber_queue_messages == 0 || self.subscriber_queue_bytes == 0 {
             return Err(invalid(

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rampart_authz::{DecisionCache, Permission, Resource, Subject};
-use rampart_broker::{Stream, Subscription};
+use rampart_broker::{BrokerError, ConsumerOptions, Level, Stream, Subscription};
 use rampart_identity::Principal;
 use rampart_proto::{
-    Ack, AckMode, AuthMethod, AuthOk, AuthRequired, CacheValue, EntriesBuilder, ErrorCode, Frame,
-    FrameDecoder, Message, ReauthReason, SharedEvents, StartAt, StreamPath, Subscribed, Token,
-    Unsubscribe, PREAUTH_MAX_FRAME,
+    Ack, AckMode, AuthMethod, AuthOk, AuthRequired, CacheValue, Durability, EntriesBuilder,
+    ErrorCode, Frame, FrameDecoder, Message, ReauthReason, SharedEvents, StreamPath, Subscribed,
+    Token, Unsubscribe, PREAUTH_MAX_FRAME,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -749,10 +749,22 @@ impl Conn {
         let (count, entries) = g.entries.finish();
         self.published += u64::from(count);
         self.published_bytes += entries.len() as u64;
-        g.stream.publish(count, entries).await;
-        for (id, mode) in g.acks {
-            if mode != AckMode::None {
-                self.send(Frame::new(id, Ack { count: 1 })).await?;
+        match g.stream.publish_acked(count, entries).await {
+            Ok(p) => {
+                let durability = durability(p.level);
+                for (id, mode) in g.acks {
+                    if mode != AckMode::None {
+                        self.send(Frame::new(id, Ack::published(1, durability)))
+                            .await?;
+                    }
+                }
+            }
+            // Failures are never silent, whatever the ack mode.
+            Err(e) => {
+                let e = OpError::Broker(e);
+                for (id, _) in g.acks {
+                    self.send(e.to_frame(id)).await?;
+                }
             }
         }
         Ok(())
@@ -818,17 +830,12 @@ impl Conn {
                     stream: p.stream,
                 };
                 let stream = self.stream(path)?;
-                if p.count > 0 {
-                    self.published += u64::from(p.count);
-                    self.published_bytes += p.entries.len() as u64;
-                    stream.publish(p.count, p.entries).await;
-                }
-                self.ack(id, p.ack, p.count).await
+                self.published += u64::from(p.count);
+                self.published_bytes += p.entries.len() as u64;
+                let done = stream.publish_acked(p.count, p.entries).await?;
+                self.ack(id, p.ack, p.count, durability(done.level)).await
             }
             Message::Subscribe(s) => {
-                if s.start != StartAt::New {
-                    return Err(OpError::StartUnsupported);
-                }
                 if self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
                     return Err(OpError::TooManySubscriptions(MAX_SUBSCRIPTIONS));
                 }
@@ -840,34 +847,47 @@ impl Conn {
                     stream: s.stream,
                 };
                 let stream = self.stream(path)?;
-                let sub = Arc::new(stream.subscribe().await);
-                let sid = self.next_subscription;
-                self.next_subscription += 1;
-                self.subscribed += 1;
-                // SUBSCRIBED goes into the writer queue before any event.
-                self.reply(Frame::new(
-                    id,
-                    Subscribed {
-                        subscription_id: sid,
+                let sub = stream.subscribe_at(s.start).await.map_err(|e| match e {
+                    BrokerError::NotDurable => OpError::StartUnsupported,
+                    e => OpError::Broker(e),
+                })?;
+                self.start_subscription(id, Arc::new(sub), resource).await
+            }
+            Message::Consume(c) => {
+                if self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+                    return Err(OpError::TooManySubscriptions(MAX_SUBSCRIPTIONS));
+                }
+                let resource =
+                    Resource::Stream(c.tenant.clone(), c.namespace.clone(), c.stream.clone());
+                let path = StreamPath {
+                    tenant: c.tenant,
+                    namespace: c.namespace,
+                    stream: c.stream,
+                };
+                let stream = self.stream(path)?;
+                let cfg = &self.shared.config;
+                let opts = (c.max_in_flight > 0 || c.ack_wait_ms > 0).then(|| ConsumerOptions {
+                    max_in_flight: if c.max_in_flight > 0 {
+                        c.max_in_flight
+                    } else {
+                        cfg.consumer_max_in_flight
                     },
-                ))
-                .await?;
-                let task = tokio::spawn(deliver(
-                    sub.clone(),
-                    sid,
-                    self.tx.clone(),
-                    self.event_budget.clone(),
-                    self.gate.subscribe(),
-                ));
-                self.subscriptions.insert(
-                    sid,
-                    Subscribed_ {
-                        sub,
-                        task,
-                        resource,
-                    },
-                );
-                Ok(())
+                    ack_wait: Duration::from_millis(if c.ack_wait_ms > 0 {
+                        u64::from(c.ack_wait_ms)
+                    } else {
+                        cfg.consumer_ack_wait_ms
+                    }),
+                });
+                let sub = stream.consume(c.consumer.as_str(), c.start, opts)?;
+                self.start_subscription(id, Arc::new(sub), resource).await
+            }
+            Message::ConsumerAck(a) => {
+                let s = self
+                    .subscriptions
+                    .get(&a.subscription_id)
+                    .ok_or(OpError::NoSuchSubscription)?;
+                let n = s.sub.ack(&a.offsets)?;
+                self.reply(Frame::new(id, Ack::new(n))).await
             }
             Message::Unsubscribe(u) => {
                 let s = self
@@ -876,7 +896,7 @@ impl Conn {
                     .ok_or(OpError::NoSuchSubscription)?;
                 s.sub.close();
                 s.task.abort();
-                self.reply(Frame::new(id, Ack { count: 0 })).await
+                self.reply(Frame::new(id, Ack::new(0))).await
             }
             Message::CachePut(c) => {
                 let ttl = (c.ttl_ms > 0).then(|| Duration::from_millis(c.ttl_ms));
@@ -889,7 +909,7 @@ impl Conn {
                     c.value,
                     ttl,
                 )?;
-                self.reply(Frame::new(id, Ack { count: 1 })).await
+                self.reply(Frame::new(id, Ack::new(1))).await
             }
             Message::CacheGet(c) => {
                 let v = self.shared.broker.cache().get(
@@ -919,13 +939,8 @@ impl Conn {
                     &c.cache,
                     &c.key,
                 );
-                self.reply(Frame::new(
-                    id,
-                    Ack {
-                        count: u32::from(removed),
-                    },
-                ))
-                .await
+                self.reply(Frame::new(id, Ack::new(u32::from(removed))))
+                    .await
             }
             // HELLO after authentication, and server-only frames.
             _ => Err(OpError::Denied(Denied::NotAClientFrame)),
@@ -939,17 +954,74 @@ impl Conn {
         Ok(())
     }
 
-    async fn ack(&self, id: u64, mode: AckMode, count: u32) -> Result<(), OpError> {
+    async fn ack(
+        &self,
+        id: u64,
+        mode: AckMode,
+        count: u32,
+        durability: Durability,
+    ) -> Result<(), OpError> {
         match mode {
             AckMode::None => Ok(()),
-            AckMode::Batch => self.reply(Frame::new(id, Ack { count })).await,
+            AckMode::Batch => {
+                self.reply(Frame::new(id, Ack::published(count, durability)))
+                    .await
+            }
             AckMode::Message => {
                 for _ in 0..count {
-                    self.reply(Frame::new(id, Ack { count: 1 })).await?;
+                    self.reply(Frame::new(id, Ack::published(1, durability)))
+                        .await?;
                 }
                 Ok(())
             }
         }
+    }
+
+    /// Answers SUBSCRIBE or CONSUME: numbers the subscription, sends
+    /// SUBSCRIBED (before any event), and starts its delivery task.
+    async fn start_subscription(
+        &mut self,
+        id: u64,
+        sub: Arc<Subscription>,
+        resource: Resource,
+    ) -> Result<(), OpError> {
+        let sid = self.next_subscription;
+        self.next_subscription += 1;
+        self.subscribed += 1;
+        self.reply(Frame::new(
+            id,
+            Subscribed {
+                subscription_id: sid,
+            },
+        ))
+        .await?;
+        let task = tokio::spawn(deliver(
+            sub.clone(),
+            sid,
+            self.tx.clone(),
+            self.event_budget.clone(),
+            self.gate.subscribe(),
+        ));
+        self.subscriptions.insert(
+            sid,
+            Subscribed_ {
+                sub,
+                task,
+                resource,
+            },
+        );
+        Ok(())
+    }
+}
+
+/// The wire form of how far a publish got.
+fn durability(level: Level) -> Durability {
+    match level {
+        Level::Memory => Durability::Memory,
+        Level::Written => Durability::Written,
+        Level::Fsynced => Durability::Fsynced,
+        // A level this server does not know of: claim nothing.
+        _ => Durability::None,
     }
 }
 
@@ -1018,8 +1090,14 @@ async fn deliver(
             return;
         }
     }
-    // The server ended the subscription (its stream was deleted): tell the
-    // client, so its end of the subscription finishes too.
+    // The server ended the subscription (its stream was deleted, or its log
+    // cannot serve what comes next): tell the client why, then end it, so
+    // its end of the subscription finishes too.
+    if let Some(e) = sub.ended() {
+        let e = OpError::Broker(e);
+        let message = format!("subscription {id} ended: {}", e.message());
+        let _ = tx.send(Out::Frame(nack(0, e.code(), message))).await;
+    }
     let _ = tx.send(Out::Frame(ended(id))).await;
 }
 

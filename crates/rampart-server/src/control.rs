@@ -6,11 +6,13 @@
 use rampart_authz::{AclDocument, Decision, Permission, Resource, Subject};
 use rampart_identity::{generate_managed_key, Principal, PrincipalKind, Secret, TokenClaims};
 use rampart_proto::{NamespaceName, ReauthReason, StreamName, StreamPath, TenantId};
-use rampart_store::{AclRecord, KeyRecord, Revocation, Revoked, StreamRecord, TenantRecord};
-use tracing::info;
+use rampart_store::{
+    AclRecord, DurableSpec, KeyRecord, Revocation, Revoked, StreamRecord, TenantRecord,
+};
+use tracing::{info, warn};
 
 use crate::auth::now_ms;
-use crate::Shared;
+use crate::{streams, Shared};
 
 /// Why a control-plane operation failed. Turned into HTTP responses in
 /// `http.rs`, in one place.
@@ -210,6 +212,13 @@ impl Shared {
             }
         }
         self.broker.cache().erase_tenant(name);
+        for d in self.broker.durable_streams() {
+            if d.path().tenant == *name {
+                if let Some(s) = self.broker.remove_stream(d.path()) {
+                    s.close_all().await;
+                }
+            }
+        }
         self.sealer
             .keyring()
             .erase_tenant(name.as_str())
@@ -219,6 +228,13 @@ impl Shared {
                 ControlError::Storage
             })?;
         self.sealer.forget(name.as_str());
+        // Unreadable already (the keys are gone); the files go too.
+        let dir = self.config.data_dir.join("streams").join(name.as_str());
+        if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                warn!(tenant = %name, error = %e, "removing the tenant's stream files failed");
+            }
+        }
         info!(tenant = %name, closed, "tenant erased");
         Ok(closed)
     }
@@ -502,41 +518,165 @@ impl Shared {
         Ok(out.into_iter().collect())
     }
 
-    pub(crate) fn create_stream(&self, path: StreamPath) -> Result<(), ControlError> {
+    fn stream_record(&self, path: &StreamPath) -> Result<Option<StreamRecord>, ControlError> {
         let key = path.to_string();
-        if self
+        Ok(self
             .identity
             .catalog
             .streams(&key)?
-            .iter()
-            .any(|s| s.path == key)
-        {
-            return Err(ControlError::Conflict(format!("stream {key} exists")));
+            .into_iter()
+            .find(|s| s.path == key))
+    }
+
+    /// Declares a stream; with `durable`, opens its log first (a stream
+    /// whose log cannot be created is not declared).
+    pub(crate) async fn create_stream(
+        &self,
+        path: StreamPath,
+        durable: Option<DurableSpec>,
+    ) -> Result<(), ControlError> {
+        if self.stream_record(&path)?.is_some() {
+            return Err(ControlError::Conflict(format!("stream {path} exists")));
         }
+        let durable = match durable {
+            Some(mut spec) => {
+                if spec.sync.is_empty() {
+                    spec.sync = self.config.durable_sync.clone();
+                }
+                streams::parse_sync(&spec.sync).map_err(ControlError::Invalid)?;
+                if spec.max_bytes == Some(0) || spec.max_age_ms == Some(0) {
+                    return Err(ControlError::Invalid(
+                        "retention limits must be positive".into(),
+                    ));
+                }
+                // Leftovers of an earlier stream of this name (deleted while
+                // the server was down) must not come back.
+                let dir = streams::stream_dir(&self.config.data_dir, &path);
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+                let d = streams::open(&self.config, self.sealer.keyring(), &path, &spec)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(stream = %path, error = %e, "durable stream creation failed");
+                        ControlError::Storage
+                    })?;
+                Some((spec, d))
+            }
+            None => None,
+        };
         self.identity.catalog.put_stream(&StreamRecord {
-            path: key,
+            path: path.to_string(),
             created_ms: now_ms(),
+            durable: durable.as_ref().map(|(spec, _)| spec.clone()),
         })?;
-        self.broker.declare_stream(path);
+        match durable {
+            Some((_, d)) => {
+                self.broker.add_durable(d);
+            }
+            None => {
+                self.broker.declare_stream(path);
+            }
+        }
         Ok(())
     }
 
-    pub(crate) fn delete_stream(&self, path: &StreamPath) -> Result<(), ControlError> {
-        let key = path.to_string();
-        if !self
-            .identity
-            .catalog
-            .streams(&key)?
-            .iter()
-            .any(|s| s.path == key)
-        {
+    /// Deletes a stream. A durable stream's subscriptions end, its files
+    /// are removed and its data key is destroyed, so copies of its files
+    /// (backups) can no longer be read either.
+    pub(crate) async fn delete_stream(&self, path: &StreamPath) -> Result<(), ControlError> {
+        let Some(record) = self.stream_record(path)? else {
             return Err(ControlError::NotFound("stream"));
-        }
-        self.identity.catalog.delete_stream(&key)?;
+        };
+        self.identity.catalog.delete_stream(&record.path)?;
         if let Some(stream) = self.broker.remove_stream(path) {
-            tokio::spawn(async move { stream.close_all().await });
+            stream.close_all().await;
+        }
+        if record.durable.is_some() {
+            let failed = |e: String| {
+                tracing::error!(stream = %path, error = %e, "destroying the stream's key");
+                ControlError::Storage
+            };
+            let keys = self
+                .sealer
+                .keyring()
+                .tenant(path.tenant.as_str())
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            let (ns, name) = (path.namespace.to_string(), path.stream.to_string());
+            let destroyed = tokio::task::spawn_blocking(move || {
+                keys.erase_resource(&ns, streams::BLOCK_KIND, &name)
+            })
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .map_err(|e| failed(e.to_string()))?;
+            let dir = streams::stream_dir(&self.config.data_dir, path);
+            if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
+                warn!(stream = %path, error = %e, "removing the stream's files failed");
+            }
+            info!(stream = %path, key_versions = destroyed, "durable stream deleted and its key destroyed");
         }
         Ok(())
+    }
+
+    /// What `GET .../streams/{stream}` shows.
+    pub(crate) fn stream_info(&self, path: &StreamPath) -> Result<serde_json::Value, ControlError> {
+        let Some(record) = self.stream_record(path)? else {
+            return Err(ControlError::NotFound("stream"));
+        };
+        let mut v = serde_json::json!({
+            "name": path.stream.as_str(),
+            "created_ms": record.created_ms,
+            "durable": record.durable.is_some(),
+        });
+        let Some(spec) = record.durable else {
+            return Ok(v);
+        };
+        v["sync"] = spec.sync.into();
+        v["max_age_ms"] = spec.max_age_ms.into();
+        v["max_bytes"] = spec.max_bytes.into();
+        v["retention_overrides_consumers"] = spec.retention_overrides_consumers.into();
+        let stream = self.broker.stream(path).ok();
+        match stream.as_ref().and_then(|s| s.durable()) {
+            Some(d) => {
+                let r = d.recovery();
+                v["first_offset"] = d.first_offset().into();
+                v["next_offset"] = d.next_offset().into();
+                v["consumers"] = d
+                    .consumers()
+                    .into_iter()
+                    .map(|c| {
+                        serde_json::json!({
+                            "name": c.name,
+                            "committed": c.committed,
+                            "in_flight": c.in_flight,
+                            "lost": c.lost,
+                        })
+                    })
+                    .collect();
+                v["recovery"] = serde_json::json!({
+                    "segments": r.segments,
+                    "bytes_scanned": r.bytes_scanned,
+                    "mb_per_sec": r.mb_per_sec(),
+                    "truncated_bytes": r.truncated_bytes,
+                    "damaged": r.damaged.iter().map(|d| [d.start, d.end]).collect::<Vec<_>>(),
+                });
+            }
+            None => v["available"] = false.into(),
+        }
+        Ok(v)
+    }
+
+    /// Saves consumer positions and applies retention on every durable
+    /// stream.
+    pub(crate) async fn maintain_streams(&self) {
+        let now = now_ms();
+        for d in self.broker.durable_streams() {
+            let path = d.path().clone();
+            match tokio::task::spawn_blocking(move || d.maintain(now)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => warn!(stream = %path, error = %e, "stream upkeep failed"),
+                Err(e) => warn!(stream = %path, error = %e, "stream upkeep panicked"),
+            }
+        }
     }
 }
 

@@ -33,6 +33,13 @@ impl OpError {
             OpError::Broker(BrokerError::StreamNotFound) => ErrorCode::NOT_FOUND,
             OpError::Broker(BrokerError::CacheFull { .. }) => ErrorCode::INSUFFICIENT_STORAGE,
             OpError::Broker(BrokerError::ValueTooLarge { .. }) => ErrorCode::PAYLOAD_TOO_LARGE,
+            OpError::Broker(BrokerError::NotDurable | BrokerError::BadStart(_)) => {
+                ErrorCode::BAD_REQUEST
+            }
+            OpError::Broker(BrokerError::NotAConsumer) => ErrorCode::NOT_FOUND,
+            OpError::Broker(BrokerError::Storage(_) | BrokerError::Unavailable(_)) => {
+                ErrorCode::UNAVAILABLE
+            }
             OpError::Broker(_) => ErrorCode::INTERNAL,
             OpError::Body(e) => e.code(),
             OpError::StartUnsupported => ErrorCode::BAD_REQUEST,
@@ -41,7 +48,7 @@ impl OpError {
         }
     }
 
-    fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             OpError::Denied(Denied::Forbidden) => "forbidden".into(),
             OpError::Denied(Denied::NotAClientFrame) => {
@@ -53,6 +60,19 @@ impl OpError {
             OpError::Broker(BrokerError::StreamNotFound) => "stream not found".into(),
             OpError::Broker(e @ BrokerError::CacheFull { .. }) => e.to_string(),
             OpError::Broker(e @ BrokerError::ValueTooLarge { .. }) => e.to_string(),
+            OpError::Broker(
+                e @ (BrokerError::NotDurable
+                | BrokerError::BadStart(_)
+                | BrokerError::Damaged { .. }),
+            ) => e.to_string(),
+            OpError::Broker(BrokerError::NotAConsumer) => {
+                "the subscription is not a consumer of this connection".into()
+            }
+            // Storage errors may name files: the detail goes to the server
+            // log, not to clients.
+            OpError::Broker(BrokerError::Storage(_) | BrokerError::Unavailable(_)) => {
+                "stream storage unavailable; see the server log".into()
+            }
             OpError::Broker(_) => "internal error".into(),
             OpError::Body(e) => e.to_string(),
             OpError::StartUnsupported => {

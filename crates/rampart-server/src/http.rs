@@ -791,22 +791,71 @@ async fn list_streams(
     ))
 }
 
+/// A stream to create. `durable` makes it a log; the other fields need it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamBody {
+    name: String,
+    #[serde(default)]
+    durable: bool,
+    /// `none`, `interval:MS`, `on_commit`; default the server's
+    /// `durable_sync`.
+    sync: Option<String>,
+    max_age_ms: Option<u64>,
+    max_bytes: Option<u64>,
+    #[serde(default)]
+    retention_overrides_consumers: bool,
+}
+
 async fn create_stream(
     State(shared): State<Arc<Shared>>,
     a: Authed,
     Path(p): Path<HashMap<String, String>>,
-    Body(b): Body<NameBody>,
+    Body(b): Body<StreamBody>,
 ) -> Result<StatusCode, ApiError> {
     let path = stream_path(a.tenant()?.as_str(), param(&p, "namespace"), &b.name)?;
-    shared.create_stream(path.clone())?;
+    let durable = if b.durable {
+        Some(rampart_store::DurableSpec {
+            sync: b.sync.clone().unwrap_or_default(),
+            max_age_ms: b.max_age_ms,
+            max_bytes: b.max_bytes,
+            retention_overrides_consumers: b.retention_overrides_consumers,
+        })
+    } else if b.sync.is_some()
+        || b.max_age_ms.is_some()
+        || b.max_bytes.is_some()
+        || b.retention_overrides_consumers
+    {
+        return Err(ApiError::BadRequest(
+            "sync and retention settings need \"durable\": true".into(),
+        ));
+    } else {
+        None
+    };
+    shared.create_stream(path.clone(), durable.clone()).await?;
     changed(
         &shared,
         &a,
         "stream.create",
         "create",
-        json!({ "stream": path.to_string() }),
+        json!({ "stream": path.to_string(), "durable": durable.is_some(), "sync": durable.map(|d| d.sync) }),
     );
     Ok(StatusCode::CREATED)
+}
+
+/// One stream: kind, settings and, for a durable one, its offsets,
+/// consumers and what its recovery found.
+async fn get_stream(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    Path(p): Path<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let path = stream_path(
+        a.tenant()?.as_str(),
+        param(&p, "namespace"),
+        param(&p, "stream"),
+    )?;
+    Ok(Json(shared.stream_info(&path)?))
 }
 
 async fn delete_stream(
@@ -819,7 +868,7 @@ async fn delete_stream(
         param(&p, "namespace"),
         param(&p, "stream"),
     )?;
-    shared.delete_stream(&path)?;
+    shared.delete_stream(&path).await?;
     changed(
         &shared,
         &a,
@@ -947,6 +996,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             RouteName::ReadAudit => on(f, read_audit),
             RouteName::CreateStream => on(f, create_stream),
             RouteName::DeleteStream => on(f, delete_stream),
+            RouteName::GetStream => on(f, get_stream),
         };
         r = r.route(route.path, mr.layer(Extension(route)));
     }

@@ -34,6 +34,7 @@ mod master;
 mod registry;
 mod sealing;
 mod session;
+mod streams;
 mod tls;
 mod transport;
 
@@ -417,8 +418,24 @@ impl Server {
             }
         }
         for s in catalog.streams("").map_err(storage)? {
-            if let Ok(p) = s.path.parse::<StreamPath>() {
-                broker.declare_stream(p);
+            let Ok(p) = s.path.parse::<StreamPath>() else {
+                continue;
+            };
+            match &s.durable {
+                None => {
+                    broker.declare_stream(p);
+                }
+                // A stream that fails to open is refused (503) on its own;
+                // the others start normally.
+                Some(spec) => match streams::open(&config, sealer.keyring(), &p, spec).await {
+                    Ok(d) => {
+                        broker.add_durable(d);
+                    }
+                    Err(why) => {
+                        tracing::error!(stream = %p, error = %why, "durable stream failed to open");
+                        broker.add_unavailable(p, why);
+                    }
+                },
             }
         }
 
@@ -521,6 +538,20 @@ impl Server {
             }));
         }
 
+        let upkeep = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut shutdown = upkeep.shutdown.clone();
+            let mut tick = tokio::time::interval(Duration::from_millis(
+                upkeep.config.stream_maintenance_interval_ms,
+            ));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => upkeep.maintain_streams().await,
+                    _ = shutdown.changed() => break,
+                }
+            }
+        }));
+
         let sweeper = shared.clone();
         tasks.push(tokio::spawn(async move {
             let mut shutdown = sweeper.shutdown.clone();
@@ -591,6 +622,11 @@ impl Server {
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Durable streams save their consumers' positions; their logs sync
+        // what they hold when dropped.
+        for d in self.shared.broker.durable_streams() {
+            d.close();
         }
         self.shared.audit.record(rampart_audit::Event::new(
             "server.stop",

@@ -90,6 +90,23 @@ pub struct StreamRecord {
     /// `tenant/namespace/stream`
     pub path: String,
     pub created_ms: u64,
+    /// Present for a durable stream (stored as a log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durable: Option<DurableSpec>,
+}
+
+/// How a durable stream stores and keeps its messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DurableSpec {
+    /// `none`, `interval:MS` or `on_commit`.
+    pub sync: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    /// Retention may delete messages consumers have not acknowledged.
+    #[serde(default)]
+    pub retention_overrides_consumers: bool,
 }
 
 /// Encrypts tenant records: each tenant's with its own keys, bound to the
@@ -488,9 +505,22 @@ mod tests {
         c.put_stream(&StreamRecord {
             path: "acme/p/s".into(),
             created_ms: 1,
+            durable: None,
         })
         .unwrap();
-        assert_eq!(c.streams("acme/").unwrap().len(), 1);
+        let durable = StreamRecord {
+            path: "acme/p/log".into(),
+            created_ms: 2,
+            durable: Some(DurableSpec {
+                sync: "interval:50".into(),
+                max_age_ms: Some(1000),
+                max_bytes: None,
+                retention_overrides_consumers: true,
+            }),
+        };
+        c.put_stream(&durable).unwrap();
+        assert_eq!(c.streams("acme/p/log").unwrap(), vec![durable]);
+        assert_eq!(c.streams("acme/").unwrap().len(), 2);
         assert!(c.streams("globex/").unwrap().is_empty());
     }
 }

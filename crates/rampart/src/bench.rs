@@ -464,6 +464,7 @@ async fn one_run(
                         client
                             .publish_with(&tenant, "bench", &stream, payload.clone(), AckMode::None)
                             .await
+                            .map(|_| ())
                     } else {
                         client
                             .publish_batch_with(

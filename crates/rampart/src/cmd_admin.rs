@@ -495,14 +495,43 @@ pub(crate) struct StreamArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum StreamCmd {
-    /// Declare a stream.
+    /// Declare a stream: live (delivered to current subscribers only) or,
+    /// with --durable, stored as a log with offsets, replay and consumers.
     Create {
         /// TENANT/NAMESPACE/STREAM
+        target: rampart_proto::StreamPath,
+        /// Store the stream as a log on disk, sealed with the tenant's keys.
+        #[arg(long)]
+        durable: bool,
+        /// When a publish is acknowledged: none (written to the OS),
+        /// interval:MS (written; fsynced every MS ms) or on_commit
+        /// (fsynced, shared by concurrent publishers). Default: the
+        /// server's durable_sync.
+        #[arg(long, requires = "durable")]
+        sync: Option<String>,
+        /// Retention by age: delete segments older than this (e.g. 7d, 12h).
+        #[arg(long, requires = "durable", value_parser = parse_duration)]
+        max_age: Option<Duration>,
+        /// Retention by size: delete the oldest segments above this many
+        /// bytes.
+        #[arg(long, requires = "durable")]
+        max_bytes: Option<u64>,
+        /// Let retention delete messages that consumers have not
+        /// acknowledged yet (they are counted as lost).
+        #[arg(long, requires = "durable")]
+        retention_overrides_consumers: bool,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// Show a stream: kind, settings; for a durable one its offsets,
+    /// consumers and what recovery found.
+    Get {
         target: rampart_proto::StreamPath,
         #[command(flatten)]
         http: HttpArgs,
     },
-    /// Delete a declared stream; its subscriptions end.
+    /// Delete a declared stream; its subscriptions end. A durable stream's
+    /// files are removed and its data key destroyed.
     Delete {
         target: rampart_proto::StreamPath,
         #[command(flatten)]
@@ -521,7 +550,31 @@ enum StreamCmd {
 
 pub(crate) async fn stream(a: StreamArgs) -> Result<ExitCode, Failure> {
     match a.cmd {
-        StreamCmd::Create { target, http } => {
+        StreamCmd::Create {
+            target,
+            durable,
+            sync,
+            max_age,
+            max_bytes,
+            retention_overrides_consumers,
+            http,
+        } => {
+            let mut body = json!({ "name": target.stream.as_str() });
+            if durable {
+                body["durable"] = true.into();
+                if let Some(s) = &sync {
+                    body["sync"] = s.as_str().into();
+                }
+                if let Some(a) = max_age {
+                    body["max_age_ms"] = (a.as_millis() as u64).into();
+                }
+                if let Some(b) = max_bytes {
+                    body["max_bytes"] = b.into();
+                }
+                if retention_overrides_consumers {
+                    body["retention_overrides_consumers"] = true.into();
+                }
+            }
             call(
                 &http,
                 "POST",
@@ -529,10 +582,24 @@ pub(crate) async fn stream(a: StreamArgs) -> Result<ExitCode, Failure> {
                     "/v1/tenants/{}/namespaces/{}/streams",
                     target.tenant, target.namespace
                 ),
-                Some(json!({ "name": target.stream.as_str() })),
+                Some(body),
             )
             .await?;
-            eprintln!("rampart: stream {target} created");
+            let kind = if durable { "durable stream" } else { "stream" };
+            eprintln!("rampart: {kind} {target} created");
+        }
+        StreamCmd::Get { target, http } => {
+            let r = call(
+                &http,
+                "GET",
+                &format!(
+                    "/v1/tenants/{}/namespaces/{}/streams/{}",
+                    target.tenant, target.namespace, target.stream
+                ),
+                None,
+            )
+            .await?;
+            print_json(&r.body);
         }
         StreamCmd::Delete { target, http } => {
             call(

@@ -1,0 +1,442 @@
+//! Durable streams over both transports: acknowledgements that say how
+//! durable a publish is, replay from earliest / offset / time, catch-up from
+//! the log while publishing goes on, consumers with acks and redelivery,
+//! sealing at rest, restarts, and damaged files.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rampart_client::{ConsumeOptions, Durability, Event, StartAt, Subscription, Transport};
+use serde_json::json;
+
+use crate::common::*;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+async fn create(s: &TestServer, name: &str, body: serde_json::Value) {
+    let mut body = body;
+    body["name"] = name.into();
+    body["durable"] = true.into();
+    let r = s
+        .admin(KEY_ACME)
+        .call(
+            "POST",
+            "/v1/tenants/acme/namespaces/prod/streams",
+            Some(&body),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.error());
+}
+
+async fn next(sub: &mut Subscription) -> Event {
+    tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("an event in time")
+        .expect("subscription open")
+}
+
+async fn take(sub: &mut Subscription, n: usize) -> Vec<(u64, String)> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let e = next(sub).await;
+        v.push((e.seq, String::from_utf8(e.payload.to_vec()).unwrap()));
+    }
+    v
+}
+
+fn expect(range: std::ops::Range<u64>) -> Vec<(u64, String)> {
+    range.map(|i| (i, format!("m{i}"))).collect()
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn acks_levels_replay_and_restart(t: Transport) {
+    let s = start().await;
+    create(&s, "ledger", json!({ "sync": "on_commit" })).await;
+    create(&s, "fast", json!({ "sync": "none" })).await;
+    let c = s.client(t, KEY_ACME).await;
+    for i in 0..10u64 {
+        let a = c
+            .publish("acme", "prod", "ledger", format!("m{i}"))
+            .await
+            .unwrap();
+        assert_eq!(a.durability, Durability::Fsynced);
+    }
+    let a = c.publish("acme", "prod", "fast", "x").await.unwrap();
+    assert_eq!(a.durability, Durability::Written);
+    let a = c.publish("acme", "prod", "live", "x").await.unwrap();
+    assert_eq!(a.durability, Durability::Memory);
+    let canary = "DURABLE-CANARY-4b1d";
+    c.publish("acme", "prod", "ledger", canary).await.unwrap();
+
+    let mut all = c
+        .subscribe_from("acme", "prod", "ledger", StartAt::Earliest)
+        .await
+        .unwrap();
+    assert_eq!(take(&mut all, 10).await, expect(0..10));
+    let mut from7 = c
+        .subscribe_from("acme", "prod", "ledger", StartAt::Offset(7))
+        .await
+        .unwrap();
+    assert_eq!(take(&mut from7, 3).await, expect(7..10));
+    // A live subscriber of a durable stream starts at the end.
+    let mut latest = c
+        .subscribe_from("acme", "prod", "ledger", StartAt::New)
+        .await
+        .unwrap();
+    c.publish("acme", "prod", "ledger", "m11").await.unwrap();
+    assert_eq!(next(&mut latest).await.seq, 11);
+
+    // Payloads are sealed at rest: the canary is nowhere on disk.
+    let dir = s.data_dir();
+    let stream_files = files_under(&dir.join("streams/acme/prod/ledger"));
+    assert!(stream_files
+        .iter()
+        .any(|p| p.extension().is_some_and(|e| e == "seg")));
+    for f in files_under(&dir) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
+            "plaintext payload in {}",
+            f.display()
+        );
+    }
+    #[cfg(unix)]
+    for f in &stream_files {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.display());
+    }
+
+    // Everything is there after a restart, at the same offsets.
+    drop((all, from7, latest));
+    c.close().await;
+    let dir = s.stop().await;
+    let s = start_in(dir, |_| {}).await;
+    let c = s.client(t, KEY_ACME).await;
+    let mut all = c
+        .subscribe_from("acme", "prod", "ledger", StartAt::Earliest)
+        .await
+        .unwrap();
+    assert_eq!(take(&mut all, 10).await, expect(0..10));
+    assert_eq!(&next(&mut all).await.payload[..], canary.as_bytes());
+    assert_eq!(take(&mut all, 1).await, expect(11..12));
+    let a = c.publish("acme", "prod", "ledger", "after").await.unwrap();
+    assert_eq!(a.durability, Durability::Fsynced);
+    assert_eq!(next(&mut all).await.seq, 12);
+}
+
+async fn replay_by_time_and_catch_up_while_publishing(t: Transport) {
+    let s = start().await;
+    create(&s, "events", json!({ "sync": "interval:20" })).await;
+    let p = s.client(t, KEY_ACME).await;
+    let first: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
+    p.publish_batch("acme", "prod", "events", &first)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let second: Vec<String> = (100..200).map(|i| format!("m{i}")).collect();
+    p.publish_batch("acme", "prod", "events", &second)
+        .await
+        .unwrap();
+
+    let c = s.client(t, KEY_ACME).await;
+    let mut by_time = c
+        .subscribe_from("acme", "prod", "events", StartAt::TimestampMs(since))
+        .await
+        .unwrap();
+    assert_eq!(take(&mut by_time, 100).await, expect(100..200));
+
+    // A reader from the start while a publisher keeps going: it reads the
+    // log, reaches the end and follows it with no gap and no duplicate.
+    const N: u64 = 3000;
+    let publisher = tokio::spawn(async move {
+        let mut i = 200;
+        while i < N {
+            let end = (i + 25).min(N);
+            let batch: Vec<String> = (i..end).map(|n| format!("m{n}")).collect();
+            p.publish_batch("acme", "prod", "events", &batch)
+                .await
+                .unwrap();
+            i = end;
+        }
+    });
+    let mut reader = c
+        .subscribe_from("acme", "prod", "events", StartAt::Earliest)
+        .await
+        .unwrap();
+    assert_eq!(take(&mut reader, N as usize).await, expect(0..N));
+    publisher.await.unwrap();
+    assert_eq!(reader.missed(), 0);
+}
+
+async fn consumers_redeliver_what_a_crashed_member_did_not_ack(t: Transport) {
+    let s = start().await;
+    create(&s, "jobs", json!({})).await;
+    let p = s.client(t, KEY_ACME).await;
+    let jobs: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    p.publish_batch("acme", "prod", "jobs", &jobs)
+        .await
+        .unwrap();
+
+    let opts = ConsumeOptions {
+        start: StartAt::Earliest,
+        max_in_flight: 100,
+        ack_wait: Duration::from_secs(60),
+    };
+    let a = s.client(t, KEY_ACME).await;
+    let mut sub_a = a
+        .consume("acme", "prod", "jobs", "workers", opts)
+        .await
+        .unwrap();
+    assert_eq!(take(&mut sub_a, 10).await, expect(0..10));
+    assert_eq!(sub_a.ack(&[0, 1, 2, 3, 4]).await.unwrap(), 5);
+    assert_eq!(
+        sub_a.ack(&[4, 99]).await.unwrap(),
+        0,
+        "twice, and never sent"
+    );
+    // The member crashes mid-batch: its connection goes away.
+    drop(sub_a);
+    a.close().await;
+
+    let b = s.client(t, KEY_ACME).await;
+    let mut sub_b = b
+        .consume("acme", "prod", "jobs", "workers", opts)
+        .await
+        .unwrap();
+    assert_eq!(take(&mut sub_b, 5).await, expect(5..10));
+    assert_eq!(sub_b.ack(&[5, 6, 7, 8, 9]).await.unwrap(), 5);
+    p.publish("acme", "prod", "jobs", "m10").await.unwrap();
+    assert_eq!(
+        take(&mut sub_b, 1).await,
+        expect(10..11),
+        "acknowledged messages did not come again"
+    );
+    sub_b.ack(&[10]).await.unwrap();
+
+    // The committed position is server-side and survives a restart.
+    drop(sub_b);
+    b.close().await;
+    p.close().await;
+    let dir = s.stop().await;
+    let s = start_in(dir, |_| {}).await;
+    let info = s
+        .admin(KEY_ACME)
+        .call("GET", "/v1/tenants/acme/namespaces/prod/streams/jobs", None)
+        .await
+        .unwrap();
+    assert_eq!(info.body["consumers"][0]["name"], "workers");
+    assert_eq!(info.body["consumers"][0]["committed"], 11);
+    assert_eq!(info.body["next_offset"], 11);
+    let c = s.client(t, KEY_ACME).await;
+    let mut sub = c
+        .consume("acme", "prod", "jobs", "workers", opts)
+        .await
+        .unwrap();
+    c.publish("acme", "prod", "jobs", "m11").await.unwrap();
+    assert_eq!(take(&mut sub, 1).await, expect(11..12));
+}
+
+async fn redelivery_after_ack_wait(t: Transport) {
+    let s = start().await;
+    create(&s, "retry", json!({})).await;
+    let c = s.client(t, KEY_ACME).await;
+    c.publish_batch("acme", "prod", "retry", ["m0", "m1"])
+        .await
+        .unwrap();
+    let mut sub = c
+        .consume(
+            "acme",
+            "prod",
+            "retry",
+            "slow",
+            ConsumeOptions {
+                start: StartAt::Earliest,
+                max_in_flight: 10,
+                ack_wait: Duration::from_millis(200),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(take(&mut sub, 2).await, expect(0..2));
+    sub.ack(&[1]).await.unwrap();
+    assert_eq!(take(&mut sub, 1).await, expect(0..1), "0 timed out");
+    assert_eq!(sub.ack(&[0]).await.unwrap(), 1);
+}
+
+async fn refusals(t: Transport) {
+    let s = start().await;
+    let c = s.client(t, KEY_ACME).await;
+    let code = |e: rampart_client::ClientError| e.code().map(|c| c.as_u16());
+    let e = c
+        .subscribe_from("acme", "prod", "live", StartAt::Earliest)
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), Some(400), "replay needs a durable stream");
+    let e = c
+        .consume("acme", "prod", "live", "w", ConsumeOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), Some(400));
+    let plain = c.subscribe("acme", "prod", "live").await.unwrap();
+    assert_eq!(code(plain.ack(&[0]).await.unwrap_err()), Some(404));
+    create(&s, "d", json!({})).await;
+    let e = c
+        .subscribe_from("acme", "prod", "d", StartAt::Offset(5))
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), Some(400), "past the end");
+    // Another tenant's durable stream stays out of reach.
+    let g = s.client(t, KEY_GLOBEX).await;
+    let e = g
+        .consume("acme", "prod", "d", "w", ConsumeOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), Some(403));
+    // Bad settings at creation get a clear 400.
+    let r = s
+        .admin(KEY_ACME)
+        .call(
+            "POST",
+            "/v1/tenants/acme/namespaces/prod/streams",
+            Some(&json!({ "name": "x", "durable": true, "sync": "sometimes" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.error().contains("sync"), "{}", r.error());
+    // The server is still serving.
+    c.ping().await.unwrap();
+}
+
+async fn torn_tails_are_cut_and_damage_is_refused(t: Transport) {
+    let s = start().await;
+    create(&s, "good", json!({})).await;
+    create(&s, "bad", json!({})).await;
+    let c = s.client(t, KEY_ACME).await;
+    for i in 0..5u64 {
+        let batch: Vec<String> = (i * 10..i * 10 + 10).map(|n| format!("m{n}")).collect();
+        c.publish_batch("acme", "prod", "good", &batch)
+            .await
+            .unwrap();
+        c.publish_batch("acme", "prod", "bad", &batch)
+            .await
+            .unwrap();
+    }
+    c.close().await;
+    let dir = s.stop().await;
+    let seg = |name: &str| {
+        files_under(&dir.path().join(format!("streams/acme/prod/{name}/log")))
+            .into_iter()
+            .find(|p| p.extension().is_some_and(|e| e == "seg"))
+            .unwrap()
+    };
+    // good: a crash in the middle of a write left half a frame at the end.
+    let good = seg("good");
+    let mut bytes = std::fs::read(&good).unwrap();
+    let len = bytes.len();
+    bytes.extend_from_within(..len / 10);
+    std::fs::write(&good, &bytes).unwrap();
+    // bad: one flipped byte inside the first block.
+    let bad = seg("bad");
+    let mut bytes = std::fs::read(&bad).unwrap();
+    bytes[60] ^= 0x01;
+    std::fs::write(&bad, &bytes).unwrap();
+
+    let s = start_in(dir, |_| {}).await;
+    let admin = s.admin(KEY_ACME);
+    let info = admin
+        .call("GET", "/v1/tenants/acme/namespaces/prod/streams/good", None)
+        .await
+        .unwrap();
+    assert!(info.body["recovery"]["truncated_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(info.body["next_offset"], 50);
+    let info = admin
+        .call("GET", "/v1/tenants/acme/namespaces/prod/streams/bad", None)
+        .await
+        .unwrap();
+    assert_eq!(info.body["recovery"]["damaged"], json!([[0, 10]]));
+
+    let c = s.client(t, KEY_ACME).await;
+    let mut good = c
+        .subscribe_from("acme", "prod", "good", StartAt::Earliest)
+        .await
+        .unwrap();
+    assert_eq!(take(&mut good, 50).await, expect(0..50));
+    let mut bad = c
+        .subscribe_from("acme", "prod", "bad", StartAt::Earliest)
+        .await
+        .unwrap();
+    let end = tokio::time::timeout(WAIT, bad.next()).await.unwrap();
+    assert!(end.is_none(), "the damaged range is refused, not served");
+    let err = c.take_async_error().expect("the reason is reported");
+    assert!(err.to_string().contains("damaged"), "{err}");
+    let mut rest = c
+        .subscribe_from("acme", "prod", "bad", StartAt::Offset(10))
+        .await
+        .unwrap();
+    assert_eq!(take(&mut rest, 40).await, expect(10..50));
+    // Appends go on after the damage.
+    c.publish("acme", "prod", "bad", "m50").await.unwrap();
+    assert_eq!(take(&mut rest, 1).await, expect(50..51));
+}
+
+async fn deleting_a_durable_stream_removes_its_files(t: Transport) {
+    let s = start().await;
+    create(&s, "gone", json!({})).await;
+    let c = s.client(t, KEY_ACME).await;
+    c.publish("acme", "prod", "gone", "x").await.unwrap();
+    let mut sub = c
+        .subscribe_from("acme", "prod", "gone", StartAt::Earliest)
+        .await
+        .unwrap();
+    next(&mut sub).await;
+    let dir = s.data_dir().join("streams/acme/prod/gone");
+    assert!(dir.exists());
+    let r = s
+        .admin(KEY_ACME)
+        .call(
+            "DELETE",
+            "/v1/tenants/acme/namespaces/prod/streams/gone",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 204);
+    assert!(tokio::time::timeout(WAIT, sub.next())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(!dir.exists());
+}
+
+both_transports!(
+    acks_levels_replay_and_restart,
+    replay_by_time_and_catch_up_while_publishing,
+    consumers_redeliver_what_a_crashed_member_did_not_ack,
+    redelivery_after_ack_wait,
+    refusals,
+    torn_tails_are_cut_and_damage_is_refused,
+    deleting_a_durable_stream_removes_its_files,
+);
