@@ -156,9 +156,8 @@ fn now_ms() -> u64 {
 
 fn log_error(e: LogError) -> BrokerError {
     match e {
-        LogError::Damaged { from, to } | LogError::Unsealable { from, to } => {
-            BrokerError::Damaged { from, to }
-        }
+        LogError::Damaged { from, to } => BrokerError::Damaged { from, to },
+        LogError::Unsealable { from, to } => BrokerError::Unreadable { from, to },
         e => BrokerError::Storage(e.to_string()),
     }
 }
@@ -735,7 +734,7 @@ impl Member {
                     );
                     break;
                 }
-                Err(LogError::Damaged { from, to }) => {
+                Err(LogError::Damaged { from, to } | LogError::Unsealable { from, to }) => {
                     warn!(stream = %self.stream.path, from, to, "consumer skips a damaged range");
                     let (bad, rest): (Vec<u64>, Vec<u64>) =
                         taken[i..].iter().partition(|o| (from..to).contains(*o));

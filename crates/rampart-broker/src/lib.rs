@@ -51,6 +51,10 @@ pub enum BrokerError {
         "offsets {from}..{to} of the stream are damaged and will not be served; resume at {to}"
     )]
     Damaged { from: u64, to: u64 },
+    /// A block of `from..to` passed its CRC but does not open: its key was
+    /// destroyed (erasure) or it was altered or moved.
+    #[error("offsets {from}..{to} of the stream cannot be decrypted (key destroyed, or data altered) and will not be served")]
+    Unreadable { from: u64, to: u64 },
     #[error("stream storage failed: {0}")]
     Storage(String),
     /// A durable stream that could not be opened at start.

@@ -586,6 +586,29 @@ impl Shared {
         let Some(record) = self.stream_record(path)? else {
             return Err(ControlError::NotFound("stream"));
         };
+        self.remove_stream(path, record).await.map(|_| ())
+    }
+
+    /// Erases a durable stream (right to erasure): like deleting it, and
+    /// refused for a live stream, which has nothing stored to erase.
+    /// Returns how many data key versions were destroyed.
+    pub(crate) async fn erase_stream(&self, path: &StreamPath) -> Result<usize, ControlError> {
+        let Some(record) = self.stream_record(path)? else {
+            return Err(ControlError::NotFound("stream"));
+        };
+        if record.durable.is_none() {
+            return Err(ControlError::Conflict(format!(
+                "stream {path} is live: it stores nothing to erase; delete it instead"
+            )));
+        }
+        self.remove_stream(path, record).await
+    }
+
+    async fn remove_stream(
+        &self,
+        path: &StreamPath,
+        record: StreamRecord,
+    ) -> Result<usize, ControlError> {
         self.identity.catalog.delete_stream(&record.path)?;
         if let Some(stream) = self.broker.remove_stream(path) {
             stream.close_all().await;
@@ -613,8 +636,9 @@ impl Shared {
                 warn!(stream = %path, error = %e, "removing the stream's files failed");
             }
             info!(stream = %path, key_versions = destroyed, "durable stream deleted and its key destroyed");
+            return Ok(destroyed);
         }
-        Ok(())
+        Ok(0)
     }
 
     /// What `GET .../streams/{stream}` shows.

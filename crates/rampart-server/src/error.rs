@@ -63,7 +63,8 @@ impl OpError {
             OpError::Broker(
                 e @ (BrokerError::NotDurable
                 | BrokerError::BadStart(_)
-                | BrokerError::Damaged { .. }),
+                | BrokerError::Damaged { .. }
+                | BrokerError::Unreadable { .. }),
             ) => e.to_string(),
             OpError::Broker(BrokerError::NotAConsumer) => {
                 "the subscription is not a consumer of this connection".into()

@@ -843,6 +843,32 @@ async fn create_stream(
     Ok(StatusCode::CREATED)
 }
 
+/// Erases a durable stream: its subscriptions end, its files go, and its
+/// data key is destroyed (recorded in the audit log with how many key
+/// versions).
+async fn erase_stream(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    Path(p): Path<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let path = stream_path(
+        a.tenant()?.as_str(),
+        param(&p, "namespace"),
+        param(&p, "stream"),
+    )?;
+    let destroyed = shared.erase_stream(&path).await?;
+    changed(
+        &shared,
+        &a,
+        "stream.erase",
+        "erase",
+        json!({ "stream": path.to_string(), "key_versions_destroyed": destroyed }),
+    );
+    Ok(Json(
+        json!({ "erased": path.to_string(), "key_versions_destroyed": destroyed }),
+    ))
+}
+
 /// One stream: kind, settings and, for a durable one, its offsets,
 /// consumers and what its recovery found.
 async fn get_stream(
@@ -997,6 +1023,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             RouteName::CreateStream => on(f, create_stream),
             RouteName::DeleteStream => on(f, delete_stream),
             RouteName::GetStream => on(f, get_stream),
+            RouteName::EraseStream => on(f, erase_stream),
         };
         r = r.route(route.path, mr.layer(Extension(route)));
     }

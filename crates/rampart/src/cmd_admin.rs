@@ -523,6 +523,14 @@ enum StreamCmd {
         #[command(flatten)]
         http: HttpArgs,
     },
+    /// Erase a durable stream (right to erasure): its subscriptions end, its
+    /// files are removed and its data key is destroyed, so copies of its
+    /// files (backups) cannot be read either. Recorded in the audit log.
+    Erase {
+        target: rampart_proto::StreamPath,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
     /// Show a stream: kind, settings; for a durable one its offsets,
     /// consumers and what recovery found.
     Get {
@@ -587,6 +595,22 @@ pub(crate) async fn stream(a: StreamArgs) -> Result<ExitCode, Failure> {
             .await?;
             let kind = if durable { "durable stream" } else { "stream" };
             eprintln!("rampart: {kind} {target} created");
+        }
+        StreamCmd::Erase { target, http } => {
+            let r = call(
+                &http,
+                "POST",
+                &format!(
+                    "/v1/tenants/{}/namespaces/{}/streams/{}/erase",
+                    target.tenant, target.namespace, target.stream
+                ),
+                None,
+            )
+            .await?;
+            eprintln!(
+                "rampart: stream {target} erased; {} data key version(s) destroyed",
+                r.body["key_versions_destroyed"]
+            );
         }
         StreamCmd::Get { target, http } => {
             let r = call(

@@ -9,9 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use rampart_client::{read_key_file, Client, ClientConfig, ClientError};
+use rampart_client::{
+    read_key_file, Client, ClientConfig, ClientError, ConsumeOptions, Durability, StartAt,
+};
 use rampart_identity::Secret;
-use rampart_proto::{CachePath, StreamPath};
+use rampart_proto::{CachePath, ConsumerName, StreamPath};
 
 use crate::Failure;
 
@@ -88,8 +90,31 @@ pub(crate) struct PubArgs {
     target: StreamPath,
     /// The message; when omitted, each line of stdin is one message.
     message: Option<String>,
+    /// Fail (exit non-zero) unless the server acknowledges at least this
+    /// level: memory, written (in the stream's log) or fsynced.
+    #[arg(long, value_parser = parse_durability)]
+    require: Option<Durability>,
     #[command(flatten)]
     conn: ConnectArgs,
+}
+
+fn parse_durability(s: &str) -> Result<Durability, String> {
+    match s {
+        "memory" => Ok(Durability::Memory),
+        "written" => Ok(Durability::Written),
+        "fsynced" => Ok(Durability::Fsynced),
+        _ => Err(format!("`{s}`: expected memory, written or fsynced")),
+    }
+}
+
+/// Checks an acknowledgement against `--require`.
+fn check_level(got: Durability, want: Option<Durability>) -> Result<(), Failure> {
+    match want {
+        Some(w) if got < w => Err(Failure(format!(
+            "acknowledged as {got}, below the required {w}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 pub(crate) async fn publish(a: PubArgs) -> Result<ExitCode, Failure> {
@@ -97,10 +122,11 @@ pub(crate) async fn publish(a: PubArgs) -> Result<ExitCode, Failure> {
     let t = &a.target;
     let (tenant, ns, stream) = (t.tenant.as_str(), t.namespace.as_str(), t.stream.as_str());
     if let Some(m) = a.message {
-        client
+        let acked = client
             .publish(tenant, ns, stream, m.into_bytes())
             .await
             .map_err(describe)?;
+        check_level(acked.durability, a.require)?;
         client.close().await;
         return Ok(ExitCode::SUCCESS);
     }
@@ -131,11 +157,12 @@ pub(crate) async fn publish(a: PubArgs) -> Result<ExitCode, Failure> {
     });
     let mut sent = 0u64;
     while let Some(batch) = rx.recv().await {
-        let n = client
-            .publish_batch(tenant, ns, stream, &batch)
+        let acked = client
+            .publish_batch_acked(tenant, ns, stream, &batch)
             .await
             .map_err(describe)?;
-        sent += u64::from(n);
+        check_level(acked.durability, a.require)?;
+        sent += u64::from(acked.count);
     }
     reader
         .join()
@@ -152,24 +179,69 @@ pub(crate) struct SubArgs {
     /// Exit after this many messages.
     #[arg(long)]
     count: Option<u64>,
+    /// Where to start (durable streams): earliest, latest, an offset, or
+    /// time:UNIX_MS for the first message at or after that time. Live
+    /// streams serve latest only. Default: latest; for a new consumer,
+    /// earliest.
+    #[arg(long, value_parser = parse_start)]
+    from: Option<StartAt>,
+    /// Join this durable consumer instead: the server remembers what was
+    /// acknowledged; each message is acknowledged once it is printed.
+    /// `--from` applies when the consumer is created.
+    #[arg(long)]
+    consumer: Option<ConsumerName>,
     #[command(flatten)]
     conn: ConnectArgs,
+}
+
+fn parse_start(s: &str) -> Result<StartAt, String> {
+    match s {
+        "earliest" => Ok(StartAt::Earliest),
+        "latest" | "new" => Ok(StartAt::New),
+        _ => {
+            if let Some(ms) = s.strip_prefix("time:") {
+                return ms
+                    .parse()
+                    .map(StartAt::TimestampMs)
+                    .map_err(|_| format!("`{ms}` is not a Unix time in milliseconds"));
+            }
+            s.parse()
+                .map(StartAt::Offset)
+                .map_err(|_| format!("`{s}`: expected earliest, latest, an offset or time:UNIX_MS"))
+        }
+    }
 }
 
 pub(crate) async fn subscribe(a: SubArgs) -> Result<ExitCode, Failure> {
     let client = a.conn.connect().await?;
     let t = &a.target;
-    let mut sub = client
-        .subscribe(t.tenant.as_str(), t.namespace.as_str(), t.stream.as_str())
-        .await
-        .map_err(describe)?;
+    let (tenant, ns, stream) = (t.tenant.as_str(), t.namespace.as_str(), t.stream.as_str());
+    let mut sub = match &a.consumer {
+        Some(name) => {
+            let opts = ConsumeOptions {
+                start: a.from.unwrap_or(StartAt::Earliest),
+                ..ConsumeOptions::default()
+            };
+            client
+                .consume(tenant, ns, stream, name.as_str(), opts)
+                .await
+        }
+        None => {
+            let start = a.from.unwrap_or(StartAt::New);
+            client.subscribe_from(tenant, ns, stream, start).await
+        }
+    }
+    .map_err(describe)?;
     eprintln!("rampart: subscribed to {t}");
     let mut seen = 0u64;
     let mut missed_reported = 0;
     let stdout = std::io::stdout();
     while a.count.is_none_or(|c| seen < c) {
         let Some(batch) = sub.next_batch().await else {
-            return Err(Failure("connection closed".into()));
+            return Err(match client.take_async_error() {
+                Some(e) => describe(e),
+                None => Failure("connection closed".into()),
+            });
         };
         if sub.missed() > missed_reported {
             eprintln!(
@@ -178,20 +250,52 @@ pub(crate) async fn subscribe(a: SubArgs) -> Result<ExitCode, Failure> {
             );
             missed_reported = sub.missed();
         }
-        let mut out = stdout.lock();
-        for p in batch.payloads() {
-            out.write_all(&p)?;
-            out.write_all(b"\n")?;
-            seen += 1;
-            if a.count.is_some_and(|c| seen >= c) {
-                break;
+        let mut printed = Vec::new();
+        {
+            let mut out = stdout.lock();
+            for (i, p) in batch.payloads().enumerate() {
+                out.write_all(&p)?;
+                out.write_all(b"\n")?;
+                printed.push(batch.first_seq + i as u64);
+                seen += 1;
+                if a.count.is_some_and(|c| seen >= c) {
+                    break;
+                }
             }
+            out.flush()?;
         }
-        out.flush()?;
+        if a.consumer.is_some() {
+            sub.ack(&printed).await.map_err(describe)?;
+        }
     }
     drop(sub);
     client.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_positions() {
+        assert_eq!(parse_start("earliest"), Ok(StartAt::Earliest));
+        assert_eq!(parse_start("latest"), Ok(StartAt::New));
+        assert_eq!(parse_start("42"), Ok(StartAt::Offset(42)));
+        assert_eq!(parse_start("time:1700"), Ok(StartAt::TimestampMs(1700)));
+        assert!(parse_start("time:x").is_err());
+        assert!(parse_start("-1").is_err());
+        assert!(parse_start("soon").is_err());
+    }
+
+    #[test]
+    fn required_levels() {
+        assert!(check_level(Durability::Fsynced, Some(Durability::Written)).is_ok());
+        assert!(check_level(Durability::Memory, Some(Durability::Written)).is_err());
+        assert!(check_level(Durability::Memory, None).is_ok());
+        assert_eq!(parse_durability("fsynced"), Ok(Durability::Fsynced));
+        assert!(parse_durability("disk").is_err());
+    }
 }
 
 #[derive(Debug, clap::Args)]

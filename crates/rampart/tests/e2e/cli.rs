@@ -8,17 +8,19 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rampart");
 
-struct DevServer {
+/// `rampart server --dev` as a child process (shared with the crash test).
+pub(crate) struct DevServer {
     child: Child,
-    quic: String,
-    tcp: String,
+    pub(crate) quic: String,
+    pub(crate) tcp: String,
     https: String,
     dir: tempfile::TempDir,
 }
 
 impl DevServer {
-    /// Stops the server and hands back its directory, for a restart.
-    fn into_dir(mut self) -> tempfile::TempDir {
+    /// Kills the server (SIGKILL) and hands back its directory, for a
+    /// restart.
+    pub(crate) fn into_dir(mut self) -> tempfile::TempDir {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let dir = tempfile::TempDir::new().unwrap();
@@ -34,12 +36,12 @@ impl Drop for DevServer {
 }
 
 impl DevServer {
-    fn start() -> DevServer {
+    pub(crate) fn start() -> DevServer {
         Self::start_in(tempfile::tempdir().unwrap())
     }
 
     /// Starts over an existing directory (its `data` folder), as a restart.
-    fn start_in(dir: tempfile::TempDir) -> DevServer {
+    pub(crate) fn start_in(dir: tempfile::TempDir) -> DevServer {
         let data = dir.path().join("data");
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
         let mut child = Command::new(BIN)
@@ -88,11 +90,11 @@ impl DevServer {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap()
     }
 
-    fn data(&self) -> PathBuf {
+    pub(crate) fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
-    fn cli(&self, url: &str) -> Command {
+    pub(crate) fn cli(&self, url: &str) -> Command {
         let mut c = Command::new(BIN);
         c.env("RAMPART_URL", url)
             .env("RAMPART_HTTP_URL", format!("https://{}", self.https))

@@ -440,3 +440,74 @@ both_transports!(
     torn_tails_are_cut_and_damage_is_refused,
     deleting_a_durable_stream_removes_its_files,
 );
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
+async fn erasing_a_stream_makes_its_backups_unreadable(t: Transport) {
+    let s = start().await;
+    create(&s, "user-42", json!({})).await;
+    let c = s.client(t, KEY_ACME).await;
+    c.publish_batch("acme", "prod", "user-42", ["personal-1", "personal-2"])
+        .await
+        .unwrap();
+    // Someone keeps a copy of the files (a backup).
+    let dir = s.data_dir().join("streams/acme/prod/user-42");
+    let backup = tempfile::tempdir().unwrap();
+    copy_dir(&dir, backup.path());
+
+    let admin = s.admin(KEY_ACME);
+    let r = admin
+        .call(
+            "POST",
+            "/v1/tenants/acme/namespaces/prod/streams/live/erase",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 404, "undeclared");
+    let r = admin
+        .call(
+            "POST",
+            "/v1/tenants/acme/namespaces/prod/streams/user-42/erase",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.error());
+    assert!(r.body["key_versions_destroyed"].as_u64().unwrap() >= 1);
+    assert!(!dir.exists());
+
+    // The backup put back under a new stream of the same name: the blocks
+    // are intact (their CRCs pass) but their key is gone.
+    create(&s, "user-42", json!({})).await;
+    c.close().await;
+    let data = s.stop().await;
+    let dir = data.path().join("streams/acme/prod/user-42");
+    std::fs::remove_dir_all(&dir).unwrap();
+    copy_dir(backup.path(), &dir);
+    let s = start_in(data, |_| {}).await;
+    let c = s.client(t, KEY_ACME).await;
+    let mut sub = c
+        .subscribe_from("acme", "prod", "user-42", StartAt::Earliest)
+        .await
+        .unwrap();
+    assert!(tokio::time::timeout(WAIT, sub.next())
+        .await
+        .unwrap()
+        .is_none());
+    let err = c.take_async_error().expect("reported");
+    assert!(err.to_string().contains("cannot be decrypted"), "{err}");
+}
+
+both_transports!(erasing_a_stream_makes_its_backups_unreadable);

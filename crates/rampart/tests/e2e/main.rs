@@ -9,6 +9,7 @@ mod common;
 mod audit;
 mod cache;
 mod cli;
+mod crash;
 mod durable;
 mod federated;
 mod identity;
