@@ -27,7 +27,9 @@ pub use cache::{Cache, CacheLimits, CachedValue};
 pub use consumer::ConsumerOptions;
 pub use durable::{ConsumerInfo, DurableOptions, DurableStream, Maintenance, Published};
 pub use queue::{QueueLimits, SlowConsumerPolicy};
-pub use rampart_log::{BlockSealer, Level, RecoveryReport, RetentionReport, SyncPolicy};
+pub use rampart_log::{
+    BlockSealer, Level, Plain, RecoveryReport, ResealReport, RetentionReport, SyncPolicy,
+};
 pub use stream::{Stream, Subscription};
 
 /// Errors of broker operations. The server turns them into NACK codes.

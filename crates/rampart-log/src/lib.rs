@@ -6,6 +6,7 @@
 //! <dir>/                                   0700
 //!   00000000000000000000.seg               0600  frames for offsets 0..
 //!   00000000000000001234.seg               0600  frames from offset 1234 (active)
+//!   00000000000000000000.seg.tmp           0600  a rewrite in progress (deleted at open)
 //! frame = header (36 bytes, CRC32C) | payload = seal(first_offset, messages)
 //! ```
 //!
@@ -25,18 +26,32 @@
 //! first offset is bound into the seal, so a block copied elsewhere fails to
 //! open ([`LogError::Unsealable`]). This crate does not know about keys.
 //!
+//! After a key rotation, [`Log::reseal`] rewrites every immutable segment
+//! holding a block that a caller-given predicate calls stale (the log does not
+//! know what makes a sealed payload stale), sealing each block again with the
+//! sealer's current key. A segment is replaced atomically (`<name>.tmp`,
+//! fsync, rename, directory fsync) with the same offsets, timestamps and
+//! block boundaries; appends and reads go on meanwhile. [`Log::roll`] first
+//! closes the active segment so that every block is covered, and
+//! [`Log::count_stale`] tells how many stale blocks are left.
+//!
 //! # Layout
 //! - `frame`: the frame and block body encodings and the CRC; pure.
 //! - `seal`: the [`BlockSealer`] trait and [`Plain`].
-//! - `segment`: segment file names, private creation, positioned reads and
-//!   directory fsync.
+//! - `segment`: segment file names, private creation, the `.tmp` names of
+//!   rewrites and their clean-up at open, positioned reads and directory
+//!   fsync.
 //! - `scan`: the recovery scan of one segment: validation, resynchronising
-//!   after damage, torn tails.
+//!   after damage, torn tails; the read-ahead window re-sealing reads with.
 //! - `log`: [`Log`]: appends and group commit, reads, search by time,
 //!   retention, the interval sync thread.
+//! - `log::reseal`: [`Log::roll`], [`Log::count_stale`] and [`Log::reseal`]:
+//!   re-sealing immutable segments after a key rotation, one segment at a
+//!   time, serialised with retention.
 //! - `retention`: which segments retention deletes; pure.
 //! - `options`: [`LogOptions`], [`SyncPolicy`], [`Level`].
-//! - `report`: [`RecoveryReport`], [`RetentionReport`], [`LogStats`].
+//! - `report`: [`RecoveryReport`], [`RetentionReport`], [`StaleCount`],
+//!   [`ResealReport`], [`LogStats`].
 //! - `error`: [`LogError`].
 
 mod error;
@@ -55,5 +70,5 @@ mod tests;
 pub use error::LogError;
 pub use log::{Appended, Log, LogReader, Message, ReadFrom};
 pub use options::{Level, LogOptions, SyncPolicy};
-pub use report::{LogStats, RecoveryReport, RetentionReport};
+pub use report::{LogStats, RecoveryReport, ResealReport, RetentionReport, StaleCount};
 pub use seal::{BlockSealer, Plain};

@@ -1,4 +1,7 @@
 //! [`Log`]: appends with group commit, reads, search by time, retention.
+//! Re-sealing of immutable segments is in [`reseal`].
+
+mod reseal;
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -14,7 +17,7 @@ use bytes::Bytes;
 use rampart_identity::fsutil;
 
 use crate::error::LogError;
-use crate::frame::{self, HEADER_LEN};
+use crate::frame::{self, Header, HEADER_LEN};
 use crate::options::{Level, LogOptions, SyncPolicy};
 use crate::report::{LogStats, RecoveryReport, RetentionReport};
 use crate::retention::{self, Candidate, Limits};
@@ -65,6 +68,10 @@ struct Shared {
     dir: PathBuf,
     opts: LogOptions,
     state: Mutex<State>,
+    /// Held by retention and by [`Log::reseal`] for their whole run, so that
+    /// they never work on the same segment at once. Taken before `state`,
+    /// which they hold only briefly.
+    maintenance: Mutex<()>,
     /// Signalled when an fsync finishes.
     synced: Condvar,
     /// Signalled when a block is written (or the log fails), so the appender
@@ -118,6 +125,8 @@ impl Log {
         opts.validate().map_err(LogError::InvalidOptions)?;
         let started = Instant::now();
         fsutil::create_private_dir(dir).map_err(LogError::io("create the log directory"))?;
+        // A rewrite cut short left its `.tmp` beside the whole old segment.
+        segment::remove_leftovers(dir).map_err(LogError::io("delete leftover temporary files"))?;
         let (state, mut report) = recover(dir, &opts)?;
         report.elapsed = started.elapsed();
         tracing::info!(
@@ -133,6 +142,7 @@ impl Log {
             dir: dir.to_path_buf(),
             opts,
             state: Mutex::new(state),
+            maintenance: Mutex::new(()),
             synced: Condvar::new(),
             turn: Condvar::new(),
             appends: AtomicU64::new(0),
@@ -294,7 +304,7 @@ impl Log {
     /// Deletes whole sealed segments, oldest first, while the log is over
     /// `max_bytes` or a segment's newest block is older than `max_age_ms`.
     /// The active segment is never deleted, nor any segment holding offsets
-    /// at or after `keep_from`.
+    /// at or after `keep_from`. Waits for a running [`Log::reseal`].
     pub fn apply_retention(
         &self,
         max_age_ms: Option<u64>,
@@ -303,6 +313,7 @@ impl Log {
         keep_from: Option<u64>,
     ) -> Result<RetentionReport, LogError> {
         let sh = &*self.shared;
+        let _maintenance = sh.maintenance();
         let (removed, plan, first_offset) = {
             let mut st = sh.lock();
             let total = st.segments.iter().map(|s| s.len).sum();
@@ -415,6 +426,15 @@ impl Shared {
             st.failed = true;
             st
         })
+    }
+
+    /// Serialises retention and re-sealing. The mutex guards no data (the
+    /// files are whole at every step), so a panic while it was held changes
+    /// nothing.
+    fn maintenance(&self) -> MutexGuard<'_, ()> {
+        self.maintenance
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn write_frame(
@@ -543,14 +563,10 @@ impl Shared {
         })?;
         let mut buf = vec![0u8; len];
         segment::read_at(file, b.pos, &mut buf).map_err(LogError::io("read a block"))?;
-        let h = match frame::decode_header(&buf, self.opts.max_block_bytes) {
-            Ok(h) if h.first_offset == b.first_offset && h.count == b.count => h,
-            _ => return Err(damaged),
+        let Some(h) = checked_frame(&buf, b, self.opts.max_block_bytes) else {
+            return Err(damaged);
         };
         let payload = &buf[HEADER_LEN..];
-        if !frame::crc_matches(&h, &buf, payload) {
-            return Err(damaged);
-        }
         let plain = self
             .opts
             .sealer
@@ -565,6 +581,17 @@ impl Shared {
         let msgs = frame::decode_body(Bytes::from(plain), b.count).ok_or(damaged)?;
         Ok((h.timestamp_ms, msgs))
     }
+}
+
+/// The header of `buf`, the frame of block `b` read back, if it is still the
+/// frame the scan found: a valid header for the same offsets, within the
+/// cap, and a matching CRC.
+fn checked_frame(buf: &[u8], b: &BlockMeta, max_payload: u32) -> Option<Header> {
+    let h = frame::decode_header(buf, max_payload).ok()?;
+    let same =
+        h.first_offset == b.first_offset && h.count == b.count && h.frame_len() == buf.len() as u64;
+    let payload = buf.get(HEADER_LEN..)?;
+    (same && frame::crc_matches(&h, buf, payload)).then_some(h)
 }
 
 #[cfg(not(test))]

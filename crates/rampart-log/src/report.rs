@@ -1,4 +1,4 @@
-//! What open, retention and the counters report.
+//! What open, retention, re-sealing and the counters report.
 
 use std::ops::Range;
 use std::time::Duration;
@@ -45,6 +45,33 @@ pub struct RetentionReport {
     pub kept_for_consumer: usize,
     /// The log's first offset afterwards.
     pub first_offset: u64,
+}
+
+/// What [`crate::Log::count_stale`] found in the immutable segments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StaleCount {
+    /// Blocks of the immutable (non-active) segments.
+    pub blocks: u64,
+    /// Those of them whose sealed payload the predicate called stale.
+    pub stale: u64,
+}
+
+/// What [`crate::Log::reseal`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResealReport {
+    /// Segments replaced by a re-sealed copy.
+    pub segments_rewritten: usize,
+    /// Blocks sealed again (every block of a rewritten segment).
+    pub blocks_resealed: u64,
+    /// Segments holding stale blocks but left unchanged because part of them
+    /// cannot be read (a damaged range, a block failing its CRC or its
+    /// seal).
+    pub segments_skipped_damaged: usize,
+    /// Stale blocks left afterwards among the segments looked at: those of
+    /// skipped segments, and any the sealer sealed stale again.
+    pub stale_left: u64,
 }
 
 /// Counters since the log was opened.

@@ -57,12 +57,7 @@ pub(crate) struct ScanParams {
 }
 
 pub(crate) fn scan(file: &File, file_len: u64, p: &ScanParams) -> io::Result<SegmentScan> {
-    let mut w = Window {
-        file,
-        file_len,
-        start: 0,
-        buf: Vec::new(),
-    };
+    let mut w = Window::new(file, file_len);
     let mut out = SegmentScan {
         end_offset: p.base,
         ts_max: p.ts_floor,
@@ -153,18 +148,29 @@ fn resync(
 }
 
 /// A read-ahead buffer over a file, so that small frames cost no syscall each.
-struct Window<'f> {
+/// Reads are positioned: the file's cursor is not used.
+pub(crate) struct Window<'f> {
     file: &'f File,
     file_len: u64,
     start: u64,
     buf: Vec<u8>,
 }
 
-impl Window<'_> {
+impl<'f> Window<'f> {
+    /// A window over the first `file_len` bytes of `file`.
+    pub(crate) fn new(file: &'f File, file_len: u64) -> Self {
+        Window {
+            file,
+            file_len,
+            start: 0,
+            buf: Vec::new(),
+        }
+    }
+
     /// `len` bytes at `pos`, or `None` if the file ends before. Callers
     /// bound `len` (header length, or a payload already checked against the
     /// cap).
-    fn get(&mut self, pos: u64, len: usize) -> io::Result<Option<&[u8]>> {
+    pub(crate) fn get(&mut self, pos: u64, len: usize) -> io::Result<Option<&[u8]>> {
         let Some(end) = pos.checked_add(len as u64) else {
             return Ok(None);
         };

@@ -1,5 +1,5 @@
-//! Segment files: naming, creation with private permissions, positioned
-//! reads and directory fsync.
+//! Segment files: naming, creation with private permissions, the temporary
+//! files of segment rewrites, positioned reads and directory fsync.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use rampart_identity::fsutil;
 
 const SUFFIX: &str = ".seg";
+/// Appended to a segment's name while a rewrite of it is being written.
+const TMP_SUFFIX: &str = ".tmp";
 const DIGITS: usize = 20;
 
 pub(crate) fn path_for(dir: &Path, base: u64) -> PathBuf {
@@ -36,6 +38,41 @@ pub(crate) fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     }
     out.sort_by_key(|(base, _)| *base);
     Ok(out)
+}
+
+/// Where a rewrite of the segment at `path` is written before it is renamed
+/// over it: `<name>.tmp`, which [`list`] never takes for a segment.
+pub(crate) fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(TMP_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Deletes the `*.tmp` files in `dir`, left by a rewrite cut short by a
+/// crash (the segment it was replacing is still whole), and makes the
+/// deletion durable. Returns how many were deleted.
+pub(crate) fn remove_leftovers(dir: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let is_tmp = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.ends_with(TMP_SUFFIX));
+        if !is_tmp || !entry.file_type()?.is_file() {
+            continue;
+        }
+        tracing::info!(file = %entry.path().display(), "deleting a leftover temporary file in log dir");
+        match fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if removed > 0 {
+        sync_dir(dir)?;
+    }
+    Ok(removed)
 }
 
 /// Creates a new, empty segment (mode 0600) and makes its name durable.
@@ -105,5 +142,11 @@ mod tests {
         assert_eq!(parse_name("42.seg"), None);
         assert_eq!(parse_name("0000000000000000004x.seg"), None);
         assert_eq!(parse_name("99999999999999999999.seg"), None);
+        let tmp = tmp_path(&p);
+        assert_eq!(
+            tmp.file_name().unwrap().to_str().unwrap(),
+            "00000000000000000042.seg.tmp"
+        );
+        assert_eq!(parse_name("00000000000000000042.seg.tmp"), None);
     }
 }

@@ -1,5 +1,7 @@
 //! Behaviour of the whole log against real files in temporary directories.
 
+mod reseal;
+
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};

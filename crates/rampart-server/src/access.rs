@@ -128,6 +128,7 @@ pub(crate) enum RouteName {
     EnableTenant,
     EraseTenant,
     RotateEncryption,
+    EncryptionStatus,
     ListKeys,
     CreateKey,
     RevokeKey,
@@ -196,6 +197,13 @@ pub(crate) const ROUTES: &[Route] = &[
         "/v1/tenants/{tenant}/erase",
         Access::Operator,
         Scope::None,
+    ),
+    route(
+        RouteName::EncryptionStatus,
+        "GET",
+        "/v1/tenants/{tenant}/encryption",
+        Access::Perm(Permission::KeyAdmin),
+        Scope::Admin(AdminArea::Keys),
     ),
     route(
         RouteName::RotateEncryption,

@@ -138,6 +138,10 @@ pub struct Config {
     pub consumer_ack_wait_ms: u64,
     /// How often consumer positions are saved and retention is applied.
     pub stream_maintenance_interval_ms: u64,
+    /// Durable streams created while this is set store their payloads in
+    /// clear (the choice is kept per stream). Dangerous: for measuring what
+    /// sealing costs, never for data anyone cares about.
+    pub dangerous_unsealed_streams: bool,
 }
 
 /// Which master key provider.
@@ -214,6 +218,7 @@ impl Default for Config {
             consumer_max_in_flight: 1000,
             consumer_ack_wait_ms: 30_000,
             stream_maintenance_interval_ms: 1000,
+            dangerous_unsealed_streams: false,
         }
     }
 }
@@ -297,6 +302,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("consumer_max_in_flight", Kind::Int),
     ("consumer_ack_wait_ms", Kind::Int),
     ("stream_maintenance_interval_ms", Kind::Int),
+    ("dangerous_unsealed_streams", Kind::Bool),
 ];
 
 /// Reads a YAML configuration into the TOML the rest of loading expects.

@@ -3,6 +3,8 @@
 //! of these; each writes the store first, then the in-memory state, then
 //! tells live connections what changed.
 
+use std::sync::Arc;
+
 use rampart_authz::{AclDocument, Decision, Permission, Resource, Subject};
 use rampart_identity::{generate_managed_key, Principal, PrincipalKind, Secret, TokenClaims};
 use rampart_proto::{NamespaceName, ReauthReason, StreamName, StreamPath, TenantId};
@@ -272,7 +274,7 @@ impl Shared {
     /// Rotates the keys of every tenant whose last rotation (or creation)
     /// is older than `max_age_ms`, re-sealing its records. Returns how many
     /// tenants were rotated.
-    pub(crate) async fn rotate_due_tenants(&self, max_age_ms: u64) -> usize {
+    pub(crate) async fn rotate_due_tenants(self: &Arc<Self>, max_age_ms: u64) -> usize {
         let now = now_ms();
         let mut n = 0;
         for t in self.identity.tenants() {
@@ -293,7 +295,10 @@ impl Shared {
                 continue;
             };
             match self.rotate_tenant_keys(&tenant, true).await {
-                Ok(_) => n += 1,
+                Ok(_) => {
+                    self.start_reencryption(&tenant);
+                    n += 1
+                }
                 Err(e) => {
                     tracing::warn!(tenant = %t.name, error = ?e, "scheduled key rotation failed")
                 }
@@ -543,6 +548,10 @@ impl Shared {
                 if spec.sync.is_empty() {
                     spec.sync = self.config.durable_sync.clone();
                 }
+                if self.config.dangerous_unsealed_streams {
+                    warn!(stream = %path, "dangerous_unsealed_streams: this stream's payloads will be stored in clear");
+                    spec.unsealed = true;
+                }
                 streams::parse_sync(&spec.sync).map_err(ControlError::Invalid)?;
                 if spec.max_bytes == Some(0) || spec.max_age_ms == Some(0) {
                     return Err(ControlError::Invalid(
@@ -658,6 +667,7 @@ impl Shared {
         v["max_age_ms"] = spec.max_age_ms.into();
         v["max_bytes"] = spec.max_bytes.into();
         v["retention_overrides_consumers"] = spec.retention_overrides_consumers.into();
+        v["sealed"] = (!spec.unsealed).into();
         let stream = self.broker.stream(path).ok();
         match stream.as_ref().and_then(|s| s.durable()) {
             Some(d) => {

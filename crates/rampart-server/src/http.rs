@@ -555,7 +555,11 @@ async fn rotate_encryption(
     Body(body): Body<Option<RotateEncryptionBody>>,
 ) -> Result<Json<Value>, ApiError> {
     let reencrypt = body.is_some_and(|b| b.reencrypt);
-    let (version, resealed) = shared.rotate_tenant_keys(a.tenant()?, reencrypt).await?;
+    let tenant = a.tenant()?.clone();
+    let (version, resealed) = shared.rotate_tenant_keys(&tenant, reencrypt).await?;
+    if reencrypt {
+        shared.start_reencryption(&tenant);
+    }
     changed(
         &shared,
         &a,
@@ -564,8 +568,16 @@ async fn rotate_encryption(
         json!({ "key_version": version, "reencrypt": reencrypt, "records_resealed": resealed }),
     );
     Ok(Json(
-        json!({ "key_version": version, "records_resealed": resealed, "records_left": 0 }),
+        json!({ "key_version": version, "records_resealed": resealed, "records_left": 0, "stream_job_started": reencrypt }),
     ))
+}
+
+/// Re-encryption progress: the stream job and blocks by key version.
+async fn encryption_status(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(shared.encryption_status(a.tenant()?).await))
 }
 
 fn key_json(k: &rampart_store::KeyRecord) -> Value {
@@ -820,6 +832,7 @@ async fn create_stream(
             max_age_ms: b.max_age_ms,
             max_bytes: b.max_bytes,
             retention_overrides_consumers: b.retention_overrides_consumers,
+            unsealed: false,
         })
     } else if b.sync.is_some()
         || b.max_age_ms.is_some()
@@ -1007,6 +1020,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             RouteName::EnableTenant => on(f, enable_tenant),
             RouteName::EraseTenant => on(f, erase_tenant),
             RouteName::RotateEncryption => on(f, rotate_encryption),
+            RouteName::EncryptionStatus => on(f, encryption_status),
             RouteName::ListKeys => on(f, list_keys),
             RouteName::CreateKey => on(f, create_key),
             RouteName::RevokeKey => on(f, revoke_key),

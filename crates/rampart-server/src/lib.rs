@@ -31,6 +31,7 @@ pub mod dev;
 mod error;
 mod http;
 mod master;
+mod reencrypt;
 mod registry;
 mod sealing;
 mod session;
@@ -66,6 +67,8 @@ pub(crate) struct Shared {
     pub(crate) registry: registry::Registry,
     pub(crate) audit: rampart_audit::Auditor,
     pub(crate) sealer: Arc<sealing::KeyringSealer>,
+    /// Background re-encryption of stream data, by tenant.
+    pub(crate) reencrypt: reencrypt::Jobs,
     pub(crate) shutdown: watch::Receiver<bool>,
     active: AtomicUsize,
 }
@@ -439,6 +442,11 @@ impl Server {
             }
         }
 
+        if config.dangerous_unsealed_streams {
+            warn!(
+                "dangerous_unsealed_streams is set: durable streams created now store payloads in clear; for benchmarks only"
+            );
+        }
         let audit = if config.dangerous_disable_audit {
             warn!(
                 "dangerous_disable_audit is set: NOTHING is audited; never do this in production"
@@ -471,6 +479,7 @@ impl Server {
             registry: registry::Registry::default(),
             audit,
             sealer,
+            reencrypt: reencrypt::Jobs::default(),
             shutdown: shutdown_rx,
             active: AtomicUsize::new(0),
         });
@@ -537,6 +546,9 @@ impl Server {
                 }
             }));
         }
+
+        // Re-encryption jobs a stop or crash cut short carry on.
+        shared.resume_reencryption();
 
         let upkeep = shared.clone();
         tasks.push(tokio::spawn(async move {

@@ -91,15 +91,20 @@ pub(crate) async fn open(
     spec: &DurableSpec,
 ) -> Result<Arc<DurableStream>, String> {
     let sync = parse_sync(&spec.sync)?;
-    let keys = keyring
-        .tenant(path.tenant.as_str())
-        .await
-        .map_err(|e| format!("keys of tenant {}: {e}", path.tenant))?;
-    let sealer = Arc::new(StreamSealer {
-        keys,
-        namespace: path.namespace.to_string(),
-        stream: path.stream.to_string(),
-    });
+    let sealer: Arc<dyn BlockSealer> = if spec.unsealed {
+        tracing::warn!(stream = %path, "stream payloads are stored UNSEALED (dangerous_unsealed_streams)");
+        Arc::new(rampart_broker::Plain)
+    } else {
+        let keys = keyring
+            .tenant(path.tenant.as_str())
+            .await
+            .map_err(|e| format!("keys of tenant {}: {e}", path.tenant))?;
+        Arc::new(StreamSealer {
+            keys,
+            namespace: path.namespace.to_string(),
+            stream: path.stream.to_string(),
+        })
+    };
     let mut opts = DurableOptions::new(sync, sealer);
     opts.segment_bytes = config.stream_segment_bytes;
     opts.max_age_ms = spec.max_age_ms;

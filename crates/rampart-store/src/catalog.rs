@@ -107,6 +107,10 @@ pub struct DurableSpec {
     /// Retention may delete messages consumers have not acknowledged.
     #[serde(default)]
     pub retention_overrides_consumers: bool,
+    /// Payloads stored in clear (created under
+    /// `dangerous_unsealed_streams`, for benchmarks).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsealed: bool,
 }
 
 /// Encrypts tenant records: each tenant's with its own keys, bound to the
@@ -516,6 +520,7 @@ mod tests {
                 max_age_ms: Some(1000),
                 max_bytes: None,
                 retention_overrides_consumers: true,
+                unsealed: false,
             }),
         };
         c.put_stream(&durable).unwrap();

@@ -511,3 +511,90 @@ async fn erasing_a_stream_makes_its_backups_unreadable(t: Transport) {
 }
 
 both_transports!(erasing_a_stream_makes_its_backups_unreadable);
+
+async fn wait_for_job(s: &TestServer) -> serde_json::Value {
+    let admin = s.admin(KEY_ACME);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let r = admin
+            .call("GET", "/v1/tenants/acme/encryption", None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.error());
+        if !r.body["job"]["running"].as_bool().unwrap_or(false) {
+            return r.body;
+        }
+        assert!(std::time::Instant::now() < deadline, "job ends");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn rotation_reencrypts_stream_blocks(t: Transport) {
+    let s = start_with(|c| c.stream_segment_bytes = 4096).await;
+    create(&s, "ledger", json!({})).await;
+    let c = s.client(t, KEY_ACME).await;
+    for i in 0..30u64 {
+        let batch: Vec<String> = (i * 10..i * 10 + 10).map(|n| format!("m{n}")).collect();
+        c.publish_batch("acme", "prod", "ledger", &batch)
+            .await
+            .unwrap();
+    }
+    let admin = s.admin(KEY_ACME);
+    let before = wait_for_job(&s).await;
+    let versions = before["stream_blocks_by_key_version"].as_object().unwrap();
+    assert_eq!(versions.len(), 1, "{before}");
+    assert_eq!(before["stream_blocks_under_old_keys"], 0);
+
+    // A rotation without --reencrypt leaves old blocks under the old key.
+    let r = admin
+        .call("POST", "/v1/tenants/acme/encryption/rotate", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.error());
+    let mid = wait_for_job(&s).await;
+    let old = mid["stream_blocks_under_old_keys"].as_u64().unwrap();
+    assert!(old > 0, "{mid}");
+
+    // With it, a background job rewrites them.
+    let r = admin
+        .call(
+            "POST",
+            "/v1/tenants/acme/encryption/rotate",
+            Some(&json!({ "reencrypt": true })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.error());
+    // Publishing goes on while it runs.
+    c.publish("acme", "prod", "ledger", "m300").await.unwrap();
+    let after = wait_for_job(&s).await;
+    assert_eq!(after["stream_blocks_under_old_keys"], 0, "{after}");
+    assert!(after["job"]["blocks_resealed"].as_u64().unwrap() >= old);
+    assert!(after["job"]["error"].is_null());
+    let now = after["stream_blocks_by_key_version"].as_object().unwrap();
+    assert_eq!(now.len(), 1, "one version left: {after}");
+    assert!(!versions.keys().any(|v| now.contains_key(v)), "a new one");
+
+    let mut all = c
+        .subscribe_from("acme", "prod", "ledger", StartAt::Earliest)
+        .await
+        .unwrap();
+    assert_eq!(take(&mut all, 301).await, expect(0..301));
+    drop(all);
+    c.close().await;
+
+    // The intent was cleared: nothing resumes, everything reads back.
+    let dir = s.stop().await;
+    let s = start_in(dir, |c| c.stream_segment_bytes = 4096).await;
+    let st = wait_for_job(&s).await;
+    assert!(st["job"].is_null(), "no job after a finished one: {st}");
+    assert_eq!(st["stream_blocks_under_old_keys"], 0);
+    let c = s.client(t, KEY_ACME).await;
+    let mut all = c
+        .subscribe_from("acme", "prod", "ledger", StartAt::Earliest)
+        .await
+        .unwrap();
+    assert_eq!(take(&mut all, 301).await, expect(0..301));
+}
+
+both_transports!(rotation_reencrypts_stream_blocks);
