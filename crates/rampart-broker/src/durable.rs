@@ -19,7 +19,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -29,7 +29,7 @@ use rampart_log::{
     SyncPolicy,
 };
 use rampart_proto::{EntriesBuilder, EventBatch, SharedEvents, StartAt, StreamPath};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::{info, warn};
 
 use crate::consumer::{ConsumerOptions, ConsumerState};
@@ -128,8 +128,10 @@ pub struct DurableStream {
     log: Arc<Log>,
     opts: DurableOptions,
     /// Every offset below it is readable.
-    end: watch::Sender<u64>,
+    end: Arc<watch::Sender<u64>>,
     closed: watch::Sender<bool>,
+    /// Publishes waiting for the stream's appender (started on first use).
+    appender: OnceLock<mpsc::Sender<Pending>>,
     consumers: Mutex<HashMap<String, Arc<Group>>>,
     recovery: RecoveryReport,
 }
@@ -212,7 +214,8 @@ impl DurableStream {
             dir: dir.to_path_buf(),
             log: Arc::new(log),
             opts,
-            end: watch::Sender::new(next),
+            end: Arc::new(watch::Sender::new(next)),
+            appender: OnceLock::new(),
             closed: watch::Sender::new(false),
             consumers: Mutex::new(consumers),
             recovery,
@@ -267,33 +270,22 @@ impl DurableStream {
                 level,
             });
         }
-        let log = self.log.clone();
-        let appended = tokio::task::spawn_blocking(move || {
-            let batch = EventBatch {
-                subscription_id: 0,
-                missed: 0,
-                first_seq: 0,
-                count,
-                entries,
-            };
-            let payloads: Vec<Bytes> = batch.payloads().collect();
-            let slices: Vec<&[u8]> = payloads.iter().map(|p| &p[..]).collect();
-            log.append(&slices, now_ms())
-        })
-        .await
-        .map_err(|e| BrokerError::Storage(format!("append task failed: {e}")))?
-        .map_err(log_error)?;
-        let end = appended.first_offset + u64::from(appended.count);
-        self.end.send_if_modified(|e| {
-            let grew = end > *e;
-            *e = (*e).max(end);
-            grew
+        let (tx, rx) = oneshot::channel();
+        let queue = self.appender.get_or_init(|| {
+            let (q, pending) = mpsc::channel(APPEND_QUEUE);
+            tokio::spawn(run_appender(
+                Arc::downgrade(&self.log),
+                self.end.clone(),
+                pending,
+            ));
+            q
         });
-        Ok(Published {
-            first_seq: appended.first_offset,
-            count: appended.count,
-            level: appended.level,
-        })
+        queue
+            .send(Pending { count, entries, tx })
+            .await
+            .map_err(|_| BrokerError::Storage("the stream's appender stopped".into()))?;
+        rx.await
+            .map_err(|_| BrokerError::Storage("the stream's appender stopped".into()))?
     }
 
     /// The offset a reader starting at `start` begins at.
@@ -449,6 +441,95 @@ impl DurableStream {
         tokio::task::spawn_blocking(move || log.read(from, max_messages))
             .await
             .unwrap_or(Err(LogError::Failed))
+    }
+}
+
+/// One publish waiting for the appender.
+struct Pending {
+    count: u32,
+    entries: Bytes,
+    tx: oneshot::Sender<Result<Published, BrokerError>>,
+}
+
+/// Publishes queued per stream before publishers wait for room.
+const APPEND_QUEUE: usize = 1024;
+/// Bytes of entries one combined append takes at most.
+const APPEND_BYTES: usize = 4 << 20;
+
+/// The one writer of a stream's log: takes every publish waiting, appends
+/// them as one block (one seal, one write, and with `on_commit` one fsync
+/// for all of them), then answers each with its own offsets. While one
+/// append runs the next publishes queue up, so the busier the stream, the
+/// larger the groups: group commit without waking a thread per publisher.
+///
+/// It holds the log weakly, so that dropping the stream closes the log (and
+/// releases what its sealer holds) at once, not when this task next runs.
+async fn run_appender(
+    log: std::sync::Weak<Log>,
+    end: Arc<watch::Sender<u64>>,
+    mut queue: mpsc::Receiver<Pending>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut bytes = first.entries.len();
+        let mut group = vec![first];
+        while bytes < APPEND_BYTES {
+            match queue.try_recv() {
+                Ok(p) => {
+                    bytes += p.entries.len();
+                    group.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let parts: Vec<(u32, Bytes)> = group.iter().map(|p| (p.count, p.entries.clone())).collect();
+        let Some(log2) = log.upgrade() else {
+            for p in group {
+                let _ = p.tx.send(Err(BrokerError::StreamNotFound));
+            }
+            return;
+        };
+        let appended = tokio::task::spawn_blocking(move || {
+            let mut payloads: Vec<Bytes> = Vec::new();
+            for (count, entries) in parts {
+                let batch = EventBatch {
+                    subscription_id: 0,
+                    missed: 0,
+                    first_seq: 0,
+                    count,
+                    entries,
+                };
+                payloads.extend(batch.payloads());
+            }
+            let slices: Vec<&[u8]> = payloads.iter().map(|p| &p[..]).collect();
+            log2.append(&slices, now_ms())
+        })
+        .await
+        .map_err(|e| BrokerError::Storage(format!("append task failed: {e}")))
+        .and_then(|r| r.map_err(log_error));
+        match appended {
+            Ok(a) => {
+                let stop = a.first_offset + u64::from(a.count);
+                end.send_if_modified(|e| {
+                    let grew = stop > *e;
+                    *e = (*e).max(stop);
+                    grew
+                });
+                let mut next = a.first_offset;
+                for p in group {
+                    let _ = p.tx.send(Ok(Published {
+                        first_seq: next,
+                        count: p.count,
+                        level: a.level,
+                    }));
+                    next += u64::from(p.count);
+                }
+            }
+            Err(e) => {
+                for p in group {
+                    let _ = p.tx.send(Err(e.clone()));
+                }
+            }
+        }
     }
 }
 

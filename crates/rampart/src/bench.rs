@@ -4,6 +4,12 @@
 //! Without `--url` it starts a server of its own on 127.0.0.1 (on its own
 //! runtime threads, like a separate process) with a throwaway dev setup, and
 //! measures both transports. Every run is bounded by `--timeout`.
+//!
+//! `rampart bench durable`: acknowledged publishes per second to a durable
+//! stream, per sync policy and number of concurrent publishers, against
+//! such a local server (TLS, audit on, as by default).
+//!
+//! `rampart bench log`: the durable log crate on its own, no server.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use rampart_client::{AckMode, Client, ClientConfig};
+use rampart_client::{AckMode, AdminClient, Client, ClientConfig, Durability};
 use rampart_identity::Secret;
 use tokio::sync::Semaphore;
 
@@ -31,6 +37,9 @@ enum BenchCmd {
     /// Durable log appends, sealed with tenant keys or not, to measure what
     /// encryption at rest costs.
     Log(LogArgs),
+    /// Acknowledged publishes per second to a durable stream, per sync
+    /// policy and concurrency.
+    Durable(DurableArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -231,19 +240,33 @@ struct LocalServer {
     thread: Option<std::thread::JoinHandle<()>>,
     quic: std::net::SocketAddr,
     tcp: std::net::SocketAddr,
+    http: Option<std::net::SocketAddr>,
     ca: PathBuf,
     key: Secret<String>,
     _dir: tempfile::TempDir,
 }
 
 impl LocalServer {
-    fn start(audit: bool) -> Result<Self, Failure> {
+    /// `https`: also serve the HTTPS API (for admin calls) on an ephemeral
+    /// port.
+    fn start(audit: bool, https: bool) -> Result<Self, Failure> {
+        Self::start_with(audit, https, false)
+    }
+
+    /// `unsealed`: durable streams store payloads in clear
+    /// (`dangerous_unsealed_streams`), to measure what sealing costs.
+    fn start_with(audit: bool, https: bool, unsealed: bool) -> Result<Self, Failure> {
         let dir = tempfile::tempdir()?;
         let mut config = rampart_server::Config::load(None, &|_| None)?;
+        config.dangerous_unsealed_streams = unsealed;
         config.data_dir = dir.path().to_path_buf();
         config.quic_bind = "127.0.0.1:0".into();
         config.tcp_bind = "127.0.0.1:0".into();
-        config.http_bind = String::new();
+        config.http_bind = if https {
+            "127.0.0.1:0".into()
+        } else {
+            String::new()
+        };
         config.dangerous_disable_audit = !audit;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -266,7 +289,8 @@ impl LocalServer {
                         let info = server
                             .dev_setup()
                             .map(|d| (d.ca_cert.clone(), d.admin_key.expose().clone()));
-                        let _ = ready_tx.send(Ok((server.quic_addr(), server.tcp_addr(), info)));
+                        let addrs = (server.quic_addr(), server.tcp_addr(), server.http_addr());
+                        let _ = ready_tx.send(Ok((addrs, info)));
                         let _ = stop_rx.await;
                         server.shutdown(Duration::from_secs(2)).await;
                     }
@@ -276,18 +300,24 @@ impl LocalServer {
                 }
             });
         });
-        let (quic, tcp, info) = ready_rx
+        let ((quic, tcp, http), info) = ready_rx
             .recv()
             .map_err(|_| Failure("bench server thread died".into()))?
             .map_err(Failure)?;
         let (Some(quic), Some(tcp), Some((ca, key))) = (quic, tcp, info) else {
             return Err(Failure("bench server did not report its setup".into()));
         };
+        if https && http.is_none() {
+            return Err(Failure(
+                "bench server did not report its HTTPS address".into(),
+            ));
+        }
         Ok(Self {
             stop: Some(stop_tx),
             thread: Some(thread),
             quic,
             tcp,
+            http,
             ca,
             key: Secret::new(key),
             _dir: dir,
@@ -310,6 +340,7 @@ pub(crate) async fn run(a: BenchArgs) -> Result<ExitCode, Failure> {
     let a = match a.cmd {
         BenchCmd::Pubsub(p) => p,
         BenchCmd::Log(l) => return bench_log(l).await,
+        BenchCmd::Durable(d) => return bench_durable(d).await,
     };
     if a.publishers == 0 || a.subscribers == 0 || a.messages == 0 || a.batch == 0 {
         return Err(Failure(
@@ -340,7 +371,7 @@ pub(crate) async fn run(a: BenchArgs) -> Result<ExitCode, Failure> {
             vec![(url.clone(), c, name)]
         }
         None => {
-            let s = LocalServer::start(a.audit == OnOff::On)?;
+            let s = LocalServer::start(a.audit == OnOff::On, false)?;
             let mk = || {
                 let mut c = ClientConfig::default();
                 c.tls_ca_cert_path = Some(s.ca.clone());
@@ -599,5 +630,458 @@ fn print_rows(rows: &[Row], format: Format) {
                 );
             }
         }
+    }
+}
+
+// === durable ===
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Net {
+    Tcp,
+    Quic,
+}
+
+#[derive(Debug, clap::Args)]
+struct DurableArgs {
+    /// Sync policies to measure, comma-separated: `none`, `interval:MS`,
+    /// `on_commit`. Each cell gets a fresh durable stream with that policy.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_parser = SyncPolicyArg::parse,
+        default_values = ["none", "interval:10", "on_commit"]
+    )]
+    sync: Vec<SyncPolicyArg>,
+    /// Concurrent publishers, comma-separated. Each has its own connection
+    /// and one publish in flight: it sends a message, awaits its ACK, and
+    /// only then sends the next.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 64])]
+    concurrency: Vec<usize>,
+    /// Transport of the publishers' connections.
+    #[arg(long, value_enum, default_value = "tcp")]
+    transport: Net,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 128)]
+    size: usize,
+    /// How long each cell (sync policy x concurrency) publishes, in seconds;
+    /// the acknowledged messages are counted.
+    #[arg(long, default_value_t = 3)]
+    duration_secs: u64,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Give up on a cell this many seconds after its publishing time.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// `sealed` (the default: payloads encrypted at rest), `unsealed`
+    /// (`dangerous_unsealed_streams`) or `both`, to measure what sealing
+    /// costs: every cell is run on a sealed server, then on an unsealed
+    /// one.
+    #[arg(long, value_enum, default_value = "sealed")]
+    sealing: Sealing,
+    /// Runs of every cell; the median is reported. With `--sealing both`
+    /// the sealed and unsealed runs alternate.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Sealing {
+    Sealed,
+    Unsealed,
+    Both,
+}
+
+/// One `--sync` entry: the policy as the server reads it, and the
+/// durability every ACK on such a stream must report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SyncPolicyArg {
+    spec: String,
+    promises: Durability,
+}
+
+impl SyncPolicyArg {
+    fn parse(s: &str) -> Result<Self, String> {
+        let (spec, promises) = match s.trim() {
+            "none" => ("none".to_string(), Durability::Written),
+            "on_commit" | "on-commit" => ("on_commit".to_string(), Durability::Fsynced),
+            other => match other.strip_prefix("interval:").map(str::parse::<u64>) {
+                Some(Ok(ms)) if ms > 0 => (format!("interval:{ms}"), Durability::Written),
+                _ => {
+                    return Err(format!(
+                        "`{other}` is not a sync policy: none, interval:MS (MS > 0) or on_commit"
+                    ))
+                }
+            },
+        };
+        Ok(Self { spec, promises })
+    }
+}
+
+struct DurableRow {
+    sealed: bool,
+    sync: String,
+    transport: &'static str,
+    concurrency: usize,
+    size: usize,
+    durability: Durability,
+    messages: u64,
+    seconds: f64,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+impl DurableRow {
+    fn rate(&self) -> f64 {
+        self.messages as f64 / self.seconds
+    }
+}
+
+async fn bench_durable(a: DurableArgs) -> Result<ExitCode, Failure> {
+    if a.sync.is_empty() || a.concurrency.is_empty() || a.concurrency.contains(&0) {
+        return Err(Failure(
+            "--sync and --concurrency need at least one value; concurrency must be positive".into(),
+        ));
+    }
+    if a.duration_secs == 0 {
+        return Err(Failure("--duration-secs must be positive".into()));
+    }
+    let modes: &[bool] = match a.sealing {
+        Sealing::Sealed => &[true],
+        Sealing::Unsealed => &[false],
+        Sealing::Both => &[true, false],
+    };
+    if a.rounds == 0 {
+        return Err(Failure("--rounds must be positive".into()));
+    }
+    // One server per sealing mode, all up at once, so that the cells of
+    // both modes can be interleaved: a noisy moment then hits both.
+    let mut targets = Vec::new();
+    for &sealed in modes {
+        targets.push(Target::start(a.transport, sealed)?);
+    }
+    let mut rows = Vec::new();
+    let mut cell = 0u32;
+    for sync in &a.sync {
+        for &n in &a.concurrency {
+            let mut runs: Vec<Vec<DurableRow>> = targets.iter().map(|_| Vec::new()).collect();
+            for _ in 0..a.rounds {
+                for (t, runs) in targets.iter().zip(runs.iter_mut()) {
+                    cell += 1;
+                    let limit = Duration::from_secs(a.duration_secs.saturating_add(a.timeout));
+                    let row = tokio::time::timeout(
+                        limit,
+                        durable_cell(&a, &t.admin, &t.url, &t.cfg, t.transport, sync, n, cell),
+                    )
+                    .await
+                    .map_err(|_| {
+                        Failure(format!(
+                            "sync {} x {n} publishers: no end after {} s",
+                            sync.spec,
+                            limit.as_secs()
+                        ))
+                    })??;
+                    let row = DurableRow {
+                        sealed: t.sealed,
+                        ..row
+                    };
+                    if a.format == Format::Table {
+                        eprintln!(
+                            "bench: {} sync {} x {n}: {:.0} acked msgs/s",
+                            if t.sealed { "sealed" } else { "unsealed" },
+                            sync.spec,
+                            row.rate()
+                        );
+                    }
+                    runs.push(row);
+                }
+            }
+            // The round with the median rate stands for the cell.
+            for mut r in runs {
+                r.sort_by(|x, y| x.rate().total_cmp(&y.rate()));
+                let mid = r.len() / 2;
+                if let Some(row) = r.into_iter().nth(mid) {
+                    rows.push(row);
+                }
+            }
+        }
+    }
+    print_durable(&rows, a.format);
+    if a.sealing == Sealing::Both && a.format == Format::Table {
+        println!();
+        for pair in rows.chunks(2) {
+            if let [s, u] = pair {
+                println!(
+                    "sealing costs {:>5.1}% at sync {} x {} ({:.0} vs {:.0} msgs/s)",
+                    (1.0 - s.rate() / u.rate()) * 100.0,
+                    s.sync,
+                    s.concurrency,
+                    s.rate(),
+                    u.rate()
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A local server for the durable bench, sealed or not, and how to reach
+/// it.
+struct Target {
+    sealed: bool,
+    url: String,
+    transport: &'static str,
+    cfg: ClientConfig,
+    admin: AdminClient,
+    _server: LocalServer,
+}
+
+impl Target {
+    fn start(net: Net, sealed: bool) -> Result<Target, Failure> {
+        // The normal secure defaults: TLS on every listener, audit on.
+        let server = LocalServer::start_with(true, true, !sealed)?;
+        let mut cfg = ClientConfig::default();
+        cfg.tls_ca_cert_path = Some(server.ca.clone());
+        cfg.api_key = Some(server.key.clone());
+        let (url, transport) = match net {
+            Net::Tcp => (format!("tls://{}", server.tcp), "tcp"),
+            Net::Quic => (format!("quic://{}", server.quic), "quic"),
+        };
+        let http = server
+            .http
+            .ok_or_else(|| Failure("bench server has no HTTPS API".into()))?;
+        let admin = AdminClient::new(&format!("https://{http}"), &cfg).map_err(describe)?;
+        Ok(Target {
+            sealed,
+            url,
+            transport,
+            cfg,
+            admin,
+            _server: server,
+        })
+    }
+}
+
+/// One cell: `n` publishers on a fresh durable stream for
+/// `--duration-secs`, each with one publish in flight.
+#[allow(clippy::too_many_arguments)]
+async fn durable_cell(
+    a: &DurableArgs,
+    admin: &AdminClient,
+    url: &str,
+    cfg: &ClientConfig,
+    transport: &'static str,
+    sync: &SyncPolicyArg,
+    n: usize,
+    cell: u32,
+) -> Result<DurableRow, Failure> {
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        clients.push(Client::connect(url, cfg.clone()).await.map_err(describe)?);
+    }
+    let tenant = clients[0].tenant().to_string();
+    let stream = format!("durable-{}-{cell}", std::process::id());
+    let streams = format!("/v1/tenants/{tenant}/namespaces/bench/streams");
+    let body = serde_json::json!({ "name": stream, "durable": true, "sync": sync.spec });
+    let r = admin
+        .call("POST", &streams, Some(&body))
+        .await
+        .map_err(describe)?;
+    if r.status != 201 {
+        return Err(Failure(format!(
+            "creating durable stream {stream} (sync {}): HTTP {}: {}",
+            sync.spec,
+            r.status,
+            r.error()
+        )));
+    }
+
+    let payload = bytes::Bytes::from(vec![0x5au8; a.size]);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(a.duration_secs);
+    let mut tasks = Vec::with_capacity(n);
+    for client in clients {
+        let (tenant, stream, payload) = (tenant.clone(), stream.clone(), payload.clone());
+        let (spec, promised) = (sync.spec.clone(), sync.promises);
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut acked = 0u64;
+            let mut last = start;
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                let ack = client
+                    .publish(&tenant, "bench", &stream, payload.clone())
+                    .await
+                    .map_err(describe)?;
+                last = Instant::now();
+                if ack.durability != promised || ack.count != 1 {
+                    return Err(Failure(format!(
+                        "sync {spec}: an ACK said {} message(s) {}, the policy promises 1 {}",
+                        ack.count,
+                        ack.durability.as_str(),
+                        promised.as_str()
+                    )));
+                }
+                hist.saturating_record(((last - sent).as_micros() as u64).max(1));
+                acked += 1;
+            }
+            client.close().await;
+            Ok::<_, Failure>((acked, last, hist))
+        }));
+    }
+    let mut messages = 0u64;
+    let mut end = start;
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for t in tasks {
+        let (acked, last, h) = t.await.map_err(|e| Failure(e.to_string()))??;
+        messages += acked;
+        end = end.max(last);
+        hist.add(&h)?;
+    }
+
+    // Every acknowledged message is in the stream's log.
+    let one = format!("{streams}/{stream}");
+    let r = admin.call("GET", &one, None).await.map_err(describe)?;
+    let held = r.body["next_offset"].as_u64();
+    if r.status != 200 || held != Some(messages) {
+        return Err(Failure(format!(
+            "stream {stream}: {messages} publishes acknowledged, the stream reports next_offset {held:?} (HTTP {})",
+            r.status
+        )));
+    }
+    let r = admin.call("DELETE", &one, None).await.map_err(describe)?;
+    if r.status != 204 {
+        eprintln!("bench: deleting {stream}: HTTP {}: {}", r.status, r.error());
+    }
+    Ok(DurableRow {
+        sealed: true,
+        sync: sync.spec.clone(),
+        transport,
+        concurrency: n,
+        size: a.size,
+        durability: sync.promises,
+        messages,
+        seconds: (end - start).as_secs_f64(),
+        p50_us: hist.value_at_quantile(0.50),
+        p99_us: hist.value_at_quantile(0.99),
+    })
+}
+
+fn print_durable(rows: &[DurableRow], format: Format) {
+    match format {
+        Format::Csv => {
+            println!("sealed,sync,transport,concurrency,size,durability,messages,seconds,p50_us,p99_us,msgs_per_s");
+            for r in rows {
+                println!(
+                    "{},{},{},{},{},{},{},{:.3},{},{},{:.0}",
+                    r.sealed,
+                    r.sync,
+                    r.transport,
+                    r.concurrency,
+                    r.size,
+                    r.durability.as_str(),
+                    r.messages,
+                    r.seconds,
+                    r.p50_us,
+                    r.p99_us,
+                    r.rate()
+                );
+            }
+        }
+        Format::Table => {
+            println!(
+                "{:<9} {:<12} {:<9} {:>5} {:>6} {:<10} {:>10} {:>8} {:>10} {:>9} {:>9}",
+                "sealing",
+                "sync",
+                "transport",
+                "conc",
+                "size",
+                "acks said",
+                "messages",
+                "seconds",
+                "msgs/s",
+                "p50 us",
+                "p99 us"
+            );
+            for r in rows {
+                println!(
+                    "{:<9} {:<12} {:<9} {:>5} {:>6} {:<10} {:>10} {:>8.3} {:>10.0} {:>9} {:>9}",
+                    if r.sealed { "sealed" } else { "unsealed" },
+                    r.sync,
+                    r.transport,
+                    r.concurrency,
+                    r.size,
+                    r.durability.as_str(),
+                    r.messages,
+                    r.seconds,
+                    r.rate(),
+                    r.p50_us,
+                    r.p99_us
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: BenchCmd,
+    }
+
+    fn durable(args: &[&str]) -> Result<DurableArgs, clap::Error> {
+        let argv = ["bench", "durable"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.cmd {
+            BenchCmd::Durable(d) => Ok(d),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sync_policies_and_what_they_promise() {
+        let p = |s| SyncPolicyArg::parse(s).map(|a| (a.spec, a.promises));
+        assert_eq!(p("none"), Ok(("none".into(), Durability::Written)));
+        assert_eq!(
+            p("interval:10"),
+            Ok(("interval:10".into(), Durability::Written))
+        );
+        assert_eq!(
+            p("on_commit"),
+            Ok(("on_commit".into(), Durability::Fsynced))
+        );
+        assert_eq!(
+            p("on-commit"),
+            Ok(("on_commit".into(), Durability::Fsynced))
+        );
+        for bad in [
+            "",
+            "interval:",
+            "interval:0",
+            "interval:x",
+            "always",
+            "fsync",
+        ] {
+            assert!(p(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn durable_defaults_and_lists() {
+        let d = durable(&[]).unwrap();
+        let specs: Vec<_> = d.sync.iter().map(|s| s.spec.as_str()).collect();
+        assert_eq!(specs, ["none", "interval:10", "on_commit"]);
+        assert_eq!(d.concurrency, [1, 64]);
+        assert_eq!(d.transport, Net::Tcp);
+        assert_eq!((d.size, d.duration_secs), (128, 3));
+
+        let d = durable(&["--sync", "on_commit,interval:5", "--concurrency", "8"]).unwrap();
+        let specs: Vec<_> = d.sync.iter().map(|s| s.spec.as_str()).collect();
+        assert_eq!(specs, ["on_commit", "interval:5"]);
+        assert_eq!(d.concurrency, [8]);
+        assert!(durable(&["--sync", "none,sometimes"]).is_err());
     }
 }
