@@ -598,3 +598,65 @@ async fn rotation_reencrypts_stream_blocks(t: Transport) {
 }
 
 both_transports!(rotation_reencrypts_stream_blocks);
+
+async fn blocks_moved_to_another_stream_or_tenant_do_not_open(t: Transport) {
+    let s = start().await;
+    create(&s, "source", json!({})).await;
+    create(&s, "other", json!({})).await;
+    let r = s
+        .admin(KEY_GLOBEX)
+        .call(
+            "POST",
+            "/v1/tenants/globex/namespaces/prod/streams",
+            Some(&json!({ "name": "source", "durable": true })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.error());
+    let c = s.client(t, KEY_ACME).await;
+    c.publish_batch("acme", "prod", "source", ["secret-1", "secret-2"])
+        .await
+        .unwrap();
+    c.close().await;
+    let data = s.stop().await;
+    // The same bytes, at the same offsets, under another stream of the
+    // tenant and under another tenant's stream of the same name.
+    let from = data.path().join("streams/acme/prod/source/log");
+    for to in [
+        "streams/acme/prod/other/log",
+        "streams/globex/prod/source/log",
+    ] {
+        let to = data.path().join(to);
+        std::fs::remove_dir_all(&to).unwrap();
+        copy_dir(&from, &to);
+    }
+    let s = start_in(data, |_| {}).await;
+    for (key, tenant, stream) in [
+        (KEY_ACME, "acme", "other"),
+        (KEY_GLOBEX, "globex", "source"),
+    ] {
+        let c = s.client(t, key).await;
+        let mut sub = c
+            .subscribe_from(tenant, "prod", stream, StartAt::Earliest)
+            .await
+            .unwrap();
+        assert!(
+            tokio::time::timeout(WAIT, sub.next())
+                .await
+                .unwrap()
+                .is_none(),
+            "{tenant}/{stream} served moved blocks"
+        );
+        let err = c.take_async_error().expect("reported");
+        assert!(err.to_string().contains("cannot be decrypted"), "{err}");
+    }
+    // The original still reads.
+    let c = s.client(t, KEY_ACME).await;
+    let mut sub = c
+        .subscribe_from("acme", "prod", "source", StartAt::Earliest)
+        .await
+        .unwrap();
+    assert_eq!(&next(&mut sub).await.payload[..], b"secret-1");
+}
+
+both_transports!(blocks_moved_to_another_stream_or_tenant_do_not_open);
