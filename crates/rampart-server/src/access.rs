@@ -146,9 +146,42 @@ pub(crate) enum RouteName {
     ListCaches,
     FlushCache,
     ReadAudit,
+    SysHealth,
+    SysSealStatus,
+    SysLeader,
+    SysInit,
 }
 
 pub(crate) const ROUTES: &[Route] = &[
+    // The Vault-compatible `sys` endpoints: public, as in Vault.
+    route(
+        RouteName::SysHealth,
+        "GET",
+        "/v1/sys/health",
+        Access::Public,
+        Scope::None,
+    ),
+    route(
+        RouteName::SysSealStatus,
+        "GET",
+        "/v1/sys/seal-status",
+        Access::Public,
+        Scope::None,
+    ),
+    route(
+        RouteName::SysLeader,
+        "GET",
+        "/v1/sys/leader",
+        Access::Public,
+        Scope::None,
+    ),
+    route(
+        RouteName::SysInit,
+        "GET",
+        "/v1/sys/init",
+        Access::Public,
+        Scope::None,
+    ),
     route(
         RouteName::Auth,
         "POST",

@@ -1013,6 +1013,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         let f = method_filter(route.method);
         let mr = match route.name {
             RouteName::Auth => on(f, auth),
+            RouteName::SysHealth => on(f, crate::vault_api::health),
+            RouteName::SysSealStatus => on(f, crate::vault_api::seal_status),
+            RouteName::SysLeader => on(f, crate::vault_api::leader),
+            RouteName::SysInit => on(f, crate::vault_api::init),
             RouteName::WhoAmI => on(f, whoami),
             RouteName::ListTenants => on(f, list_tenants),
             RouteName::CreateTenant => on(f, create_tenant),

@@ -38,6 +38,7 @@ mod session;
 mod streams;
 mod tls;
 mod transport;
+mod vault_api;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

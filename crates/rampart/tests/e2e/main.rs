@@ -16,3 +16,4 @@ mod identity;
 mod keys;
 mod pubsub;
 mod security;
+mod vault_compat;
