@@ -94,6 +94,15 @@ pub(crate) fn frame_resource(m: &Message) -> Option<Resource> {
     })
 }
 
+/// Routes of the Vault-compatible API answer a missing or bad token with
+/// 403, as Vault does (its clients depend on it), not 401.
+pub(crate) fn vault_style(path: &str) -> bool {
+    path.starts_with("/v1/auth/token/")
+        || path.starts_with("/v1/sys/")
+        || path.starts_with("/v1/secret/")
+        || path.starts_with("/v1/auth/approle/")
+}
+
 /// Every HTTPS route: its name, method, path (axum syntax) and what it needs.
 /// The router is built from this table, so a route cannot exist without an
 /// entry.
@@ -148,6 +157,10 @@ pub(crate) enum RouteName {
     ReadAudit,
     SysHealth,
     SysSealStatus,
+    TokenLookupSelf,
+    TokenRenewSelf,
+    TokenRevokeSelf,
+    MountsPreflight,
     SysLeader,
     SysInit,
 }
@@ -180,6 +193,35 @@ pub(crate) const ROUTES: &[Route] = &[
         "GET",
         "/v1/sys/init",
         Access::Public,
+        Scope::None,
+    ),
+    // Vault's token self-service and the mount preflight its CLIs make.
+    route(
+        RouteName::TokenLookupSelf,
+        "GET",
+        "/v1/auth/token/lookup-self",
+        Access::Authenticated,
+        Scope::None,
+    ),
+    route(
+        RouteName::TokenRenewSelf,
+        "POST",
+        "/v1/auth/token/renew-self",
+        Access::Authenticated,
+        Scope::None,
+    ),
+    route(
+        RouteName::TokenRevokeSelf,
+        "POST",
+        "/v1/auth/token/revoke-self",
+        Access::Authenticated,
+        Scope::None,
+    ),
+    route(
+        RouteName::MountsPreflight,
+        "GET",
+        "/v1/sys/internal/ui/mounts/{*path}",
+        Access::Authenticated,
         Scope::None,
     ),
     route(

@@ -153,6 +153,9 @@ pub(crate) struct Identity {
     pub(crate) jwt: Option<std::sync::Arc<rampart_identity::JwtVerifier>>,
     mtls: Vec<MtlsIdentity>,
     mtls_allowed_cns: Vec<String>,
+    /// Token renewals (Vault's renew-self): token id -> new expiry, kept in
+    /// the store as `renew/<id>` and cached here.
+    renewed: RwLock<HashMap<String, u64>>,
 }
 
 fn lock_err<T>(e: std::sync::PoisonError<T>) -> T {
@@ -214,7 +217,41 @@ impl Identity {
             jwt,
             mtls,
             mtls_allowed_cns,
+            renewed: RwLock::new(HashMap::new()),
         })
+    }
+
+    /// The expiry of a token, renewals included.
+    fn token_expiry(&self, claims: &rampart_identity::TokenClaims) -> u64 {
+        let cached = self
+            .renewed
+            .read()
+            .unwrap_or_else(lock_err)
+            .get(&claims.jti)
+            .copied();
+        let renewed = cached.or_else(|| {
+            // Only a token past its signed expiry needs the store.
+            if now_ms() < claims.exp_ms {
+                return None;
+            }
+            self.catalog
+                .meta_u64(&format!("renew/{}", claims.jti))
+                .ok()
+                .flatten()
+        });
+        claims.exp_ms.max(renewed.unwrap_or(0))
+    }
+
+    /// Extends a token's life to `until_ms` (never shortens it). The caller
+    /// bounds it by the server's maximum.
+    pub(crate) fn renew_token(&self, jti: &str, until_ms: u64) -> Result<(), StoreError> {
+        self.catalog
+            .put_meta_u64(&format!("renew/{jti}"), until_ms)?;
+        self.renewed
+            .write()
+            .unwrap_or_else(lock_err)
+            .insert(jti.to_string(), until_ms);
+        Ok(())
     }
 
     /// Checks a credential. `cert` is the connection's verified client
@@ -283,8 +320,20 @@ impl Identity {
     fn token(&self, token: &[u8]) -> Result<Principal, AuthFailure> {
         let claims = self
             .signer
-            .verify(token, now_ms())
+            .verify_signature(token)
             .map_err(AuthFailure::Token)?;
+        let now = now_ms();
+        let expires = self.token_expiry(&claims);
+        if now >= expires {
+            return Err(AuthFailure::Token(rampart_identity::TokenError::Expired));
+        }
+        // Issued by this server's clock; a minute of slack for a restarted
+        // host.
+        if claims.iat_ms > now + 60_000 {
+            return Err(AuthFailure::Token(
+                rampart_identity::TokenError::NotYetValid,
+            ));
+        }
         if self
             .revoked
             .read()
@@ -310,7 +359,7 @@ impl Identity {
             name: claims.principal,
             kind: PrincipalKind::Token,
             roles: claims.roles,
-            expires_at_ms: Some(claims.exp_ms),
+            expires_at_ms: Some(expires),
             credential_id: Some(claims.jti),
             parent_credential_id: claims.cid,
         })

@@ -173,6 +173,23 @@ impl FromRequestParts<Arc<Shared>> for Authed {
             .extensions
             .get::<&'static Route>()
             .ok_or(ApiError::Internal)?;
+        let r = Self::check(parts, shared, route).await;
+        if crate::access::vault_style(route.path) {
+            return r.map_err(|e| match e {
+                ApiError::Unauthenticated => ApiError::Forbidden,
+                e => e,
+            });
+        }
+        r
+    }
+}
+
+impl Authed {
+    async fn check(
+        parts: &mut Parts,
+        shared: &Arc<Shared>,
+        route: &'static Route,
+    ) -> Result<Self, ApiError> {
         let params: HashMap<String, String> =
             Path::<HashMap<String, String>>::from_request_parts(parts, shared)
                 .await
@@ -432,6 +449,135 @@ async fn auth(
             "renewable": false,
             "policies": p.roles,
             "metadata": { "tenant": p.tenant.as_str(), "principal": p.name },
+        }
+    })))
+}
+
+// === Vault token self-service ===
+
+fn presented_token(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get("x-vault-token")
+        .or_else(|| headers.get(header::AUTHORIZATION))
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string())
+        .unwrap_or_default()
+}
+
+async fn token_lookup_self(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let p = a.principal()?;
+    Ok(Json(crate::vault_api::lookup_self_body(
+        &shared,
+        p,
+        &presented_token(&headers),
+    )))
+}
+
+/// Extends the caller's token by `increment` (default: the server's token
+/// lifetime), never past `token_max_ttl_secs` from when it was issued.
+async fn token_renew_self(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    headers: axum::http::HeaderMap,
+    Body(body): Body<Option<Value>>,
+) -> Result<Json<Value>, ApiError> {
+    let p = a.principal()?;
+    let jti = match (&p.kind, &p.credential_id) {
+        (rampart_identity::PrincipalKind::Token, Some(j)) => j.clone(),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "only tokens are renewable; this credential is not a token".into(),
+            ))
+        }
+    };
+    let token = presented_token(&headers);
+    let claims = shared
+        .identity
+        .signer
+        .verify_signature(token.as_bytes())
+        .map_err(|_| ApiError::Forbidden)?;
+    let increment = match body.as_ref().and_then(|b| b.get("increment")) {
+        None => shared.config.token_ttl_secs,
+        Some(v) => crate::vault_api::parse_increment(v)
+            .ok_or_else(|| ApiError::BadRequest("increment: seconds, or 30s, 15m, 1h".into()))?,
+    };
+    let now = crate::auth::now_ms();
+    let max = claims
+        .iat_ms
+        .saturating_add(shared.config.token_max_ttl_secs * 1000);
+    let until = now.saturating_add(increment * 1000).min(max);
+    let current = p.expires_at_ms.unwrap_or(0);
+    let until = until.max(current);
+    if until > current {
+        shared
+            .identity
+            .renew_token(&jti, until)
+            .map_err(|_| ApiError::Internal)?;
+    }
+    let ev = audit::by(p, "token.renew", "renew", Outcome::Success)
+        .meta("token_id", shared.audit.hmac_id(&jti))
+        .meta("expires_at_ms", until);
+    shared.audit.record(a.origin.apply(ev));
+    Ok(Json(json!({
+        "auth": {
+            "client_token": token,
+            "accessor": shared.audit.hmac_id(&jti),
+            "policies": p.roles,
+            "token_policies": p.roles,
+            "metadata": { "tenant": p.tenant.as_str(), "principal": p.name },
+            "lease_duration": until.saturating_sub(now) / 1000,
+            "renewable": until < max,
+            "entity_id": "",
+            "token_type": "service",
+            "orphan": true,
+        }
+    })))
+}
+
+async fn token_revoke_self(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+) -> Result<StatusCode, ApiError> {
+    let p = a.principal()?;
+    let jti = match (&p.kind, &p.credential_id) {
+        (rampart_identity::PrincipalKind::Token, Some(j)) => j.clone(),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "only tokens can revoke themselves; revoke a key with rampart key revoke".into(),
+            ))
+        }
+    };
+    shared.revoke_tokens(&p.tenant, Some(&jti), None)?;
+    let ev = audit::by(p, "token.revoke", "revoke", Outcome::Success)
+        .meta("token_id", shared.audit.hmac_id(&jti));
+    shared.audit.record(a.origin.apply(ev));
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Vault CLIs ask which engine serves a path before using it. Rampart has
+/// one mount, `secret/`, a KV version 2 engine.
+async fn mounts_preflight(
+    _a: Authed,
+    Path(p): Path<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let path = param(&p, "path");
+    if path != "secret" && !path.starts_with("secret/") {
+        return Err(ApiError::Forbidden);
+    }
+    Ok(Json(json!({
+        "data": {
+            "type": "kv",
+            "path": "secret/",
+            "description": "Rampart secrets (KV version 2)",
+            "options": { "version": "2" },
+            "config": { "default_lease_ttl": 0, "max_lease_ttl": 0, "force_no_cache": false },
+            "local": false,
+            "seal_wrap": false,
+            "external_entropy_access": false,
         }
     })))
 }
@@ -1017,6 +1163,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             RouteName::SysSealStatus => on(f, crate::vault_api::seal_status),
             RouteName::SysLeader => on(f, crate::vault_api::leader),
             RouteName::SysInit => on(f, crate::vault_api::init),
+            RouteName::TokenLookupSelf => on(f, token_lookup_self),
+            RouteName::TokenRenewSelf => on(f, token_renew_self),
+            RouteName::TokenRevokeSelf => on(f, token_revoke_self),
+            RouteName::MountsPreflight => on(f, mounts_preflight),
             RouteName::WhoAmI => on(f, whoami),
             RouteName::ListTenants => on(f, list_tenants),
             RouteName::CreateTenant => on(f, create_tenant),

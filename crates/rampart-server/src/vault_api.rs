@@ -112,3 +112,103 @@ pub(crate) async fn leader() -> Json<Value> {
 pub(crate) async fn init() -> Json<Value> {
     Json(json!({ "initialized": true }))
 }
+
+// === tokens (Vault's token self-service) ===
+
+/// `2026-11-25T10:50:00Z` from Unix milliseconds.
+pub(crate) fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// The caller as `GET /v1/auth/token/lookup-self` describes it.
+pub(crate) fn lookup_self_body(
+    shared: &Shared,
+    p: &rampart_identity::Principal,
+    token: &str,
+) -> Value {
+    let now = now_ms();
+    let exp = p.expires_at_ms;
+    let ttl = exp.map_or(0, |e| e.saturating_sub(now) / 1000);
+    let renewable = p.kind == rampart_identity::PrincipalKind::Token;
+    let accessor = p
+        .credential_id
+        .as_deref()
+        .map(|id| shared.audit.hmac_id(id))
+        .unwrap_or_default();
+    json!({
+        "data": {
+            "accessor": accessor,
+            "display_name": format!("{}-{}", p.kind.as_str(), p.name),
+            "entity_id": "",
+            "expire_time": exp.map(rfc3339),
+            "explicit_max_ttl": 0,
+            "id": token,
+            "meta": { "tenant": p.tenant.as_str(), "principal": p.name },
+            "num_uses": 0,
+            "orphan": true,
+            "path": "auth/token/create",
+            "policies": p.roles,
+            "renewable": renewable,
+            "ttl": ttl,
+            "type": "service",
+        }
+    })
+}
+
+/// Parses Vault's `increment`: seconds as a number, or `90s`, `15m`, `1h`.
+pub(crate) fn parse_increment(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => {
+            let s = s.trim();
+            let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+            let n: u64 = num.parse().ok()?;
+            match unit {
+                "" | "s" => Some(n),
+                "m" => n.checked_mul(60),
+                "h" => n.checked_mul(3600),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_604_400_000), "2026-11-25T11:00:00Z");
+    }
+
+    #[test]
+    fn increments() {
+        assert_eq!(parse_increment(&json!(30)), Some(30));
+        assert_eq!(parse_increment(&json!("15m")), Some(900));
+        assert_eq!(parse_increment(&json!("2h")), Some(7200));
+        assert_eq!(parse_increment(&json!("45")), Some(45));
+        assert_eq!(parse_increment(&json!("1w")), None);
+        assert_eq!(parse_increment(&json!(-1)), None);
+    }
+}

@@ -100,6 +100,53 @@ assert c.sys.read_leader_status()['is_self'] is True
     assert!(text.contains("Sealed") && text.contains("false"), "{text}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_self_service_with_hvac() {
+    let Some(p) = peers() else {
+        eprintln!("token_self_service_with_hvac skipped: no hvac (run scripts/openbao-dev.sh)");
+        return;
+    };
+    let s = start_with(|c| {
+        c.token_ttl_secs = 60;
+        c.token_max_ttl_secs = 600;
+    })
+    .await;
+    hvac(
+        &p,
+        &s,
+        &format!(
+            r#"
+# A bad token: is_authenticated answers False (Vault answers 403).
+c.token = 'rt1.not-a-token'
+assert c.is_authenticated() is False
+c.token = None
+r = c.adapter.post('/v1/auth', json={{'api_key': {key:?}}})
+auth = r['auth']
+assert auth['lease_duration'] <= 60 and auth['policies'], auth
+c.token = auth['client_token']
+assert c.is_authenticated() is True
+me = c.auth.token.lookup_self()['data']
+assert me['id'] == c.token and me['renewable'] is True and me['ttl'] <= 60, me
+assert me['meta']['tenant'] == 'acme', me
+ren = c.auth.token.renew_self(increment='5m')['auth']
+assert 240 < ren['lease_duration'] <= 300, ren
+assert c.auth.token.lookup_self()['data']['ttl'] > 240
+# Never past the maximum from issue.
+ren = c.auth.token.renew_self(increment='2h')['auth']
+assert ren['lease_duration'] <= 600 and ren['renewable'] is False, ren
+c.auth.token.revoke_self()
+assert c.is_authenticated() is False
+# The mount preflight the CLIs make.
+c.token = c.adapter.post('/v1/auth', json={{'api_key': {key:?}}})['auth']['client_token']
+m = c.adapter.get('/v1/sys/internal/ui/mounts/secret/app/env/db')['data']
+assert m['type'] == 'kv' and m['options']['version'] == '2', m
+"#,
+            key = KEY_ACME
+        ),
+    )
+    .await;
+}
+
 /// The status code of an unauthenticated GET over the HTTPS API.
 async fn reqwest_like_get(s: &TestServer, path: &str) -> u16 {
     s.admin("unused")
