@@ -16,6 +16,8 @@ pub enum PrincipalKind {
     Jwt,
     /// A verified TLS client certificate.
     ClientCert,
+    /// An AppRole login (role id and secret id) of the vault.
+    AppRole,
 }
 
 impl PrincipalKind {
@@ -26,6 +28,7 @@ impl PrincipalKind {
             PrincipalKind::Token => "token",
             PrincipalKind::Jwt => "jwt",
             PrincipalKind::ClientCert => "client_cert",
+            PrincipalKind::AppRole => "approle",
         }
     }
 }

@@ -201,6 +201,10 @@ impl Shared {
             .registry
             .close_where(ReauthReason::TenantDisabled, |p| p.tenant == *name);
         self.identity.catalog.delete_tenant_records(name.as_str())?;
+        self.vault.erase_tenant(name).map_err(|e| {
+            tracing::error!(tenant = %name, error = %e, "deleting the tenant's secrets");
+            ControlError::Storage
+        })?;
         self.identity.forget_tenant(name.as_str());
         {
             let mut policy = self.policy.write().unwrap_or_else(|e| e.into_inner());
@@ -260,7 +264,11 @@ impl Shared {
             ControlError::Storage
         })?;
         let resealed = if reencrypt {
-            self.identity.catalog.reseal_tenant(tenant.as_str())?
+            let secrets = self.vault.reseal_tenant(tenant).map_err(|e| {
+                tracing::error!(tenant = %tenant, error = %e, "re-sealing secrets");
+                ControlError::Storage
+            })?;
+            self.identity.catalog.reseal_tenant(tenant.as_str())? + secrets
         } else {
             0
         };

@@ -13,7 +13,7 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{on, MethodFilter};
+use axum::routing::{any, on, MethodFilter};
 use axum::{Extension, Json, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rampart_authz::{Permission, Resource, Subject};
@@ -40,8 +40,8 @@ const BODY_LIMIT: usize = 1024 * 1024;
 
 /// Where an HTTPS request comes from.
 #[derive(Debug, Clone)]
-struct PeerInfo {
-    addr: SocketAddr,
+pub(crate) struct PeerInfo {
+    pub(crate) addr: SocketAddr,
     cert: Option<CertNames>,
 }
 
@@ -127,8 +127,12 @@ pub(crate) struct Authed {
 }
 
 impl Authed {
-    fn principal(&self) -> Result<&Principal, ApiError> {
+    pub(crate) fn principal(&self) -> Result<&Principal, ApiError> {
         self.principal.as_ref().ok_or(ApiError::Unauthenticated)
+    }
+
+    pub(crate) fn origin(&self) -> &Origin {
+        &self.origin
     }
 
     fn tenant(&self) -> Result<&TenantId, ApiError> {
@@ -362,7 +366,7 @@ fn route_resource(
 /// A JSON request body. Malformed JSON, a wrong shape or an unknown field is
 /// a 400 in the API's own error format; for `Body<Option<T>>` an empty body
 /// is `None`.
-pub(crate) struct Body<T>(T);
+pub(crate) struct Body<T>(pub(crate) T);
 
 impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<Arc<Shared>> for Body<T> {
     type Rejection = ApiError;
@@ -1156,7 +1160,11 @@ fn method_filter(m: &str) -> MethodFilter {
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let mut r: Router<Arc<Shared>> = Router::new();
     for route in ROUTES {
-        let f = method_filter(route.method);
+        let mut f = method_filter(route.method);
+        // Vault treats PUT as POST everywhere, and its CLIs write with PUT.
+        if route.method == "POST" && crate::access::vault_style(route.path) {
+            f = f.or(MethodFilter::PUT);
+        }
         let mr = match route.name {
             RouteName::Auth => on(f, auth),
             RouteName::SysHealth => on(f, crate::vault_api::health),
@@ -1167,6 +1175,16 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             RouteName::TokenRenewSelf => on(f, token_renew_self),
             RouteName::TokenRevokeSelf => on(f, token_revoke_self),
             RouteName::MountsPreflight => on(f, mounts_preflight),
+            RouteName::KvData => any(crate::kv_api::data),
+            RouteName::KvMetadata | RouteName::KvMetadataRoot => any(crate::kv_api::metadata),
+            RouteName::KvDelete | RouteName::KvUndelete | RouteName::KvDestroy => {
+                on(f, crate::kv_api::versions)
+            }
+            RouteName::KeyVaultGet => on(f, crate::kv_api::keyvault_get),
+            RouteName::ApproleLogin => on(f, crate::kv_api::login),
+            RouteName::ApproleRole => any(crate::kv_api::role),
+            RouteName::ApproleRoleId => on(f, crate::kv_api::role_id),
+            RouteName::ApproleSecretId => on(f, crate::kv_api::secret_id),
             RouteName::WhoAmI => on(f, whoami),
             RouteName::ListTenants => on(f, list_tenants),
             RouteName::CreateTenant => on(f, create_tenant),

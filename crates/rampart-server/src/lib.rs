@@ -30,6 +30,7 @@ mod control;
 pub mod dev;
 mod error;
 mod http;
+mod kv_api;
 mod master;
 mod reencrypt;
 mod registry;
@@ -70,6 +71,8 @@ pub(crate) struct Shared {
     pub(crate) sealer: Arc<sealing::KeyringSealer>,
     /// Background re-encryption of stream data, by tenant.
     pub(crate) reencrypt: reencrypt::Jobs,
+    /// Secrets and AppRoles.
+    pub(crate) vault: rampart_vault::Vault,
     pub(crate) shutdown: watch::Receiver<bool>,
     active: AtomicUsize,
 }
@@ -379,6 +382,11 @@ impl Server {
                 .map_err(|e| StartError::MasterKey(format!("keys of tenant {t}: {e}")))?;
         }
         let catalog = rampart_store::Catalog::sealed(kv.clone(), sealer.clone());
+        let vault = rampart_vault::Vault::new(
+            kv.clone(),
+            sealer.clone(),
+            Pepper::from_bytes(secrets.pepper.expose()),
+        );
         let signer = rampart_identity::TokenSigner::from_pkcs8(secrets.token_signing.expose())
             .map_err(|e| StartError::Keys(e.to_string()))?;
         let jwt = if config.jwt_issuers.is_empty() {
@@ -481,6 +489,7 @@ impl Server {
             audit,
             sealer,
             reencrypt: reencrypt::Jobs::default(),
+            vault,
             shutdown: shutdown_rx,
             active: AtomicUsize::new(0),
         });

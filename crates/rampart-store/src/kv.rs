@@ -16,10 +16,15 @@ pub enum Table {
     Meta,
     /// Wrapped key-encryption and data keys.
     Keyring,
+    /// Vault secrets (KV v2): one sealed record per secret, keyed
+    /// `tenant/app/env/path`.
+    Secrets,
+    /// Vault AppRole roles, their secret-id hashes, and the role-id index.
+    Approles,
 }
 
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 9] = [
         Table::Tenants,
         Table::Keys,
         Table::Acls,
@@ -27,6 +32,8 @@ impl Table {
         Table::Streams,
         Table::Meta,
         Table::Keyring,
+        Table::Secrets,
+        Table::Approles,
     ];
 
     pub fn name(self) -> &'static str {
@@ -38,6 +45,8 @@ impl Table {
             Table::Streams => "streams",
             Table::Meta => "meta",
             Table::Keyring => "keyring",
+            Table::Secrets => "secrets",
+            Table::Approles => "approles",
         }
     }
 }

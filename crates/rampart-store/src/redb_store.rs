@@ -117,4 +117,22 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
     }
+
+    #[test]
+    fn every_table_has_its_own_name_and_opens() {
+        let names: std::collections::HashSet<&str> = Table::ALL.iter().map(|t| t.name()).collect();
+        assert_eq!(names.len(), Table::ALL.len());
+        let dir = tempfile::tempdir().unwrap();
+        let s = RedbStore::open(&dir.path().join("state.redb")).unwrap();
+        s.apply(
+            Table::ALL
+                .iter()
+                .map(|&t| Op::Put(t, "k".into(), t.name().as_bytes().to_vec()))
+                .collect(),
+        )
+        .unwrap();
+        for t in Table::ALL {
+            assert_eq!(s.get(t, "k").unwrap(), Some(t.name().as_bytes().to_vec()));
+        }
+    }
 }

@@ -155,3 +155,357 @@ async fn reqwest_like_get(s: &TestServer, path: &str) -> u16 {
         .unwrap()
         .status
 }
+
+/// Secrets are granted by ACL rules only: the admin key's role gets the
+/// whole tenant, the AppRole `billing-prod` (principal
+/// `approle:billing-prod`) one app and environment.
+async fn grant_secrets(s: &TestServer) {
+    let acl = r#"
+apiVersion: rampart.io/v1
+kind: ACL
+metadata:
+  tenant: acme
+spec:
+  rules:
+    - principal: "role:admin"
+      resource: "secret:*"
+      permissions: [secret_read, secret_write]
+    - principal: "approle:billing-prod"
+      resource: "secret:billing/prod/*"
+      permissions: [secret_read]
+"#;
+    let r = s
+        .admin(KEY_ACME)
+        .call("PUT", "/v1/tenants/acme/acl", Some(&serde_json::json!(acl)))
+        .await
+        .unwrap();
+    assert!(r.status < 300, "{}", r.error());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv2_and_approle_with_hvac() {
+    let Some(p) = peers() else {
+        eprintln!("kv2_and_approle_with_hvac skipped: no hvac (run scripts/openbao-dev.sh)");
+        return;
+    };
+    let s = start().await;
+    grant_secrets(&s).await;
+    hvac(
+        &p,
+        &s,
+        &format!(
+            r#"
+import hvac.exceptions as E
+c.token = c.adapter.post('/v1/auth', json={{'api_key': {key:?}}})['auth']['client_token']
+kv = c.secrets.kv.v2
+P = 'billing/prod/db'
+r = kv.create_or_update_secret(path=P, secret={{'password': 'SECRET-CANARY-9d2e'}})
+assert r['data']['version'] == 1, r
+r = kv.create_or_update_secret(path=P, secret={{'password': 'p2'}}, cas=1)
+assert r['data']['version'] == 2, r
+try:
+    kv.create_or_update_secret(path=P, secret={{'password': 'x'}}, cas=1)
+    raise SystemExit('cas mismatch accepted')
+except E.InvalidRequest:
+    pass
+got = kv.read_secret_version(path=P, raise_on_deleted_version=True)['data']
+assert got['data'] == {{'password': 'p2'}} and got['metadata']['version'] == 2, got
+assert kv.read_secret_version(path=P, version=1, raise_on_deleted_version=True)['data']['data']['password'] == 'SECRET-CANARY-9d2e'
+kv.patch(path=P, secret={{'user': 'app'}})
+got = kv.read_secret_version(path=P, raise_on_deleted_version=True)['data']
+assert got['data'] == {{'password': 'p2', 'user': 'app'}} and got['metadata']['version'] == 3, got
+kv.create_or_update_secret(path='billing/staging/db', secret={{'password': 'stage'}})
+kv.create_or_update_secret(path='web/prod/db', secret={{'password': 'web'}})
+assert kv.list_secrets(path='billing/prod')['data']['keys'] == ['db']
+assert kv.list_secrets(path='billing')['data']['keys'] == ['prod/', 'staging/']
+assert kv.list_secrets(path='')['data']['keys'] == ['billing/', 'web/']
+kv.update_metadata(path=P, max_versions=5, custom_metadata={{'owner': 'billing-team'}})
+m = kv.read_secret_metadata(path=P)['data']
+assert m['current_version'] == 3 and m['max_versions'] == 5, m
+assert m['custom_metadata'] == {{'owner': 'billing-team'}}, m
+kv.delete_latest_version_of_secret(path=P)
+try:
+    kv.read_secret_version(path=P, raise_on_deleted_version=True)
+    raise SystemExit('deleted version read')
+except E.InvalidPath:
+    pass
+kv.undelete_secret_versions(path=P, versions=[3])
+assert kv.read_secret_version(path=P, raise_on_deleted_version=True)['data']['data']['user'] == 'app'
+kv.destroy_secret_versions(path=P, versions=[1])
+assert kv.read_secret_metadata(path=P)['data']['versions']['1']['destroyed'] is True
+kv.delete_metadata_and_all_versions(path='web/prod/db')
+try:
+    kv.read_secret_version(path='web/prod/db', raise_on_deleted_version=True)
+    raise SystemExit('destroyed secret read')
+except E.InvalidPath:
+    pass
+
+# AppRole: a role for billing/prod.
+c.auth.approle.create_or_update_approle('billing-prod', token_policies=['user'], token_ttl='10m')
+role_id = c.auth.approle.read_role_id('billing-prod')['data']['role_id']
+sid = c.auth.approle.generate_secret_id('billing-prod')['data']['secret_id']
+w = hvac.Client(url=c.url, verify={ca:?})
+try:
+    w.auth.approle.login(role_id=role_id, secret_id='wrong')
+    raise SystemExit('bad secret id accepted')
+except E.InvalidRequest:
+    pass
+w.auth.approle.login(role_id=role_id, secret_id=sid)
+assert w.is_authenticated()
+me = w.auth.token.lookup_self()['data']
+assert me['policies'] == ['user'] and me['meta']['tenant'] == 'acme', me
+assert w.secrets.kv.v2.read_secret_version(path=P, raise_on_deleted_version=True)['data']['data']['user'] == 'app'
+for other in ['billing/staging/db', 'web/prod/db']:
+    try:
+        w.secrets.kv.v2.read_secret_version(path=other, raise_on_deleted_version=True)
+        raise SystemExit('read across app/env: ' + other)
+    except E.Forbidden:
+        pass
+try:
+    w.secrets.kv.v2.create_or_update_secret(path=P, secret={{'x': 'y'}})
+    raise SystemExit('read-only role wrote')
+except E.Forbidden:
+    pass
+# The KeyVault form of the same secret.
+kvf = w.adapter.get('/v1/secret/' + P)
+assert kvf['data']['version'] == 3 and kvf['data']['value'] == {{'password': 'p2', 'user': 'app'}}, kvf
+w.auth.token.revoke_self()
+assert w.is_authenticated() is False
+"#,
+            key = KEY_ACME,
+            ca = s.ca.display().to_string()
+        ),
+    )
+    .await;
+    // The canary never reached a file in clear (the store is sealed, the
+    // audit log records paths and versions only).
+    let canary = b"SECRET-CANARY-9d2e";
+    let dir = s.data_dir();
+    let mut stack = vec![dir];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let bytes = std::fs::read(&p).unwrap();
+                assert!(
+                    !bytes.windows(canary.len()).any(|w| w == canary),
+                    "secret in clear in {}",
+                    p.display()
+                );
+            }
+        }
+    }
+}
+
+/// Runs `bao ARGS` against the server; returns (success, stdout, stderr).
+async fn bao(
+    p: &Peers,
+    s: &TestServer,
+    home: &std::path::Path,
+    token: Option<&str>,
+    args: &[&str],
+) -> (bool, String, String) {
+    let mut c = Command::new(&p.bao);
+    c.args(args)
+        .env("BAO_ADDR", https(s))
+        .env("BAO_CACERT", &s.ca)
+        .env("HOME", home)
+        .env_remove("BAO_TOKEN")
+        .env_remove("VAULT_TOKEN");
+    if let Some(t) = token {
+        c.env("BAO_TOKEN", t);
+    }
+    let out = tokio::task::spawn_blocking(move || c.output())
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_and_login_with_the_bao_cli() {
+    let Some(p) = peers() else {
+        eprintln!("kv_and_login_with_the_bao_cli skipped: no bao (run scripts/openbao-dev.sh)");
+        return;
+    };
+    let s = start().await;
+    grant_secrets(&s).await;
+    let home = tempfile::tempdir().unwrap();
+    let admin = s.admin(KEY_ACME);
+    let r = admin
+        .call(
+            "POST",
+            "/v1/auth",
+            Some(&serde_json::json!({ "api_key": KEY_ACME })),
+        )
+        .await
+        .unwrap();
+    let token = r.body["auth"]["client_token"].as_str().unwrap().to_string();
+    let t = Some(token.as_str());
+    let ok = |r: (bool, String, String)| {
+        assert!(r.0, "bao failed:\n{}\n{}", r.1, r.2);
+        r.1
+    };
+    ok(bao(
+        &p,
+        &s,
+        home.path(),
+        t,
+        &["kv", "put", "secret/billing/prod/api", "key=v1"],
+    )
+    .await);
+    ok(bao(
+        &p,
+        &s,
+        home.path(),
+        t,
+        &["kv", "put", "secret/billing/prod/api", "key=v2"],
+    )
+    .await);
+    let got = ok(bao(
+        &p,
+        &s,
+        home.path(),
+        t,
+        &["kv", "get", "-field=key", "secret/billing/prod/api"],
+    )
+    .await);
+    assert_eq!(got.trim(), "v2");
+    let got = ok(bao(
+        &p,
+        &s,
+        home.path(),
+        t,
+        &[
+            "kv",
+            "get",
+            "-version=1",
+            "-field=key",
+            "secret/billing/prod/api",
+        ],
+    )
+    .await);
+    assert_eq!(got.trim(), "v1");
+    let list = ok(bao(
+        &p,
+        &s,
+        home.path(),
+        t,
+        &["kv", "list", "secret/billing/prod"],
+    )
+    .await);
+    assert!(list.contains("api"), "{list}");
+    let meta = ok(bao(
+        &p,
+        &s,
+        home.path(),
+        t,
+        &["kv", "metadata", "get", "secret/billing/prod/api"],
+    )
+    .await);
+    assert!(
+        meta.contains("current_version") && meta.contains('2'),
+        "{meta}"
+    );
+    let status = ok(bao(&p, &s, home.path(), None, &["status"]).await);
+    assert!(status.contains("Sealed"), "{status}");
+
+    // AppRole login from the CLI, then a read with the token it stored.
+    let role = admin
+        .call(
+            "POST",
+            "/v1/auth/approle/role/billing-prod",
+            Some(&serde_json::json!({ "token_policies": ["user"] })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(role.status, 204, "{}", role.error());
+    let role_id = reqwest_token_call(
+        &s,
+        &token,
+        "GET",
+        "/v1/auth/approle/role/billing-prod/role-id",
+    )
+    .await["data"]["role_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let secret_id = reqwest_token_call(
+        &s,
+        &token,
+        "POST",
+        "/v1/auth/approle/role/billing-prod/secret-id",
+    )
+    .await["data"]["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The bao CLI has no `login -method=approle` handler (nor has Vault's):
+    // AppRole logins go through `write auth/approle/login`, then `login`
+    // with the token, which the CLI stores in ~/.vault-token.
+    let role_arg = format!("role_id={role_id}");
+    let secret_arg = format!("secret_id={secret_id}");
+    let issued = ok(bao(
+        &p,
+        &s,
+        home.path(),
+        None,
+        &[
+            "write",
+            "-field=token",
+            "auth/approle/login",
+            &role_arg,
+            &secret_arg,
+        ],
+    )
+    .await);
+    let issued = issued.trim().to_string();
+    assert!(issued.starts_with("rt1."), "{issued}");
+    ok(bao(&p, &s, home.path(), None, &["login", "-no-print", &issued]).await);
+    let got = ok(bao(
+        &p,
+        &s,
+        home.path(),
+        None,
+        &["kv", "get", "-field=key", "secret/billing/prod/api"],
+    )
+    .await);
+    assert_eq!(got.trim(), "v2");
+    let who = ok(bao(&p, &s, home.path(), None, &["token", "lookup"]).await);
+    assert!(
+        who.contains("approle:billing-prod") || who.contains("user"),
+        "{who}"
+    );
+    let denied = bao(
+        &p,
+        &s,
+        home.path(),
+        None,
+        &["kv", "put", "secret/billing/prod/api", "key=x"],
+    )
+    .await;
+    assert!(!denied.0, "a read-only role wrote");
+}
+
+/// A Vault-style call with a token (the admin client speaks bearer keys).
+async fn reqwest_token_call(
+    s: &TestServer,
+    token: &str,
+    method: &str,
+    path: &str,
+) -> serde_json::Value {
+    let url = https(s);
+    let cfg = rampart_client::ClientConfig::default()
+        .with_ca(&s.ca)
+        .with_token(token);
+    let admin = rampart_client::AdminClient::new(&url, &cfg).unwrap();
+    let r = admin.call(method, path, None).await.unwrap();
+    assert!(r.status < 300, "{method} {path}: {}", r.error());
+    r.body
+}

@@ -1,0 +1,873 @@
+//! Secrets over HTTPS: Vault's KV version 2 engine at the `secret/` mount
+//! and AppRole login (for `hvac`, the `vault` / `bao` CLIs), and the
+//! KeyVault form `GET /v1/secret/APP/ENV/PATH` (seed 004), all on
+//! `rampart_vault`.
+//!
+//! Every secret path is `APP/ENV/PATH...` inside the tenant of the caller's
+//! credential, and goes through the same authorization engine as
+//! everything else: `secret_read` to read or list, `secret_write` to write,
+//! delete or destroy, on `secret:APP/ENV/PATH` (ACL rules with `secret:`
+//! patterns; no built-in role grants secrets). AppRole management needs
+//! `key_admin`. Every access is audited with the path and version, never
+//! the value. Errors follow Vault: `{"errors":[...]}`, 404 with an empty
+//! list for a missing secret, 204 for deletes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use rampart_audit::Outcome;
+use rampart_authz::{AdminArea, Permission, Resource};
+use rampart_identity::{Principal, PrincipalKind, Secret};
+use rampart_proto::TenantId;
+use rampart_vault::{
+    CustomMetadataChange, MetadataUpdate, RoleName, RoleSpec, SecretData, SecretMetadata,
+    SecretPath, SecretPrefix, VaultError, VersionInfo,
+};
+use serde_json::{json, Map, Value};
+use tracing::warn;
+
+use crate::access::{Route, RouteName};
+use crate::audit;
+use crate::auth::now_ms;
+use crate::http::{ApiError, Authed, Body, PeerInfo};
+use crate::vault_api::rfc3339;
+use crate::Shared;
+
+/// A Vault-shaped failure.
+pub(crate) enum KvError {
+    Api(ApiError),
+    /// 404 with `{"errors":[]}`, as Vault answers a missing secret.
+    Missing,
+    /// 404 whose body still carries a deleted version's metadata.
+    Gone(Value),
+    Bad(String),
+}
+
+impl From<ApiError> for KvError {
+    fn from(e: ApiError) -> Self {
+        KvError::Api(e)
+    }
+}
+
+impl From<VaultError> for KvError {
+    fn from(e: VaultError) -> Self {
+        match e {
+            VaultError::NotFound | VaultError::VersionNotFound => KvError::Missing,
+            VaultError::LoginDenied => KvError::Bad("invalid role or secret ID".into()),
+            VaultError::Storage(detail) => {
+                tracing::error!(error = %detail, "vault storage failure");
+                KvError::Api(ApiError::Internal)
+            }
+            e => KvError::Bad(e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for KvError {
+    fn into_response(self) -> Response {
+        match self {
+            KvError::Api(e) => e.into_response(),
+            KvError::Missing => {
+                (StatusCode::NOT_FOUND, Json(json!({ "errors": [] }))).into_response()
+            }
+            KvError::Gone(body) => (StatusCode::NOT_FOUND, Json(body)).into_response(),
+            KvError::Bad(m) => {
+                (StatusCode::BAD_REQUEST, Json(json!({ "errors": [m] }))).into_response()
+            }
+        }
+    }
+}
+
+type KvResult = Result<Response, KvError>;
+
+/// Vault's response envelope around `data` (or `auth`).
+fn envelope(data: Value) -> Value {
+    json!({
+        "request_id": request_id(),
+        "lease_id": "",
+        "renewable": false,
+        "lease_duration": 0,
+        "data": data,
+        "wrap_info": null,
+        "warnings": null,
+        "auth": null,
+    })
+}
+
+fn request_id() -> String {
+    let mut b = [0u8; 16];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+fn ok(data: Value) -> KvResult {
+    Ok((StatusCode::OK, Json(envelope(data))).into_response())
+}
+
+fn no_content() -> KvResult {
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn time_or_empty(ms: Option<u64>) -> String {
+    ms.map(rfc3339).unwrap_or_default()
+}
+
+fn version_json(v: &VersionInfo) -> Value {
+    json!({
+        "created_time": rfc3339(v.meta.created_ms),
+        "custom_metadata": if v.custom_metadata.is_empty() { Value::Null } else { json!(v.custom_metadata) },
+        "deletion_time": time_or_empty(v.meta.deletion_ms),
+        "destroyed": v.meta.destroyed,
+        "version": v.version,
+    })
+}
+
+fn metadata_json(m: &SecretMetadata) -> Value {
+    let versions: Map<String, Value> = m
+        .versions
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.to_string(),
+                json!({
+                    "created_time": rfc3339(v.created_ms),
+                    "deletion_time": time_or_empty(v.deletion_ms),
+                    "destroyed": v.destroyed,
+                }),
+            )
+        })
+        .collect();
+    json!({
+        "cas_required": m.cas_required,
+        "created_time": rfc3339(m.created_ms),
+        "current_version": m.current_version,
+        "custom_metadata": if m.custom_metadata.is_empty() { Value::Null } else { json!(m.custom_metadata) },
+        "delete_version_after": format!("{}s", m.delete_version_after.as_secs()),
+        "max_versions": m.max_versions,
+        "oldest_version": m.oldest_version,
+        "updated_time": rfc3339(m.updated_ms),
+        "versions": versions,
+    })
+}
+
+/// The caller, allowed `perm` on the secret (or prefix) `path`, or 403.
+fn allowed(
+    shared: &Shared,
+    a: &Authed,
+    path: &str,
+    perm: Permission,
+) -> Result<Principal, KvError> {
+    let p = a.principal()?.clone();
+    let resource = Resource::parse(&format!("secret:{}/{path}", p.tenant))
+        .map_err(|e| KvError::Bad(format!("invalid secret path: {e}")))?;
+    let d = shared.explain(&p.tenant, &p.name, p.roles.clone(), &resource, perm);
+    if !d.allowed {
+        let ev = audit::by(&p, "secret.denied", perm.as_str(), Outcome::Denied)
+            .meta("path", path.to_string());
+        shared.audit.record(a.origin().apply(ev));
+        return Err(KvError::Api(ApiError::Forbidden));
+    }
+    Ok(p)
+}
+
+/// Records a secret access (never its value). Reads and writes of secrets
+/// are mandatory audit: without a durable record they fail with 503.
+async fn audited(
+    shared: &Shared,
+    a: &Authed,
+    p: &Principal,
+    event: &str,
+    action: &str,
+    path: &str,
+    version: Option<u64>,
+) -> Result<(), KvError> {
+    let mut ev = audit::by(p, event, action, Outcome::Success).meta("path", path.to_string());
+    if let Some(v) = version {
+        ev = ev.meta("version", v);
+    }
+    shared
+        .audit
+        .mandatory(a.origin().apply(ev))
+        .await
+        .map_err(|_| KvError::Api(ApiError::Unavailable))
+}
+
+fn secret_path(raw: &str) -> Result<SecretPath, KvError> {
+    SecretPath::parse(raw.trim_end_matches('/'))
+        .map_err(|e| KvError::Bad(format!("invalid secret path `{raw}`: {e}")))
+}
+
+fn data_of(v: Option<&Value>) -> Result<Secret<SecretData>, KvError> {
+    match v {
+        Some(Value::Object(m)) => Ok(Secret::new(SecretData::new(m.clone()))),
+        _ => Err(KvError::Bad("no data provided".into())),
+    }
+}
+
+fn cas_of(body: &Value) -> Result<Option<u64>, KvError> {
+    match body.get("options").and_then(|o| o.get("cas")) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .map(Some)
+            .ok_or_else(|| KvError::Bad("options.cas must be a version number".into())),
+    }
+}
+
+fn versions_of(body: &Option<Value>) -> Result<Vec<u64>, KvError> {
+    let list = body
+        .as_ref()
+        .and_then(|b| b.get("versions"))
+        .and_then(Value::as_array)
+        .ok_or_else(|| KvError::Bad("no versions provided".into()))?;
+    list.iter()
+        .map(|v| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                .ok_or_else(|| KvError::Bad("versions must be numbers".into()))
+        })
+        .collect()
+}
+
+// === /v1/secret/data/PATH ===
+
+pub(crate) async fn data(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    method: Method,
+    Path(params): Path<HashMap<String, String>>,
+    Query(q): Query<HashMap<String, String>>,
+    Body(body): Body<Option<Value>>,
+) -> KvResult {
+    let raw = params.get("path").cloned().unwrap_or_default();
+    let path = secret_path(&raw)?;
+    let vault = &shared.vault;
+    let now = now_ms();
+    match method {
+        Method::GET => {
+            let p = allowed(&shared, &a, &path.to_string(), Permission::SecretRead)?;
+            let version = match q.get("version") {
+                None => None,
+                Some(v) => Some(
+                    v.parse::<u64>()
+                        .map_err(|_| KvError::Bad("version must be a number".into()))?,
+                ),
+            };
+            let tenant = p.tenant.clone();
+            let read = vault.read(&tenant, &path, version, now)?;
+            audited(
+                &shared,
+                &a,
+                &p,
+                "secret.read",
+                "read",
+                &path.to_string(),
+                Some(read.info.version),
+            )
+            .await?;
+            match &read.data {
+                Some(d) => ok(json!({
+                    "data": Value::Object(d.expose().as_map().clone()),
+                    "metadata": version_json(&read.info),
+                })),
+                None => Err(KvError::Gone(envelope(json!({
+                    "data": null,
+                    "metadata": version_json(&read.info),
+                })))),
+            }
+        }
+        Method::POST | Method::PUT | Method::PATCH => {
+            let p = allowed(&shared, &a, &path.to_string(), Permission::SecretWrite)?;
+            let body = body.unwrap_or(Value::Null);
+            let cas = cas_of(&body)?;
+            let data = data_of(body.get("data"))?;
+            let info = if method == Method::PATCH {
+                vault.patch(&p.tenant, &path, &data, cas, now)?
+            } else {
+                vault.write(&p.tenant, &path, &data, cas, now)?
+            };
+            audited(
+                &shared,
+                &a,
+                &p,
+                "secret.write",
+                "write",
+                &path.to_string(),
+                Some(info.version),
+            )
+            .await?;
+            shared.secret_changed(&p.tenant, &path, info.version).await;
+            ok(version_json(&info))
+        }
+        Method::DELETE => {
+            let p = allowed(&shared, &a, &path.to_string(), Permission::SecretWrite)?;
+            match vault.delete_latest(&p.tenant, &path, now) {
+                Ok(()) | Err(VaultError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+            audited(
+                &shared,
+                &a,
+                &p,
+                "secret.delete",
+                "delete",
+                &path.to_string(),
+                None,
+            )
+            .await?;
+            no_content()
+        }
+        _ => Err(KvError::Api(ApiError::NotFound("route"))),
+    }
+}
+
+// === /v1/secret/{delete,undelete,destroy}/PATH ===
+
+pub(crate) async fn versions(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    Extension(route): Extension<&'static Route>,
+    Path(params): Path<HashMap<String, String>>,
+    Body(body): Body<Option<Value>>,
+) -> KvResult {
+    let raw = params.get("path").cloned().unwrap_or_default();
+    let path = secret_path(&raw)?;
+    let p = allowed(&shared, &a, &path.to_string(), Permission::SecretWrite)?;
+    let list = versions_of(&body)?;
+    let now = now_ms();
+    let (r, event) = match route.name {
+        RouteName::KvDelete => (
+            shared.vault.delete_versions(&p.tenant, &path, &list, now),
+            "secret.delete",
+        ),
+        RouteName::KvUndelete => (
+            shared.vault.undelete_versions(&p.tenant, &path, &list, now),
+            "secret.undelete",
+        ),
+        _ => (
+            shared.vault.destroy_versions(&p.tenant, &path, &list, now),
+            "secret.destroy",
+        ),
+    };
+    match r {
+        Ok(()) | Err(VaultError::NotFound) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let ev = audit::by(&p, event, "versions", Outcome::Success)
+        .meta("path", path.to_string())
+        .meta("versions", json!(list));
+    shared
+        .audit
+        .mandatory(a.origin().apply(ev))
+        .await
+        .map_err(|_| KvError::Api(ApiError::Unavailable))?;
+    no_content()
+}
+
+// === /v1/secret/metadata/PATH ===
+
+fn duration_of(v: &Value) -> Result<Duration, KvError> {
+    let bad = || KvError::Bad("durations are seconds or Go durations like 1h30m".into());
+    if let Some(n) = v.as_u64() {
+        return Ok(Duration::from_secs(n));
+    }
+    let s = v.as_str().ok_or_else(bad)?;
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        total += n * match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return Err(bad()),
+        };
+    }
+    if !num.is_empty() {
+        total += num.parse::<u64>().map_err(|_| bad())?;
+    }
+    Ok(Duration::from_secs(total))
+}
+
+fn metadata_update(body: &Value) -> Result<MetadataUpdate, KvError> {
+    let mut u = MetadataUpdate::default();
+    if let Some(v) = body.get("max_versions") {
+        u.max_versions = Some(
+            v.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| KvError::Bad("max_versions must be a number".into()))?,
+        );
+    }
+    if let Some(v) = body.get("cas_required") {
+        u.cas_required = Some(
+            v.as_bool()
+                .ok_or_else(|| KvError::Bad("cas_required must be true or false".into()))?,
+        );
+    }
+    if let Some(v) = body.get("delete_version_after") {
+        u.delete_version_after = Some(duration_of(v)?);
+    }
+    if let Some(v) = body.get("custom_metadata") {
+        let m = v
+            .as_object()
+            .ok_or_else(|| KvError::Bad("custom_metadata must be an object".into()))?;
+        let mut out = BTreeMap::new();
+        for (k, v) in m {
+            let v = v
+                .as_str()
+                .ok_or_else(|| KvError::Bad("custom_metadata values must be strings".into()))?;
+            out.insert(k.clone(), v.to_string());
+        }
+        u.custom_metadata = Some(CustomMetadataChange::Replace(out));
+    }
+    Ok(u)
+}
+
+pub(crate) async fn metadata(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    method: Method,
+    params: Option<Path<HashMap<String, String>>>,
+    Query(q): Query<HashMap<String, String>>,
+    Body(body): Body<Option<Value>>,
+) -> KvResult {
+    let raw = params
+        .and_then(|Path(p)| p.get("path").cloned())
+        .unwrap_or_default();
+    let list = method.as_str() == "LIST"
+        || (method == Method::GET && q.get("list").is_some_and(|v| v == "true"));
+    let now = now_ms();
+    if list {
+        let prefix_text = raw.trim_end_matches('/');
+        let prefix = if prefix_text.is_empty() {
+            SecretPrefix::root()
+        } else {
+            SecretPrefix::parse(prefix_text)
+                .map_err(|e| KvError::Bad(format!("invalid secret path `{raw}`: {e}")))?
+        };
+        let p = a.principal()?.clone();
+        let entries = shared.vault.list(&p.tenant, &prefix)?;
+        // Only what the caller may read: a key it may read, a folder under
+        // which it may read something of that name.
+        let base = if prefix_text.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix_text}/")
+        };
+        let keys: Vec<String> = entries
+            .into_iter()
+            .filter(|e| {
+                let probe = match e.strip_suffix('/') {
+                    Some(folder) => format!("{base}{folder}/_"),
+                    None => format!("{base}{e}"),
+                };
+                allowed_quiet(&shared, &p, &probe)
+            })
+            .collect();
+        if keys.is_empty() {
+            return Err(KvError::Missing);
+        }
+        audited(&shared, &a, &p, "secret.list", "list", prefix_text, None).await?;
+        return ok(json!({ "keys": keys }));
+    }
+    let path = secret_path(&raw)?;
+    match method {
+        Method::GET => {
+            let p = allowed(&shared, &a, &path.to_string(), Permission::SecretRead)?;
+            let m = shared.vault.read_metadata(&p.tenant, &path)?;
+            audited(
+                &shared,
+                &a,
+                &p,
+                "secret.metadata",
+                "read",
+                &path.to_string(),
+                None,
+            )
+            .await?;
+            ok(metadata_json(&m))
+        }
+        Method::POST | Method::PUT | Method::PATCH => {
+            let p = allowed(&shared, &a, &path.to_string(), Permission::SecretWrite)?;
+            let u = metadata_update(&body.unwrap_or(Value::Null))?;
+            if method == Method::PATCH {
+                shared.vault.patch_metadata(&p.tenant, &path, u, now)?;
+            } else {
+                shared.vault.write_metadata(&p.tenant, &path, u, now)?;
+            }
+            audited(
+                &shared,
+                &a,
+                &p,
+                "secret.metadata",
+                "write",
+                &path.to_string(),
+                None,
+            )
+            .await?;
+            no_content()
+        }
+        Method::DELETE => {
+            let p = allowed(&shared, &a, &path.to_string(), Permission::SecretWrite)?;
+            match shared.vault.delete_metadata(&p.tenant, &path) {
+                Ok(()) | Err(VaultError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+            audited(
+                &shared,
+                &a,
+                &p,
+                "secret.destroy",
+                "delete_all",
+                &path.to_string(),
+                None,
+            )
+            .await?;
+            no_content()
+        }
+        _ => Err(KvError::Api(ApiError::NotFound("route"))),
+    }
+}
+
+fn allowed_quiet(shared: &Shared, p: &Principal, path: &str) -> bool {
+    Resource::parse(&format!("secret:{}/{path}", p.tenant)).is_ok_and(|r| {
+        shared
+            .explain(
+                &p.tenant,
+                &p.name,
+                p.roles.clone(),
+                &r,
+                Permission::SecretRead,
+            )
+            .allowed
+    })
+}
+
+// === KeyVault: GET /v1/secret/APP/ENV/PATH ===
+
+/// Seed 004's form: `{"data":{"value":..., "version":N, "metadata":{...}}}`.
+/// `value` is the secret's `value` field when it has only that one, else
+/// the whole data object.
+pub(crate) async fn keyvault_get(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    Path(params): Path<HashMap<String, String>>,
+) -> KvResult {
+    let raw = format!(
+        "{}/{}/{}",
+        params.get("app").map_or("", String::as_str),
+        params.get("env").map_or("", String::as_str),
+        params.get("path").map_or("", String::as_str)
+    );
+    let path = secret_path(&raw)?;
+    let p = allowed(&shared, &a, &path.to_string(), Permission::SecretRead)?;
+    let read = shared.vault.read(&p.tenant, &path, None, now_ms())?;
+    audited(
+        &shared,
+        &a,
+        &p,
+        "secret.read",
+        "read",
+        &path.to_string(),
+        Some(read.info.version),
+    )
+    .await?;
+    let Some(d) = &read.data else {
+        return Err(KvError::Missing);
+    };
+    let map = d.expose().as_map();
+    let value = match (map.len(), map.get("value")) {
+        (1, Some(v)) => v.clone(),
+        _ => Value::Object(map.clone()),
+    };
+    Ok(Json(json!({
+        "data": {
+            "value": value,
+            "version": read.info.version,
+            "metadata": {
+                "created_time": rfc3339(read.info.meta.created_ms),
+                "custom_metadata": read.info.custom_metadata,
+                "path": &path.to_string(),
+            },
+        }
+    }))
+    .into_response())
+}
+
+// === AppRole ===
+
+fn may_manage_roles(shared: &Shared, a: &Authed) -> Result<Principal, KvError> {
+    let p = a.principal()?.clone();
+    let r = Resource::Admin(p.tenant.clone(), AdminArea::Keys);
+    if !shared
+        .explain(
+            &p.tenant,
+            &p.name,
+            p.roles.clone(),
+            &r,
+            Permission::KeyAdmin,
+        )
+        .allowed
+    {
+        return Err(KvError::Api(ApiError::Forbidden));
+    }
+    Ok(p)
+}
+
+fn role_name(params: &HashMap<String, String>) -> Result<RoleName, KvError> {
+    RoleName::parse(params.get("role").map_or("", String::as_str))
+        .map_err(|e| KvError::Bad(format!("invalid role name: {e}")))
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
+        Some(Value::String(s)) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `POST|GET|DELETE /v1/auth/approle/role/ROLE`.
+pub(crate) async fn role(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    method: Method,
+    Path(params): Path<HashMap<String, String>>,
+    Body(body): Body<Option<Value>>,
+) -> KvResult {
+    let p = may_manage_roles(&shared, &a)?;
+    let name = role_name(&params)?;
+    match method {
+        Method::POST | Method::PUT => {
+            let body = body.unwrap_or(Value::Null);
+            let mut spec = RoleSpec::new(name.clone());
+            let mut roles = strings(body.get("token_policies"));
+            roles.extend(strings(body.get("policies")));
+            spec.roles = roles;
+            let ttl = |k: &str, default: Duration| -> Result<Duration, KvError> {
+                match body.get(k) {
+                    None => Ok(default),
+                    Some(v) => duration_of(v),
+                }
+            };
+            let default_ttl = Duration::from_secs(shared.config.token_ttl_secs);
+            spec.token_ttl = ttl("token_ttl", default_ttl)?;
+            spec.token_max_ttl = ttl(
+                "token_max_ttl",
+                Duration::from_secs(shared.config.token_max_ttl_secs),
+            )?;
+            let sid_ttl = ttl("secret_id_ttl", Duration::ZERO)?;
+            spec.secret_id_ttl = (!sid_ttl.is_zero()).then_some(sid_ttl);
+            spec.secret_id_num_uses = body
+                .get("secret_id_num_uses")
+                .and_then(Value::as_u64)
+                .map_or(0, |n| n.min(u64::from(u32::MAX)) as u32);
+            let mut cidrs = Vec::new();
+            for c in strings(body.get("secret_id_bound_cidrs"))
+                .into_iter()
+                .chain(strings(body.get("token_bound_cidrs")))
+            {
+                cidrs.push(
+                    c.parse()
+                        .map_err(|_| KvError::Bad(format!("`{c}` is not a CIDR block")))?,
+                );
+            }
+            spec.bound_cidrs = cidrs;
+            shared.vault.create_role(&p.tenant, spec, now_ms())?;
+            let ev = audit::by(&p, "approle.write", "write", Outcome::Success)
+                .meta("role", name.as_str().to_string());
+            shared.audit.record(a.origin().apply(ev));
+            no_content()
+        }
+        Method::GET => {
+            let r = shared.vault.read_role(&p.tenant, &name)?;
+            ok(json!({
+                "token_policies": r.roles,
+                "policies": r.roles,
+                "token_ttl": r.token_ttl.as_secs(),
+                "token_max_ttl": r.token_max_ttl.as_secs(),
+                "secret_id_ttl": r.secret_id_ttl.map_or(0, |d| d.as_secs()),
+                "secret_id_num_uses": r.secret_id_num_uses,
+                "secret_id_bound_cidrs": r.bound_cidrs.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+                "bind_secret_id": true,
+            }))
+        }
+        Method::DELETE => {
+            match shared.vault.delete_role(&p.tenant, &name) {
+                Ok(()) | Err(VaultError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let ev = audit::by(&p, "approle.delete", "delete", Outcome::Success)
+                .meta("role", name.as_str().to_string());
+            shared.audit.record(a.origin().apply(ev));
+            no_content()
+        }
+        _ => Err(KvError::Api(ApiError::NotFound("route"))),
+    }
+}
+
+/// `GET /v1/auth/approle/role/ROLE/role-id`.
+pub(crate) async fn role_id(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    Path(params): Path<HashMap<String, String>>,
+) -> KvResult {
+    let p = may_manage_roles(&shared, &a)?;
+    let r = shared.vault.read_role(&p.tenant, &role_name(&params)?)?;
+    ok(json!({ "role_id": r.role_id }))
+}
+
+/// `POST /v1/auth/approle/role/ROLE/secret-id`: a new secret id, shown
+/// once.
+pub(crate) async fn secret_id(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    Path(params): Path<HashMap<String, String>>,
+) -> KvResult {
+    let p = may_manage_roles(&shared, &a)?;
+    let name = role_name(&params)?;
+    let now = now_ms();
+    let (sid, meta) = shared.vault.generate_secret_id(&p.tenant, &name, now)?;
+    let ev = audit::by(&p, "approle.secret_id", "create", Outcome::Success)
+        .meta("role", name.as_str().to_string())
+        .meta("accessor", meta.accessor.clone());
+    shared
+        .audit
+        .mandatory(a.origin().apply(ev))
+        .await
+        .map_err(|_| KvError::Api(ApiError::Unavailable))?;
+    ok(json!({
+        "secret_id": sid.expose(),
+        "secret_id_accessor": meta.accessor,
+        "secret_id_ttl": meta.expires_ms.map_or(0, |e| e.saturating_sub(now) / 1000),
+        "secret_id_num_uses": meta.uses_left.unwrap_or(0),
+    }))
+}
+
+/// `POST /v1/auth/approle/login`: a Rampart token for the role's tenant,
+/// with the role's roles, for its token TTL.
+pub(crate) async fn login(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    Extension(peer): Extension<PeerInfo>,
+    Body(body): Body<Option<Value>>,
+) -> KvResult {
+    let body = body.unwrap_or(Value::Null);
+    let role_id = body.get("role_id").and_then(Value::as_str).unwrap_or("");
+    let secret = Secret::new(
+        body.get("secret_id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+    );
+    let now = now_ms();
+    let login = match shared
+        .vault
+        .login(role_id, &secret, Some(peer.addr.ip()), now)
+    {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(peer = %peer.addr, "approle login refused");
+            shared.audit.record(audit::auth_failure(
+                "approle",
+                "invalid_credentials",
+                a.origin(),
+            ));
+            return Err(e.into());
+        }
+    };
+    let principal = Principal {
+        tenant: login.tenant.clone(),
+        name: format!("approle:{}", login.role.as_str()),
+        kind: PrincipalKind::AppRole,
+        roles: login.roles.clone(),
+        expires_at_ms: None,
+        credential_id: Some(login.secret_id_accessor.clone()),
+        parent_credential_id: None,
+    };
+    let ttl_ms = login.token_ttl.as_millis() as u64;
+    let (token, exp, jti) = shared
+        .issue_token(&principal, ttl_ms)
+        .map_err(|_| KvError::Api(ApiError::Internal))?;
+    let ev = audit::auth_success(&principal, "approle", a.origin())
+        .meta("token_id", shared.audit.hmac_id(&jti))
+        .meta("token_expires_at_ms", exp);
+    shared
+        .audit
+        .mandatory(ev)
+        .await
+        .map_err(|_| KvError::Api(ApiError::Unavailable))?;
+    let lease = exp.saturating_sub(now) / 1000;
+    Ok(Json(json!({
+        "request_id": request_id(),
+        "lease_id": "",
+        "renewable": false,
+        "lease_duration": 0,
+        "data": null,
+        "wrap_info": null,
+        "warnings": null,
+        "auth": {
+            "client_token": token.expose(),
+            "accessor": shared.audit.hmac_id(&jti),
+            "policies": login.roles,
+            "token_policies": login.roles,
+            "metadata": { "role_name": login.role.as_str(), "tenant": login.tenant.as_str() },
+            "lease_duration": lease,
+            "renewable": true,
+            "entity_id": "",
+            "token_type": "service",
+            "orphan": true,
+        }
+    }))
+    .into_response())
+}
+
+impl Shared {
+    /// Tells subscribers of `TENANT/vault/changes` that a secret has a new
+    /// version: path and version, never the value, so agents re-fetch at
+    /// once instead of polling. Best effort: a failure is logged.
+    pub(crate) async fn secret_changed(&self, tenant: &TenantId, path: &SecretPath, version: u64) {
+        let Ok(stream) = format!("{tenant}/vault/changes").parse::<rampart_proto::StreamPath>()
+        else {
+            return;
+        };
+        let s = match self.broker.stream(&stream) {
+            Ok(s) => s,
+            Err(_) => self.broker.declare_stream(stream),
+        };
+        let notice = json!({ "path": &path.to_string(), "version": version }).to_string();
+        let mut b = rampart_proto::EntriesBuilder::new();
+        b.push(notice.as_bytes());
+        let (count, entries) = b.finish();
+        if let Err(e) = s.publish_acked(count, entries).await {
+            warn!(tenant = %tenant, error = %e, "publishing a secret change notice failed");
+        }
+    }
+}

@@ -1,0 +1,865 @@
+//! The vault over a real redb store: KV v2 behaviour end to end, tenant
+//! isolation, sealing, and AppRole.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rampart_identity::{Pepper, Secret};
+use rampart_proto::TenantId;
+use rampart_store::{KvStore, Op, RedbStore, Sealer, StoreError, Table};
+use serde_json::{json, Value};
+
+use crate::*;
+
+/// A toy sealer: XOR with a byte and a check byte bound to tenant, table
+/// and key, as in rampart-store's tests. The real one (AES-GCM) lives in
+/// rampart-keys; here we test what the vault does around it.
+#[derive(Debug)]
+struct Toy {
+    xor: u8,
+}
+
+fn tag(tenant: &str, table: Table, key: &str) -> u8 {
+    format!("{tenant}|{}|{key}", table.name())
+        .bytes()
+        .fold(7u8, |a, b| a.wrapping_mul(31).wrapping_add(b))
+}
+
+impl Sealer for Toy {
+    fn seal(&self, tenant: &str, table: Table, key: &str, p: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let mut v: Vec<u8> = p.iter().map(|b| b ^ self.xor).collect();
+        v.push(tag(tenant, table, key));
+        Ok(v)
+    }
+    fn open(&self, tenant: &str, table: Table, key: &str, s: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let (last, body) = s.split_last().ok_or_else(|| StoreError("empty".into()))?;
+        if *last != tag(tenant, table, key) {
+            return Err(StoreError("does not open".into()));
+        }
+        Ok(body.iter().map(|b| b ^ self.xor).collect())
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    file: PathBuf,
+    kv: Arc<dyn KvStore>,
+    vault: Vault,
+}
+
+/// `xor = 0x5a` seals; `xor = 0` leaves the plaintext visible in the file,
+/// for tests that look for what must never be stored at all.
+fn fixture_with(xor: u8) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state.redb");
+    let kv: Arc<dyn KvStore> = Arc::new(RedbStore::open(&file).unwrap());
+    let vault = Vault::new(
+        kv.clone(),
+        Arc::new(Toy { xor }),
+        Pepper::from_bytes(&[42u8; 32]),
+    );
+    Fixture {
+        _dir: dir,
+        file,
+        kv,
+        vault,
+    }
+}
+
+fn fixture() -> Fixture {
+    fixture_with(0x5a)
+}
+
+fn t(s: &str) -> TenantId {
+    TenantId::parse(s).unwrap()
+}
+
+fn p(s: &str) -> SecretPath {
+    SecretPath::parse(s).unwrap()
+}
+
+fn data(v: Value) -> Secret<SecretData> {
+    match v {
+        Value::Object(m) => Secret::new(SecretData::new(m)),
+        _ => unreachable!("test data must be an object"),
+    }
+}
+
+fn value(v: &SecretVersion) -> Option<Value> {
+    v.data
+        .as_ref()
+        .map(|d| Value::Object(d.expose().as_map().clone()))
+}
+
+fn custom(change: CustomMetadataChange) -> MetadataUpdate {
+    MetadataUpdate {
+        custom_metadata: Some(change),
+        ..Default::default()
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+// === KV v2 ===
+
+#[test]
+fn write_read_versions_and_metadata() {
+    let f = fixture();
+    let (acme, path) = (t("acme"), p("billing/prod/db/password"));
+    for i in 1..=3u64 {
+        let info = f
+            .vault
+            .write(&acme, &path, &data(json!({ "v": i })), None, 100 * i)
+            .unwrap();
+        assert_eq!(info.version, i);
+    }
+    assert_eq!(
+        value(&f.vault.read(&acme, &path, None, 1000).unwrap()),
+        Some(json!({"v": 3}))
+    );
+    assert_eq!(
+        value(&f.vault.read(&acme, &path, Some(1), 1000).unwrap()),
+        Some(json!({"v": 1}))
+    );
+    assert_eq!(
+        f.vault.read(&acme, &path, Some(9), 1000).unwrap_err(),
+        VaultError::VersionNotFound
+    );
+    assert_eq!(
+        f.vault
+            .read(&acme, &p("billing/prod/nope"), None, 1000)
+            .unwrap_err(),
+        VaultError::NotFound
+    );
+    let m = f.vault.read_metadata(&acme, &path).unwrap();
+    assert_eq!(m.current_version, 3);
+    assert_eq!(m.oldest_version, 0);
+    assert_eq!((m.created_ms, m.updated_ms), (100, 300));
+    assert_eq!(m.versions.len(), 3);
+    assert_eq!(m.versions[&2].created_ms, 200);
+}
+
+#[test]
+fn check_and_set_and_cas_required() {
+    let f = fixture();
+    let (acme, path) = (t("acme"), p("a/e/k"));
+    f.vault
+        .write(&acme, &path, &data(json!({"a": 1})), Some(0), 1)
+        .unwrap();
+    assert_eq!(
+        f.vault
+            .write(&acme, &path, &data(json!({"a": 2})), Some(0), 2)
+            .unwrap_err(),
+        VaultError::CasMismatch {
+            expected: 0,
+            current: 1
+        }
+    );
+    assert_eq!(
+        f.vault
+            .write(&acme, &path, &data(json!({"a": 2})), Some(5), 2)
+            .unwrap_err(),
+        VaultError::CasMismatch {
+            expected: 5,
+            current: 1
+        }
+    );
+    let u = MetadataUpdate {
+        cas_required: Some(true),
+        ..Default::default()
+    };
+    f.vault.write_metadata(&acme, &path, u, 3).unwrap();
+    assert_eq!(
+        f.vault
+            .write(&acme, &path, &data(json!({"a": 2})), None, 4)
+            .unwrap_err(),
+        VaultError::CasRequired
+    );
+    assert_eq!(
+        f.vault
+            .write(&acme, &path, &data(json!({"a": 2})), Some(1), 5)
+            .unwrap()
+            .version,
+        2
+    );
+    // A failed cas on a missing secret creates nothing.
+    let missing = p("a/e/missing");
+    assert!(f
+        .vault
+        .write(&acme, &missing, &data(json!({})), Some(3), 6)
+        .is_err());
+    assert_eq!(
+        f.vault.read_metadata(&acme, &missing).unwrap_err(),
+        VaultError::NotFound
+    );
+}
+
+#[test]
+fn max_versions_trims_the_oldest() {
+    let f = fixture();
+    let (acme, path) = (t("acme"), p("a/e/k"));
+    let u = MetadataUpdate {
+        max_versions: Some(2),
+        ..Default::default()
+    };
+    let m = f.vault.write_metadata(&acme, &path, u, 1).unwrap();
+    assert_eq!((m.current_version, m.max_versions), (0, 2));
+    for i in 1..=4u64 {
+        f.vault
+            .write(&acme, &path, &data(json!({ "i": i })), None, i)
+            .unwrap();
+    }
+    let m = f.vault.read_metadata(&acme, &path).unwrap();
+    assert_eq!(m.oldest_version, 3);
+    assert_eq!(m.versions.keys().copied().collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(
+        f.vault.read(&acme, &path, Some(2), 9).unwrap_err(),
+        VaultError::VersionNotFound
+    );
+}
+
+#[test]
+fn soft_delete_undelete_and_destroy() {
+    let f = fixture_with(0);
+    let (acme, path) = (t("acme"), p("a/e/k"));
+    for i in 1..=3u64 {
+        f.vault
+            .write(
+                &acme,
+                &path,
+                &data(json!({ "canary": format!("CANARY-{i}") })),
+                None,
+                i,
+            )
+            .unwrap();
+    }
+    f.vault.delete_latest(&acme, &path, 10).unwrap();
+    let v = f.vault.read(&acme, &path, None, 11).unwrap();
+    assert!(v.data.is_none());
+    assert_eq!((v.info.version, v.info.meta.deletion_ms), (3, Some(10)));
+    f.vault.delete_versions(&acme, &path, &[1], 12).unwrap();
+    assert!(f
+        .vault
+        .read(&acme, &path, Some(1), 13)
+        .unwrap()
+        .data
+        .is_none());
+    assert!(f
+        .vault
+        .read(&acme, &path, Some(2), 13)
+        .unwrap()
+        .data
+        .is_some());
+    f.vault
+        .undelete_versions(&acme, &path, &[1, 3], 14)
+        .unwrap();
+    assert_eq!(
+        value(&f.vault.read(&acme, &path, None, 15).unwrap()),
+        Some(json!({"canary": "CANARY-3"}))
+    );
+    assert!(f
+        .vault
+        .read(&acme, &path, Some(1), 15)
+        .unwrap()
+        .data
+        .is_some());
+
+    f.vault.destroy_versions(&acme, &path, &[2], 16).unwrap();
+    let v2 = f.vault.read(&acme, &path, Some(2), 17).unwrap();
+    assert!(v2.data.is_none() && v2.info.meta.destroyed);
+    f.vault.undelete_versions(&acme, &path, &[2], 18).unwrap();
+    assert!(f
+        .vault
+        .read(&acme, &path, Some(2), 19)
+        .unwrap()
+        .data
+        .is_none());
+    assert!(f.vault.read_metadata(&acme, &path).unwrap().versions[&2].destroyed);
+    // Gone from the stored record (this sealer leaves plaintext visible).
+    let raw = f.kv.get(Table::Secrets, "acme/a/e/k").unwrap().unwrap();
+    assert!(contains(&raw, b"CANARY-1") && !contains(&raw, b"CANARY-2"));
+
+    assert_eq!(
+        f.vault.delete_versions(&acme, &path, &[], 20).unwrap_err(),
+        VaultError::InvalidInput("no version number provided".into())
+    );
+    assert_eq!(
+        f.vault
+            .delete_latest(&acme, &p("a/e/none"), 20)
+            .unwrap_err(),
+        VaultError::NotFound
+    );
+}
+
+#[test]
+fn metadata_write_patch_and_delete() {
+    let f = fixture();
+    let (acme, path) = (t("acme"), p("a/e/k"));
+    assert_eq!(
+        f.vault
+            .patch_metadata(&acme, &path, MetadataUpdate::default(), 1)
+            .unwrap_err(),
+        VaultError::NotFound
+    );
+    let u = MetadataUpdate {
+        custom_metadata: Some(CustomMetadataChange::Replace(
+            [("owner".to_string(), "team-a".to_string())].into(),
+        )),
+        delete_version_after: Some(Duration::from_secs(3600)),
+        ..Default::default()
+    };
+    let m = f.vault.write_metadata(&acme, &path, u, 1).unwrap();
+    assert_eq!(m.custom_metadata["owner"], "team-a");
+    assert_eq!(m.delete_version_after, Duration::from_secs(3600));
+
+    let too_long = custom(CustomMetadataChange::Replace(
+        [(
+            "k".to_string(),
+            "v".repeat(MAX_CUSTOM_METADATA_VALUE_LEN + 1),
+        )]
+        .into(),
+    ));
+    assert!(matches!(
+        f.vault
+            .write_metadata(&acme, &path, too_long, 2)
+            .unwrap_err(),
+        VaultError::InvalidInput(_)
+    ));
+    let too_many: std::collections::BTreeMap<String, String> = (0..=MAX_CUSTOM_METADATA_KEYS)
+        .map(|i| (format!("k{i}"), "v".to_string()))
+        .collect();
+    let u = custom(CustomMetadataChange::Replace(too_many));
+    assert!(f.vault.write_metadata(&acme, &path, u, 2).is_err());
+
+    let u = custom(CustomMetadataChange::Merge(
+        [
+            ("owner".to_string(), None),
+            ("tier".to_string(), Some("1".to_string())),
+        ]
+        .into(),
+    ));
+    let m = f.vault.patch_metadata(&acme, &path, u, 3).unwrap();
+    assert_eq!(
+        m.custom_metadata.into_iter().collect::<Vec<_>>(),
+        vec![("tier".to_string(), "1".to_string())]
+    );
+    assert_eq!(
+        m.delete_version_after,
+        Duration::from_secs(3600),
+        "untouched"
+    );
+
+    let info = f
+        .vault
+        .write(&acme, &path, &data(json!({"a": 1})), None, 10)
+        .unwrap();
+    assert_eq!(info.custom_metadata["tier"], "1");
+    assert_eq!(info.meta.deletion_ms, Some(10 + 3_600_000));
+
+    f.vault.delete_metadata(&acme, &path).unwrap();
+    assert_eq!(
+        f.vault.read(&acme, &path, Some(1), 11).unwrap_err(),
+        VaultError::NotFound
+    );
+    assert_eq!(
+        f.vault.read_metadata(&acme, &path).unwrap_err(),
+        VaultError::NotFound
+    );
+    assert!(f.kv.scan(Table::Secrets, "").unwrap().is_empty());
+    assert_eq!(
+        f.vault.delete_metadata(&acme, &path).unwrap_err(),
+        VaultError::NotFound
+    );
+    // A new write starts again at version 1.
+    assert_eq!(
+        f.vault
+            .write(&acme, &path, &data(json!({})), None, 12)
+            .unwrap()
+            .version,
+        1
+    );
+}
+
+#[test]
+fn list_direct_children_with_folders() {
+    let f = fixture();
+    let acme = t("acme");
+    for s in [
+        "web/prod/db/password",
+        "web/prod/db/user",
+        "web/prod/db/replica/password",
+        "web/prod/api-key",
+        "web/prod/db",
+        "web/staging/api-key",
+        "worker/prod/token",
+    ] {
+        f.vault
+            .write(&acme, &p(s), &data(json!({})), None, 1)
+            .unwrap();
+    }
+    let ls = |prefix: &str| {
+        f.vault
+            .list(&acme, &SecretPrefix::parse(prefix).unwrap())
+            .unwrap()
+    };
+    assert_eq!(ls(""), vec!["web/", "worker/"]);
+    assert_eq!(ls("web"), vec!["prod/", "staging/"]);
+    assert_eq!(ls("web/prod/"), vec!["api-key", "db", "db/"]);
+    assert_eq!(ls("web/prod/db"), vec!["password", "replica/", "user"]);
+    assert!(ls("web/prod/nothing").is_empty());
+    // `web/prod/d` is not a folder of `web/prod/db/...`.
+    assert!(ls("web/prod/d").is_empty());
+}
+
+#[test]
+fn patch_merges_with_cas() {
+    let f = fixture();
+    let (acme, path) = (t("acme"), p("a/e/k"));
+    assert_eq!(
+        f.vault
+            .patch(&acme, &path, &data(json!({"x": 1})), None, 1)
+            .unwrap_err(),
+        VaultError::NotFound
+    );
+    f.vault
+        .write(
+            &acme,
+            &path,
+            &data(json!({"user": "u", "pass": "p", "tmp": 1})),
+            None,
+            1,
+        )
+        .unwrap();
+    let info = f
+        .vault
+        .patch(
+            &acme,
+            &path,
+            &data(json!({"pass": "q", "tmp": null})),
+            Some(1),
+            2,
+        )
+        .unwrap();
+    assert_eq!(info.version, 2);
+    assert_eq!(
+        value(&f.vault.read(&acme, &path, None, 3).unwrap()),
+        Some(json!({"user": "u", "pass": "q"}))
+    );
+    assert_eq!(
+        f.vault
+            .patch(&acme, &path, &data(json!({"pass": "r"})), Some(1), 4)
+            .unwrap_err(),
+        VaultError::CasMismatch {
+            expected: 1,
+            current: 2
+        }
+    );
+}
+
+#[test]
+fn tenants_are_isolated() {
+    let f = fixture();
+    let (acme, globex) = (t("acme"), t("globex"));
+    let path = p("app/prod/key");
+    f.vault
+        .write(&acme, &path, &data(json!({"who": "acme"})), None, 1)
+        .unwrap();
+    assert_eq!(
+        f.vault.read(&globex, &path, None, 2).unwrap_err(),
+        VaultError::NotFound
+    );
+    f.vault
+        .write(&globex, &path, &data(json!({"who": "globex"})), None, 2)
+        .unwrap();
+    f.vault
+        .write(&globex, &path, &data(json!({"who": "globex2"})), None, 3)
+        .unwrap();
+    assert_eq!(
+        value(&f.vault.read(&acme, &path, None, 4).unwrap()),
+        Some(json!({"who": "acme"}))
+    );
+    assert_eq!(
+        f.vault.read_metadata(&acme, &path).unwrap().current_version,
+        1
+    );
+    // A tenant whose name extends another's: listing never crosses.
+    let acme2 = t("acme2");
+    f.vault
+        .write(&acme2, &p("other/prod/key"), &data(json!({})), None, 5)
+        .unwrap();
+    assert_eq!(
+        f.vault.list(&acme, &SecretPrefix::root()).unwrap(),
+        vec!["app/"]
+    );
+    assert_eq!(
+        f.vault.list(&acme2, &SecretPrefix::root()).unwrap(),
+        vec!["other/"]
+    );
+    f.vault.delete_metadata(&globex, &path).unwrap();
+    assert!(f.vault.read(&acme, &path, None, 6).is_ok());
+}
+
+#[test]
+fn records_are_sealed_and_bound_to_their_key() {
+    let f = fixture();
+    let acme = t("acme");
+    f.vault
+        .write(
+            &acme,
+            &p("a/e/k"),
+            &data(json!({"pw": "CANARY-SEALED"})),
+            None,
+            1,
+        )
+        .unwrap();
+    let raw = f.kv.get(Table::Secrets, "acme/a/e/k").unwrap().unwrap();
+    assert!(raw.starts_with(b"rsv1"));
+    assert!(!contains(&raw, b"CANARY-SEALED"));
+    let file = std::fs::read(&f.file).unwrap();
+    assert!(!contains(&file, b"CANARY-SEALED"));
+
+    // Copied under another path of the same tenant: does not open.
+    f.kv.apply(vec![Op::Put(
+        Table::Secrets,
+        "acme/a/e/copy".into(),
+        raw.clone(),
+    )])
+    .unwrap();
+    assert!(matches!(
+        f.vault.read(&acme, &p("a/e/copy"), None, 2).unwrap_err(),
+        VaultError::Storage(_)
+    ));
+    // Copied into another tenant at the same path: refused too.
+    f.kv.apply(vec![Op::Put(
+        Table::Secrets,
+        "globex/a/e/k".into(),
+        raw.clone(),
+    )])
+    .unwrap();
+    assert!(matches!(
+        f.vault
+            .read(&t("globex"), &p("a/e/k"), None, 2)
+            .unwrap_err(),
+        VaultError::Storage(_)
+    ));
+    // Relabelled for that tenant too: the sealer's binding refuses it.
+    let mut relabelled = b"rsv1".to_vec();
+    relabelled.push(6);
+    relabelled.extend_from_slice(b"globex");
+    relabelled.extend_from_slice(&raw[4 + 1 + 4..]);
+    f.kv.apply(vec![Op::Put(
+        Table::Secrets,
+        "globex/a/e/k".into(),
+        relabelled,
+    )])
+    .unwrap();
+    assert!(matches!(
+        f.vault
+            .read(&t("globex"), &p("a/e/k"), None, 2)
+            .unwrap_err(),
+        VaultError::Storage(_)
+    ));
+    // A record in the clear: refused.
+    f.kv.apply(vec![Op::Put(
+        Table::Secrets,
+        "acme/a/e/clear".into(),
+        b"{}".to_vec(),
+    )])
+    .unwrap();
+    assert!(f.vault.read(&acme, &p("a/e/clear"), None, 2).is_err());
+}
+
+#[test]
+fn secret_data_debug_is_redacted() {
+    let f = fixture();
+    let acme = t("acme");
+    let d = data(json!({"password": "CANARY-DEBUG"}));
+    assert!(!format!("{d:?}").contains("CANARY"));
+    f.vault.write(&acme, &p("a/e/k"), &d, None, 1).unwrap();
+    let v = f.vault.read(&acme, &p("a/e/k"), None, 2).unwrap();
+    let printed = format!("{v:?}");
+    assert!(!printed.contains("CANARY"), "{printed}");
+    assert!(printed.contains("[redacted]"));
+}
+
+#[test]
+fn reseal_and_erase_a_tenant() {
+    let f = fixture();
+    let (acme, globex) = (t("acme"), t("globex"));
+    f.vault
+        .write(&acme, &p("a/e/k"), &data(json!({"a": 1})), None, 1)
+        .unwrap();
+    f.vault
+        .write(&globex, &p("a/e/k"), &data(json!({"g": 1})), None, 1)
+        .unwrap();
+    let role = RoleName::parse("ci").unwrap();
+    let rec = f
+        .vault
+        .create_role(&acme, RoleSpec::new(role.clone()), 1)
+        .unwrap();
+    let (sid, _) = f.vault.generate_secret_id(&acme, &role, 1).unwrap();
+    assert_eq!(f.vault.reseal_tenant(&acme).unwrap(), 3);
+    assert!(f
+        .vault
+        .read(&acme, &p("a/e/k"), None, 2)
+        .unwrap()
+        .data
+        .is_some());
+    assert_eq!(
+        f.vault.erase_tenant(&acme).unwrap(),
+        4,
+        "secret, role, secret id, index"
+    );
+    assert_eq!(
+        f.vault.read(&acme, &p("a/e/k"), None, 2).unwrap_err(),
+        VaultError::NotFound
+    );
+    assert_eq!(
+        f.vault.login(&rec.role_id, &sid, None, 3).unwrap_err(),
+        VaultError::LoginDenied
+    );
+    assert!(f
+        .vault
+        .read(&globex, &p("a/e/k"), None, 2)
+        .unwrap()
+        .data
+        .is_some());
+}
+
+// === AppRole ===
+
+const HOUR_MS: u64 = 3_600_000;
+
+fn role_fixture(spec: impl FnOnce(&mut RoleSpec)) -> (Fixture, TenantId, RoleName, RoleRecord) {
+    let f = fixture();
+    let acme = t("acme");
+    let name = RoleName::parse("deployer").unwrap();
+    let mut s = RoleSpec::new(name.clone());
+    s.roles = vec!["user".into()];
+    s.token_ttl = Duration::from_secs(600);
+    s.token_max_ttl = Duration::from_secs(3600);
+    spec(&mut s);
+    let rec = f.vault.create_role(&acme, s, 1).unwrap();
+    (f, acme, name, rec)
+}
+
+fn ip(s: &str) -> Option<IpAddr> {
+    Some(s.parse().unwrap())
+}
+
+#[test]
+fn approle_login_ok_and_wrong_secret_id() {
+    let (f, acme, name, rec) = role_fixture(|_| {});
+    assert_eq!(rec.role_id.len(), 36);
+    let (sid, meta) = f.vault.generate_secret_id(&acme, &name, 10).unwrap();
+    assert_eq!(sid.expose().len(), 64);
+    assert_eq!((meta.expires_ms, meta.uses_left), (None, None));
+    let login = f.vault.login(&rec.role_id, &sid, None, 20).unwrap();
+    assert_eq!(login.tenant, acme);
+    assert_eq!(login.role, name);
+    assert_eq!(login.roles, vec!["user".to_string()]);
+    assert_eq!(login.token_ttl, Duration::from_secs(600));
+    assert_eq!(login.token_max_ttl, Duration::from_secs(3600));
+    assert_eq!(login.secret_id_accessor, meta.accessor);
+    // Unlimited uses: again.
+    assert!(f.vault.login(&rec.role_id, &sid, None, 21).is_ok());
+
+    let wrong = Secret::new("0".repeat(64));
+    assert_eq!(
+        f.vault.login(&rec.role_id, &wrong, None, 22).unwrap_err(),
+        VaultError::LoginDenied
+    );
+    assert_eq!(
+        f.vault
+            .login("00000000-0000-4000-8000-000000000000", &sid, None, 22)
+            .unwrap_err(),
+        VaultError::LoginDenied
+    );
+    assert_eq!(
+        f.vault.login("", &sid, None, 22).unwrap_err(),
+        VaultError::LoginDenied
+    );
+    // A secret id of another role does not work for this one.
+    let mut other = RoleSpec::new(RoleName::parse("other").unwrap());
+    other.roles = vec!["admin".into()];
+    let other_rec = f.vault.create_role(&acme, other, 30).unwrap();
+    assert_ne!(other_rec.role_id, rec.role_id);
+    assert_eq!(
+        f.vault
+            .login(&other_rec.role_id, &sid, None, 31)
+            .unwrap_err(),
+        VaultError::LoginDenied
+    );
+    assert_eq!(
+        f.vault.list_roles(&acme).unwrap(),
+        vec![name.clone(), RoleName::parse("other").unwrap()]
+    );
+    assert!(f.vault.list_roles(&t("globex")).unwrap().is_empty());
+}
+
+#[test]
+fn approle_expired_secret_id() {
+    let (f, acme, name, rec) = role_fixture(|s| s.secret_id_ttl = Some(Duration::from_secs(3600)));
+    let (sid, meta) = f.vault.generate_secret_id(&acme, &name, 1000).unwrap();
+    assert_eq!(meta.expires_ms, Some(1000 + HOUR_MS));
+    assert!(f
+        .vault
+        .login(&rec.role_id, &sid, None, 1000 + HOUR_MS - 1)
+        .is_ok());
+    assert_eq!(
+        f.vault
+            .login(&rec.role_id, &sid, None, 1000 + HOUR_MS)
+            .unwrap_err(),
+        VaultError::LoginDenied
+    );
+    // Tidied away once seen expired.
+    assert!(f.vault.list_secret_ids(&acme, &name).unwrap().is_empty());
+}
+
+#[test]
+fn approle_uses_are_counted_then_the_secret_id_is_gone() {
+    let (f, acme, name, rec) = role_fixture(|s| s.secret_id_num_uses = 2);
+    let (sid, meta) = f.vault.generate_secret_id(&acme, &name, 1).unwrap();
+    assert_eq!(meta.uses_left, Some(2));
+    f.vault.login(&rec.role_id, &sid, None, 2).unwrap();
+    assert_eq!(
+        f.vault.list_secret_ids(&acme, &name).unwrap()[0].uses_left,
+        Some(1)
+    );
+    f.vault.login(&rec.role_id, &sid, None, 3).unwrap();
+    assert!(f.vault.list_secret_ids(&acme, &name).unwrap().is_empty());
+    assert_eq!(
+        f.vault.login(&rec.role_id, &sid, None, 4).unwrap_err(),
+        VaultError::LoginDenied
+    );
+}
+
+#[test]
+fn approle_cidr_binding_v4_and_v6() {
+    let (f, acme, name, rec) = role_fixture(|s| {
+        s.secret_id_num_uses = 10;
+        s.bound_cidrs = vec![
+            Cidr::parse("10.0.0.0/8").unwrap(),
+            Cidr::parse("2001:db8::/32").unwrap(),
+        ];
+    });
+    let (sid, _) = f.vault.generate_secret_id(&acme, &name, 1).unwrap();
+    for ok in ["10.1.2.3", "2001:db8::7", "::ffff:10.0.0.1"] {
+        assert!(f.vault.login(&rec.role_id, &sid, ip(ok), 2).is_ok(), "{ok}");
+    }
+    for denied in [ip("192.168.0.1"), ip("2001:db9::1"), None] {
+        assert_eq!(
+            f.vault.login(&rec.role_id, &sid, denied, 3).unwrap_err(),
+            VaultError::LoginDenied,
+            "{denied:?}"
+        );
+    }
+    // Denied attempts use nothing.
+    assert_eq!(
+        f.vault.list_secret_ids(&acme, &name).unwrap()[0].uses_left,
+        Some(7)
+    );
+}
+
+#[test]
+fn approle_deleted_role_and_destroyed_secret_ids() {
+    let (f, acme, name, rec) = role_fixture(|_| {});
+    let (sid1, meta1) = f.vault.generate_secret_id(&acme, &name, 1).unwrap();
+    let (sid2, _) = f.vault.generate_secret_id(&acme, &name, 2).unwrap();
+    let (sid3, _) = f.vault.generate_secret_id(&acme, &name, 3).unwrap();
+    assert_eq!(f.vault.list_secret_ids(&acme, &name).unwrap().len(), 3);
+    f.vault
+        .destroy_secret_id(&acme, &name, &meta1.accessor)
+        .unwrap();
+    assert_eq!(
+        f.vault.login(&rec.role_id, &sid1, None, 4).unwrap_err(),
+        VaultError::LoginDenied
+    );
+    assert_eq!(
+        f.vault
+            .destroy_secret_id(&acme, &name, &meta1.accessor)
+            .unwrap_err(),
+        VaultError::NotFound
+    );
+    f.vault
+        .destroy_secret_id_value(&acme, &name, &sid2)
+        .unwrap();
+    assert!(f.vault.login(&rec.role_id, &sid2, None, 4).is_err());
+    assert!(f.vault.login(&rec.role_id, &sid3, None, 4).is_ok());
+
+    // Updating a role keeps its role id.
+    let mut spec = RoleSpec::new(name.clone());
+    spec.roles = vec!["viewer".into()];
+    let updated = f.vault.create_role(&acme, spec, 5).unwrap();
+    assert_eq!(updated.role_id, rec.role_id);
+    assert_eq!(updated.created_ms, rec.created_ms);
+    assert_eq!(
+        f.vault.login(&rec.role_id, &sid3, None, 6).unwrap().roles,
+        vec!["viewer"]
+    );
+
+    f.vault.delete_role(&acme, &name).unwrap();
+    assert_eq!(
+        f.vault.login(&rec.role_id, &sid3, None, 7).unwrap_err(),
+        VaultError::LoginDenied
+    );
+    assert_eq!(
+        f.vault.read_role(&acme, &name).unwrap_err(),
+        VaultError::NotFound
+    );
+    assert_eq!(
+        f.vault.generate_secret_id(&acme, &name, 8).unwrap_err(),
+        VaultError::NotFound
+    );
+    // Nothing of the role is left.
+    assert!(f.kv.scan(Table::Approles, "").unwrap().is_empty());
+}
+
+#[test]
+fn secret_ids_are_never_stored_in_the_clear() {
+    // This sealer leaves plaintext visible, so only hashing can hide the id.
+    let (f, acme, name, rec) = {
+        let f = fixture_with(0);
+        let acme = t("acme");
+        let name = RoleName::parse("r").unwrap();
+        let rec = f
+            .vault
+            .create_role(&acme, RoleSpec::new(name.clone()), 1)
+            .unwrap();
+        (f, acme, name, rec)
+    };
+    let (sid, meta) = f.vault.generate_secret_id(&acme, &name, 1).unwrap();
+    let file = std::fs::read(&f.file).unwrap();
+    let id = sid.expose().as_bytes();
+    let raw = hex::decode(sid.expose()).unwrap();
+    assert!(!contains(&file, id), "secret id in the clear");
+    assert!(!contains(&file, id.to_ascii_uppercase().as_slice()));
+    assert!(!contains(&file, &raw), "secret id bytes in the clear");
+    // Sanity: the scan does see what is meant to be there.
+    assert!(contains(&file, meta.accessor.as_bytes()));
+    // And the role id is not a key: only its hash is.
+    assert!(f
+        .kv
+        .scan(Table::Approles, "")
+        .unwrap()
+        .iter()
+        .all(|(k, _)| !k.contains(&rec.role_id)));
+    assert!(f.vault.login(&rec.role_id, &sid, None, 2).is_ok());
+}
+
+#[test]
+fn role_spec_is_checked() {
+    let f = fixture();
+    let mut s = RoleSpec::new(RoleName::parse("r").unwrap());
+    s.token_ttl = Duration::from_secs(7200);
+    s.token_max_ttl = Duration::from_secs(3600);
+    assert!(matches!(
+        f.vault.create_role(&t("acme"), s, 1).unwrap_err(),
+        VaultError::InvalidInput(_)
+    ));
+    assert!(f.vault.list_roles(&t("acme")).unwrap().is_empty());
+}
