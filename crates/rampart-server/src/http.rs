@@ -414,11 +414,16 @@ async fn auth(
         (Some(k), None, None, None) => (AuthMethod::ApiKey, Secret::new(k.clone())),
         (None, Some(j), None, None) => (AuthMethod::Jwt, Secret::new(j.clone())),
         (None, None, Some(t), None) => (AuthMethod::Token, Secret::new(t.clone())),
-        (None, None, None, Some(_)) => {
-            let _ = &body.secret_id;
-            return Err(ApiError::BadRequest(
-                "role_id/secret_id login is not available yet".into(),
-            ));
+        (None, None, None, Some(role_id)) => {
+            return approle_auth(
+                &shared,
+                &a,
+                &peer,
+                role_id,
+                body.secret_id.as_deref(),
+                body.ttl,
+            )
+            .await;
         }
         (None, None, None, None) => (AuthMethod::ClientCert, Secret::new(String::new())),
         _ => return Err(ApiError::BadRequest("give one credential".into())),
@@ -582,6 +587,64 @@ async fn mounts_preflight(
             "local": false,
             "seal_wrap": false,
             "external_entropy_access": false,
+        }
+    })))
+}
+
+/// `POST /v1/auth` with `role_id` and `secret_id` (seed 004's unit
+/// credentials): the AppRole login, answered in the same shape as every
+/// other `/v1/auth` login.
+async fn approle_auth(
+    shared: &Shared,
+    a: &Authed,
+    peer: &PeerInfo,
+    role_id: &str,
+    secret_id: Option<&str>,
+    ttl: Option<u64>,
+) -> Result<Json<Value>, ApiError> {
+    let secret = Secret::new(secret_id.unwrap_or_default().to_string());
+    let now = crate::auth::now_ms();
+    let login = shared
+        .vault
+        .login(role_id, &secret, Some(peer.addr.ip()), now)
+        .map_err(|_| {
+            shared.audit.record(audit::auth_failure(
+                "approle",
+                "invalid_credentials",
+                &a.origin,
+            ));
+            ApiError::Unauthenticated
+        })?;
+    let p = Principal {
+        tenant: login.tenant.clone(),
+        name: format!("approle:{}", login.role.as_str()),
+        kind: rampart_identity::PrincipalKind::AppRole,
+        roles: login.roles.clone(),
+        expires_at_ms: None,
+        credential_id: Some(login.secret_id_accessor.clone()),
+        parent_credential_id: None,
+    };
+    let role_ttl = login.token_ttl.as_millis() as u64;
+    let ttl_ms = match ttl {
+        Some(t) if t > 0 => (t * 1000).min(role_ttl.max(1)),
+        _ => role_ttl,
+    };
+    let (token, exp, jti) = shared
+        .issue_token(&p, ttl_ms)
+        .map_err(|_| ApiError::Internal)?;
+    let ev = audit::auth_success(&p, "approle", &a.origin)
+        .meta("token_id", shared.audit.hmac_id(&jti))
+        .meta("token_expires_at_ms", exp);
+    if shared.audit.mandatory(ev).await.is_err() {
+        return Err(ApiError::Unavailable);
+    }
+    Ok(Json(json!({
+        "auth": {
+            "client_token": token.expose(),
+            "lease_duration": exp.saturating_sub(now) / 1000,
+            "renewable": true,
+            "policies": p.roles,
+            "metadata": { "tenant": p.tenant.as_str(), "principal": p.name },
         }
     })))
 }

@@ -509,3 +509,165 @@ async fn reqwest_token_call(
     assert!(r.status < 300, "{method} {path}: {}", r.error());
     r.body
 }
+
+async fn call_with(
+    s: &TestServer,
+    cfg: rampart_client::ClientConfig,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> rampart_client::AdminResponse {
+    rampart_client::AdminClient::new(&https(s), &cfg)
+        .unwrap()
+        .call(method, path, body.as_ref())
+        .await
+        .unwrap()
+}
+
+/// Seed 004's KeyVault API with its exact shapes, and what no token may do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyvault_api_round_trip_and_refusals() {
+    let s = start().await;
+    grant_secrets(&s).await;
+    let admin_cfg = s.config(KEY_ACME);
+    let admin_token = call_with(
+        &s,
+        admin_cfg.clone(),
+        "POST",
+        "/v1/auth",
+        Some(serde_json::json!({ "api_key": KEY_ACME })),
+    )
+    .await
+    .body["auth"]["client_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let admin = || {
+        rampart_client::ClientConfig::default()
+            .with_ca(&s.ca)
+            .with_token(&admin_token)
+    };
+    for (path, value) in [
+        ("billing/prod/db", "prod-pw"),
+        ("billing/staging/db", "staging-pw"),
+        ("web/prod/db", "web-pw"),
+    ] {
+        let r = call_with(
+            &s,
+            admin(),
+            "POST",
+            &format!("/v1/secret/data/{path}"),
+            Some(serde_json::json!({ "data": { "value": value } })),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.error());
+    }
+    call_with(
+        &s,
+        admin(),
+        "POST",
+        "/v1/auth/approle/role/billing-prod",
+        Some(serde_json::json!({ "token_policies": ["user"], "token_ttl": "10m" })),
+    )
+    .await;
+    let role_id = call_with(
+        &s,
+        admin(),
+        "GET",
+        "/v1/auth/approle/role/billing-prod/role-id",
+        None,
+    )
+    .await
+    .body["data"]["role_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let secret_id = call_with(
+        &s,
+        admin(),
+        "POST",
+        "/v1/auth/approle/role/billing-prod/secret-id",
+        None,
+    )
+    .await
+    .body["data"]["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // POST /v1/auth with unit credentials.
+    let plain = rampart_client::ClientConfig::default().with_ca(&s.ca);
+    let r = call_with(
+        &s,
+        plain.clone(),
+        "POST",
+        "/v1/auth",
+        Some(serde_json::json!({ "role_id": role_id, "secret_id": secret_id })),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.error());
+    let auth = &r.body["auth"];
+    let token = auth["client_token"].as_str().unwrap().to_string();
+    let lease = auth["lease_duration"].as_u64().unwrap();
+    assert!((590..=600).contains(&lease), "{auth}");
+    assert_eq!(auth["policies"], serde_json::json!(["user"]));
+    let unit = || {
+        rampart_client::ClientConfig::default()
+            .with_ca(&s.ca)
+            .with_token(&token)
+    };
+    // GET /v1/secret/APP/ENV/PATH with Authorization: Bearer.
+    let r = call_with(&s, unit(), "GET", "/v1/secret/billing/prod/db", None).await;
+    assert_eq!(r.status, 200, "{}", r.error());
+    assert_eq!(r.body["data"]["value"], "prod-pw");
+    assert_eq!(r.body["data"]["version"], 1);
+    assert!(r.body["data"]["metadata"].is_object(), "{}", r.body);
+    // Another environment, another app: refused.
+    for other in ["billing/staging/db", "web/prod/db"] {
+        let r = call_with(&s, unit(), "GET", &format!("/v1/secret/{other}"), None).await;
+        assert_eq!(r.status, 403, "{other}");
+    }
+    // Another tenant: its own namespace of secrets, where acme's are not.
+    let globex = call_with(
+        &s,
+        s.config(KEY_GLOBEX),
+        "GET",
+        "/v1/secret/billing/prod/db",
+        None,
+    )
+    .await;
+    assert!(matches!(globex.status, 403 | 404), "{}", globex.status);
+    assert!(!globex.body.to_string().contains("prod-pw"));
+    // A wrong secret id, then an expired and a revoked token: refused.
+    let r = call_with(
+        &s,
+        plain.clone(),
+        "POST",
+        "/v1/auth",
+        Some(serde_json::json!({ "role_id": role_id, "secret_id": "nope" })),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    let short = call_with(
+        &s,
+        admin_cfg.clone(),
+        "POST",
+        "/v1/auth",
+        Some(serde_json::json!({ "api_key": KEY_ACME, "ttl": 1 })),
+    )
+    .await
+    .body["auth"]["client_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let expired = rampart_client::ClientConfig::default()
+        .with_ca(&s.ca)
+        .with_token(&short);
+    let r = call_with(&s, expired, "GET", "/v1/secret/data/billing/prod/db", None).await;
+    assert_eq!(r.status, 403, "expired token");
+    let r = call_with(&s, unit(), "POST", "/v1/auth/token/revoke-self", None).await;
+    assert_eq!(r.status, 204);
+    let r = call_with(&s, unit(), "GET", "/v1/secret/billing/prod/db", None).await;
+    assert_eq!(r.status, 403, "revoked token");
+}
