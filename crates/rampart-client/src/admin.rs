@@ -1,6 +1,7 @@
-//! A small client for Rampart's HTTPS API (`/v1/auth` and the admin
-//! routes), used by the CLI. One request per connection: admin calls are
-//! rare and this keeps the client free of pooling state.
+//! A small client for Rampart's HTTPS API (`/v1/auth`, the admin routes,
+//! the vault), used by the CLI. [`AdminClient::call`] makes one connection
+//! per request (admin calls are rare, and the client keeps no pool);
+//! [`AdminClient::session`] keeps one connection open for many.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,6 +111,21 @@ impl AdminClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<AdminResponse, ClientError> {
+        let mut sender = self.open().await?;
+        self.send(&mut sender, method, path, body).await
+    }
+
+    /// A connection kept open for several requests, one at a time (HTTP/1.1
+    /// keep-alive): for callers that make many, such as benchmarks and
+    /// agents.
+    pub async fn session(&self) -> Result<AdminSession, ClientError> {
+        Ok(AdminSession {
+            client: self.clone(),
+            sender: self.open().await?,
+        })
+    }
+
+    async fn open(&self) -> Result<Sender, ClientError> {
         let conn_err = |e: &dyn std::fmt::Display| ClientError::Connect(e.to_string());
         let addr = tokio::net::lookup_host((self.host.as_str(), self.port))
             .await
@@ -119,18 +135,30 @@ impl AdminClient {
         let tcp = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| conn_err(&e))?;
+        let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(self.host.clone())
             .map_err(|_| ClientError::Config(format!("`{}` is not a server name", self.host)))?;
         let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
             .connect(name, tcp)
             .await
             .map_err(|e| ClientError::Connect(format!("TLS handshake: {e}")))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| conn_err(&e))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
+        Ok(sender)
+    }
+
+    async fn send(
+        &self,
+        sender: &mut Sender,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<AdminResponse, ClientError> {
+        let conn_err = |e: &dyn std::fmt::Display| ClientError::Connect(e.to_string());
         let (content_type, bytes) = match body {
             None => (None, Bytes::new()),
             Some(Value::String(text)) => (Some("application/yaml"), Bytes::from(text.clone())),
@@ -152,6 +180,7 @@ impl AdminClient {
         let req = req
             .body(Full::new(bytes))
             .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
+        sender.ready().await.map_err(|e| conn_err(&e))?;
         let resp = sender.send_request(req).await.map_err(|e| conn_err(&e))?;
         let status = resp.status().as_u16();
         let headers = resp
@@ -172,5 +201,40 @@ impl AdminClient {
             text,
             headers,
         })
+    }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// One kept-open connection to the HTTPS API (see
+/// [`AdminClient::session`]).
+pub struct AdminSession {
+    client: AdminClient,
+    sender: Sender,
+}
+
+impl std::fmt::Debug for AdminSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSession")
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminSession {
+    /// Sends one request on the session's connection.
+    pub async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<AdminResponse, ClientError> {
+        let timeout = self.client.timeout;
+        tokio::time::timeout(
+            timeout,
+            self.client.send(&mut self.sender, method, path, body),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout("HTTPS request"))?
     }
 }

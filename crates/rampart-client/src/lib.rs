@@ -25,7 +25,7 @@ mod config;
 mod error;
 mod tls;
 
-pub use admin::{AdminClient, AdminResponse};
+pub use admin::{AdminClient, AdminResponse, AdminSession};
 pub use client::{Acked, Client, ConsumeOptions, Event, Subscription};
 pub use config::{
     read_key_file, ClientConfig, Credential, CredentialFuture, CredentialProvider, Provider,

@@ -40,7 +40,12 @@ enum BenchCmd {
     /// Acknowledged publishes per second to a durable stream, per sync
     /// policy and concurrency.
     Durable(DurableArgs),
+    /// Secret reads, AppRole logins and secret writes per second over the
+    /// Vault-compatible HTTPS API.
+    Vault(vault::VaultArgs),
 }
+
+mod vault;
 
 #[derive(Debug, clap::Args)]
 struct LogArgs {
@@ -272,7 +277,7 @@ impl LocalServer {
 
     /// `unsealed`: durable streams store payloads in clear
     /// (`dangerous_unsealed_streams`), to measure what sealing costs.
-    fn start_with(audit: bool, https: bool, unsealed: bool) -> Result<Self, Failure> {
+    pub(super) fn start_with(audit: bool, https: bool, unsealed: bool) -> Result<Self, Failure> {
         let dir = tempfile::tempdir()?;
         let mut config = rampart_server::Config::load(None, &|_| None)?;
         config.dangerous_unsealed_streams = unsealed;
@@ -358,6 +363,7 @@ pub(crate) async fn run(a: BenchArgs) -> Result<ExitCode, Failure> {
         BenchCmd::Pubsub(p) => p,
         BenchCmd::Log(l) => return bench_log(l).await,
         BenchCmd::Durable(d) => return bench_durable(d).await,
+        BenchCmd::Vault(v) => return vault::run(v).await,
     };
     if a.publishers == 0 || a.subscribers == 0 || a.messages == 0 || a.batch == 0 {
         return Err(Failure(
