@@ -48,6 +48,10 @@ pub(crate) struct VaultArgs {
     duration_secs: u64,
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
+    /// The server's audit log: on (the default settings) or off
+    /// (`dangerous_disable_audit`), to measure what auditing costs.
+    #[arg(long, value_enum, default_value = "on")]
+    audit: super::OnOff,
 }
 
 struct Row {
@@ -227,7 +231,7 @@ pub(crate) async fn run(a: VaultArgs) -> Result<ExitCode, Failure> {
             "--ops and --concurrency need positive values".into(),
         ));
     }
-    let server = LocalServer::start_with(true, true, false)?;
+    let server = LocalServer::start_with(a.audit == super::OnOff::On, true, false)?;
     let s = std::sync::Arc::new(setup(&server).await?);
     let mut rows = Vec::new();
     for &op in &a.ops {
