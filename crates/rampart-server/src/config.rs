@@ -124,6 +124,21 @@ pub struct Config {
     pub vault_transit_ca_cert_path: Option<PathBuf>,
     /// File holding the transit token (0600).
     pub vault_transit_token_path: Option<PathBuf>,
+    /// Where secrets live: `local` (the default: sealed in this server's
+    /// store) or `external` (every KV v2 operation forwarded to a KV v2
+    /// mount of an external Vault/OpenBao, under `<tenant>/`; its token
+    /// comes from `RAMPART_VAULT_EXTERNAL_TOKEN` or
+    /// `vault_external_token_path`, never from this file). AppRoles and
+    /// tokens are Rampart's own either way.
+    pub vault_backend: VaultBackend,
+    /// `https://host:port` of the external vault.
+    pub vault_external_address: Option<String>,
+    /// The KV v2 mount on the external vault.
+    pub vault_external_mount: String,
+    /// CA bundle trusted for the external vault; default the system one.
+    pub vault_external_ca_cert_path: Option<PathBuf>,
+    /// File holding the external vault's token (0600).
+    pub vault_external_token_path: Option<PathBuf>,
     /// Rotate each tenant's keys (and re-seal its records) when they are
     /// this old; 0 turns scheduled rotation off (seed 000: 90 days).
     pub key_rotation_days: u64,
@@ -152,6 +167,22 @@ pub enum MasterKeyKind {
     Local,
     VaultTransit,
 }
+
+/// Where secrets are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum VaultBackend {
+    /// Sealed with the tenant's keys in this server's store.
+    #[default]
+    Local,
+    /// Forwarded to an external Vault or OpenBao KV v2 mount.
+    External,
+}
+
+/// The variable holding the external vault's token (the other way is
+/// `vault_external_token_path`; never the configuration file).
+pub const VAULT_EXTERNAL_TOKEN_ENV: &str = "RAMPART_VAULT_EXTERNAL_TOKEN";
 
 /// Audit sink as written in config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -212,6 +243,11 @@ impl Default for Config {
             vault_transit_mount: "transit".into(),
             vault_transit_ca_cert_path: None,
             vault_transit_token_path: None,
+            vault_backend: VaultBackend::Local,
+            vault_external_address: None,
+            vault_external_mount: "secret".into(),
+            vault_external_ca_cert_path: None,
+            vault_external_token_path: None,
             key_rotation_days: 90,
             durable_sync: "on_commit".into(),
             stream_segment_bytes: 64 << 20,
@@ -296,6 +332,11 @@ const KEYS: &[(&str, Kind)] = &[
     ("vault_transit_mount", Kind::Str),
     ("vault_transit_ca_cert_path", Kind::Str),
     ("vault_transit_token_path", Kind::Str),
+    ("vault_backend", Kind::Str),
+    ("vault_external_address", Kind::Str),
+    ("vault_external_mount", Kind::Str),
+    ("vault_external_ca_cert_path", Kind::Str),
+    ("vault_external_token_path", Kind::Str),
     ("key_rotation_days", Kind::Int),
     ("durable_sync", Kind::Str),
     ("stream_segment_bytes", Kind::Int),
@@ -333,6 +374,42 @@ fn json_to_toml(v: serde_json::Value) -> Option<toml::Value> {
                 .collect(),
         ),
     })
+}
+
+/// `https://host[:port]`, with no credentials, path or query.
+fn check_https_address(address: &str) -> Result<(), String> {
+    let uri: http::Uri = address
+        .parse()
+        .map_err(|_| format!("`{address}` is not a URL"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err("must be an https:// URL".into());
+    }
+    match uri.authority() {
+        None => return Err("has no host".into()),
+        Some(a) if a.as_str().contains('@') => return Err("must not carry credentials".into()),
+        Some(_) => {}
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err("must not have a path or query".into());
+    }
+    Ok(())
+}
+
+/// A mount path: `/`-separated segments of `[A-Za-z0-9_.-]`, none `.` or
+/// `..`.
+fn check_mount(mount: &str) -> Result<(), String> {
+    let segment_ok = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    };
+    if mount.trim_matches('/').split('/').all(segment_ok) {
+        Ok(())
+    } else {
+        Err(format!("`{mount}` must be made of [A-Za-z0-9_.-] segments"))
+    }
 }
 
 impl Config {
@@ -420,6 +497,20 @@ impl Config {
                     message: e.message().to_string(),
                 })?;
         config.validate()?;
+        // The token is not part of the configuration, but a server that
+        // would fail at start for want of one is refused at load already.
+        let has_token = env(VAULT_EXTERNAL_TOKEN_ENV).is_some_and(|t| !t.is_empty());
+        if config.vault_backend == VaultBackend::External
+            && config.vault_external_token_path.is_none()
+            && !has_token
+        {
+            return Err(ConfigError::Invalid {
+                key: "vault_external_token_path",
+                message: format!(
+                    "vault_backend = \"external\" needs a token: set {VAULT_EXTERNAL_TOKEN_ENV} or vault_external_token_path"
+                ),
+            });
+        }
         Ok(config)
     }
 
@@ -536,6 +627,18 @@ impl Config {
                 "vault_transit_address",
                 "master_key_provider = \"vault-transit\" needs the transit server's address".into(),
             ));
+        }
+        if self.vault_backend == VaultBackend::External {
+            let address = self.vault_external_address.as_deref().ok_or_else(|| {
+                invalid(
+                    "vault_external_address",
+                    "vault_backend = \"external\" needs the external vault's https:// address"
+                        .into(),
+                )
+            })?;
+            check_https_address(address).map_err(|m| invalid("vault_external_address", m))?;
+            check_mount(&self.vault_external_mount)
+                .map_err(|m| invalid("vault_external_mount", m))?;
         }
         for (i, m) in self.mtls_identities.iter().enumerate() {
             TenantId::parse(&m.tenant)
@@ -655,6 +758,78 @@ mod tests {
         assert!(e.to_string().contains("tls_client_auth"), "{e}");
         let e = Config::load(None, &env(&[("RAMPART_STREAMS", "acme/Prod/x")])).unwrap_err();
         assert!(e.to_string().contains("streams"), "{e}");
+    }
+
+    #[test]
+    fn external_vault_needs_address_and_token() {
+        let external = [("RAMPART_VAULT_BACKEND", "external")];
+        let e = Config::load(None, &env(&external)).unwrap_err();
+        assert!(e.to_string().contains("vault_external_address"), "{e}");
+
+        let addr = (
+            "RAMPART_VAULT_EXTERNAL_ADDRESS",
+            "https://vault.example:8200",
+        );
+        let e = Config::load(None, &env(&[external[0], addr])).unwrap_err();
+        assert!(e.to_string().contains("vault_external_token_path"), "{e}");
+        assert!(e.to_string().contains(VAULT_EXTERNAL_TOKEN_ENV), "{e}");
+
+        let c = Config::load(
+            None,
+            &env(&[external[0], addr, (VAULT_EXTERNAL_TOKEN_ENV, "s.token")]),
+        )
+        .unwrap();
+        assert_eq!(c.vault_backend, VaultBackend::External);
+        assert_eq!(c.vault_external_mount, "secret");
+        let c = Config::load(
+            None,
+            &env(&[
+                external[0],
+                addr,
+                ("RAMPART_VAULT_EXTERNAL_TOKEN_PATH", "/run/secrets/vault"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.vault_external_token_path.is_some());
+
+        for (bad_addr, key) in [
+            ("http://vault.example:8200", "vault_external_address"),
+            ("https://vault.example:8200/v1", "vault_external_address"),
+            ("https://u:p@vault.example", "vault_external_address"),
+        ] {
+            let e = Config::load(
+                None,
+                &env(&[
+                    external[0],
+                    ("RAMPART_VAULT_EXTERNAL_ADDRESS", bad_addr),
+                    (VAULT_EXTERNAL_TOKEN_ENV, "t"),
+                ]),
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains(key), "{bad_addr}: {e}");
+        }
+        let e = Config::load(
+            None,
+            &env(&[
+                external[0],
+                addr,
+                (VAULT_EXTERNAL_TOKEN_ENV, "t"),
+                ("RAMPART_VAULT_EXTERNAL_MOUNT", "kv/../sys"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("vault_external_mount"), "{e}");
+        // The token is never a key of the file.
+        let e = Config::parse(
+            "vault_external_token = \"s.token\"\n",
+            "rampart.toml",
+            &env(&[]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("vault_external_token"), "{e}");
+        // Local (the default) needs none of it.
+        let c = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(c.vault_backend, VaultBackend::Local);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Secrets over HTTPS: Vault's KV version 2 engine at the `secret/` mount
 //! and AppRole login (for `hvac`, the `vault` / `bao` CLIs), and the
-//! KeyVault form `GET /v1/secret/APP/ENV/PATH` (seed 004), all on
-//! `rampart_vault`.
+//! KeyVault form `GET /v1/secret/APP/ENV/PATH` (seed 004). Secrets are
+//! read and written through `shared.secrets` (the local store or an
+//! external vault, see `secret_backend`); AppRoles through `shared.vault`.
 //!
 //! Every secret path is `APP/ENV/PATH...` inside the tenant of the caller's
 //! credential, and goes through the same authorization engine as
@@ -255,7 +256,7 @@ pub(crate) async fn data(
 ) -> KvResult {
     let raw = params.get("path").cloned().unwrap_or_default();
     let path = secret_path(&raw)?;
-    let vault = &shared.vault;
+    let secrets = &shared.secrets;
     let now = now_ms();
     match method {
         Method::GET => {
@@ -268,7 +269,7 @@ pub(crate) async fn data(
                 ),
             };
             let tenant = p.tenant.clone();
-            let read = vault.read(&tenant, &path, version, now)?;
+            let read = secrets.read(&tenant, &path, version, now).await?;
             audited(
                 &shared,
                 &a,
@@ -296,9 +297,9 @@ pub(crate) async fn data(
             let cas = cas_of(&body)?;
             let data = data_of(body.get("data"))?;
             let info = if method == Method::PATCH {
-                vault.patch(&p.tenant, &path, &data, cas, now)?
+                secrets.patch(&p.tenant, &path, &data, cas, now).await?
             } else {
-                vault.write(&p.tenant, &path, &data, cas, now)?
+                secrets.write(&p.tenant, &path, &data, cas, now).await?
             };
             audited(
                 &shared,
@@ -315,7 +316,7 @@ pub(crate) async fn data(
         }
         Method::DELETE => {
             let p = allowed(&shared, &a, &path.to_string(), Permission::SecretWrite)?;
-            match vault.delete_latest(&p.tenant, &path, now) {
+            match secrets.delete_latest(&p.tenant, &path, now).await {
                 Ok(()) | Err(VaultError::NotFound) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -349,17 +350,20 @@ pub(crate) async fn versions(
     let p = allowed(&shared, &a, &path.to_string(), Permission::SecretWrite)?;
     let list = versions_of(&body)?;
     let now = now_ms();
+    let secrets = &shared.secrets;
     let (r, event) = match route.name {
         RouteName::KvDelete => (
-            shared.vault.delete_versions(&p.tenant, &path, &list, now),
+            secrets.delete_versions(&p.tenant, &path, &list, now).await,
             "secret.delete",
         ),
         RouteName::KvUndelete => (
-            shared.vault.undelete_versions(&p.tenant, &path, &list, now),
+            secrets
+                .undelete_versions(&p.tenant, &path, &list, now)
+                .await,
             "secret.undelete",
         ),
         _ => (
-            shared.vault.destroy_versions(&p.tenant, &path, &list, now),
+            secrets.destroy_versions(&p.tenant, &path, &list, now).await,
             "secret.destroy",
         ),
     };
@@ -465,7 +469,7 @@ pub(crate) async fn metadata(
                 .map_err(|e| KvError::Bad(format!("invalid secret path `{raw}`: {e}")))?
         };
         let p = a.principal()?.clone();
-        let entries = shared.vault.list(&p.tenant, &prefix)?;
+        let entries = shared.secrets.list(&p.tenant, &prefix).await?;
         // Only what the caller may read: a key it may read, a folder under
         // which it may read something of that name.
         let base = if prefix_text.is_empty() {
@@ -493,7 +497,7 @@ pub(crate) async fn metadata(
     match method {
         Method::GET => {
             let p = allowed(&shared, &a, &path.to_string(), Permission::SecretRead)?;
-            let m = shared.vault.read_metadata(&p.tenant, &path)?;
+            let m = shared.secrets.read_metadata(&p.tenant, &path).await?;
             audited(
                 &shared,
                 &a,
@@ -510,9 +514,15 @@ pub(crate) async fn metadata(
             let p = allowed(&shared, &a, &path.to_string(), Permission::SecretWrite)?;
             let u = metadata_update(&body.unwrap_or(Value::Null))?;
             if method == Method::PATCH {
-                shared.vault.patch_metadata(&p.tenant, &path, u, now)?;
+                shared
+                    .secrets
+                    .patch_metadata(&p.tenant, &path, u, now)
+                    .await?;
             } else {
-                shared.vault.write_metadata(&p.tenant, &path, u, now)?;
+                shared
+                    .secrets
+                    .write_metadata(&p.tenant, &path, u, now)
+                    .await?;
             }
             audited(
                 &shared,
@@ -528,7 +538,7 @@ pub(crate) async fn metadata(
         }
         Method::DELETE => {
             let p = allowed(&shared, &a, &path.to_string(), Permission::SecretWrite)?;
-            match shared.vault.delete_metadata(&p.tenant, &path) {
+            match shared.secrets.delete_metadata(&p.tenant, &path).await {
                 Ok(()) | Err(VaultError::NotFound) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -580,7 +590,10 @@ pub(crate) async fn keyvault_get(
     );
     let path = secret_path(&raw)?;
     let p = allowed(&shared, &a, &path.to_string(), Permission::SecretRead)?;
-    let read = shared.vault.read(&p.tenant, &path, None, now_ms())?;
+    let read = shared
+        .secrets
+        .read(&p.tenant, &path, None, now_ms())
+        .await?;
     audited(
         &shared,
         &a,

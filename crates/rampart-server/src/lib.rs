@@ -20,6 +20,9 @@
 //! - `sealing`: tenant records in the store sealed with tenant keys.
 //! - `master`: the master key at start, and the server's own secrets kept
 //!   wrapped by it.
+//! - `kv_api`: the secrets API (Vault KV v2, KeyVault, AppRole).
+//! - `secret_backend`: where `kv_api` keeps secrets, local or external.
+//! - `vault_external`: the proxy to an external Vault/OpenBao KV v2 mount.
 
 mod access;
 mod audit;
@@ -35,11 +38,13 @@ mod master;
 mod reencrypt;
 mod registry;
 mod sealing;
+mod secret_backend;
 mod session;
 mod streams;
 mod tls;
 mod transport;
 mod vault_api;
+mod vault_external;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -55,7 +60,10 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 pub use auth::MtlsIdentity;
-pub use config::{AuditSink, ClientAuth, Config, ConfigError, MasterKeyKind, SlowConsumer};
+pub use config::{
+    AuditSink, ClientAuth, Config, ConfigError, MasterKeyKind, SlowConsumer, VaultBackend,
+    VAULT_EXTERNAL_TOKEN_ENV,
+};
 pub use dev::{DevError, DevSetup, DEV_TENANT};
 pub use tls::{TlsError, ALPN};
 
@@ -71,8 +79,10 @@ pub(crate) struct Shared {
     pub(crate) sealer: Arc<sealing::KeyringSealer>,
     /// Background re-encryption of stream data, by tenant.
     pub(crate) reencrypt: reencrypt::Jobs,
-    /// Secrets and AppRoles.
-    pub(crate) vault: rampart_vault::Vault,
+    /// AppRoles, and the local secrets (for tenant reseal and erase).
+    pub(crate) vault: Arc<rampart_vault::Vault>,
+    /// Where the secrets API reads and writes secrets (`vault_backend`).
+    pub(crate) secrets: secret_backend::SecretBackend,
     pub(crate) shutdown: watch::Receiver<bool>,
     active: AtomicUsize,
 }
@@ -281,6 +291,9 @@ impl Server {
     pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
         let mut config = opts.config;
         config.validate()?;
+        // The external vault's settings (token, CA) are checked before
+        // anything is written.
+        let external_vault = secret_backend::external(&config)?;
         let dev = if opts.dev {
             let d = dev::prepare(&config.data_dir)?;
             if config.tls_cert_path.is_none() {
@@ -382,11 +395,18 @@ impl Server {
                 .map_err(|e| StartError::MasterKey(format!("keys of tenant {t}: {e}")))?;
         }
         let catalog = rampart_store::Catalog::sealed(kv.clone(), sealer.clone());
-        let vault = rampart_vault::Vault::new(
+        let vault = Arc::new(rampart_vault::Vault::new(
             kv.clone(),
             sealer.clone(),
             Pepper::from_bytes(secrets.pepper.expose()),
-        );
+        ));
+        let secret_store = match external_vault {
+            Some(x) => {
+                info!(vault = %x.describe(), "secrets are kept in an external vault");
+                secret_backend::SecretBackend::External(Box::new(x))
+            }
+            None => secret_backend::SecretBackend::Local(vault.clone()),
+        };
         let signer = rampart_identity::TokenSigner::from_pkcs8(secrets.token_signing.expose())
             .map_err(|e| StartError::Keys(e.to_string()))?;
         let jwt = if config.jwt_issuers.is_empty() {
@@ -490,6 +510,7 @@ impl Server {
             sealer,
             reencrypt: reencrypt::Jobs::default(),
             vault,
+            secrets: secret_store,
             shutdown: shutdown_rx,
             active: AtomicUsize::new(0),
         });

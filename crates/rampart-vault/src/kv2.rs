@@ -39,6 +39,15 @@ pub struct VersionMeta {
 }
 
 impl VersionMeta {
+    /// A version's state as another KV v2 store reports it.
+    pub fn new(created_ms: u64, deletion_ms: Option<u64>, destroyed: bool) -> Self {
+        Self {
+            created_ms,
+            deletion_ms,
+            destroyed,
+        }
+    }
+
     /// Whether the version is soft-deleted at `now_ms`.
     pub fn is_deleted(&self, now_ms: u64) -> bool {
         self.deletion_ms.is_some_and(|d| d <= now_ms)
@@ -55,6 +64,16 @@ pub struct VersionInfo {
     pub custom_metadata: BTreeMap<String, String>,
 }
 
+impl VersionInfo {
+    pub fn new(version: u64, meta: VersionMeta, custom_metadata: BTreeMap<String, String>) -> Self {
+        Self {
+            version,
+            meta,
+            custom_metadata,
+        }
+    }
+}
+
 /// A version read back. `data` is `None` when the version is soft-deleted
 /// or destroyed (Vault answers 404 with the metadata in the body).
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +81,13 @@ pub struct VersionInfo {
 pub struct SecretVersion {
     pub info: VersionInfo,
     pub data: Option<Secret<SecretData>>,
+}
+
+impl SecretVersion {
+    /// `data` is `None` for a deleted or destroyed version.
+    pub fn new(info: VersionInfo, data: Option<Secret<SecretData>>) -> Self {
+        Self { info, data }
+    }
 }
 
 /// A secret's metadata, field for field as Vault's `metadata/` endpoint.
@@ -81,6 +107,24 @@ pub struct SecretMetadata {
     pub delete_version_after: Duration,
     pub custom_metadata: BTreeMap<String, String>,
     pub versions: BTreeMap<u64, VersionMeta>,
+}
+
+impl SecretMetadata {
+    /// A secret with no version and default settings; set the other
+    /// (public) fields to describe one another KV v2 store reports.
+    pub fn new(created_ms: u64, updated_ms: u64) -> Self {
+        Self {
+            created_ms,
+            updated_ms,
+            current_version: 0,
+            oldest_version: 0,
+            max_versions: 0,
+            cas_required: false,
+            delete_version_after: Duration::ZERO,
+            custom_metadata: BTreeMap::new(),
+            versions: BTreeMap::new(),
+        }
+    }
 }
 
 /// How a metadata write changes `custom_metadata`.

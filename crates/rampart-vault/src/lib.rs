@@ -7,6 +7,11 @@
 //! `hvac` and the `bao` / `vault` CLIs) and the KeyVault API are built on
 //! top of [`Vault`] and map [`VaultError`] to their status codes.
 //!
+//! The result types ([`VersionMeta`], [`VersionInfo`], [`SecretVersion`],
+//! [`SecretMetadata`]) have constructors so that another KV v2 store (the
+//! server's proxy to an external Vault or OpenBao) can answer in the same
+//! types and errors as [`Vault`].
+//!
 //! # Model
 //! - A secret lives at a [`SecretPath`] `APP/ENV/PATH...` inside a tenant.
 //!   Its data is a JSON object ([`SecretData`]), handed out in

@@ -17,3 +17,4 @@ mod keys;
 mod pubsub;
 mod security;
 mod vault_compat;
+mod vault_external;
