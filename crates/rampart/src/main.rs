@@ -11,7 +11,9 @@
 //! - `cmd_audit`: `rampart audit verify|hash|read`.
 //! - `cmd_keys`: `rampart keys rotate-master|generate`.
 //! - `bench`: `rampart bench pubsub`.
+//! - `agent`: `rampart agent`, which delivers secrets to files.
 
+mod agent;
 mod bench;
 mod cmd_admin;
 mod cmd_audit;
@@ -61,6 +63,8 @@ enum Cmd {
     Keys(cmd_keys::KeysArgs),
     /// Benchmarks.
     Bench(bench::BenchArgs),
+    /// Deliver secrets to files and keep them current.
+    Agent(agent::AgentArgs),
 }
 
 fn init_logs(default: &str) {
@@ -102,7 +106,7 @@ impl<E: std::fmt::Display> From<E> for Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(match cli.cmd {
-        Cmd::Server(_) => "info",
+        Cmd::Server(_) | Cmd::Agent(_) => "info",
         _ => "warn",
     });
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
             Cmd::Audit(a) => cmd_audit::run(a).await,
             Cmd::Keys(a) => cmd_keys::run(a).await,
             Cmd::Bench(a) => bench::run(a).await,
+            Cmd::Agent(a) => agent::run(a).await,
         }
     });
     match result {

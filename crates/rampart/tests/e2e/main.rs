@@ -6,6 +6,7 @@
 
 #[macro_use]
 mod common;
+mod agent;
 mod audit;
 mod cache;
 mod cli;
