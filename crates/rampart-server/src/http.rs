@@ -18,7 +18,7 @@ use axum::{Extension, Json, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rampart_authz::{Permission, Resource, Subject};
 use rampart_identity::{Principal, Secret, TOKEN_PREFIX};
-use rampart_proto::{AuthMethod, NamespaceName, TenantId};
+use rampart_proto::{AuthMethod, NamespaceName, StreamPath, TenantId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
@@ -603,48 +603,27 @@ async fn approle_auth(
     ttl: Option<u64>,
 ) -> Result<Json<Value>, ApiError> {
     let secret = Secret::new(secret_id.unwrap_or_default().to_string());
+    let t = crate::kv_api::approle_token(
+        shared,
+        &a.origin,
+        peer.addr.ip(),
+        role_id,
+        &secret,
+        ttl.map(|s| s.saturating_mul(1000)),
+    )
+    .await
+    .map_err(|e| match e {
+        crate::kv_api::KvError::Api(e) => e,
+        _ => ApiError::Unauthenticated,
+    })?;
     let now = crate::auth::now_ms();
-    let login = shared
-        .vault
-        .login(role_id, &secret, Some(peer.addr.ip()), now)
-        .map_err(|_| {
-            shared.audit.record(audit::auth_failure(
-                "approle",
-                "invalid_credentials",
-                &a.origin,
-            ));
-            ApiError::Unauthenticated
-        })?;
-    let p = Principal {
-        tenant: login.tenant.clone(),
-        name: format!("approle:{}", login.role.as_str()),
-        kind: rampart_identity::PrincipalKind::AppRole,
-        roles: login.roles.clone(),
-        expires_at_ms: None,
-        credential_id: Some(login.secret_id_accessor.clone()),
-        parent_credential_id: None,
-    };
-    let role_ttl = login.token_ttl.as_millis() as u64;
-    let ttl_ms = match ttl {
-        Some(t) if t > 0 => (t * 1000).min(role_ttl.max(1)),
-        _ => role_ttl,
-    };
-    let (token, exp, jti) = shared
-        .issue_token(&p, ttl_ms)
-        .map_err(|_| ApiError::Internal)?;
-    let ev = audit::auth_success(&p, "approle", &a.origin)
-        .meta("token_id", shared.audit.hmac_id(&jti))
-        .meta("token_expires_at_ms", exp);
-    if shared.audit.mandatory(ev).await.is_err() {
-        return Err(ApiError::Unavailable);
-    }
     Ok(Json(json!({
         "auth": {
-            "client_token": token.expose(),
-            "lease_duration": exp.saturating_sub(now) / 1000,
+            "client_token": t.token.expose(),
+            "lease_duration": t.expires_ms.saturating_sub(now) / 1000,
             "renewable": true,
-            "policies": p.roles,
-            "metadata": { "tenant": p.tenant.as_str(), "principal": p.name },
+            "policies": t.principal.roles,
+            "metadata": { "tenant": t.principal.tenant.as_str(), "principal": t.principal.name },
         }
     })))
 }
@@ -1069,6 +1048,15 @@ async fn create_stream(
     Ok(StatusCode::CREATED)
 }
 
+/// The stream a `.../streams/{stream}` route names, in the caller's tenant.
+fn route_stream(a: &Authed, p: &HashMap<String, String>) -> Result<StreamPath, ApiError> {
+    Ok(stream_path(
+        a.tenant()?.as_str(),
+        param(p, "namespace"),
+        param(p, "stream"),
+    )?)
+}
+
 /// Erases a durable stream: its subscriptions end, its files go, and its
 /// data key is destroyed (recorded in the audit log with how many key
 /// versions).
@@ -1077,11 +1065,7 @@ async fn erase_stream(
     a: Authed,
     Path(p): Path<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let path = stream_path(
-        a.tenant()?.as_str(),
-        param(&p, "namespace"),
-        param(&p, "stream"),
-    )?;
+    let path = route_stream(&a, &p)?;
     let destroyed = shared.erase_stream(&path).await?;
     changed(
         &shared,
@@ -1102,11 +1086,7 @@ async fn get_stream(
     a: Authed,
     Path(p): Path<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let path = stream_path(
-        a.tenant()?.as_str(),
-        param(&p, "namespace"),
-        param(&p, "stream"),
-    )?;
+    let path = route_stream(&a, &p)?;
     Ok(Json(shared.stream_info(&path)?))
 }
 
@@ -1115,11 +1095,7 @@ async fn delete_stream(
     a: Authed,
     Path(p): Path<HashMap<String, String>>,
 ) -> Result<StatusCode, ApiError> {
-    let path = stream_path(
-        a.tenant()?.as_str(),
-        param(&p, "namespace"),
-        param(&p, "stream"),
-    )?;
+    let path = route_stream(&a, &p)?;
     shared.delete_stream(&path).await?;
     changed(
         &shared,

@@ -786,6 +786,71 @@ pub(crate) async fn secret_id(
 
 /// `POST /v1/auth/approle/login`: a Rampart token for the role's tenant,
 /// with the role's roles, for its token TTL.
+/// A token issued for an AppRole login.
+pub(crate) struct AppRoleToken {
+    pub principal: Principal,
+    pub token: Secret<String>,
+    pub expires_ms: u64,
+    pub jti: String,
+}
+
+/// Checks an AppRole login and issues a Rampart token for the role's
+/// tenant, with the role's roles, for its token TTL (or `ttl_ms` when
+/// shorter). Both login endpoints (Vault's and KeyVault's `/v1/auth`) use
+/// it; a refusal is audited and says nothing of which part was wrong.
+pub(crate) async fn approle_token(
+    shared: &Shared,
+    origin: &crate::audit::Origin,
+    peer: std::net::IpAddr,
+    role_id: &str,
+    secret_id: &Secret<String>,
+    ttl_ms: Option<u64>,
+) -> Result<AppRoleToken, KvError> {
+    let login = match shared.vault.login(role_id, secret_id, Some(peer), now_ms()) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(peer = %peer, "approle login refused");
+            shared.audit.record(audit::auth_failure(
+                "approle",
+                "invalid_credentials",
+                origin,
+            ));
+            return Err(e.into());
+        }
+    };
+    let principal = Principal {
+        tenant: login.tenant.clone(),
+        name: format!("approle:{}", login.role.as_str()),
+        kind: PrincipalKind::AppRole,
+        roles: login.roles.clone(),
+        expires_at_ms: None,
+        credential_id: Some(login.secret_id_accessor.clone()),
+        parent_credential_id: None,
+    };
+    let role_ttl = (login.token_ttl.as_millis() as u64).max(1);
+    let ttl = ttl_ms
+        .filter(|t| *t > 0)
+        .map_or(role_ttl, |t| t.min(role_ttl));
+    let (token, expires_ms, jti) = shared
+        .issue_token(&principal, ttl)
+        .map_err(|_| KvError::Api(ApiError::Internal))?;
+    let ev = audit::auth_success(&principal, "approle", origin)
+        .meta("token_id", shared.audit.hmac_id(&jti))
+        .meta("token_expires_at_ms", expires_ms);
+    shared
+        .audit
+        .mandatory(ev)
+        .await
+        .map_err(|_| KvError::Api(ApiError::Unavailable))?;
+    Ok(AppRoleToken {
+        principal,
+        token,
+        expires_ms,
+        jti,
+    })
+}
+
+/// `POST /v1/auth/approle/login`, answered in Vault's shape.
 pub(crate) async fn login(
     State(shared): State<Arc<Shared>>,
     a: Authed,
@@ -801,42 +866,13 @@ pub(crate) async fn login(
             .to_string(),
     );
     let now = now_ms();
-    let login = match shared
-        .vault
-        .login(role_id, &secret, Some(peer.addr.ip()), now)
-    {
-        Ok(l) => l,
-        Err(e) => {
-            warn!(peer = %peer.addr, "approle login refused");
-            shared.audit.record(audit::auth_failure(
-                "approle",
-                "invalid_credentials",
-                a.origin(),
-            ));
-            return Err(e.into());
-        }
-    };
-    let principal = Principal {
-        tenant: login.tenant.clone(),
-        name: format!("approle:{}", login.role.as_str()),
-        kind: PrincipalKind::AppRole,
-        roles: login.roles.clone(),
-        expires_at_ms: None,
-        credential_id: Some(login.secret_id_accessor.clone()),
-        parent_credential_id: None,
-    };
-    let ttl_ms = login.token_ttl.as_millis() as u64;
-    let (token, exp, jti) = shared
-        .issue_token(&principal, ttl_ms)
-        .map_err(|_| KvError::Api(ApiError::Internal))?;
-    let ev = audit::auth_success(&principal, "approle", a.origin())
-        .meta("token_id", shared.audit.hmac_id(&jti))
-        .meta("token_expires_at_ms", exp);
-    shared
-        .audit
-        .mandatory(ev)
-        .await
-        .map_err(|_| KvError::Api(ApiError::Unavailable))?;
+    let AppRoleToken {
+        principal,
+        token,
+        expires_ms: exp,
+        jti,
+    } = approle_token(&shared, a.origin(), peer.addr.ip(), role_id, &secret, None).await?;
+    let role = principal.name.trim_start_matches("approle:").to_string();
     let lease = exp.saturating_sub(now) / 1000;
     Ok(Json(json!({
         "request_id": request_id(),
@@ -849,9 +885,9 @@ pub(crate) async fn login(
         "auth": {
             "client_token": token.expose(),
             "accessor": shared.audit.hmac_id(&jti),
-            "policies": login.roles,
-            "token_policies": login.roles,
-            "metadata": { "role_name": login.role.as_str(), "tenant": login.tenant.as_str() },
+            "policies": principal.roles,
+            "token_policies": principal.roles,
+            "metadata": { "role_name": role, "tenant": principal.tenant.as_str() },
             "lease_duration": lease,
             "renewable": true,
             "entity_id": "",

@@ -50,20 +50,7 @@ fn expect(range: std::ops::Range<u64>) -> Vec<(u64, String)> {
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
+    snapshot(dir).into_iter().map(|(p, _)| p).collect()
 }
 
 async fn acks_levels_replay_and_restart(t: Transport) {

@@ -280,22 +280,12 @@ assert w.is_authenticated() is False
     // The canary never reached a file in clear (the store is sealed, the
     // audit log records paths and versions only).
     let canary = b"SECRET-CANARY-9d2e";
-    let dir = s.data_dir();
-    let mut stack = vec![dir];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let bytes = std::fs::read(&p).unwrap();
-                assert!(
-                    !bytes.windows(canary.len()).any(|w| w == canary),
-                    "secret in clear in {}",
-                    p.display()
-                );
-            }
-        }
+    for (p, bytes) in snapshot(&s.data_dir()) {
+        assert!(
+            !bytes.windows(canary.len()).any(|w| w == canary),
+            "secret in clear in {}",
+            p.display()
+        );
     }
 }
 
