@@ -156,7 +156,14 @@ pub(crate) struct Identity {
     /// Token renewals (Vault's renew-self): token id -> new expiry, kept in
     /// the store as `renew/<id>` and cached here.
     renewed: RwLock<HashMap<String, u64>>,
+    /// Tokens whose signature was verified, by SHA-256 of the token, so a
+    /// token used for many requests pays for Ed25519 once. Holds claims
+    /// only; expiry, renewals and revocations are checked on every use.
+    verified: RwLock<HashMap<[u8; 32], rampart_identity::TokenClaims>>,
 }
+
+/// Verified tokens kept at most; the cache starts over when full.
+const VERIFIED_TOKENS: usize = 16_384;
 
 fn lock_err<T>(e: std::sync::PoisonError<T>) -> T {
     e.into_inner()
@@ -218,7 +225,29 @@ impl Identity {
             mtls,
             mtls_allowed_cns,
             renewed: RwLock::new(HashMap::new()),
+            verified: RwLock::new(HashMap::new()),
         })
+    }
+
+    /// The claims of a token whose signature checks, from the cache when it
+    /// was checked before.
+    fn verified_claims(&self, token: &[u8]) -> Result<rampart_identity::TokenClaims, AuthFailure> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, token);
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest.as_ref());
+        if let Some(c) = self.verified.read().unwrap_or_else(lock_err).get(&key) {
+            return Ok(c.clone());
+        }
+        let claims = self
+            .signer
+            .verify_signature(token)
+            .map_err(AuthFailure::Token)?;
+        let mut cache = self.verified.write().unwrap_or_else(lock_err);
+        if cache.len() >= VERIFIED_TOKENS {
+            cache.clear();
+        }
+        cache.insert(key, claims.clone());
+        Ok(claims)
     }
 
     /// The expiry of a token, renewals included.
@@ -318,10 +347,7 @@ impl Identity {
     }
 
     fn token(&self, token: &[u8]) -> Result<Principal, AuthFailure> {
-        let claims = self
-            .signer
-            .verify_signature(token)
-            .map_err(AuthFailure::Token)?;
+        let claims = self.verified_claims(token)?;
         let now = now_ms();
         let expires = self.token_expiry(&claims);
         if now >= expires {
