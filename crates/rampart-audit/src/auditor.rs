@@ -194,6 +194,7 @@ impl Auditor {
             ev,
             at_ms: now_ms(),
             reply: None,
+            early: false,
         };
         if tx.try_send(msg).is_err() {
             c.dropped.fetch_add(1, Ordering::Relaxed);
@@ -205,10 +206,24 @@ impl Auditor {
     /// within `durable_timeout`, whatever the disk does; callers then refuse
     /// the operation being audited. Needs a Tokio runtime with timers.
     pub async fn mandatory(&self, ev: Event) -> Result<(), Unavailable> {
+        self.waited(ev, false).await
+    }
+
+    /// Records `ev` and resolves once it is written to the audit file (or
+    /// flushed to stdout), without waiting for its fsync: what Vault's
+    /// audit devices promise. For frequent reads, where an fsync per
+    /// request costs more than it protects; a machine crash may lose the
+    /// last records, a process crash does not. Fails like
+    /// [`Auditor::mandatory`] when that does not happen in time.
+    pub async fn written(&self, ev: Event) -> Result<(), Unavailable> {
+        self.waited(ev, true).await
+    }
+
+    async fn waited(&self, ev: Event, early: bool) -> Result<(), Unavailable> {
         let Some(tx) = &self.inner.tx else {
             return Ok(());
         };
-        let result = self.mandatory_inner(tx, ev).await;
+        let result = self.mandatory_inner(tx, ev, early).await;
         if result.is_err() {
             self.inner
                 .counters
@@ -218,7 +233,12 @@ impl Auditor {
         result
     }
 
-    async fn mandatory_inner(&self, tx: &SyncSender<Msg>, ev: Event) -> Result<(), Unavailable> {
+    async fn mandatory_inner(
+        &self,
+        tx: &SyncSender<Msg>,
+        ev: Event,
+        early: bool,
+    ) -> Result<(), Unavailable> {
         if ev.is_reserved() {
             self.inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(Unavailable);
@@ -232,6 +252,7 @@ impl Auditor {
             ev,
             at_ms: now_ms(),
             reply: Some(reply),
+            early,
         };
         // A full queue usually drains within milliseconds: wait for room,
         // up to the deadline.

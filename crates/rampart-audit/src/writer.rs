@@ -38,6 +38,9 @@ pub(crate) enum Msg {
         ev: Event,
         at_ms: u64,
         reply: Option<Reply>,
+        /// Answer once the record is written to the file, before the
+        /// fsync (the `written` level); else once it is fsynced.
+        early: bool,
     },
     /// Drain what is queued, write a final checkpoint, stop.
     Shutdown(oneshot::Sender<()>),
@@ -124,7 +127,7 @@ impl FileSink {
     /// in the log. A file that is not a regular file (a symlink to
     /// `/dev/null`...), or that is shorter or longer than what the writer
     /// wrote, is not appended to.
-    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+    fn append(&mut self, buf: &[u8], written: &mut dyn FnMut()) -> io::Result<()> {
         let path = self.dir.join(files::log_file_name(self.file_seq));
         let mut opts = OpenOptions::new();
         opts.append(true);
@@ -164,7 +167,11 @@ impl FileSink {
             f.sync_all()?;
             files::sync_dir(&self.dir)?;
         }
-        if let Err(e) = f.write_all(buf).and_then(|()| f.sync_data()) {
+        let synced = f.write_all(buf).and_then(|()| {
+            written();
+            f.sync_data()
+        });
+        if let Err(e) = synced {
             // If this fails too, the next batch cuts the file back.
             self.dirty = f.set_len(self.len).and_then(|()| f.sync_data()).is_err();
             return Err(e);
@@ -177,10 +184,15 @@ impl FileSink {
 }
 
 impl Output {
-    fn write(&mut self, buf: &[u8], counters: &Counters) -> io::Result<()> {
+    fn write(
+        &mut self,
+        buf: &[u8],
+        counters: &Counters,
+        written: &mut dyn FnMut(),
+    ) -> io::Result<()> {
         match self {
             Output::Files(sink) => {
-                sink.append(buf)?;
+                sink.append(buf, written)?;
                 if let Some(copy) = &sink.copy {
                     if copy.try_send(buf.to_vec()).is_err() {
                         counters.stdout_dropped.fetch_add(1, Relaxed);
@@ -188,7 +200,11 @@ impl Output {
                 }
                 Ok(())
             }
-            Output::Stdout(out) => out.write_all(buf).and_then(|()| out.flush()),
+            Output::Stdout(out) => {
+                out.write_all(buf).and_then(|()| out.flush())?;
+                written();
+                Ok(())
+            }
         }
     }
 
@@ -252,6 +268,8 @@ struct Batch {
     buf: Vec<u8>,
     records: u64,
     replies: Vec<Reply>,
+    /// Answered once the batch is written, before its fsync.
+    early: Vec<Reply>,
 }
 
 impl Writer {
@@ -306,7 +324,12 @@ impl Writer {
             let mut next = Some(first);
             while let Some(msg) = next {
                 match msg {
-                    Msg::Event { ev, at_ms, reply } => self.add(&mut batch, &ev, at_ms, reply),
+                    Msg::Event {
+                        ev,
+                        at_ms,
+                        reply,
+                        early,
+                    } => self.add(&mut batch, &ev, at_ms, reply, early),
                     Msg::Shutdown(done) => stopping.push(done),
                 }
                 next = if self.full(&batch) {
@@ -351,14 +374,26 @@ impl Writer {
             buf,
             records: 0,
             replies: Vec::new(),
+            early: Vec::new(),
         }
     }
 
-    fn add(&mut self, batch: &mut Batch, ev: &Event, at_ms: u64, reply: Option<Reply>) {
+    fn add(
+        &mut self,
+        batch: &mut Batch,
+        ev: &Event,
+        at_ms: u64,
+        reply: Option<Reply>,
+        early: bool,
+    ) {
         match batch.chain.append(&mut batch.buf, ev, at_ms) {
             Ok(_) => {
                 batch.records += 1;
-                batch.replies.extend(reply);
+                if early {
+                    batch.early.extend(reply);
+                } else {
+                    batch.replies.extend(reply);
+                }
             }
             Err(e) => {
                 // Not reachable with serde_json's own map and values.
@@ -385,6 +420,7 @@ impl Writer {
             mut buf,
             records,
             replies,
+            mut early,
         } = batch;
         let pending = self.since_checkpoint + records;
         let rotate = records > 0 && self.out.rotation_due(buf.len());
@@ -406,7 +442,13 @@ impl Writer {
             self.spare = buf;
             return;
         }
-        match self.out.write(&buf, &self.counters) {
+        let mut answer_early = || {
+            for reply in early.drain(..) {
+                let _ = reply.send(Ok(()));
+            }
+        };
+        let result = self.out.write(&buf, &self.counters, &mut answer_early);
+        match result {
             Ok(()) => {
                 self.chain = chain;
                 self.counters.written.fetch_add(records, Relaxed);
@@ -435,7 +477,7 @@ impl Writer {
                 self.retry_at = Some(Instant::now() + RETRY_AFTER);
                 // Counters first, so a caller told "no" sees them.
                 self.failed("audit write failed; the records of this batch are lost", &e);
-                for reply in replies {
+                for reply in replies.into_iter().chain(early) {
                     let _ = reply.send(Err(()));
                 }
             }

@@ -414,6 +414,35 @@ async fn concurrent_mandatory_records_are_group_committed() {
     assert_eq!(r.records, 200);
 }
 
+#[tokio::test]
+async fn written_records_are_in_the_file_when_answered_mixed_with_durable_ones() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("audit");
+    let a = start(data.path(), config(&dir));
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let a = a.clone();
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    a.written(event(i)).await
+                } else {
+                    a.mandatory(event(i)).await
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    // Answered means written: every record is in the file before shutdown.
+    let text = fs::read_to_string(current_file(&dir)).unwrap();
+    let lines = text.lines().filter(|l| l.contains("\"seq\"")).count();
+    assert!(lines >= 100, "{lines} records written");
+    a.shutdown().await;
+    let r = verify_dir(&dir, None).unwrap();
+    assert_eq!(r.records, 100);
+}
+
 /// The log writes what it is given: a secret put in an event is in the log.
 /// Callers must never do that; this pins the behaviour the docs warn about.
 #[tokio::test]
