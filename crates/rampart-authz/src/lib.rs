@@ -58,7 +58,8 @@
 //! Resource patterns: `stream:NAME`, `stream:*`, `cache:NAME`, `cache:*`,
 //! `namespace` (the namespace object itself), and in tenant-wide documents
 //! only `secret:PATH`, `secret:PREFIX/*` (strictly below the prefix),
-//! `secret:*`, `admin:keys|acl|audit|tenant`, `admin:*`; `*` is everything
+//! `secret:*`, paths with `+` segments that each match exactly one segment
+//! (`secret:billing/+/db`, `secret:+/prod/*`), `admin:keys|acl|audit|tenant`, `admin:*`; `*` is everything
 //! the document covers. A permission that can never apply to the pattern
 //! (`cache_read` on `stream:x`) is refused when the document is parsed, as
 //! are unknown roles in `role:` principals, so a misspelt deny rule cannot

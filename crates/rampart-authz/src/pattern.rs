@@ -102,6 +102,14 @@ pub(crate) enum ResourcePattern {
     /// `secret:PREFIX/*`: every secret strictly below the prefix.
     SecretPrefix(SecretPath),
     Secret(SecretPath),
+    /// A secret path with `+` segments (each matches exactly one segment),
+    /// optionally ending in `/*` (anything strictly below):
+    /// `secret:billing/+/db`, `secret:+/prod/*`.
+    SecretGlob {
+        /// `None` for a `+` segment.
+        segments: Box<[Option<Box<str>>]>,
+        below: bool,
+    },
     AdminAll,
     Admin(AdminArea),
 }
@@ -130,6 +138,22 @@ impl ResourcePattern {
                     "cache" => ResourcePattern::Cache(
                         CacheName::parse(name).map_err(AclErrorKind::InvalidName)?,
                     ),
+                    "secret" if name.split('/').any(|seg| seg == "+") => {
+                        let (body, below) = match name.strip_suffix("/*") {
+                            Some(b) => (b, true),
+                            None => (name, false),
+                        };
+                        let segments = body
+                            .split('/')
+                            .map(|seg| match seg {
+                                "+" => Ok(None),
+                                _ => SecretPath::parse(seg)
+                                    .map(|_| Some(seg.into()))
+                                    .map_err(AclErrorKind::InvalidSecretPath),
+                            })
+                            .collect::<Result<Box<[_]>, _>>()?;
+                        ResourcePattern::SecretGlob { segments, below }
+                    }
                     "secret" => match name.strip_suffix("/*") {
                         Some(prefix) => ResourcePattern::SecretPrefix(
                             SecretPath::parse(prefix).map_err(AclErrorKind::InvalidSecretPath)?,
@@ -157,6 +181,7 @@ impl ResourcePattern {
             ResourcePattern::SecretAll
                 | ResourcePattern::SecretPrefix(_)
                 | ResourcePattern::Secret(_)
+                | ResourcePattern::SecretGlob { .. }
                 | ResourcePattern::AdminAll
                 | ResourcePattern::Admin(_)
         )
@@ -176,6 +201,18 @@ impl ResourcePattern {
             (ResourcePattern::Cache(want), Resource::Cache(_, _, c)) => want == c,
             (ResourcePattern::Secret(want), Resource::Secret(_, p)) => want == p,
             (ResourcePattern::SecretPrefix(prefix), Resource::Secret(_, p)) => p.is_below(prefix),
+            (ResourcePattern::SecretGlob { segments, below }, Resource::Secret(_, p)) => {
+                let parts: Vec<&str> = p.as_str().split('/').collect();
+                let fits = if *below {
+                    parts.len() > segments.len()
+                } else {
+                    parts.len() == segments.len()
+                };
+                fits && segments
+                    .iter()
+                    .zip(&parts)
+                    .all(|(want, got)| want.as_deref().is_none_or(|w| w == *got))
+            }
             (ResourcePattern::Admin(want), Resource::Admin(_, a)) => want == a,
             _ => false,
         }
@@ -191,6 +228,10 @@ impl ResourcePattern {
             | ResourcePattern::SecretAll
             | ResourcePattern::AdminAll => (1, 0),
             ResourcePattern::SecretPrefix(p) => (2, p.as_str().len()),
+            // Between prefixes and exact names: ranked by their fixed text.
+            ResourcePattern::SecretGlob { segments, .. } => {
+                (2, segments.iter().flatten().map(|s| s.len() + 1).sum())
+            }
             ResourcePattern::Namespace
             | ResourcePattern::Stream(_)
             | ResourcePattern::Cache(_)
@@ -211,7 +252,8 @@ impl ResourcePattern {
             ResourcePattern::CacheAll | ResourcePattern::Cache(_) => &[Kind::Cache],
             ResourcePattern::SecretAll
             | ResourcePattern::SecretPrefix(_)
-            | ResourcePattern::Secret(_) => &[Kind::Secret],
+            | ResourcePattern::Secret(_)
+            | ResourcePattern::SecretGlob { .. } => &[Kind::Secret],
             ResourcePattern::AdminAll => &[
                 Kind::Admin(AdminArea::Keys),
                 Kind::Admin(AdminArea::Acl),
@@ -242,6 +284,19 @@ impl fmt::Display for ResourcePattern {
             ResourcePattern::SecretAll => f.write_str("secret:*"),
             ResourcePattern::SecretPrefix(p) => write!(f, "secret:{p}/*"),
             ResourcePattern::Secret(p) => write!(f, "secret:{p}"),
+            ResourcePattern::SecretGlob { segments, below } => {
+                f.write_str("secret:")?;
+                for (i, seg) in segments.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("/")?;
+                    }
+                    f.write_str(seg.as_deref().unwrap_or("+"))?;
+                }
+                if *below {
+                    f.write_str("/*")?;
+                }
+                Ok(())
+            }
             ResourcePattern::AdminAll => f.write_str("admin:*"),
             ResourcePattern::Admin(a) => write!(f, "admin:{a}"),
         }
@@ -268,6 +323,8 @@ mod tests {
             "secret:*",
             "secret:db/*",
             "secret:db/password",
+            "secret:billing/+/db",
+            "secret:+/prod/*",
             "admin:*",
             "admin:keys",
         ] {
@@ -280,6 +337,36 @@ mod tests {
             "key-0123abcd",
         ] {
             assert_eq!(PrincipalPattern::parse(s).unwrap().to_string(), s);
+        }
+    }
+
+    #[test]
+    fn plus_matches_exactly_one_segment() {
+        let p = |s: &str| ResourcePattern::parse(s, false).unwrap();
+        let one = p("secret:billing/+/db");
+        assert!(one.matches(&res("secret:acme/billing/prod/db")));
+        assert!(one.matches(&res("secret:acme/billing/staging/db")));
+        assert!(!one.matches(&res("secret:acme/billing/prod/api")));
+        assert!(!one.matches(&res("secret:acme/billing/prod/x/db")));
+        assert!(!one.matches(&res("secret:acme/web/prod/db")));
+        let below = p("secret:+/prod/*");
+        assert!(below.matches(&res("secret:acme/billing/prod/db")));
+        assert!(below.matches(&res("secret:acme/web/prod/a/b")));
+        assert!(
+            !below.matches(&res("secret:acme/web/prod")),
+            "strictly below"
+        );
+        assert!(!below.matches(&res("secret:acme/web/staging/db")));
+        assert!(!below.matches(&res("stream:acme/prod/db")));
+        // Exact names outrank globs, which outrank shorter prefixes.
+        assert!(p("secret:billing/prod/db").rank() > one.rank());
+        assert!(one.rank() > p("secret:billing/*").rank());
+        for bad in [
+            "secret:billing/+x/db",
+            "secret:billing//+",
+            "secret:+/../db",
+        ] {
+            assert!(ResourcePattern::parse(bad, false).is_err(), "{bad}");
         }
     }
 

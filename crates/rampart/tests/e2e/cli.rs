@@ -13,7 +13,7 @@ pub(crate) struct DevServer {
     child: Child,
     pub(crate) quic: String,
     pub(crate) tcp: String,
-    https: String,
+    pub(crate) https: String,
     dir: tempfile::TempDir,
 }
 
@@ -84,7 +84,7 @@ impl DevServer {
     }
 
     /// Stops the server and returns everything it logged.
-    fn stop_and_read_log(&mut self) -> String {
+    pub(crate) fn stop_and_read_log(&mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap()

@@ -222,3 +222,70 @@ fn durable_stream_cli() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// The server's own log, at debug level, never holds a secret's value or a
+/// token, whatever goes through the vault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_values_and_tokens_never_reach_the_server_log() {
+    let mut s = tokio::task::spawn_blocking(DevServer::start).await.unwrap();
+    let url = format!("https://{}", s.https);
+    let key = std::fs::read_to_string(s.data().join("dev/admin.key")).unwrap();
+    let cfg = ClientConfig::default()
+        .with_ca(s.data().join("dev/ca.crt"))
+        .with_api_key(key.trim());
+    let admin = rampart_client::AdminClient::new(&url, &cfg).unwrap();
+    let acl = "apiVersion: rampart.io/v1\nkind: ACL\nmetadata: {tenant: dev}\nspec:\n  rules:\n    - principal: \"role:admin\"\n      resource: \"secret:*\"\n      permissions: [secret_read, secret_write]\n";
+    let r = admin
+        .call("PUT", "/v1/tenants/dev/acl", Some(&serde_json::json!(acl)))
+        .await
+        .unwrap();
+    assert!(r.status < 300, "{}", r.error());
+    let login = admin
+        .call(
+            "POST",
+            "/v1/auth",
+            Some(&serde_json::json!({ "api_key": key.trim() })),
+        )
+        .await
+        .unwrap();
+    let token = login.body["auth"]["client_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = rampart_client::AdminClient::new(
+        &url,
+        &ClientConfig::default()
+            .with_ca(s.data().join("dev/ca.crt"))
+            .with_token(&token),
+    )
+    .unwrap();
+    let canary = "LOG-CANARY-51c0e7";
+    for (method, path, body) in [
+        (
+            "POST",
+            "/v1/secret/data/app/prod/db",
+            Some(serde_json::json!({ "data": { "password": canary } })),
+        ),
+        ("GET", "/v1/secret/data/app/prod/db", None),
+        ("GET", "/v1/secret/app/prod/db", None),
+        (
+            "POST",
+            "/v1/secret/data/app/prod/db",
+            Some(serde_json::json!({ "options": { "cas": 99 }, "data": { "password": canary } })),
+        ),
+    ] {
+        let r = t.call(method, path, body.as_ref()).await.unwrap();
+        assert!(r.status < 500, "{method} {path}: {}", r.error());
+    }
+    let log = s.stop_and_read_log();
+    assert!(log.contains("token issued"), "the log was captured: {log}");
+    assert!(
+        !log.contains(canary),
+        "a secret value reached the server log"
+    );
+    assert!(!log.contains(&token), "a token reached the server log");
+    assert!(
+        !log.contains(key.trim()),
+        "an API key reached the server log"
+    );
+}
