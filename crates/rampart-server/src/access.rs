@@ -323,6 +323,13 @@ pub(crate) const ROUTES: &[Route] = &[
         Scope::None,
     ),
     route(
+        RouteName::MountsPreflight,
+        "GET",
+        "/v1/sys/mounts-all/{*path}",
+        Access::Authenticated,
+        Scope::None,
+    ),
+    route(
         RouteName::Auth,
         "POST",
         "/v1/auth",

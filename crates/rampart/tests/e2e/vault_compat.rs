@@ -140,6 +140,8 @@ assert c.is_authenticated() is False
 c.token = c.adapter.post('/v1/auth', json={{'api_key': {key:?}}})['auth']['client_token']
 m = c.adapter.get('/v1/sys/internal/ui/mounts/secret/app/env/db')['data']
 assert m['type'] == 'kv' and m['options']['version'] == '2', m
+m = c.adapter.get('/v1/sys/mounts-all/secret/app/env/db')['data']
+assert m['options']['version'] == '2', m
 "#,
             key = KEY_ACME
         ),
