@@ -13,8 +13,8 @@ use rampart_broker::{BrokerError, ConsumerOptions, Level, Stream, Subscription};
 use rampart_identity::Principal;
 use rampart_proto::{
     Ack, AckMode, AuthMethod, AuthOk, AuthRequired, CacheValue, Durability, EntriesBuilder,
-    ErrorCode, Frame, FrameDecoder, Message, ReauthReason, SharedEvents, StreamPath, Subscribed,
-    Token, Unsubscribe, PREAUTH_MAX_FRAME,
+    ErrorCode, Frame, FrameDecoder, Message, NamespaceName, ReauthReason, SharedEvents, StreamName,
+    StreamPath, Subscribed, TenantId, Token, Unsubscribe, PREAUTH_MAX_FRAME,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -836,17 +836,8 @@ impl Conn {
                 self.ack(id, p.ack, p.count, durability(done.level)).await
             }
             Message::Subscribe(s) => {
-                if self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
-                    return Err(OpError::TooManySubscriptions(MAX_SUBSCRIPTIONS));
-                }
-                let resource =
-                    Resource::Stream(s.tenant.clone(), s.namespace.clone(), s.stream.clone());
-                let path = StreamPath {
-                    tenant: s.tenant,
-                    namespace: s.namespace,
-                    stream: s.stream,
-                };
-                let stream = self.stream(path)?;
+                let (stream, resource) =
+                    self.subscription_target(s.tenant, s.namespace, s.stream)?;
                 let sub = stream.subscribe_at(s.start).await.map_err(|e| match e {
                     BrokerError::NotDurable => OpError::StartUnsupported,
                     e => OpError::Broker(e),
@@ -854,17 +845,8 @@ impl Conn {
                 self.start_subscription(id, Arc::new(sub), resource).await
             }
             Message::Consume(c) => {
-                if self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
-                    return Err(OpError::TooManySubscriptions(MAX_SUBSCRIPTIONS));
-                }
-                let resource =
-                    Resource::Stream(c.tenant.clone(), c.namespace.clone(), c.stream.clone());
-                let path = StreamPath {
-                    tenant: c.tenant,
-                    namespace: c.namespace,
-                    stream: c.stream,
-                };
-                let stream = self.stream(path)?;
+                let (stream, resource) =
+                    self.subscription_target(c.tenant, c.namespace, c.stream)?;
                 let cfg = &self.shared.config;
                 let opts = (c.max_in_flight > 0 || c.ack_wait_ms > 0).then(|| ConsumerOptions {
                     max_in_flight: if c.max_in_flight > 0 {
@@ -975,6 +957,27 @@ impl Conn {
                 Ok(())
             }
         }
+    }
+
+    /// The stream a SUBSCRIBE or CONSUME names, and the resource its
+    /// subscription is re-checked against on policy changes; refused when
+    /// the connection holds as many subscriptions as it may.
+    fn subscription_target(
+        &mut self,
+        tenant: TenantId,
+        namespace: NamespaceName,
+        stream: StreamName,
+    ) -> Result<(Arc<Stream>, Resource), OpError> {
+        if self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+            return Err(OpError::TooManySubscriptions(MAX_SUBSCRIPTIONS));
+        }
+        let resource = Resource::Stream(tenant.clone(), namespace.clone(), stream.clone());
+        let path = StreamPath {
+            tenant,
+            namespace,
+            stream,
+        };
+        Ok((self.stream(path)?, resource))
     }
 
     /// Answers SUBSCRIBE or CONSUME: numbers the subscription, sends

@@ -497,6 +497,17 @@ impl Shared {
         rampart_authz::decide(&policy, &subject, resource, permission)
     }
 
+    /// Whether the engine allows `p` `permission` on `resource`.
+    pub(crate) fn permits(
+        &self,
+        p: &Principal,
+        resource: &Resource,
+        permission: Permission,
+    ) -> bool {
+        self.explain(&p.tenant, &p.name, p.roles.clone(), resource, permission)
+            .allowed
+    }
+
     // === streams ===
 
     pub(crate) fn streams(

@@ -473,6 +473,14 @@ fn presented_token(headers: &axum::http::HeaderMap) -> String {
         .unwrap_or_default()
 }
 
+/// The id of the token the caller authenticated with, or 400 with `why`.
+fn token_id(p: &Principal, why: &str) -> Result<String, ApiError> {
+    match (&p.kind, &p.credential_id) {
+        (rampart_identity::PrincipalKind::Token, Some(j)) => Ok(j.clone()),
+        _ => Err(ApiError::BadRequest(why.into())),
+    }
+}
+
 async fn token_lookup_self(
     State(shared): State<Arc<Shared>>,
     a: Authed,
@@ -495,14 +503,10 @@ async fn token_renew_self(
     Body(body): Body<Option<Value>>,
 ) -> Result<Json<Value>, ApiError> {
     let p = a.principal()?;
-    let jti = match (&p.kind, &p.credential_id) {
-        (rampart_identity::PrincipalKind::Token, Some(j)) => j.clone(),
-        _ => {
-            return Err(ApiError::BadRequest(
-                "only tokens are renewable; this credential is not a token".into(),
-            ))
-        }
-    };
+    let jti = token_id(
+        p,
+        "only tokens are renewable; this credential is not a token",
+    )?;
     let token = presented_token(&headers);
     let claims = shared
         .identity
@@ -552,14 +556,10 @@ async fn token_revoke_self(
     a: Authed,
 ) -> Result<StatusCode, ApiError> {
     let p = a.principal()?;
-    let jti = match (&p.kind, &p.credential_id) {
-        (rampart_identity::PrincipalKind::Token, Some(j)) => j.clone(),
-        _ => {
-            return Err(ApiError::BadRequest(
-                "only tokens can revoke themselves; revoke a key with rampart key revoke".into(),
-            ))
-        }
-    };
+    let jti = token_id(
+        p,
+        "only tokens can revoke themselves; revoke a key with rampart key revoke",
+    )?;
     shared.revoke_tokens(&p.tenant, Some(&jti), None)?;
     let ev = audit::by(p, "token.revoke", "revoke", Outcome::Success)
         .meta("token_id", shared.audit.hmac_id(&jti));

@@ -164,6 +164,12 @@ fn metadata_json(m: &SecretMetadata) -> Value {
     })
 }
 
+/// `secret:TENANT/PATH` for the caller's tenant.
+fn secret_resource(p: &Principal, path: &str) -> Result<Resource, KvError> {
+    Resource::parse(&format!("secret:{}/{path}", p.tenant))
+        .map_err(|e| KvError::Bad(format!("invalid secret path: {e}")))
+}
+
 /// The caller, allowed `perm` on the secret (or prefix) `path`, or 403.
 fn allowed(
     shared: &Shared,
@@ -172,10 +178,8 @@ fn allowed(
     perm: Permission,
 ) -> Result<Principal, KvError> {
     let p = a.principal()?.clone();
-    let resource = Resource::parse(&format!("secret:{}/{path}", p.tenant))
-        .map_err(|e| KvError::Bad(format!("invalid secret path: {e}")))?;
-    let d = shared.explain(&p.tenant, &p.name, p.roles.clone(), &resource, perm);
-    if !d.allowed {
+    let resource = secret_resource(&p, path)?;
+    if !shared.permits(&p, &resource, perm) {
         let ev = audit::by(&p, "secret.denied", perm.as_str(), Outcome::Denied)
             .meta("path", path.to_string());
         shared.audit.record(a.origin().apply(ev));
@@ -262,11 +266,12 @@ pub(crate) async fn data(
 ) -> KvResult {
     let raw = params.get("path").cloned().unwrap_or_default();
     let path = secret_path(&raw)?;
+    let key = path.to_string();
     let secrets = &shared.secrets;
     let now = now_ms();
     match method {
         Method::GET => {
-            let p = allowed(&shared, &a, &path.to_string(), Permission::SecretRead)?;
+            let p = allowed(&shared, &a, &key, Permission::SecretRead)?;
             let version = match q.get("version") {
                 None => None,
                 Some(v) => Some(
@@ -282,7 +287,7 @@ pub(crate) async fn data(
                 &p,
                 "secret.read",
                 "read",
-                &path.to_string(),
+                &key,
                 Some(read.info.version),
             )
             .await?;
@@ -298,7 +303,7 @@ pub(crate) async fn data(
             }
         }
         Method::POST | Method::PUT | Method::PATCH => {
-            let p = allowed(&shared, &a, &path.to_string(), Permission::SecretWrite)?;
+            let p = allowed(&shared, &a, &key, Permission::SecretWrite)?;
             let body = body.unwrap_or(Value::Null);
             let cas = cas_of(&body)?;
             let data = data_of(body.get("data"))?;
@@ -313,7 +318,7 @@ pub(crate) async fn data(
                 &p,
                 "secret.write",
                 "write",
-                &path.to_string(),
+                &key,
                 Some(info.version),
             )
             .await?;
@@ -321,21 +326,12 @@ pub(crate) async fn data(
             ok(version_json(&info))
         }
         Method::DELETE => {
-            let p = allowed(&shared, &a, &path.to_string(), Permission::SecretWrite)?;
+            let p = allowed(&shared, &a, &key, Permission::SecretWrite)?;
             match secrets.delete_latest(&p.tenant, &path, now).await {
                 Ok(()) | Err(VaultError::NotFound) => {}
                 Err(e) => return Err(e.into()),
             }
-            audited(
-                &shared,
-                &a,
-                &p,
-                "secret.delete",
-                "delete",
-                &path.to_string(),
-                None,
-            )
-            .await?;
+            audited(&shared, &a, &p, "secret.delete", "delete", &key, None).await?;
             no_content()
         }
         _ => Err(KvError::Api(ApiError::NotFound("route"))),
@@ -353,7 +349,8 @@ pub(crate) async fn versions(
 ) -> KvResult {
     let raw = params.get("path").cloned().unwrap_or_default();
     let path = secret_path(&raw)?;
-    let p = allowed(&shared, &a, &path.to_string(), Permission::SecretWrite)?;
+    let key = path.to_string();
+    let p = allowed(&shared, &a, &key, Permission::SecretWrite)?;
     let list = versions_of(&body)?;
     let now = now_ms();
     let secrets = &shared.secrets;
@@ -378,7 +375,7 @@ pub(crate) async fn versions(
         Err(e) => return Err(e.into()),
     }
     let ev = audit::by(&p, event, "versions", Outcome::Success)
-        .meta("path", path.to_string())
+        .meta("path", key.clone())
         .meta("versions", json!(list));
     shared
         .audit
@@ -500,24 +497,16 @@ pub(crate) async fn metadata(
         return ok(json!({ "keys": keys }));
     }
     let path = secret_path(&raw)?;
+    let key = path.to_string();
     match method {
         Method::GET => {
-            let p = allowed(&shared, &a, &path.to_string(), Permission::SecretRead)?;
+            let p = allowed(&shared, &a, &key, Permission::SecretRead)?;
             let m = shared.secrets.read_metadata(&p.tenant, &path).await?;
-            audited(
-                &shared,
-                &a,
-                &p,
-                "secret.metadata",
-                "read",
-                &path.to_string(),
-                None,
-            )
-            .await?;
+            audited(&shared, &a, &p, "secret.metadata", "read", &key, None).await?;
             ok(metadata_json(&m))
         }
         Method::POST | Method::PUT | Method::PATCH => {
-            let p = allowed(&shared, &a, &path.to_string(), Permission::SecretWrite)?;
+            let p = allowed(&shared, &a, &key, Permission::SecretWrite)?;
             let u = metadata_update(&body.unwrap_or(Value::Null))?;
             if method == Method::PATCH {
                 shared
@@ -530,34 +519,16 @@ pub(crate) async fn metadata(
                     .write_metadata(&p.tenant, &path, u, now)
                     .await?;
             }
-            audited(
-                &shared,
-                &a,
-                &p,
-                "secret.metadata",
-                "write",
-                &path.to_string(),
-                None,
-            )
-            .await?;
+            audited(&shared, &a, &p, "secret.metadata", "write", &key, None).await?;
             no_content()
         }
         Method::DELETE => {
-            let p = allowed(&shared, &a, &path.to_string(), Permission::SecretWrite)?;
+            let p = allowed(&shared, &a, &key, Permission::SecretWrite)?;
             match shared.secrets.delete_metadata(&p.tenant, &path).await {
                 Ok(()) | Err(VaultError::NotFound) => {}
                 Err(e) => return Err(e.into()),
             }
-            audited(
-                &shared,
-                &a,
-                &p,
-                "secret.destroy",
-                "delete_all",
-                &path.to_string(),
-                None,
-            )
-            .await?;
+            audited(&shared, &a, &p, "secret.destroy", "delete_all", &key, None).await?;
             no_content()
         }
         _ => Err(KvError::Api(ApiError::NotFound("route"))),
@@ -565,17 +536,7 @@ pub(crate) async fn metadata(
 }
 
 fn allowed_quiet(shared: &Shared, p: &Principal, path: &str) -> bool {
-    Resource::parse(&format!("secret:{}/{path}", p.tenant)).is_ok_and(|r| {
-        shared
-            .explain(
-                &p.tenant,
-                &p.name,
-                p.roles.clone(),
-                &r,
-                Permission::SecretRead,
-            )
-            .allowed
-    })
+    secret_resource(p, path).is_ok_and(|r| shared.permits(p, &r, Permission::SecretRead))
 }
 
 // === KeyVault: GET /v1/secret/APP/ENV/PATH ===
@@ -595,7 +556,8 @@ pub(crate) async fn keyvault_get(
         params.get("path").map_or("", String::as_str)
     );
     let path = secret_path(&raw)?;
-    let p = allowed(&shared, &a, &path.to_string(), Permission::SecretRead)?;
+    let key = path.to_string();
+    let p = allowed(&shared, &a, &key, Permission::SecretRead)?;
     let read = shared
         .secrets
         .read(&p.tenant, &path, None, now_ms())
@@ -606,7 +568,7 @@ pub(crate) async fn keyvault_get(
         &p,
         "secret.read",
         "read",
-        &path.to_string(),
+        &key,
         Some(read.info.version),
     )
     .await?;
@@ -625,7 +587,7 @@ pub(crate) async fn keyvault_get(
             "metadata": {
                 "created_time": rfc3339(read.info.meta.created_ms),
                 "custom_metadata": read.info.custom_metadata,
-                "path": &path.to_string(),
+                "path": &key,
             },
         }
     }))
@@ -637,16 +599,7 @@ pub(crate) async fn keyvault_get(
 fn may_manage_roles(shared: &Shared, a: &Authed) -> Result<Principal, KvError> {
     let p = a.principal()?.clone();
     let r = Resource::Admin(p.tenant.clone(), AdminArea::Keys);
-    if !shared
-        .explain(
-            &p.tenant,
-            &p.name,
-            p.roles.clone(),
-            &r,
-            Permission::KeyAdmin,
-        )
-        .allowed
-    {
+    if !shared.permits(&p, &r, Permission::KeyAdmin) {
         return Err(KvError::Api(ApiError::Forbidden));
     }
     Ok(p)
