@@ -2,7 +2,12 @@
 //! the vault), used by the CLI. [`AdminClient::call`] makes one connection
 //! per request (admin calls are rare, and the client keeps no pool);
 //! [`AdminClient::session`] keeps one connection open for many.
+//!
+//! A 429 with `Retry-After` is waited out and the request sent again, as
+//! [`ClientConfig::rate_limit_max_wait`] allows; past that, the 429
+//! response is returned.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +18,7 @@ use rampart_identity::Secret;
 use rustls::pki_types::ServerName;
 use serde_json::Value;
 
+use crate::backoff::{jitter, retry_after_header, Backoff};
 use crate::{ClientConfig, ClientError};
 
 /// Largest response body read.
@@ -57,6 +63,9 @@ pub struct AdminClient {
     tls: Arc<rustls::ClientConfig>,
     credential: Option<Secret<String>>,
     timeout: Duration,
+    rate_limit_max_wait: Duration,
+    /// Waits for rate limits, shared by clones and sessions.
+    backoffs: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for AdminClient {
@@ -89,20 +98,52 @@ impl AdminClient {
             tls: Arc::new(tls),
             credential: config.api_key.clone().or_else(|| config.token.clone()),
             timeout: config.request_timeout,
+            rate_limit_max_wait: config.rate_limit_max_wait,
+            backoffs: Arc::new(AtomicU64::new(0)),
         })
     }
 
     /// Sends one request; `body` is sent as JSON, or as text when it is a
-    /// JSON string (ACL documents).
+    /// JSON string (ACL documents). A 429 with `Retry-After` is waited out
+    /// and the request sent again on a new connection (see the module
+    /// docs); the request timeout applies to each attempt.
     pub async fn call(
         &self,
         method: &str,
         path: &str,
         body: Option<&Value>,
     ) -> Result<AdminResponse, ClientError> {
-        tokio::time::timeout(self.timeout, self.call_inner(method, path, body))
-            .await
-            .map_err(|_| ClientError::Timeout("HTTPS request"))?
+        let mut backoff = Backoff::new(self.rate_limit_max_wait);
+        loop {
+            let r = tokio::time::timeout(self.timeout, self.call_inner(method, path, body))
+                .await
+                .map_err(|_| ClientError::Timeout("HTTPS request"))??;
+            if !self.waited_out(&mut backoff, &r).await {
+                return Ok(r);
+            }
+        }
+    }
+
+    /// Waits for rate limits taken so far by this client, its clones and
+    /// their sessions.
+    pub fn rate_limit_backoffs(&self) -> u64 {
+        self.backoffs.load(Ordering::Relaxed)
+    }
+
+    /// After a response: when it is a 429 with a `Retry-After` that
+    /// `backoff` still has room for, waits that long and returns true (send
+    /// again).
+    async fn waited_out(&self, backoff: &mut Backoff, r: &AdminResponse) -> bool {
+        let Some(wait) = wait_for(backoff, r) else {
+            return false;
+        };
+        self.backoffs.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            wait_ms = wait.as_millis() as u64,
+            "HTTP 429; sending again after the wait"
+        );
+        tokio::time::sleep(wait).await;
+        true
     }
 
     async fn call_inner(
@@ -204,6 +245,17 @@ impl AdminClient {
     }
 }
 
+/// The wait before sending again a request answered with `r`: for a 429
+/// with a `Retry-After` that `backoff` still has room for.
+fn wait_for(backoff: &mut Backoff, r: &AdminResponse) -> Option<Duration> {
+    if r.status != 429 {
+        return None;
+    }
+    r.header("retry-after")
+        .and_then(retry_after_header)
+        .and_then(|told| backoff.next(told, jitter()))
+}
+
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 /// One kept-open connection to the HTTPS API (see
@@ -222,7 +274,8 @@ impl std::fmt::Debug for AdminSession {
 }
 
 impl AdminSession {
-    /// Sends one request on the session's connection.
+    /// Sends one request on the session's connection, waiting out 429s as
+    /// [`AdminClient::call`] does.
     pub async fn call(
         &mut self,
         method: &str,
@@ -230,11 +283,63 @@ impl AdminSession {
         body: Option<&Value>,
     ) -> Result<AdminResponse, ClientError> {
         let timeout = self.client.timeout;
-        tokio::time::timeout(
-            timeout,
-            self.client.send(&mut self.sender, method, path, body),
-        )
-        .await
-        .map_err(|_| ClientError::Timeout("HTTPS request"))?
+        let mut backoff = Backoff::new(self.client.rate_limit_max_wait);
+        loop {
+            let r = tokio::time::timeout(
+                timeout,
+                self.client.send(&mut self.sender, method, path, body),
+            )
+            .await
+            .map_err(|_| ClientError::Timeout("HTTPS request"))??;
+            if !self.client.waited_out(&mut backoff, &r).await {
+                return Ok(r);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, retry_after: Option<&str>) -> AdminResponse {
+        AdminResponse {
+            status,
+            body: Value::Null,
+            text: String::new(),
+            headers: retry_after
+                .map(|v| vec![("retry-after".to_string(), v.to_string())])
+                .unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn only_429_with_retry_after_waits_within_the_bound() {
+        let mut b = Backoff::new(Duration::from_secs(3));
+        let w = wait_for(&mut b, &response(429, Some("1"))).expect("waits");
+        assert!(w >= Duration::from_secs(1) && w <= Duration::from_millis(1100));
+        // 429 without Retry-After (a quota), other statuses: final.
+        assert_eq!(wait_for(&mut b, &response(429, None)), None);
+        assert_eq!(wait_for(&mut b, &response(503, Some("1"))), None);
+        assert_eq!(wait_for(&mut b, &response(200, None)), None);
+        // Past the bound: the 429 is the answer.
+        assert_eq!(wait_for(&mut b, &response(429, Some("5"))), None);
+        // Retrying off.
+        let mut off = Backoff::new(Duration::ZERO);
+        assert_eq!(wait_for(&mut off, &response(429, Some("1"))), None);
+    }
+
+    #[test]
+    fn the_bound_comes_from_the_config() {
+        let cfg = ClientConfig {
+            dangerous_skip_verify: true,
+            ..ClientConfig::default()
+        };
+        let c = AdminClient::new("https://127.0.0.1:1", &cfg).expect("client");
+        assert_eq!(c.rate_limit_max_wait, Duration::from_secs(30));
+        assert_eq!(c.rate_limit_backoffs(), 0);
+        let cfg = cfg.with_rate_limit_max_wait(Duration::ZERO);
+        let c = AdminClient::new("https://127.0.0.1:1", &cfg).expect("client");
+        assert_eq!(c.rate_limit_max_wait, Duration::ZERO);
     }
 }

@@ -1,5 +1,10 @@
 //! The client: one connection, a writer task, a reader task that routes
 //! replies by correlation id and events by subscription id.
+//!
+//! A request refused for a rate limit (NACK 429 with a retry-after) is sent
+//! again by its caller's task after the wait, under a fresh id, until
+//! [`ClientConfig::rate_limit_max_wait`] is used up (`request`,
+//! `Client::open_subscription`; the arithmetic is in `backoff`).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -22,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
+use crate::backoff::{jitter, rate_limited, Backoff, Pacer};
 use crate::config::{ClientConfig, Credential, CredentialProvider, Transport};
 use crate::error::ClientError;
 use crate::tls::client_config;
@@ -79,6 +85,12 @@ struct Inner {
     routes: Mutex<Routes>,
     next_id: AtomicU64,
     request_timeout: Duration,
+    /// Bound on one request's waits for rate limits (zero: no retrying).
+    rate_limit_max_wait: Duration,
+    /// Waits for rate limits taken so far, all requests together.
+    backoffs: AtomicU64,
+    /// Spaces this connection's resends (and new requests behind them).
+    pacer: Pacer,
     /// Where re-authentication gets its credential.
     creds: Mutex<Option<CredSource>>,
     /// Largest frame the server accepts (from its HELLO); bigger requests
@@ -107,6 +119,31 @@ impl CredSource {
 impl Inner {
     fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
         self.routes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// After a refusal: when it is a rate limit that `backoff` still has
+    /// room to wait for, waits as told and returns `Ok` (send again);
+    /// otherwise hands the error back.
+    async fn wait_out(&self, backoff: &mut Backoff, e: ClientError) -> Result<(), ClientError> {
+        let Some(wait) = rate_limited(&e).and_then(|told| backoff.next(told, jitter())) else {
+            return Err(e);
+        };
+        self.backoffs.fetch_add(1, Ordering::Relaxed);
+        let now = tokio::time::Instant::now();
+        let at = self.pacer.refused(now.into_std(), wait);
+        debug!(
+            wait_ms = at.saturating_duration_since(now.into_std()).as_millis() as u64,
+            "rate limited; sending again in the next free slot"
+        );
+        tokio::time::sleep_until(at.into()).await;
+        Ok(())
+    }
+
+    /// Before a new request: waits behind resends still queued.
+    async fn paced(&self) {
+        if let Some(at) = self.pacer.slot(std::time::Instant::now()) {
+            tokio::time::sleep_until(at.into()).await;
+        }
     }
 }
 
@@ -206,7 +243,7 @@ impl Client {
                     .await
                     .map_err(|e| ClientError::Connect(format!("TLS handshake: {e}")))?;
                 let (r, w) = tokio::io::split(tls);
-                (spawn_io(r, w, config.request_timeout), None, None)
+                (spawn_io(r, w, &config), None, None)
             }
             Transport::Quic => {
                 let bind: SocketAddr = if addr.is_ipv6() {
@@ -235,15 +272,11 @@ impl Client {
                     .open_bi()
                     .await
                     .map_err(|e| ClientError::Connect(e.to_string()))?;
-                (
-                    spawn_io(recv, send, config.request_timeout),
-                    Some(endpoint),
-                    Some(conn),
-                )
+                (spawn_io(recv, send, &config), Some(endpoint), Some(conn))
             }
         };
 
-        let hello = request(
+        let hello = request_once(
             &inner,
             Message::Hello(Hello {
                 version: u16::from(PROTOCOL_VERSION),
@@ -324,6 +357,12 @@ impl Client {
         }
     }
 
+    /// Waits for rate limits this client has taken so far (each wait counts
+    /// once; see [`ClientConfig::rate_limit_max_wait`]).
+    pub fn rate_limit_backoffs(&self) -> u64 {
+        self.inner.backoffs.load(Ordering::Relaxed)
+    }
+
     /// Takes the first error the server reported for a request sent with
     /// [`AckMode::None`], if any.
     pub fn take_async_error(&self) -> Option<ClientError> {
@@ -331,7 +370,9 @@ impl Client {
     }
 
     /// Publishes one message and waits for its acknowledgement, which says
-    /// how durable the message now is.
+    /// how durable the message now is. Over a rate limit, waits as the
+    /// server says and publishes again (see
+    /// [`ClientConfig::rate_limit_max_wait`]).
     pub async fn publish(
         &self,
         tenant: &str,
@@ -346,6 +387,12 @@ impl Client {
     /// Publishes one message with the given ack mode. With
     /// [`AckMode::None`] it returns once the frame is queued for sending,
     /// with count 0 and [`Durability::None`]: nothing is known yet.
+    ///
+    /// Acknowledged publishes refused for a rate limit are sent again after
+    /// the server's wait. Fire-and-forget ones ([`AckMode::None`]) are not:
+    /// the call has returned before any refusal arrives, which then shows
+    /// up in [`Client::take_async_error`]. A message sent again may land
+    /// after messages that other tasks published on this client meanwhile.
     pub async fn publish_with(
         &self,
         tenant: &str,
@@ -372,7 +419,10 @@ impl Client {
     }
 
     /// Publishes several messages in one frame, in order, and waits for one
-    /// acknowledgement. Returns how many were acknowledged.
+    /// acknowledgement. Returns how many were acknowledged. A batch refused
+    /// for a rate limit is sent again whole after the server's wait; one
+    /// refused after some of its messages were acknowledged
+    /// ([`AckMode::Message`]) is not, since that would repeat them.
     pub async fn publish_batch<I, P>(
         &self,
         tenant: &str,
@@ -521,29 +571,37 @@ impl Client {
         self.open_subscription(msg).await
     }
 
-    /// Sends SUBSCRIBE or CONSUME and waits for SUBSCRIBED.
+    /// Sends SUBSCRIBE or CONSUME and waits for SUBSCRIBED, waiting out
+    /// rate limits as told.
     async fn open_subscription(&self, msg: Message) -> Result<Subscription, ClientError> {
         let (events_tx, events_rx) = mpsc::channel(SUBSCRIPTION_QUEUE);
-        let events_tx = Sink {
+        let events = Sink {
             tx: events_tx,
             budget: Arc::new(Semaphore::new(SUBSCRIPTION_BUDGET)),
         };
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut routes = self.inner.routes();
-            if routes.closed {
-                return Err(ClientError::Closed);
+        let mut frame = Frame::new(0, msg);
+        let mut backoff = Backoff::new(self.inner.rate_limit_max_wait);
+        let reply = loop {
+            frame.id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            {
+                let mut routes = self.inner.routes();
+                if routes.closed {
+                    return Err(ClientError::Closed);
+                }
+                routes.pending.insert(
+                    frame.id,
+                    Pending::Subscribe {
+                        tx,
+                        events: events.clone(),
+                    },
+                );
             }
-            routes.pending.insert(
-                id,
-                Pending::Subscribe {
-                    tx,
-                    events: events_tx,
-                },
-            );
-        }
-        let reply = send_and_wait(&self.inner, Frame::new(id, msg), rx).await?;
+            match send_and_wait(&self.inner, &frame, rx).await {
+                Ok(reply) => break reply,
+                Err(e) => self.inner.wait_out(&mut backoff, e).await?,
+            }
+        };
         let Message::Subscribed(s) = reply.msg else {
             return Err(ClientError::Protocol("expected SUBSCRIBED".into()));
         };
@@ -659,7 +717,9 @@ impl Drop for Client {
 
 /// Sends AUTH and records the new expiry.
 async fn authenticate(inner: &Arc<Inner>, c: &Credential) -> Result<AuthOk, ClientError> {
-    let reply = request(
+    // Not sent again on 429: that is an authentication lockout, and one
+    // more attempt with the same credential only extends it.
+    let reply = request_once(
         inner,
         Message::Auth(Auth {
             method: c.method,
@@ -728,8 +788,30 @@ async fn send_only(inner: &Arc<Inner>, msg: Message) -> Result<(), ClientError> 
     inner.tx.send(bytes).await.map_err(|_| ClientError::Closed)
 }
 
+/// Sends a request and waits for its reply (or `acks` ACKs), sending it
+/// again after the server's wait while it is refused for a rate limit and
+/// [`ClientConfig::rate_limit_max_wait`] allows. The frame is kept, not
+/// copied, so a request that is not refused costs nothing more.
 async fn request(inner: &Arc<Inner>, msg: Message, acks: u32) -> Result<Frame, ClientError> {
-    let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+    let mut frame = Frame::new(0, msg);
+    let mut backoff = Backoff::new(inner.rate_limit_max_wait);
+    inner.paced().await;
+    loop {
+        match attempt(inner, &mut frame, acks).await {
+            Ok(reply) => return Ok(reply),
+            Err(e) => inner.wait_out(&mut backoff, e).await?,
+        }
+    }
+}
+
+/// [`request`] without retrying.
+async fn request_once(inner: &Arc<Inner>, msg: Message, acks: u32) -> Result<Frame, ClientError> {
+    attempt(inner, &mut Frame::new(0, msg), acks).await
+}
+
+/// Sends `frame` once, under a fresh id, and waits for its reply.
+async fn attempt(inner: &Arc<Inner>, frame: &mut Frame, acks: u32) -> Result<Frame, ClientError> {
+    frame.id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = oneshot::channel();
     {
         let mut routes = inner.routes();
@@ -737,7 +819,7 @@ async fn request(inner: &Arc<Inner>, msg: Message, acks: u32) -> Result<Frame, C
             return Err(ClientError::Closed);
         }
         routes.pending.insert(
-            id,
+            frame.id,
             Pending::Reply {
                 tx,
                 acks_left: acks,
@@ -746,16 +828,16 @@ async fn request(inner: &Arc<Inner>, msg: Message, acks: u32) -> Result<Frame, C
             },
         );
     }
-    send_and_wait(inner, Frame::new(id, msg), rx).await
+    send_and_wait(inner, frame, rx).await
 }
 
 async fn send_and_wait(
     inner: &Arc<Inner>,
-    frame: Frame,
+    frame: &Frame,
     rx: oneshot::Receiver<Reply>,
 ) -> Result<Frame, ClientError> {
     let id = frame.id;
-    let bytes = match encode_checked(inner, &frame) {
+    let bytes = match encode_checked(inner, frame) {
         Ok(b) => b,
         Err(e) => {
             inner.routes().pending.remove(&id);
@@ -776,11 +858,7 @@ async fn send_and_wait(
     }
 }
 
-fn spawn_io<R, W>(
-    r: R,
-    w: W,
-    request_timeout: Duration,
-) -> (Arc<Inner>, tokio::task::JoinHandle<()>)
+fn spawn_io<R, W>(r: R, w: W, config: &ClientConfig) -> (Arc<Inner>, tokio::task::JoinHandle<()>)
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -790,7 +868,10 @@ where
         tx,
         routes: Mutex::new(Routes::default()),
         next_id: AtomicU64::new(1),
-        request_timeout,
+        request_timeout: config.request_timeout,
+        rate_limit_max_wait: config.rate_limit_max_wait,
+        backoffs: AtomicU64::new(0),
+        pacer: Pacer::default(),
         creds: Mutex::new(None),
         max_frame: std::sync::atomic::AtomicUsize::new(rampart_proto::PREAUTH_MAX_FRAME),
         expires_at_ms: AtomicU64::new(0),
@@ -954,6 +1035,18 @@ fn route(inner: &Inner, frame: Frame) {
             Message::Ack(a) => {
                 let total = Ack::published(acked + a.count, weaker(weakest, a.durability));
                 let _ = tx.send(Ok(Frame::new(frame.id, total)));
+            }
+            // Refused after part of it was taken: sending it again would
+            // repeat that part, so the refusal is final (no retry-after).
+            Message::Nack(n) if acked > 0 => {
+                let _ = tx.send(Err(ClientError::Nack {
+                    code: n.code,
+                    message: format!(
+                        "{} (after {acked} message(s) of the request were acknowledged)",
+                        n.message
+                    ),
+                    retry_after: None,
+                }));
             }
             _ => {
                 let _ = tx.send(reply_of(frame));
@@ -1281,6 +1374,9 @@ mod tests {
             routes: Mutex::new(Routes::default()),
             next_id: AtomicU64::new(1),
             request_timeout: Duration::from_secs(1),
+            rate_limit_max_wait: Duration::from_secs(30),
+            backoffs: AtomicU64::new(0),
+            pacer: Pacer::default(),
             creds: Mutex::new(None),
             max_frame: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_FRAME),
             expires_at_ms: AtomicU64::new(0),
@@ -1423,6 +1519,217 @@ mod tests {
             assert!(frame(n + 1) > max, "{n} offsets waste room under {max}");
         }
         assert_eq!(offsets_per_frame(0), 1);
+    }
+
+    /// The server end of a fake connection: reads the client's frames and
+    /// answers them as `answer` says.
+    struct FakeServer {
+        io: tokio::io::DuplexStream,
+        buf: BytesMut,
+    }
+
+    impl FakeServer {
+        async fn next(&mut self) -> Frame {
+            let dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+            loop {
+                if let Some(d) = dec.decode(&mut self.buf).expect("decodes") {
+                    return d.frame.expect("a frame");
+                }
+                let n = self.io.read_buf(&mut self.buf).await.expect("reads");
+                assert!(n > 0, "client closed");
+            }
+        }
+
+        async fn answer(&mut self, f: Frame) {
+            self.io.write_all(&f.to_bytes()).await.expect("writes");
+        }
+    }
+
+    fn fake(max_wait: Duration) -> (Client, FakeServer) {
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        let (r, w) = tokio::io::split(client_io);
+        let config = ClientConfig::default().with_rate_limit_max_wait(max_wait);
+        let (inner, writer) = spawn_io(r, w, &config);
+        let client = Client {
+            inner,
+            tenant: TenantId::parse("acme").expect("tenant"),
+            principal: "test".into(),
+            transport: Transport::Tcp,
+            _endpoint: None,
+            quic: None,
+            writer: Some(writer),
+        };
+        let server = FakeServer {
+            io: server_io,
+            buf: BytesMut::new(),
+        };
+        (client, server)
+    }
+
+    fn too_many(retry_after_ms: u32) -> rampart_proto::Nack {
+        rampart_proto::Nack {
+            code: ErrorCode::TOO_MANY_REQUESTS,
+            retry_after_ms,
+            message: "publish_msgs_per_sec rate limit reached".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rate_limited_publish_is_sent_again_after_the_wait() {
+        let (client, mut server) = fake(Duration::from_secs(30));
+        let started = std::time::Instant::now();
+        let publish = tokio::spawn(async move {
+            let r = client.publish("acme", "prod", "orders", "m1").await;
+            (r, client)
+        });
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let f = server.next().await;
+            ids.push(f.id);
+            server.answer(Frame::new(f.id, too_many(30))).await;
+        }
+        let f = server.next().await;
+        ids.push(f.id);
+        let Message::Publish(p) = &f.msg else {
+            panic!("expected PUBLISH, got {:?}", f.msg)
+        };
+        assert_eq!(&p.payload[..], b"m1");
+        server
+            .answer(Frame::new(f.id, Ack::published(1, Durability::Memory)))
+            .await;
+        let (r, client) = publish.await.expect("task");
+        assert_eq!(r.expect("published").count, 1);
+        assert!(started.elapsed() >= Duration::from_millis(60));
+        assert_eq!(client.rate_limit_backoffs(), 2);
+        ids.dedup();
+        assert_eq!(ids.len(), 3, "every attempt has its own id");
+    }
+
+    #[tokio::test]
+    async fn with_retrying_off_the_429_comes_back_at_once() {
+        let (client, mut server) = fake(Duration::ZERO);
+        let get = tokio::spawn(async move {
+            let r = client.cache_get("acme", "prod", "sessions", "k").await;
+            (r, client)
+        });
+        let f = server.next().await;
+        server.answer(Frame::new(f.id, too_many(250))).await;
+        let (r, client) = get.await.expect("task");
+        match r {
+            Err(ClientError::Nack {
+                code, retry_after, ..
+            }) => {
+                assert_eq!(code, ErrorCode::TOO_MANY_REQUESTS);
+                assert_eq!(retry_after, Some(Duration::from_millis(250)));
+            }
+            other => panic!("expected the 429, got {other:?}"),
+        }
+        assert_eq!(client.rate_limit_backoffs(), 0);
+    }
+
+    #[tokio::test]
+    async fn waits_stop_at_the_bound() {
+        let (client, mut server) = fake(Duration::from_millis(50));
+        let publish = tokio::spawn(async move {
+            let r = client
+                .publish_batch("acme", "prod", "orders", ["a", "b"])
+                .await;
+            (r, client)
+        });
+        // 30 ms fits the 50 ms bound; 30 more would not.
+        for _ in 0..2 {
+            let f = server.next().await;
+            server.answer(Frame::new(f.id, too_many(30))).await;
+        }
+        let (r, client) = publish.await.expect("task");
+        assert_eq!(
+            r.expect_err("refused").code(),
+            Some(ErrorCode::TOO_MANY_REQUESTS)
+        );
+        assert_eq!(client.rate_limit_backoffs(), 1);
+    }
+
+    #[tokio::test]
+    async fn quota_refusals_and_part_taken_batches_are_final() {
+        let (client, mut server) = fake(Duration::from_secs(30));
+        let client = Arc::new(client);
+        // 429 without a wait (a quota): final.
+        let c = client.clone();
+        let sub = tokio::spawn(async move { c.subscribe("acme", "prod", "orders").await });
+        let f = server.next().await;
+        server.answer(Frame::new(f.id, too_many(0))).await;
+        let e = sub.await.expect("task").expect_err("refused");
+        assert_eq!(e.code(), Some(ErrorCode::TOO_MANY_REQUESTS));
+
+        // One message of three acknowledged, then 429: sending the batch
+        // again would repeat that one.
+        let c = client.clone();
+        let batch = tokio::spawn(async move {
+            c.publish_batch_with("acme", "prod", "orders", ["a", "b", "c"], AckMode::Message)
+                .await
+        });
+        let f = server.next().await;
+        server
+            .answer(Frame::new(f.id, Ack::published(1, Durability::Memory)))
+            .await;
+        server.answer(Frame::new(f.id, too_many(10))).await;
+        match batch.await.expect("task") {
+            Err(ClientError::Nack {
+                code,
+                retry_after,
+                message,
+            }) => {
+                assert_eq!(code, ErrorCode::TOO_MANY_REQUESTS);
+                assert_eq!(retry_after, None);
+                assert!(message.contains("after 1 message"), "{message}");
+            }
+            other => panic!("expected a final 429, got {other:?}"),
+        }
+        assert_eq!(client.rate_limit_backoffs(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_rate_limited_subscribe_is_sent_again() {
+        let (client, mut server) = fake(Duration::from_secs(30));
+        let sub = tokio::spawn(async move {
+            let s = client.subscribe("acme", "prod", "orders").await;
+            (s, client)
+        });
+        let f = server.next().await;
+        server.answer(Frame::new(f.id, too_many(5))).await;
+        let f = server.next().await;
+        assert!(matches!(f.msg, Message::Subscribe(_)));
+        server
+            .answer(Frame::new(
+                f.id,
+                rampart_proto::Subscribed { subscription_id: 9 },
+            ))
+            .await;
+        let (s, client) = sub.await.expect("task");
+        let mut s = s.expect("subscribed");
+        assert_eq!(s.id(), 9);
+        assert_eq!(client.rate_limit_backoffs(), 1);
+        // Events reach the subscription registered by the second attempt.
+        let mut e = rampart_proto::EntriesBuilder::new();
+        e.push(b"hello");
+        let (count, entries) = e.finish();
+        server
+            .answer(Frame::new(
+                0,
+                EventBatch {
+                    subscription_id: 9,
+                    missed: 0,
+                    first_seq: 0,
+                    count,
+                    entries,
+                },
+            ))
+            .await;
+        let ev = tokio::time::timeout(Duration::from_secs(5), s.next())
+            .await
+            .expect("in time")
+            .expect("an event");
+        assert_eq!(&ev.payload[..], b"hello");
     }
 
     #[test]

@@ -106,8 +106,15 @@ pub struct ClientConfig {
     pub dangerous_skip_verify: bool,
     /// Bound on TCP/QUIC connect, TLS handshake and authentication.
     pub connect_timeout: Duration,
-    /// Bound on waiting for a reply to a request.
+    /// Bound on waiting for a reply to a request (each attempt, when a
+    /// rate-limited request is sent again).
     pub request_timeout: Duration,
+    /// Bound on the total time one request spends waiting out rate limits.
+    /// A request refused with NACK 429 and a retry-after (or HTTP 429 with
+    /// `Retry-After`) is sent again after that wait plus up to 10% jitter,
+    /// as long as its waits add up to no more than this; then the 429 is
+    /// returned. [`Duration::ZERO`] turns retrying off.
+    pub rate_limit_max_wait: Duration,
     /// Name sent in HELLO.
     pub agent: String,
 }
@@ -127,6 +134,7 @@ impl Default for ClientConfig {
             dangerous_skip_verify: false,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            rate_limit_max_wait: Duration::from_secs(30),
             agent: concat!("rampart-client/", env!("CARGO_PKG_VERSION")).into(),
         }
     }
@@ -208,6 +216,12 @@ impl ClientConfig {
 
     pub fn with_transport(mut self, t: Transport) -> Self {
         self.transport = Some(t);
+        self
+    }
+
+    /// Sets [`ClientConfig::rate_limit_max_wait`] (zero: never retry).
+    pub fn with_rate_limit_max_wait(mut self, max: Duration) -> Self {
+        self.rate_limit_max_wait = max;
         self
     }
 }

@@ -11,8 +11,27 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Rate limits
+//! A server over a rate limit refuses a request with NACK 429 and says how
+//! long to wait (`retry_after_ms`; over HTTPS, 429 with `Retry-After` in
+//! seconds). The client waits that long, plus up to 10% jitter, and sends
+//! the request again, until one request's waits would add up to more than
+//! [`ClientConfig::rate_limit_max_wait`] (default 30 s; zero turns this
+//! off); then it returns the 429 as [`ClientError::Nack`] with its
+//! `retry_after` (the [`AdminClient`] returns the 429 response). This
+//! covers acknowledged publishes, single and batch, cache operations,
+//! subscribe and consume, and every [`AdminClient`] call. Fire-and-forget
+//! publishes ([`AckMode::None`]) cannot be sent again: the call returns
+//! before any refusal, which [`Client::take_async_error`] then reports.
+//! Quota refusals (429 without a wait) are final, and so is a 429 to AUTH
+//! (a lockout, which another attempt would extend). Each request attempt has
+//! its own `request_timeout`. [`Client::rate_limit_backoffs`] and
+//! [`AdminClient::rate_limit_backoffs`] count the waits.
+//!
 //! # Layout
 //! - `config`: [`ClientConfig`] and [`Transport`].
+//! - `backoff`: how long a rate-limited request waits before it is sent
+//!   again, and the bound on the total (no IO).
 //! - `client`: [`Client`], [`Subscription`], durable consumers
 //!   ([`ConsumeOptions`]) and the connection tasks.
 //! - `tls`: TLS 1.3 client settings.
@@ -20,6 +39,7 @@
 //! - `admin`: [`AdminClient`] for the HTTPS API.
 
 mod admin;
+mod backoff;
 mod client;
 mod config;
 mod error;
