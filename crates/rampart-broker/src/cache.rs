@@ -153,6 +153,23 @@ impl Cache {
         value: Bytes,
         ttl: Option<Duration>,
     ) -> Result<(), BrokerError> {
+        self.put_within(now, tenant, namespace, cache, key, value, ttl, None)
+    }
+
+    /// `put`, with the tenant's bytes also bounded by `tenant_max` (a
+    /// per-tenant quota lower than the server-wide one).
+    #[allow(clippy::too_many_arguments)]
+    pub fn put_within(
+        &self,
+        now: Instant,
+        tenant: &TenantId,
+        namespace: &NamespaceName,
+        cache: &CacheName,
+        key: &CacheKey,
+        value: Bytes,
+        ttl: Option<Duration>,
+        tenant_max: Option<usize>,
+    ) -> Result<(), BrokerError> {
         if value.len() > self.limits.max_value_bytes {
             return Err(BrokerError::ValueTooLarge {
                 limit: self.limits.max_value_bytes,
@@ -167,7 +184,9 @@ impl Cache {
         let tc = self.tenant(tenant);
         let mut tc = tc.lock().unwrap_or_else(|e| e.into_inner());
         let old_cost = tc.entries.get(&k).map_or(0, |e| e.cost);
-        let limit = self.limits.max_bytes_per_tenant;
+        let limit = tenant_max.map_or(self.limits.max_bytes_per_tenant, |m| {
+            m.min(self.limits.max_bytes_per_tenant)
+        });
         if tc.bytes - old_cost + cost > limit {
             tc.sweep(now);
             let old_cost = tc.entries.get(&k).map_or(0, |e| e.cost);

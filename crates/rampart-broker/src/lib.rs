@@ -134,6 +134,20 @@ impl Broker {
             .collect()
     }
 
+    /// Finds a stream without creating it.
+    pub fn existing(&self, path: &StreamPath) -> Option<Arc<Stream>> {
+        self.streams.existing(path)
+    }
+
+    /// How many streams a tenant has (for its quota).
+    pub fn tenant_streams(&self, tenant: &rampart_proto::TenantId) -> u64 {
+        self.streams
+            .all()
+            .iter()
+            .filter(|s| &s.path().tenant == tenant)
+            .count() as u64
+    }
+
     /// Finds a stream, creating it when auto-creation is on.
     pub fn stream(&self, path: &StreamPath) -> Result<Arc<Stream>, BrokerError> {
         self.streams.get(path)

@@ -309,6 +309,14 @@ impl Streams {
             .remove(path)
     }
 
+    pub(crate) fn existing(&self, path: &StreamPath) -> Option<Arc<Stream>> {
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+            .cloned()
+    }
+
     pub(crate) fn get(&self, path: &StreamPath) -> Result<Arc<Stream>, BrokerError> {
         if let Some(s) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(path) {
             return Ok(s.clone());

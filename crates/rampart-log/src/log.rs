@@ -362,6 +362,11 @@ impl Log {
         })
     }
 
+    /// Bytes the log's segments hold now.
+    pub fn disk_bytes(&self) -> u64 {
+        self.shared.lock().segments.iter().map(|s| s.len).sum()
+    }
+
     /// Appends, fsyncs and bytes written since open.
     pub fn stats(&self) -> LogStats {
         let sh = &*self.shared;

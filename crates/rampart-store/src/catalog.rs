@@ -84,6 +84,24 @@ impl Revocation {
     }
 }
 
+/// A limit override for a tenant, or for one principal of it. The limits
+/// themselves are kept as the admin API wrote them (JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LimitRecord {
+    pub tenant: String,
+    pub principal: Option<String>,
+    pub limits: serde_json::Value,
+}
+
+impl LimitRecord {
+    pub fn key(&self) -> String {
+        match &self.principal {
+            Some(p) => format!("{}/{p}", self.tenant),
+            None => self.tenant.clone(),
+        }
+    }
+}
+
 /// A declared stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamRecord {
@@ -261,7 +279,31 @@ impl Catalog {
             self.put_stream(&st)?;
             n += 1;
         }
+        for l in self.limits()?.into_iter().filter(|l| l.tenant == tenant) {
+            self.put_limits(&l)?;
+            n += 1;
+        }
         Ok(n)
+    }
+
+    // === limit overrides ===
+
+    pub fn limits(&self) -> Result<Vec<LimitRecord>, StoreError> {
+        self.all(Table::Limits, "")
+    }
+
+    pub fn put_limits(&self, r: &LimitRecord) -> Result<(), StoreError> {
+        let key = r.key();
+        let v = self.put_value(&r.tenant, Table::Limits, &key, r)?;
+        self.kv.apply(vec![Op::Put(Table::Limits, key, v)])
+    }
+
+    pub fn delete_limits(&self, tenant: &str, principal: Option<&str>) -> Result<(), StoreError> {
+        let key = match principal {
+            Some(p) => format!("{tenant}/{p}"),
+            None => tenant.to_string(),
+        };
+        self.kv.apply(vec![Op::Delete(Table::Limits, key)])
     }
 
     /// A small clear value in the meta table (timestamps, markers).
@@ -297,6 +339,9 @@ impl Catalog {
         }
         for st in self.streams(&format!("{tenant}/"))? {
             ops.push(Op::Delete(Table::Streams, st.path));
+        }
+        for l in self.limits()?.into_iter().filter(|l| l.tenant == tenant) {
+            ops.push(Op::Delete(Table::Limits, l.key()));
         }
         let n = ops.len();
         if n > 0 {

@@ -21,10 +21,12 @@ pub enum Table {
     Secrets,
     /// Vault AppRole roles, their secret-id hashes, and the role-id index.
     Approles,
+    /// Limit overrides, keyed `tenant` or `tenant/principal`.
+    Limits,
 }
 
 impl Table {
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Tenants,
         Table::Keys,
         Table::Acls,
@@ -34,6 +36,7 @@ impl Table {
         Table::Keyring,
         Table::Secrets,
         Table::Approles,
+        Table::Limits,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +50,7 @@ impl Table {
             Table::Keyring => "keyring",
             Table::Secrets => "secrets",
             Table::Approles => "approles",
+            Table::Limits => "limits",
         }
     }
 }

@@ -16,8 +16,8 @@ mod kv;
 mod redb_store;
 
 pub use catalog::{
-    AclRecord, Catalog, DurableSpec, KeyRecord, Revocation, Revoked, Sealer, StreamRecord,
-    TenantRecord,
+    AclRecord, Catalog, DurableSpec, KeyRecord, LimitRecord, Revocation, Revoked, Sealer,
+    StreamRecord, TenantRecord,
 };
 pub use kv::{KvStore, Op, StoreError, Table};
 pub use redb_store::RedbStore;

@@ -217,10 +217,13 @@ async fn competing_members_share_the_work_with_a_bounded_in_flight() {
                     .flat_map(|b| b.first_seq..b.first_seq + u64::from(b.count))
                     .collect();
                 assert!(offsets.len() <= 8, "in-flight bound");
-                // Work takes time; meanwhile the others take the rest.
+                // Work takes time; meanwhile the others take the rest. The
+                // pause after the ack gives the members woken by it (they
+                // wait in recv) their turn even on a loaded machine.
                 tokio::time::sleep(Duration::from_millis(2)).await;
                 m.ack(&offsets).unwrap();
                 mine.extend(offsets);
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             mine
         }));
