@@ -157,6 +157,37 @@ pub struct Config {
     /// clear (the choice is kept per stream). Dangerous: for measuring what
     /// sealing costs, never for data anyone cares about.
     pub dangerous_unsealed_streams: bool,
+    /// Limits every tenant gets unless overridden through the admin API
+    /// (`PUT /v1/tenants/T/limits`). Shared by all the tenant's principals.
+    pub tenant_limits: rampart_limits::LimitSpec,
+    /// Limits every principal gets within its tenant unless overridden
+    /// (`PUT /v1/tenants/T/principals/P/limits`).
+    pub principal_limits: rampart_limits::LimitSpec,
+    /// Connections open at once, all listeners together.
+    pub max_connections: u64,
+    /// Connections open at once from one IP address.
+    pub max_connections_per_ip: u64,
+    /// Connections from one IP address not authenticated yet.
+    pub max_unauthenticated_per_ip: u64,
+    /// New connections per second from one IP address (burst: twice that).
+    pub new_connections_per_ip_per_sec: u64,
+    /// Failed authentications from one IP, or for one key id, before a
+    /// lockout; the lockout starts at `auth_lockout_base_ms` and doubles
+    /// each time, up to `auth_lockout_max_ms`.
+    pub auth_lockout_threshold: u32,
+    pub auth_lockout_base_ms: u64,
+    pub auth_lockout_max_ms: u64,
+    /// A wire connection that sends nothing for this long and holds no
+    /// subscription is closed.
+    pub idle_timeout_ms: u64,
+    /// An HTTPS request's headers must arrive within this.
+    pub http_header_timeout_ms: u64,
+    /// Above this many QUIC handshakes per second, new QUIC clients must
+    /// prove their address first (a stateless retry). 0 (the default) =
+    /// always: below the threshold the per-IP limits would count an
+    /// unproven (spoofable) source address, so a spoofer could use up a
+    /// victim's connection slots on every listener.
+    pub quic_retry_above_per_sec: u64,
 }
 
 /// Which master key provider.
@@ -255,6 +286,26 @@ impl Default for Config {
             consumer_ack_wait_ms: 30_000,
             stream_maintenance_interval_ms: 1000,
             dangerous_unsealed_streams: false,
+            tenant_limits: rampart_limits::LimitSpec {
+                max_connections: Some(10_000),
+                max_subscriptions: Some(100_000),
+                max_streams: Some(10_000),
+                ..Default::default()
+            },
+            principal_limits: rampart_limits::LimitSpec {
+                max_subscriptions: Some(10_000),
+                ..Default::default()
+            },
+            max_connections: 50_000,
+            max_connections_per_ip: 1_000,
+            max_unauthenticated_per_ip: 64,
+            new_connections_per_ip_per_sec: 200,
+            auth_lockout_threshold: 10,
+            auth_lockout_base_ms: 1_000,
+            auth_lockout_max_ms: 300_000,
+            idle_timeout_ms: 300_000,
+            http_header_timeout_ms: 10_000,
+            quic_retry_above_per_sec: 0,
         }
     }
 }
@@ -344,6 +395,18 @@ const KEYS: &[(&str, Kind)] = &[
     ("consumer_ack_wait_ms", Kind::Int),
     ("stream_maintenance_interval_ms", Kind::Int),
     ("dangerous_unsealed_streams", Kind::Bool),
+    ("tenant_limits", Kind::Json),
+    ("principal_limits", Kind::Json),
+    ("max_connections", Kind::Int),
+    ("max_connections_per_ip", Kind::Int),
+    ("max_unauthenticated_per_ip", Kind::Int),
+    ("new_connections_per_ip_per_sec", Kind::Int),
+    ("auth_lockout_threshold", Kind::Int),
+    ("auth_lockout_base_ms", Kind::Int),
+    ("auth_lockout_max_ms", Kind::Int),
+    ("idle_timeout_ms", Kind::Int),
+    ("http_header_timeout_ms", Kind::Int),
+    ("quic_retry_above_per_sec", Kind::Int),
 ];
 
 /// Reads a YAML configuration into the TOML the rest of loading expects.
@@ -517,6 +580,41 @@ impl Config {
     /// Checks values that the types alone do not.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
+        for (key, spec) in [
+            ("tenant_limits", &self.tenant_limits),
+            ("principal_limits", &self.principal_limits),
+        ] {
+            spec.validate().map_err(|m| invalid(key, m))?;
+        }
+        for (key, v) in [
+            ("max_connections", self.max_connections),
+            ("max_connections_per_ip", self.max_connections_per_ip),
+            (
+                "max_unauthenticated_per_ip",
+                self.max_unauthenticated_per_ip,
+            ),
+            (
+                "new_connections_per_ip_per_sec",
+                self.new_connections_per_ip_per_sec,
+            ),
+            (
+                "auth_lockout_threshold",
+                u64::from(self.auth_lockout_threshold),
+            ),
+            ("auth_lockout_base_ms", self.auth_lockout_base_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("http_header_timeout_ms", self.http_header_timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        if self.auth_lockout_max_ms < self.auth_lockout_base_ms {
+            return Err(invalid(
+                "auth_lockout_max_ms",
+                "must be at least auth_lockout_base_ms".into(),
+            ));
+        }
         if self.quic_bind.is_empty() && self.tcp_bind.is_empty() {
             return Err(invalid(
                 "quic_bind",
@@ -655,6 +753,19 @@ impl Config {
                 .map_err(|e| invalid("streams", format!("`{s}`: {e}")))?;
         }
         Ok(())
+    }
+
+    /// The connection admission settings.
+    pub fn admission(&self) -> rampart_limits::AdmissionSpec {
+        rampart_limits::AdmissionSpec {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_unauthenticated_per_ip: self.max_unauthenticated_per_ip,
+            new_connections_per_ip_per_sec: self.new_connections_per_ip_per_sec,
+            lockout_threshold: self.auth_lockout_threshold,
+            lockout_base: Duration::from_millis(self.auth_lockout_base_ms),
+            lockout_max: Duration::from_millis(self.auth_lockout_max_ms),
+        }
     }
 
     pub fn auth_timeout(&self) -> Duration {

@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use rampart_authz::{DecisionCache, Permission, Resource, Subject};
 use rampart_broker::{BrokerError, ConsumerOptions, Level, Stream, Subscription};
 use rampart_identity::Principal;
+use rampart_limits::{Handle, QuotaGuard, QuotaKind, RateKind, Rejection};
 use rampart_proto::{
     Ack, AckMode, AuthMethod, AuthOk, AuthRequired, CacheValue, Durability, EntriesBuilder,
     ErrorCode, Frame, FrameDecoder, Message, NamespaceName, ReauthReason, SharedEvents, StreamName,
@@ -121,6 +122,7 @@ enum End {
     #[allow(dead_code)] // read through Debug in the close log line
     Refused(u16),
     AuthTimeout,
+    Idle,
     Shutdown,
     WriterGone,
     #[allow(dead_code)] // read through Debug in the close log line
@@ -145,22 +147,41 @@ struct Session {
     cache: DecisionCache,
     phase: Phase,
     registry_id: u64,
+    /// Where this principal's requests are charged (its limits and its
+    /// tenant's).
+    limits: Handle,
+    /// This connection's place in the tenant's and principal's
+    /// `max_connections`.
+    _connection: QuotaGuard,
+}
+
+fn subject_of(principal: &Principal) -> Subject {
+    Subject::new(
+        principal.tenant.clone(),
+        principal.name.clone(),
+        principal.roles.iter().cloned(),
+    )
 }
 
 impl Session {
-    fn new(principal: Principal, registry_id: u64) -> Self {
-        let subject = Subject::new(
-            principal.tenant.clone(),
-            principal.name.clone(),
-            principal.roles.iter().cloned(),
-        );
+    fn new(principal: Principal, registry_id: u64, limits: Handle, connection: QuotaGuard) -> Self {
         Self {
+            subject: subject_of(&principal),
             principal,
-            subject,
             cache: DecisionCache::new(),
             phase: Phase::Valid,
             registry_id,
+            limits,
+            _connection: connection,
         }
+    }
+
+    /// The same principal with a fresh credential.
+    fn renew(&mut self, principal: Principal) {
+        self.subject = subject_of(&principal);
+        self.principal = principal;
+        self.cache = DecisionCache::new();
+        self.phase = Phase::Valid;
     }
 
     /// When the next credential event is due (notice, expiry, close).
@@ -197,6 +218,8 @@ struct Subscribed_ {
     sub: Arc<Subscription>,
     task: JoinHandle<()>,
     resource: Resource,
+    /// Its place in the principal's and tenant's `max_subscriptions`.
+    _quota: QuotaGuard,
 }
 
 struct Conn {
@@ -218,6 +241,13 @@ struct Conn {
     subscriptions: HashMap<u64, Subscribed_>,
     next_subscription: u64,
     streams: HashMap<StreamPath, Arc<Stream>>,
+    /// This connection's place in the admission counts (per IP,
+    /// unauthenticated); `None` for connections admitted elsewhere.
+    ticket: Option<rampart_limits::Ticket>,
+    /// After a refusal for a rate: the connection is not read again before
+    /// this, so a client that ignores `retry_after` is held back by TCP
+    /// (or QUIC) flow control instead of costing a NACK per frame.
+    throttled_until: Option<Instant>,
 }
 
 /// Serves one connection until it ends. `deadline` bounds the whole
@@ -228,6 +258,7 @@ pub(crate) async fn serve<R, W>(
     wr: W,
     peer: Peer,
     deadline: Instant,
+    ticket: Option<rampart_limits::Ticket>,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -257,6 +288,8 @@ pub(crate) async fn serve<R, W>(
         subscriptions: HashMap::new(),
         next_subscription: 1,
         streams: HashMap::new(),
+        ticket,
+        throttled_until: None,
     };
     let mut handshake = Handshake::new(
         shared.config.max_auth_failures,
@@ -264,6 +297,8 @@ pub(crate) async fn serve<R, W>(
     );
     let mut decoder = FrameDecoder::new(PREAUTH_MAX_FRAME);
     let mut buf = BytesMut::with_capacity(16 * 1024);
+    let idle_timeout = Duration::from_millis(shared.config.idle_timeout_ms);
+    let mut last_read = Instant::now();
     debug!(peer = %peer.addr, transport = peer.transport, "connection open");
 
     let end = 'conn: loop {
@@ -309,6 +344,12 @@ pub(crate) async fn serve<R, W>(
         if let Err(end) = conn.flush_gathered().await {
             break end;
         }
+        if let Some(until) = conn.throttled_until.take() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = shutdown.changed() => break End::Shutdown,
+            }
+        }
         if buf.capacity() - buf.len() < 8 * 1024 {
             buf.reserve(64 * 1024);
         }
@@ -323,8 +364,13 @@ pub(crate) async fn serve<R, W>(
             },
             Some(session) => {
                 let next = session.next_event(&shared.config);
+                let idle = conn.subscriptions.is_empty();
                 tokio::select! {
                     r = rd.read_buf(&mut buf) => r,
+                    _ = tokio::time::sleep_until(last_read + idle_timeout), if idle => {
+                        let _ = conn.send(nack(0, ErrorCode(408), "idle timeout: nothing sent and no subscription")).await;
+                        break End::Idle;
+                    }
                     ctl = ctl_rx.recv() => {
                         match ctl {
                             Some(Ctl::Close(reason)) => {
@@ -357,7 +403,7 @@ pub(crate) async fn serve<R, W>(
         };
         match read {
             Ok(0) => break End::PeerClosed,
-            Ok(_) => {}
+            Ok(_) => last_read = Instant::now(),
             Err(_) => break End::ReadError,
         }
     };
@@ -513,15 +559,42 @@ impl Conn {
         }
     }
 
-    async fn authenticate(&self, method: AuthMethod, credential: &Bytes) -> Option<Principal> {
+    /// Checks a credential. `Err(Some(_))`: the address or the key id is
+    /// locked out after failed attempts; `Err(None)`: refused.
+    async fn authenticate(
+        &self,
+        method: AuthMethod,
+        credential: &Bytes,
+    ) -> Result<Principal, Option<rampart_limits::Refusal>> {
+        let admission = &self.shared.admission;
+        let ip_key = format!("ip:{}", self.peer.addr.ip());
+        let key_key = match method {
+            AuthMethod::ApiKey => {
+                rampart_identity::managed_key_id(credential).map(|id| format!("key:{id}"))
+            }
+            _ => None,
+        };
+        admission.locked(&ip_key).map_err(Some)?;
+        if let Some(k) = &key_key {
+            admission.locked(k).map_err(Some)?;
+        }
         match self
             .shared
             .identity
             .authenticate(method, credential, self.peer.cert.as_ref())
             .await
         {
-            Ok(p) => Some(p),
+            Ok(p) => {
+                admission.succeeded(&ip_key);
+                if let Some(k) = &key_key {
+                    admission.succeeded(k);
+                }
+                Ok(p)
+            }
             Err(reason) => {
+                let mut keys = vec![ip_key.as_str()];
+                keys.extend(key_key.as_deref());
+                admission.failed(&keys);
                 warn!(
                     peer = %self.peer.addr,
                     transport = self.peer.transport,
@@ -534,9 +607,21 @@ impl Conn {
                     reason.as_str(),
                     &self.origin,
                 ));
-                None
+                Err(None)
             }
         }
+    }
+
+    /// Sends a refusal for a locked-out address or key and closes.
+    async fn locked_out(&self, id: u64, r: rampart_limits::Refusal) -> Result<(), End> {
+        debug!(peer = %self.peer.addr, refusal = %r, "authentication refused: locked out");
+        let retry = r.retry_after().map_or(0, |d| d.as_millis().max(1));
+        let mut f = nack(id, ErrorCode::TOO_MANY_REQUESTS, r.to_string());
+        if let Message::Nack(n) = &mut f.msg {
+            n.retry_after_ms = retry.min(u128::from(u32::MAX)) as u32;
+        }
+        self.send(f).await?;
+        Err(End::Refused(429))
     }
 
     async fn handshake(
@@ -551,7 +636,22 @@ impl Conn {
                 method,
                 credential,
             } => match self.authenticate(method, &credential).await {
-                Some(p) => {
+                Ok(p) => {
+                    let mut limits = self.shared.limits.handle(p.tenant.as_str(), &p.name);
+                    let connection = match limits.acquire(QuotaKind::Connections) {
+                        Ok(g) => g,
+                        Err(r) => {
+                            self.shared.audit.record(
+                                self.origin.apply(
+                                    audit::by(&p, "limit.reject", "connect", Outcome::Denied)
+                                        .meta("limit", r.limit)
+                                        .meta("level", r.level.as_str()),
+                                ),
+                            );
+                            self.send(OpError::Limited(r).to_frame(id)).await?;
+                            return Err(End::Refused(429));
+                        }
+                    };
                     self.origin.agent = hs.agent().map(str::to_string);
                     let ev = audit::auth_success(&p, method.as_str(), &self.origin);
                     if !self.audited(id, ev).await? {
@@ -570,11 +670,15 @@ impl Conn {
                         .shared
                         .registry
                         .register(p.clone(), self.ctl_tx.clone());
-                    self.session = Some(Session::new(p, rid));
+                    self.session = Some(Session::new(p, rid, limits, connection));
+                    if let Some(t) = &mut self.ticket {
+                        t.authenticated();
+                    }
                     decoder.set_max_frame(self.shared.config.max_frame_size);
                     return self.send(Frame::new(id, ok)).await;
                 }
-                None => hs.auth_failed(id),
+                Err(Some(refusal)) => return self.locked_out(id, refusal).await,
+                Err(None) => hs.auth_failed(id),
             },
             other => other,
         };
@@ -599,15 +703,32 @@ impl Conn {
         method: AuthMethod,
         credential: Bytes,
     ) -> Result<(), End> {
-        let Some(p) = self.authenticate(method, &credential).await else {
+        let p = match self.authenticate(method, &credential).await {
+            Ok(p) => p,
+            Err(Some(refusal)) => return self.locked_out(id, refusal).await,
+            Err(None) => return self.auth_refused(id).await,
+        };
+        self.renew_session(id, method, p).await
+    }
+
+    async fn auth_refused(&mut self, id: u64) -> Result<(), End> {
+        {
             self.auth_failures += 1;
             let reply = nack(id, ErrorCode::UNAUTHORIZED, "invalid credentials");
             if self.auth_failures >= self.shared.config.max_auth_failures {
                 self.send(reply).await?;
                 return Err(End::Refused(401));
             }
-            return self.send(reply).await;
-        };
+            self.send(reply).await
+        }
+    }
+
+    async fn renew_session(
+        &mut self,
+        id: u64,
+        method: AuthMethod,
+        p: Principal,
+    ) -> Result<(), End> {
         let same = self
             .session
             .as_ref()
@@ -638,12 +759,11 @@ impl Conn {
         self.auth_failures = 0;
         let ok = auth_ok(&p);
         self.shared.registry.update(s.registry_id, p.clone());
-        let rid = s.registry_id;
         // The same credential again (a client with nothing fresher) does not
         // restart the expiry clock.
         let renewed = p.expires_at_ms != s.principal.expires_at_ms;
         let phase = s.phase;
-        *s = Session::new(p, rid);
+        s.renew(p);
         if renewed {
             self.gate.send_replace(true);
         } else {
@@ -747,6 +867,13 @@ impl Conn {
             return Ok(());
         };
         let (count, entries) = g.entries.finish();
+        if let Err(r) = self.charge_publish(&g.stream, count, entries.len()) {
+            let e = OpError::Limited(r);
+            for (id, _) in g.acks {
+                self.send(e.to_frame(id)).await?;
+            }
+            return Ok(());
+        }
         self.published += u64::from(count);
         self.published_bytes += entries.len() as u64;
         match g.stream.publish_acked(count, entries).await {
@@ -783,11 +910,69 @@ impl Conn {
         }
     }
 
+    /// Charges a publish of `count` messages and `bytes` bytes to the
+    /// session's rate limits (and, on a durable stream, to the tenant's
+    /// stored bytes).
+    fn charge_publish(
+        &mut self,
+        stream: &Stream,
+        count: u32,
+        bytes: usize,
+    ) -> Result<(), Rejection> {
+        let Some(s) = &mut self.session else {
+            return Ok(());
+        };
+        let h = &mut s.limits;
+        let rated = h
+            .rate(RateKind::PublishMsgs, u64::from(count))
+            .and_then(|()| h.rate(RateKind::PublishBytes, bytes as u64));
+        if let Err(r) = rated {
+            self.throttle(&r);
+            return Err(r);
+        }
+        if stream.durable().is_some() {
+            h.fits_usage(QuotaKind::StoredBytes, bytes as u64)?;
+            h.add_usage(QuotaKind::StoredBytes, bytes as u64);
+        }
+        Ok(())
+    }
+
+    /// Charges `n` units of a rate to the session.
+    fn charge(&mut self, k: RateKind, n: u64) -> Result<(), OpError> {
+        let Some(s) = &mut self.session else {
+            return Ok(());
+        };
+        s.limits.rate(k, n).map_err(|r| {
+            self.throttle(&r);
+            OpError::Limited(r)
+        })
+    }
+
+    /// Stops reading this connection until a rate refusal's wait is over.
+    fn throttle(&mut self, r: &Rejection) {
+        if let Some(wait) = r.retry_after {
+            let until = Instant::now() + wait.min(Duration::from_secs(1));
+            self.throttled_until = Some(self.throttled_until.map_or(until, |t| t.max(until)));
+        }
+    }
+
     fn stream(&mut self, path: StreamPath) -> Result<Arc<Stream>, OpError> {
         if let Some(s) = self.streams.get(&path) {
             return Ok(s.clone());
         }
-        let s = self.shared.broker.stream(&path)?;
+        let s = match self.shared.broker.existing(&path) {
+            Some(s) => s,
+            None => {
+                // Auto-creation counts against the tenant's max_streams.
+                if let Some(session) = &mut self.session {
+                    if session.limits.tenant_quota(QuotaKind::Streams).is_some() {
+                        let n = self.shared.broker.tenant_streams(&path.tenant);
+                        session.limits.fits(QuotaKind::Streams, n, 1)?;
+                    }
+                }
+                self.shared.broker.stream(&path)?
+            }
+        };
         if self.streams.len() >= STREAM_CACHE {
             self.streams.clear();
         }
@@ -830,22 +1015,24 @@ impl Conn {
                     stream: p.stream,
                 };
                 let stream = self.stream(path)?;
+                self.charge_publish(&stream, p.count, p.entries.len())?;
                 self.published += u64::from(p.count);
                 self.published_bytes += p.entries.len() as u64;
                 let done = stream.publish_acked(p.count, p.entries).await?;
                 self.ack(id, p.ack, p.count, durability(done.level)).await
             }
             Message::Subscribe(s) => {
-                let (stream, resource) =
+                let (stream, resource, quota) =
                     self.subscription_target(s.tenant, s.namespace, s.stream)?;
                 let sub = stream.subscribe_at(s.start).await.map_err(|e| match e {
                     BrokerError::NotDurable => OpError::StartUnsupported,
                     e => OpError::Broker(e),
                 })?;
-                self.start_subscription(id, Arc::new(sub), resource).await
+                self.start_subscription(id, Arc::new(sub), resource, quota)
+                    .await
             }
             Message::Consume(c) => {
-                let (stream, resource) =
+                let (stream, resource, quota) =
                     self.subscription_target(c.tenant, c.namespace, c.stream)?;
                 let cfg = &self.shared.config;
                 let opts = (c.max_in_flight > 0 || c.ack_wait_ms > 0).then(|| ConsumerOptions {
@@ -861,7 +1048,8 @@ impl Conn {
                     }),
                 });
                 let sub = stream.consume(c.consumer.as_str(), c.start, opts)?;
-                self.start_subscription(id, Arc::new(sub), resource).await
+                self.start_subscription(id, Arc::new(sub), resource, quota)
+                    .await
             }
             Message::ConsumerAck(a) => {
                 let s = self
@@ -881,8 +1069,14 @@ impl Conn {
                 self.reply(Frame::new(id, Ack::new(0))).await
             }
             Message::CachePut(c) => {
+                self.charge(RateKind::CacheOps, 1)?;
                 let ttl = (c.ttl_ms > 0).then(|| Duration::from_millis(c.ttl_ms));
-                self.shared.broker.cache().put(
+                let Some(s) = &mut self.session else {
+                    return Err(OpError::Denied(Denied::NotAClientFrame));
+                };
+                let quota = s.limits.tenant_quota(QuotaKind::CacheBytes);
+                let quota = quota.map(|q| usize::try_from(q).unwrap_or(usize::MAX));
+                match self.shared.broker.cache().put_within(
                     std::time::Instant::now(),
                     &c.tenant,
                     &c.namespace,
@@ -890,10 +1084,18 @@ impl Conn {
                     &c.key,
                     c.value,
                     ttl,
-                )?;
+                    quota,
+                ) {
+                    // Full at the tenant's own quota: say which limit.
+                    Err(BrokerError::CacheFull { limit }) if quota == Some(limit) => {
+                        return Err(OpError::Limited(s.limits.over(QuotaKind::CacheBytes)));
+                    }
+                    r => r?,
+                }
                 self.reply(Frame::new(id, Ack::new(1))).await
             }
             Message::CacheGet(c) => {
+                self.charge(RateKind::CacheOps, 1)?;
                 let v = self.shared.broker.cache().get(
                     std::time::Instant::now(),
                     &c.tenant,
@@ -914,6 +1116,7 @@ impl Conn {
                 self.reply(Frame::new(id, reply)).await
             }
             Message::CacheDelete(c) => {
+                self.charge(RateKind::CacheOps, 1)?;
                 let removed = self.shared.broker.cache().delete(
                     std::time::Instant::now(),
                     &c.tenant,
@@ -967,17 +1170,21 @@ impl Conn {
         tenant: TenantId,
         namespace: NamespaceName,
         stream: StreamName,
-    ) -> Result<(Arc<Stream>, Resource), OpError> {
+    ) -> Result<(Arc<Stream>, Resource, QuotaGuard), OpError> {
         if self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
             return Err(OpError::TooManySubscriptions(MAX_SUBSCRIPTIONS));
         }
+        let quota = match &mut self.session {
+            Some(s) => s.limits.acquire(QuotaKind::Subscriptions)?,
+            None => return Err(OpError::Denied(Denied::NotAClientFrame)),
+        };
         let resource = Resource::Stream(tenant.clone(), namespace.clone(), stream.clone());
         let path = StreamPath {
             tenant,
             namespace,
             stream,
         };
-        Ok((self.stream(path)?, resource))
+        Ok((self.stream(path)?, resource, quota))
     }
 
     /// Answers SUBSCRIBE or CONSUME: numbers the subscription, sends
@@ -987,6 +1194,7 @@ impl Conn {
         id: u64,
         sub: Arc<Subscription>,
         resource: Resource,
+        quota: QuotaGuard,
     ) -> Result<(), OpError> {
         let sid = self.next_subscription;
         self.next_subscription += 1;
@@ -1004,6 +1212,7 @@ impl Conn {
             self.tx.clone(),
             self.event_budget.clone(),
             self.gate.subscribe(),
+            self.session.as_ref().map(|s| s.limits.clone()),
         ));
         self.subscriptions.insert(
             sid,
@@ -1011,6 +1220,7 @@ impl Conn {
                 sub,
                 task,
                 resource,
+                _quota: quota,
             },
         );
         Ok(())
@@ -1044,6 +1254,7 @@ async fn deliver(
     tx: mpsc::Sender<Out>,
     budget: Arc<Semaphore>,
     mut gate: watch::Receiver<bool>,
+    mut limits: Option<Handle>,
 ) {
     let mut batches = Vec::new();
     loop {
@@ -1078,6 +1289,13 @@ async fn deliver(
             match budget.clone().acquire_many_owned(extra as u32).await {
                 Ok(more) => permit.merge(more),
                 Err(_) => break,
+            }
+        }
+        // Over deliver_bytes_per_sec, delivery waits: the messages stay in
+        // the subscriber queue, under its slow-consumer policy.
+        if let Some(h) = &mut limits {
+            while let Err(r) = h.rate(RateKind::DeliverBytes, bytes as u64) {
+                tokio::time::sleep(r.retry_after.unwrap_or(Duration::from_millis(10))).await;
             }
         }
         if missed > 0 {

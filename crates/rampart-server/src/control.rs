@@ -3,6 +3,7 @@
 //! of these; each writes the store first, then the in-memory state, then
 //! tells live connections what changed.
 
+use rampart_limits::QuotaKind;
 use std::sync::Arc;
 
 use rampart_authz::{AclDocument, Decision, Permission, Resource, Subject};
@@ -24,6 +25,7 @@ pub(crate) enum ControlError {
     Conflict(String),
     Invalid(String),
     Storage,
+    Limited(rampart_limits::Rejection),
 }
 
 impl From<rampart_store::StoreError> for ControlError {
@@ -562,6 +564,10 @@ impl Shared {
         if self.stream_record(&path)?.is_some() {
             return Err(ControlError::Conflict(format!("stream {path} exists")));
         }
+        let have = self.broker.tenant_streams(&path.tenant);
+        self.limits
+            .tenant_fits(path.tenant.as_str(), QuotaKind::Streams, have, 1)
+            .map_err(ControlError::Limited)?;
         let durable = match durable {
             Some(mut spec) => {
                 if spec.sync.is_empty() {
@@ -722,6 +728,17 @@ impl Shared {
     /// stream.
     pub(crate) async fn maintain_streams(&self) {
         let now = now_ms();
+        let mut stored: std::collections::HashMap<TenantId, u64> = Default::default();
+        for d in self.broker.durable_streams() {
+            *stored.entry(d.path().tenant.clone()).or_default() += d.log().disk_bytes();
+        }
+        // What each tenant's logs hold, for max_stored_bytes (publishes add
+        // to it in between).
+        for (t, bytes) in stored {
+            self.limits
+                .set_usage(t.as_str(), QuotaKind::StoredBytes, bytes);
+        }
+        self.limits.sweep();
         for d in self.broker.durable_streams() {
             let path = d.path().clone();
             match tokio::task::spawn_blocking(move || d.maintain(now)).await {

@@ -3,7 +3,7 @@
 //! tenants.
 
 use rampart_broker::BrokerError;
-use rampart_proto::{BodyError, ErrorCode, Frame, FrameError};
+use rampart_proto::{BodyError, ErrorCode, Frame, FrameError, Message};
 
 use crate::access::Denied;
 use crate::session::nack;
@@ -20,6 +20,8 @@ pub(crate) enum OpError {
     StartUnsupported,
     NoSuchSubscription,
     TooManySubscriptions(usize),
+    /// Over a rate limit or a quota.
+    Limited(rampart_limits::Rejection),
 }
 
 impl OpError {
@@ -45,6 +47,7 @@ impl OpError {
             OpError::StartUnsupported => ErrorCode::BAD_REQUEST,
             OpError::NoSuchSubscription => ErrorCode::NOT_FOUND,
             OpError::TooManySubscriptions(_) => ErrorCode::TOO_MANY_REQUESTS,
+            OpError::Limited(r) => ErrorCode(r.status),
         }
     }
 
@@ -83,17 +86,28 @@ impl OpError {
             OpError::TooManySubscriptions(n) => {
                 format!("limit of {n} subscriptions per connection reached")
             }
+            OpError::Limited(r) => r.to_string(),
         }
     }
 
     pub(crate) fn to_frame(&self, id: u64) -> Frame {
-        nack(id, self.code(), self.message())
+        let mut f = nack(id, self.code(), self.message());
+        if let (OpError::Limited(r), Message::Nack(n)) = (self, &mut f.msg) {
+            n.retry_after_ms = r.retry_after_ms().min(u64::from(u32::MAX)) as u32;
+        }
+        f
     }
 }
 
 impl From<BrokerError> for OpError {
     fn from(e: BrokerError) -> Self {
         OpError::Broker(e)
+    }
+}
+
+impl From<rampart_limits::Rejection> for OpError {
+    fn from(r: rampart_limits::Rejection) -> Self {
+        OpError::Limited(r)
     }
 }
 

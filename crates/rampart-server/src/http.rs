@@ -34,6 +34,7 @@ use crate::auth::{AuthFailure, CertNames};
 use crate::control::{stream_path, ControlError};
 use crate::Shared;
 use rampart_audit::Outcome;
+use rampart_limits::RateKind;
 
 /// Largest request body.
 const BODY_LIMIT: usize = 1024 * 1024;
@@ -58,11 +59,25 @@ pub(crate) enum ApiError {
     /// The audit log could not record a mandatory event in time.
     Unavailable,
     Internal,
+    /// Over a rate limit (429 with `Retry-After`) or a quota (429/413/507).
+    Limited(rampart_limits::Rejection),
+    /// Refused at admission (locked out after failed authentications).
+    Refused(rampart_limits::Refusal),
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let retry_after = match &self {
+            ApiError::Limited(r) => r.retry_after,
+            ApiError::Refused(r) => r.retry_after(),
+            _ => None,
+        };
         let (status, msg) = match self {
+            ApiError::Limited(r) => (
+                StatusCode::from_u16(r.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS),
+                r.to_string(),
+            ),
+            ApiError::Refused(r) => (StatusCode::TOO_MANY_REQUESTS, r.to_string()),
             ApiError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated".to_string()),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden".to_string()),
             ApiError::NotFound(what) => (StatusCode::NOT_FOUND, format!("{what} not found")),
@@ -82,6 +97,13 @@ impl IntoResponse for ApiError {
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Some(d) = retry_after {
+            // Whole seconds, rounded up, as RFC 9110 has it.
+            let secs = d.as_millis().div_ceil(1000).max(1);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
         r
     }
 }
@@ -93,6 +115,7 @@ impl From<ControlError> for ApiError {
             ControlError::Conflict(m) => ApiError::Conflict(m),
             ControlError::Invalid(m) => ApiError::BadRequest(m),
             ControlError::Storage => ApiError::Internal,
+            ControlError::Limited(r) => ApiError::Limited(r),
         }
     }
 }
@@ -135,7 +158,7 @@ impl Authed {
         &self.origin
     }
 
-    fn tenant(&self) -> Result<&TenantId, ApiError> {
+    pub(crate) fn tenant(&self) -> Result<&TenantId, ApiError> {
         self.tenant.as_ref().ok_or(ApiError::NotFound("tenant"))
     }
 }
@@ -213,6 +236,13 @@ impl Authed {
                 .map(|v| v.chars().filter(|c| !c.is_control()).take(128).collect()),
             transport: "https",
         };
+        // A locked-out address is refused everything until the lockout ends.
+        if let Some(p) = &peer {
+            shared
+                .admission
+                .locked(&format!("ip:{}", p.addr.ip()))
+                .map_err(ApiError::Refused)?;
+        }
         if route.access == Access::Public {
             return Ok(Authed {
                 principal: None,
@@ -221,20 +251,35 @@ impl Authed {
             });
         }
         let principal = match bearer(parts) {
-            Some(cred) => shared
-                .identity
-                .authenticate(method_of(cred.expose()), cred.expose().as_bytes(), None)
-                .await
-                .map_err(|f| refused(shared, f, method_of(cred.expose()), &origin))?,
+            Some(cred) => {
+                let key = lockout_key(cred.expose().as_bytes());
+                if let Some(k) = &key {
+                    shared.admission.locked(k).map_err(ApiError::Refused)?;
+                }
+                shared
+                    .identity
+                    .authenticate(method_of(cred.expose()), cred.expose().as_bytes(), None)
+                    .await
+                    .map_err(|f| {
+                        refused(shared, f, method_of(cred.expose()), &origin, key.as_deref())
+                    })?
+            }
             None => match peer.as_ref().and_then(|p| p.cert.as_ref()) {
                 Some(cert) => shared
                     .identity
                     .authenticate(AuthMethod::ClientCert, &[], Some(cert))
                     .await
-                    .map_err(|f| refused(shared, f, AuthMethod::ClientCert, &origin))?,
+                    .map_err(|f| refused(shared, f, AuthMethod::ClientCert, &origin, None))?,
                 None => return Err(ApiError::Unauthenticated),
             },
         };
+        // Every authenticated request counts against the principal's and its
+        // tenant's http_requests_per_sec.
+        shared
+            .limits
+            .handle(principal.tenant.as_str(), &principal.name)
+            .rate(RateKind::HttpRequests, 1)
+            .map_err(ApiError::Limited)?;
         let mut denial: Option<(String, &'static str)> = None;
         let allowed = match route.access {
             Access::Public | Access::Authenticated => true,
@@ -302,7 +347,27 @@ impl Authed {
     }
 }
 
-fn refused(shared: &Shared, f: AuthFailure, method: AuthMethod, origin: &Origin) -> ApiError {
+/// The lockout key of a presented credential: a managed API key's id.
+pub(crate) fn lockout_key(credential: &[u8]) -> Option<String> {
+    rampart_identity::managed_key_id(credential).map(|id| format!("key:{id}"))
+}
+
+/// Counts a failed authentication toward the lockouts of the address and
+/// (when there is one) the key id.
+pub(crate) fn auth_failed(shared: &Shared, origin: &Origin, key: Option<&str>) {
+    let ip = origin.addr.map(|a| format!("ip:{}", a.ip()));
+    let keys: Vec<&str> = ip.as_deref().into_iter().chain(key).collect();
+    shared.admission.failed(&keys);
+}
+
+fn refused(
+    shared: &Shared,
+    f: AuthFailure,
+    method: AuthMethod,
+    origin: &Origin,
+    key: Option<&str>,
+) -> ApiError {
+    auth_failed(shared, origin, key);
     warn!(
         peer = ?origin.addr,
         transport = "https",
@@ -323,7 +388,7 @@ fn digest(text: &str) -> String {
 
 /// Records what an admin request changed (best effort: the request itself
 /// was audited before it ran).
-fn changed(shared: &Shared, a: &Authed, event_type: &str, action: &str, meta: Value) {
+pub(crate) fn changed(shared: &Shared, a: &Authed, event_type: &str, action: &str, meta: Value) {
     let Some(p) = &a.principal else { return };
     let mut ev = audit::by(p, event_type, action, Outcome::Success);
     if let Some(t) = &a.tenant {
@@ -432,7 +497,10 @@ async fn auth(
         .identity
         .authenticate(method, cred.expose().as_bytes(), peer.cert.as_ref())
         .await
-        .map_err(|f| refused(&shared, f, method, &a.origin))?;
+        .map_err(|f| {
+            let key = lockout_key(cred.expose().as_bytes());
+            refused(&shared, f, method, &a.origin, key.as_deref())
+        })?;
     let ttl_ms = body.ttl.unwrap_or(0).saturating_mul(1000);
     let (token, exp, jti) = shared
         .issue_token(&p, ttl_ms)
@@ -1232,6 +1300,12 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             RouteName::EraseTenant => on(f, erase_tenant),
             RouteName::RotateEncryption => on(f, rotate_encryption),
             RouteName::EncryptionStatus => on(f, encryption_status),
+            RouteName::GetLimits
+            | RouteName::PutLimits
+            | RouteName::DeleteLimits
+            | RouteName::GetPrincipalLimits
+            | RouteName::PutPrincipalLimits
+            | RouteName::DeletePrincipalLimits => on(f, crate::limits::limits_api),
             RouteName::ListKeys => on(f, list_keys),
             RouteName::CreateKey => on(f, create_key),
             RouteName::RevokeKey => on(f, revoke_key),
@@ -1289,31 +1363,56 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-/// Accepts HTTPS connections until shutdown.
+/// Accepts HTTPS connections until shutdown. Admission (caps and rates per
+/// IP) runs in `accept_tcp`, before any TLS work.
 pub(crate) async fn run(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {
     let app = router(shared.clone());
-    let shutdown = shared.shutdown.clone();
-    crate::transport::accept_tcp(listener, shutdown, "https", |stream, addr| {
-        serve_conn(stream, addr, acceptor.clone(), app.clone(), shared.clone())
+    crate::transport::accept_tcp(listener, &shared, "https", |stream, addr, ticket| {
+        serve_conn(
+            stream,
+            addr,
+            ticket,
+            acceptor.clone(),
+            app.clone(),
+            shared.clone(),
+        )
     })
     .await;
 }
 
+/// Serves one HTTPS connection. `ticket` holds its place in the admission
+/// counts until the connection ends.
 async fn serve_conn(
     stream: TcpStream,
     addr: SocketAddr,
+    mut ticket: rampart_limits::Ticket,
     acceptor: TlsAcceptor,
     app: Router,
     shared: Arc<Shared>,
 ) {
     let _ = stream.set_nodelay(true);
-    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+    // One bound for the TLS handshake and for each request's headers (the
+    // first request's and every later one's, idle keep-alive included).
+    let header_timeout = Duration::from_millis(shared.config.http_header_timeout_ms);
+    let deadline = tokio::time::Instant::now() + header_timeout;
+    if !crate::transport::first_bytes(&stream, deadline, addr).await {
+        return;
+    }
+    let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(t)) => t,
-        _ => {
-            debug!(peer = %addr, "https tls handshake failed");
+        Ok(Err(e)) => {
+            debug!(peer = %addr, error = %e, "https tls handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!(peer = %addr, "https tls handshake timed out");
             return;
         }
     };
+    // HTTPS has no AUTH phase (each request carries its credential), so
+    // the unauthenticated cap bounds the connections still in the
+    // handshake; the per-IP cap holds for the connection's whole life.
+    ticket.authenticated();
     let cert = tls
         .get_ref()
         .1
@@ -1324,7 +1423,7 @@ async fn serve_conn(
     let svc = hyper_util::service::TowerToHyperService::new(app);
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(tls), svc);
     let mut conn = std::pin::pin!(conn);
     let mut shutdown = shared.shutdown.clone();
@@ -1335,4 +1434,5 @@ async fn serve_conn(
             let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
         }
     }
+    drop(ticket);
 }

@@ -765,9 +765,16 @@ pub(crate) async fn approle_token(
     secret_id: &Secret<String>,
     ttl_ms: Option<u64>,
 ) -> Result<AppRoleToken, KvError> {
+    // Secret-id guessing locks out the address and the role id.
+    let role_key = format!("role:{}", role_id.chars().take(64).collect::<String>());
+    shared
+        .admission
+        .locked(&role_key)
+        .map_err(|r| KvError::Api(ApiError::Refused(r)))?;
     let login = match shared.vault.login(role_id, secret_id, Some(peer), now_ms()) {
         Ok(l) => l,
         Err(e) => {
+            crate::http::auth_failed(shared, origin, Some(&role_key));
             warn!(peer = %peer, "approle login refused");
             shared.audit.record(audit::auth_failure(
                 "approle",

@@ -34,6 +34,7 @@ pub mod dev;
 mod error;
 mod http;
 mod kv_api;
+mod limits;
 mod master;
 mod reencrypt;
 mod registry;
@@ -48,7 +49,7 @@ mod vault_external;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,6 +84,12 @@ pub(crate) struct Shared {
     pub(crate) vault: Arc<rampart_vault::Vault>,
     /// Where the secrets API reads and writes secrets (`vault_backend`).
     pub(crate) secrets: secret_backend::SecretBackend,
+    /// Rate limits and quotas of every tenant and principal.
+    pub(crate) limits: Arc<rampart_limits::Limits>,
+    /// Connection admission and failed-authentication lockout.
+    pub(crate) admission: Arc<rampart_limits::Admission>,
+    /// Stateless QUIC retries sent (address validation under load).
+    pub(crate) quic_retries: AtomicU64,
     pub(crate) shutdown: watch::Receiver<bool>,
     active: AtomicUsize,
 }
@@ -500,6 +507,8 @@ impl Server {
         let quic_bind = config.quic_bind.clone();
         let tcp_bind = config.tcp_bind.clone();
         let http_bind = config.http_bind.clone();
+        let limits = limits::load(&config, &catalog)?;
+        let admission = rampart_limits::Admission::new(config.admission());
         let shared = Arc::new(Shared {
             config,
             broker,
@@ -511,6 +520,9 @@ impl Server {
             reencrypt: reencrypt::Jobs::default(),
             vault,
             secrets: secret_store,
+            limits,
+            admission,
+            quic_retries: AtomicU64::new(0),
             shutdown: shutdown_rx,
             active: AtomicUsize::new(0),
         });
@@ -523,7 +535,7 @@ impl Server {
         };
         let mut tcp_addr = None;
         if !tcp_bind.is_empty() {
-            let listener = tokio::net::TcpListener::bind(&tcp_bind)
+            let listener = transport::bind_tcp(&tcp_bind)
                 .await
                 .map_err(|e| bind_err("tcp", &tcp_bind, e.to_string()))?;
             tcp_addr = listener.local_addr().ok();
@@ -536,7 +548,7 @@ impl Server {
         }
         let mut http_addr = None;
         if !http_bind.is_empty() {
-            let listener = tokio::net::TcpListener::bind(&http_bind)
+            let listener = transport::bind_tcp(&http_bind)
                 .await
                 .map_err(|e| bind_err("https", &http_bind, e.to_string()))?;
             http_addr = listener.local_addr().ok();
@@ -625,6 +637,21 @@ impl Server {
         })
     }
 
+    /// Applies the limit settings of `config` without a restart (SIGHUP):
+    /// the default tenant and principal limits and connection admission.
+    /// Overrides made through the admin API stay. Other keys take effect
+    /// at the next start.
+    pub fn reload_limits(&self, config: &Config) -> Result<(), ConfigError> {
+        config.validate()?;
+        self.shared.limits.set_defaults(
+            config.tenant_limits.clone(),
+            config.principal_limits.clone(),
+        );
+        self.shared.admission.set_spec(config.admission());
+        tracing::info!("limits reloaded from the configuration");
+        Ok(())
+    }
+
     pub fn quic_addr(&self) -> Option<SocketAddr> {
         self.quic_addr
     }
@@ -651,6 +678,18 @@ impl Server {
     /// Live connections.
     pub fn connections(&self) -> usize {
         self.shared.active.load(Ordering::Acquire)
+    }
+
+    /// Connections and authentications refused by admission so far, by the
+    /// limit that refused them (`max_connections_per_ip`, `auth_lockout`
+    /// and the like), sorted by name.
+    pub fn admission_refusals(&self) -> Vec<(&'static str, u64)> {
+        self.shared.admission.refusals()
+    }
+
+    /// Stateless retries sent to QUIC clients to validate their address.
+    pub fn quic_retries(&self) -> u64 {
+        self.shared.quic_retries.load(Ordering::Relaxed)
     }
 
     /// Stops accepting, tells every connection to close, and waits for them

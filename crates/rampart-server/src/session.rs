@@ -32,7 +32,14 @@ pub(crate) struct Handshake {
     failures: u32,
     max_failures: u32,
     max_frame: u32,
+    /// Frames seen so far; past [`MAX_PREAUTH_FRAMES`] the connection
+    /// closes (an unauthenticated peer gets no more work out of us).
+    frames: u32,
 }
+
+/// Frames a connection may send before it authenticates: HELLO, AUTH and
+/// a few retries and pings.
+pub(crate) const MAX_PREAUTH_FRAMES: u32 = 16;
 
 pub(crate) fn nack(id: u64, code: ErrorCode, message: impl Into<String>) -> Frame {
     Frame::new(
@@ -53,10 +60,19 @@ impl Handshake {
             failures: 0,
             max_failures,
             max_frame: u32::try_from(max_frame).unwrap_or(DEFAULT_MAX_FRAME as u32),
+            frames: 0,
         }
     }
 
     pub(crate) fn on_frame(&mut self, f: Frame) -> Step {
+        self.frames += 1;
+        if self.frames > MAX_PREAUTH_FRAMES {
+            return Step::Close(nack(
+                f.id,
+                ErrorCode::TOO_MANY_REQUESTS,
+                format!("more than {MAX_PREAUTH_FRAMES} frames before authentication"),
+            ));
+        }
         match f.msg {
             Message::Hello(_) if self.hello => {
                 Step::Reply(nack(f.id, ErrorCode::BAD_REQUEST, "HELLO already received"))
@@ -158,6 +174,23 @@ mod tests {
             },
         );
         assert!(matches!(h.on_frame(auth), Step::Authenticate { id: 2, .. }));
+    }
+
+    #[test]
+    fn frames_before_auth_are_capped() {
+        let mut h = Handshake::new(3, DEFAULT_MAX_FRAME);
+        assert!(matches!(h.on_frame(hello(1)), Step::Reply(_)));
+        for i in 1..MAX_PREAUTH_FRAMES {
+            let step = h.on_frame(Frame::new(u64::from(i), Message::Ping));
+            assert!(matches!(step, Step::Reply(_)), "frame {i}");
+        }
+        match h.on_frame(Frame::new(99, Message::Ping)) {
+            Step::Close(f) => match f.msg {
+                Message::Nack(n) => assert_eq!(n.code, ErrorCode::TOO_MANY_REQUESTS),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -1,33 +1,102 @@
 //! Listeners: QUIC (one bidirectional stream per connection, ALPN
 //! `rampart/1`) and TLS over TCP. Both hand their streams to the same
 //! connection driver.
+//!
+//! Every connection passes admission (`rampart_limits::Admission`: caps
+//! per server and per IP, unauthenticated connections per IP, new
+//! connections per second per IP) before any TLS work; a refused one costs
+//! an accept and a close. Under a burst of QUIC handshakes, clients must
+//! first prove their address with a stateless retry.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use quinn::crypto::rustls::QuicServerConfig;
+use rampart_limits::Ticket;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, warn};
+use tracing::{debug, trace, warn};
 
 use crate::auth::CertNames;
 use crate::conn::{serve, Peer};
 use crate::Shared;
 
-/// Accepts TCP connections until shutdown and hands each to `handle` on a
-/// task of its own. A failing accept (out of file descriptors and the like)
-/// backs off and keeps serving.
+/// Connections the kernel may queue for accept: room for a burst of
+/// connects (a flood, or every client reconnecting after a restart)
+/// without the kernel dropping SYNs, which clients retry only after 1 s,
+/// 3 s, ... The kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// When a new connection must have authenticated: `auth_timeout_ms`
+/// shortened by up to a quarter, at random per connection. A flood opened
+/// in one burst then times out spread over a second or more instead of all
+/// in the same millisecond, which would stall every other connection
+/// while ten thousand closes run at once.
+pub(crate) fn preauth_deadline(shared: &Shared, addr: SocketAddr) -> Instant {
+    let full = shared.config.auth_timeout();
+    let now = Instant::now();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mix = (u64::from(addr.port()) ^ u64::from(nanos)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let cut = full / 4 * ((mix >> 56) as u32) / 256;
+    now + (full - cut)
+}
+
+/// Waits until the peer has sent something, before any TLS state is made:
+/// a connection that sends nothing (a flood of idle sockets) costs a socket
+/// and a timer, not a TLS session's buffers. False when the deadline passed
+/// or the socket failed.
+pub(crate) async fn first_bytes(stream: &TcpStream, deadline: Instant, addr: SocketAddr) -> bool {
+    match tokio::time::timeout_at(deadline, stream.readable()).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            debug!(peer = %addr, error = %e, "connection failed before TLS");
+            false
+        }
+        Err(_) => {
+            debug!(peer = %addr, "nothing sent before the deadline");
+            false
+        }
+    }
+}
+
+/// Binds a TCP listener with a deep accept queue.
+pub(crate) async fn bind_tcp(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no address to bind")))
+}
+
+/// Accepts TCP connections until shutdown, admits each (refused ones are
+/// closed at once, before any TLS byte is read) and hands the admitted ones
+/// to `handle` on a task of their own. Admission runs here, in accept order,
+/// not on the spawned task. A failing accept (out of file descriptors and
+/// the like) backs off and keeps serving.
 pub(crate) async fn accept_tcp<F, Fut>(
     listener: TcpListener,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shared: &Shared,
     what: &'static str,
     mut handle: F,
 ) where
-    F: FnMut(TcpStream, SocketAddr) -> Fut,
+    F: FnMut(TcpStream, SocketAddr, Ticket) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    let mut shutdown = shared.shutdown.clone();
     loop {
         let (stream, addr) = tokio::select! {
             r = listener.accept() => match r {
@@ -40,19 +109,32 @@ pub(crate) async fn accept_tcp<F, Fut>(
             },
             _ = shutdown.changed() => break,
         };
-        tokio::spawn(handle(stream, addr));
+        match shared.admission.admit(addr.ip()) {
+            Ok(ticket) => {
+                tokio::spawn(handle(stream, addr, ticket));
+            }
+            Err(refusal) => {
+                debug!(
+                    peer = %addr,
+                    listener = what,
+                    limit = refusal.limit(),
+                    "connection refused"
+                );
+                drop(stream);
+            }
+        }
     }
 }
 
 /// Accepts TLS-over-TCP connections until shutdown.
 pub(crate) async fn run_tcp(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {
-    let shutdown = shared.shutdown.clone();
-    accept_tcp(listener, shutdown, "tcp", |stream, addr| {
+    let accepting = shared.clone();
+    accept_tcp(listener, &accepting, "tcp", |stream, addr, ticket| {
         let shared = shared.clone();
         let acceptor = acceptor.clone();
         async move {
             let _guard = shared.track();
-            handle_tcp(stream, addr, acceptor, shared.clone()).await;
+            handle_tcp(stream, addr, ticket, acceptor, shared.clone()).await;
         }
     })
     .await;
@@ -61,11 +143,15 @@ pub(crate) async fn run_tcp(listener: TcpListener, acceptor: TlsAcceptor, shared
 async fn handle_tcp(
     stream: TcpStream,
     addr: SocketAddr,
+    ticket: Ticket,
     acceptor: TlsAcceptor,
     shared: Arc<Shared>,
 ) {
-    let deadline = Instant::now() + shared.config.auth_timeout();
+    let deadline = preauth_deadline(&shared, addr);
     let _ = stream.set_nodelay(true);
+    if !first_bytes(&stream, deadline, addr).await {
+        return;
+    }
     let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
@@ -84,7 +170,9 @@ async fn handle_tcp(
         .and_then(|c| c.first())
         .and_then(CertNames::of);
     let (r, w) = tokio::io::split(tls);
-    serve(
+    // Boxed: the served connection's state is large, and a connection
+    // still in its handshake should not carry room for it.
+    Box::pin(serve(
         shared,
         r,
         w,
@@ -94,7 +182,8 @@ async fn handle_tcp(
             cert,
         },
         deadline,
-    )
+        Some(ticket),
+    ))
     .await;
 }
 
@@ -118,30 +207,94 @@ pub(crate) fn quic_server_config(tls: rustls::ServerConfig) -> Result<quinn::Ser
     Ok(cfg)
 }
 
+/// QUIC handshakes arriving in the current one-second window.
+#[derive(Debug)]
+struct Arrivals {
+    window_start: Instant,
+    count: u64,
+}
+
+impl Arrivals {
+    fn new(now: Instant) -> Self {
+        Arrivals {
+            window_start: now,
+            count: 0,
+        }
+    }
+
+    /// Counts one arrival at `now`; returns the arrivals in the current
+    /// window, this one included.
+    fn arrive(&mut self, now: Instant) -> u64 {
+        if now.saturating_duration_since(self.window_start) >= Duration::from_secs(1) {
+            self.window_start = now;
+            self.count = 0;
+        }
+        self.count += 1;
+        self.count
+    }
+}
+
 /// Accepts QUIC connections until shutdown.
 pub(crate) async fn run_quic(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.clone();
+    let mut arrivals = Arrivals::new(Instant::now());
     loop {
-        let incoming = tokio::select! {
+        let mut incoming = tokio::select! {
             i = endpoint.accept() => match i {
                 Some(i) => i,
                 None => break,
             },
             _ = shutdown.changed() => break,
         };
+        // Above the threshold, an address that has not proved it can
+        // receive our packets gets a stateless retry: no state, no crypto
+        // beyond a token, and a spoofed source never comes back. This runs
+        // before admission, so that under load the per-IP counts are
+        // charged to proven addresses only.
+        let above = shared.config.quic_retry_above_per_sec;
+        if arrivals.arrive(Instant::now()) > above
+            && !incoming.remote_address_validated()
+            && incoming.may_retry()
+        {
+            let addr = incoming.remote_address();
+            match incoming.retry() {
+                Ok(()) => {
+                    shared.quic_retries.fetch_add(1, Ordering::Relaxed);
+                    trace!(peer = %addr, "quic address validation: retry sent");
+                    continue;
+                }
+                // Only when the packet already carries a retry token,
+                // which `may_retry` ruled out.
+                Err(e) => incoming = e.into_incoming(),
+            }
+        }
+        let addr = incoming.remote_address();
+        let ticket = match shared.admission.admit(addr.ip()) {
+            Ok(t) => t,
+            Err(refusal) => {
+                debug!(
+                    peer = %addr,
+                    listener = "quic",
+                    limit = refusal.limit(),
+                    "connection refused"
+                );
+                incoming.refuse();
+                continue;
+            }
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
             let _guard = shared.track();
-            handle_quic(incoming, shared.clone()).await;
+            handle_quic(incoming, ticket, shared.clone()).await;
         });
     }
     endpoint.close(0u32.into(), b"server shutting down");
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
 }
 
-async fn handle_quic(incoming: quinn::Incoming, shared: Arc<Shared>) {
+async fn handle_quic(incoming: quinn::Incoming, ticket: Ticket, shared: Arc<Shared>) {
     let addr = incoming.remote_address();
-    let deadline = Instant::now() + shared.config.auth_timeout();
+    let deadline = preauth_deadline(&shared, addr);
     let conn = match tokio::time::timeout_at(deadline, async { incoming.accept()?.await }).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
@@ -167,7 +320,9 @@ async fn handle_quic(incoming: quinn::Incoming, shared: Arc<Shared>) {
                 .ok()
         })
         .and_then(|certs| certs.first().and_then(CertNames::of));
-    serve(
+    // Boxed: the served connection's state is large, and a connection
+    // still in its handshake should not carry room for it.
+    Box::pin(serve(
         shared,
         recv,
         send,
@@ -177,10 +332,31 @@ async fn handle_quic(incoming: quinn::Incoming, shared: Arc<Shared>) {
             cert,
         },
         deadline,
-    )
+        Some(ticket),
+    ))
     .await;
     // The stream is finished; give the peer a moment to read the last
     // frames and close, then close for it.
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
     conn.close(0u32.into(), b"bye");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrivals_count_per_second() {
+        let t0 = Instant::now();
+        let mut a = Arrivals::new(t0);
+        assert_eq!(a.arrive(t0), 1);
+        assert_eq!(a.arrive(t0 + Duration::from_millis(500)), 2);
+        assert_eq!(a.arrive(t0 + Duration::from_millis(999)), 3);
+        // A new window starts a second after the last one started.
+        assert_eq!(a.arrive(t0 + Duration::from_millis(1000)), 1);
+        assert_eq!(a.arrive(t0 + Duration::from_millis(1500)), 2);
+        assert_eq!(a.arrive(t0 + Duration::from_secs(5)), 1);
+        // A clock that seems to go back does not panic or reset.
+        assert_eq!(a.arrive(t0), 2);
+    }
 }

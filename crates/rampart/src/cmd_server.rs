@@ -26,8 +26,9 @@ pub(crate) struct ServerArgs {
 pub(crate) async fn run(a: ServerArgs) -> Result<ExitCode, Failure> {
     let env = |k: &str| std::env::var(k).ok();
     let mut config = Config::load(a.config.as_deref(), &env)?;
-    if let Some(d) = a.data_dir {
-        config.data_dir = d;
+    let data_dir = a.data_dir.clone();
+    if let Some(d) = &data_dir {
+        config.data_dir = d.clone();
     }
     let plain = std::env::var("RAMPART_API_KEYS").ok().map(Secret::new);
     let server = Server::start(ServerOptions::new(config).dev(a.dev).plain_api_keys(plain)).await?;
@@ -64,22 +65,41 @@ pub(crate) async fn run(a: ServerArgs) -> Result<ExitCode, Failure> {
             abs(&d.admin_key_path).display()
         );
     }
-    wait_for_signal().await;
+    let reload = || {
+        let mut fresh = Config::load(a.config.as_deref(), &env)?;
+        if let Some(d) = &data_dir {
+            fresh.data_dir = d.clone();
+        }
+        server.reload_limits(&fresh)
+    };
+    wait_for_signal(reload).await;
     server.shutdown(Duration::from_secs(10)).await;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGTERM or Ctrl-C. SIGHUP re-reads the configuration file
+/// and applies its limits (`reload`); a bad file is reported and the
+/// limits in force stay.
+async fn wait_for_signal(reload: impl Fn() -> Result<(), rampart_server::ConfigError>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+        if let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => return,
+                    _ = term.recv() => return,
+                    _ = hup.recv() => match reload() {
+                        Ok(()) => eprintln!("rampart: SIGHUP: limits reloaded"),
+                        Err(e) => eprintln!("rampart: SIGHUP: configuration not reloaded: {e}"),
+                    },
+                }
             }
-            return;
         }
     }
+    let _ = reload;
     let _ = tokio::signal::ctrl_c().await;
 }

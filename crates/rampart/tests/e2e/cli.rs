@@ -42,10 +42,16 @@ impl DevServer {
 
     /// Starts over an existing directory (its `data` folder), as a restart.
     pub(crate) fn start_in(dir: tempfile::TempDir) -> DevServer {
+        Self::start_with_args(dir, &[])
+    }
+
+    /// Starts with more arguments for `rampart server --dev`.
+    pub(crate) fn start_with_args(dir: tempfile::TempDir, extra: &[&str]) -> DevServer {
         let data = dir.path().join("data");
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
         let mut child = Command::new(BIN)
             .args(["server", "--dev"])
+            .args(extra)
             .env("RAMPART_DATA_DIR", &data)
             .env("RAMPART_QUIC_BIND", "127.0.0.1:0")
             .env("RAMPART_TCP_BIND", "127.0.0.1:0")
@@ -88,6 +94,14 @@ impl DevServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap()
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub(crate) fn data(&self) -> PathBuf {

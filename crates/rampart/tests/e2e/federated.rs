@@ -152,6 +152,9 @@ async fn jwt_login_over_the_wire(t: Transport) {
     let key = SigningKey::ed25519("idp-key-1");
     let jwks = key.write_jwks(dir.path());
     let s = start_with(move |c| {
+        // Many refusals from one address on purpose: no lockout here (the
+        // lockout has tests of its own, in limits.rs).
+        c.auth_lockout_threshold = 1000;
         // The tenant claim is left at its default, `tenant`.
         let mut issuer = JwtIssuerConfig::new(ISS, ["rampart"], JwksLocation::File(jwks));
         issuer.roles_claim = "roles".into();

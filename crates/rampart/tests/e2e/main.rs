@@ -6,8 +6,10 @@
 
 #[macro_use]
 mod common;
+mod admission;
 mod agent;
 mod audit;
+mod backoff;
 mod cache;
 mod cli;
 mod crash;
@@ -15,6 +17,7 @@ mod durable;
 mod federated;
 mod identity;
 mod keys;
+mod limits;
 mod pubsub;
 mod security;
 mod vault_compat;

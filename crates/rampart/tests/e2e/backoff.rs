@@ -1,0 +1,167 @@
+//! Client back-off as told (issue 8): a client over a rate limit waits the
+//! server's retry-after and sends again, so every request succeeds, only
+//! later; with retrying off it gets the 429 and its retry-after.
+
+use std::time::{Duration, Instant};
+
+use rampart_client::{AdminClient, Client, ClientError, ErrorCode, Transport};
+
+use crate::common::*;
+
+/// 20 publishes a second for the tenant, a bucket of 20 (burst 1).
+fn twenty_per_sec(c: &mut rampart_server::Config) {
+    c.tenant_limits.publish_msgs_per_sec = Some(20);
+    c.tenant_limits.cache_ops_per_sec = Some(20);
+    c.tenant_limits.burst = Some(1.0);
+}
+
+fn assert_rate_limited(e: &ClientError) {
+    match e {
+        ClientError::Nack {
+            code, retry_after, ..
+        } => {
+            assert_eq!(*code, ErrorCode::TOO_MANY_REQUESTS, "{e}");
+            assert!(
+                retry_after.is_some_and(|d| d > Duration::ZERO && d <= Duration::from_secs(1)),
+                "retry after {retry_after:?}"
+            );
+        }
+        other => panic!("expected NACK 429, got {other}"),
+    }
+}
+
+async fn acked_publishes_wait_as_told(t: Transport) {
+    let s = start_with(twenty_per_sec).await;
+    let sub_client = s.client(t, KEY_ACME).await;
+    let mut sub = sub_client.subscribe("acme", "prod", "paced").await.unwrap();
+
+    // Back-off on (the default): 60 acknowledged publishes all succeed. The
+    // first 20 fill the bucket; the other 40 take 2 s at 20/s.
+    let c = s.client(t, KEY_ACME).await;
+    let started = Instant::now();
+    for i in 0..60 {
+        let acked = c
+            .publish("acme", "prod", "paced", format!("m{i}"))
+            .await
+            .unwrap_or_else(|e| panic!("publish {i}: {e}"));
+        assert_eq!(acked.count, 1);
+    }
+    let took = started.elapsed();
+    assert!(c.rate_limit_backoffs() > 0, "no back-off was needed");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(20),
+        "60 publishes at 20/s took {took:?}"
+    );
+    // Each message arrives once, in order.
+    for i in 0..60 {
+        let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("delivered in time")
+            .expect("open");
+        assert_eq!(e.payload, format!("m{i}").as_bytes());
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), sub.next())
+            .await
+            .is_err(),
+        "nothing sent twice"
+    );
+
+    // Back-off off: the bucket is empty now, so the 429 comes back.
+    let impatient = Client::connect(
+        &s.url(t),
+        s.config(KEY_ACME).with_rate_limit_max_wait(Duration::ZERO),
+    )
+    .await
+    .unwrap();
+    let mut refused = None;
+    for i in 0..40 {
+        if let Err(e) = impatient
+            .publish("acme", "prod", "paced", format!("x{i}"))
+            .await
+        {
+            refused = Some(e);
+            break;
+        }
+    }
+    assert_rate_limited(&refused.expect("the limit refuses a publish"));
+    assert_eq!(impatient.rate_limit_backoffs(), 0);
+
+    // Batches and cache operations back off too.
+    let batch: Vec<String> = (0..10).map(|i| format!("b{i}")).collect();
+    for _ in 0..3 {
+        assert_eq!(
+            c.publish_batch("acme", "prod", "paced", &batch)
+                .await
+                .unwrap(),
+            10
+        );
+    }
+    // 40 puts at 20/s with a bucket of 20 take at least a second, whether
+    // the client waited on refusals or queued behind its paced resends (a
+    // lower bound only: a slow machine cannot fail it).
+    let started = Instant::now();
+    for i in 0..40 {
+        c.cache_put("acme", "prod", "paced", &format!("k{i}"), "v", None)
+            .await
+            .unwrap_or_else(|e| panic!("cache put {i}: {e}"));
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "cache ops never waited: {:?}",
+        started.elapsed()
+    );
+    s.stop().await;
+}
+
+both_transports!(acked_publishes_wait_as_told);
+
+/// The HTTPS API: 429 with `Retry-After` (whole seconds) is waited out by
+/// the admin client, or returned when retrying is off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_calls_wait_for_retry_after() {
+    let s = start_with(|c| {
+        c.tenant_limits.http_requests_per_sec = Some(2);
+        c.tenant_limits.burst = Some(1.0);
+    })
+    .await;
+    let admin = s.admin(KEY_ACME);
+    let started = Instant::now();
+    for i in 0..5 {
+        let r = admin.call("GET", "/v1/auth/whoami", None).await.unwrap();
+        assert_eq!(r.status, 200, "call {i}: {}", r.text);
+    }
+    assert!(admin.rate_limit_backoffs() > 0, "no back-off was needed");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "5 calls at 2/s took {:?}",
+        started.elapsed()
+    );
+
+    let url = format!("https://{}", s.server.http_addr().unwrap());
+    let impatient = AdminClient::new(
+        &url,
+        &s.config(KEY_ACME).with_rate_limit_max_wait(Duration::ZERO),
+    )
+    .unwrap();
+    let mut limited = None;
+    for _ in 0..10 {
+        let r = impatient
+            .call("GET", "/v1/auth/whoami", None)
+            .await
+            .unwrap();
+        if r.status == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.expect("the limit refuses a call");
+    let secs: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!(secs >= 1, "Retry-After {secs}");
+    assert_eq!(impatient.rate_limit_backoffs(), 0);
+    s.stop().await;
+}
