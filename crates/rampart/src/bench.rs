@@ -43,8 +43,13 @@ enum BenchCmd {
     /// Secret reads, AppRole logins and secret writes per second over the
     /// Vault-compatible HTTPS API.
     Vault(vault::VaultArgs),
+    /// Service to well-behaved clients while others abuse the server: a
+    /// noisy tenant (`--scenario noisy`) or a connection flood
+    /// (`--scenario flood`).
+    Abuse(abuse::AbuseArgs),
 }
 
+mod abuse;
 mod vault;
 
 #[derive(Debug, clap::Args)]
@@ -364,6 +369,7 @@ pub(crate) async fn run(a: BenchArgs) -> Result<ExitCode, Failure> {
         BenchCmd::Log(l) => return bench_log(l).await,
         BenchCmd::Durable(d) => return bench_durable(d).await,
         BenchCmd::Vault(v) => return vault::run(v).await,
+        BenchCmd::Abuse(x) => return abuse::run(x).await,
     };
     if a.publishers == 0 || a.subscribers == 0 || a.messages == 0 || a.batch == 0 {
         return Err(Failure(
