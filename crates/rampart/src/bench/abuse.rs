@@ -83,6 +83,10 @@ pub(crate) struct AbuseArgs {
     /// noisy: batches each of A's connections keeps in flight.
     #[arg(long, default_value_t = 16)]
     noisy_window: usize,
+    /// flood: first measure the same flood aimed at a second server
+    /// process (a control for what the flood costs the machine).
+    #[arg(long)]
+    control: bool,
     /// noisy: A ignores the server's retry-after and sends again at once
     /// (a misbehaving client; its refusals count as errors).
     #[arg(long)]
@@ -1037,6 +1041,79 @@ pub(crate) fn renice_this_thread(nice: i32) {
     }
 }
 
+/// A running flood: idle holders and garbage senders on a runtime of their
+/// own. Its ten thousand tasks do not queue ahead of the legitimate
+/// clients' in this process, and its thread runs at nice 19: on a real
+/// network the attacker's CPU is not the server's, and on a 2-core machine
+/// an attacker thread holding a core for a timeslice would be measured as
+/// server latency.
+struct Flood {
+    tasks: JoinSet<()>,
+    rt: tokio::runtime::Runtime,
+    stop: watch::Sender<bool>,
+    counts: Arc<FloodCounts>,
+    ramp_secs: f64,
+}
+
+impl Flood {
+    async fn start(
+        target: SocketAddr,
+        idle: usize,
+        garbage: usize,
+        concurrency: usize,
+    ) -> Result<Flood, Failure> {
+        let counts = Arc::new(FloodCounts::default());
+        let (stop, stop_rx) = watch::channel(false);
+        let ramp = Arc::new(Semaphore::new(concurrency.max(1)));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .on_thread_start(|| renice_this_thread(19))
+            .enable_all()
+            .build()
+            .map_err(|e| format!("flood runtime: {e}"))?;
+        let mut tasks = JoinSet::new();
+        let started = Instant::now();
+        for i in 0..idle {
+            tasks.spawn_on(
+                hold(
+                    flood_source(i),
+                    target,
+                    counts.clone(),
+                    ramp.clone(),
+                    stop_rx.clone(),
+                ),
+                rt.handle(),
+            );
+        }
+        for i in 0..garbage {
+            tasks.spawn_on(
+                spew(flood_source(i), target, counts.clone(), stop_rx.clone()),
+                rt.handle(),
+            );
+        }
+        while FloodCounts::get(&counts.first_done) < idle as u64 && started.elapsed() < RAMP_LIMIT {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Flood {
+            tasks,
+            rt,
+            stop,
+            counts,
+            ramp_secs: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        let stopping = Instant::now();
+        while !self.tasks.is_empty() && stopping.elapsed() < Duration::from_secs(5) {
+            let _ = tokio::time::timeout(Duration::from_millis(100), self.tasks.join_next()).await;
+        }
+        self.tasks.shutdown().await;
+        self.rt.shutdown_background();
+    }
+}
+
 /// `TcpExt: ListenOverflows` from /proc/net/netstat: connection attempts
 /// dropped because a listen queue was full (whole network namespace).
 fn listen_overflows() -> Option<u64> {
@@ -1176,52 +1253,43 @@ async fn flood(a: &AbuseArgs) -> Result<(), Failure> {
     .await?;
     let rss_before = server.memory_kib("VmRSS");
 
+    // The control: the same flood aimed at a second server process, while
+    // the legitimate clients keep using the first. It shows what the flood
+    // costs this machine (2 shared cores) apart from what it costs the
+    // server under test.
+    let control = if a.control {
+        let decoy = ChildServer::start(keys.expose(), &[]).await?;
+        eprintln!(
+            "bench: control: the flood aimed at a second server (pid {})",
+            decoy.pid()
+        );
+        let f = Flood::start(decoy.tcp, idle, a.garbage, a.flood_concurrency).await?;
+        let m = measure(
+            server.pid(),
+            &pubs,
+            &sub,
+            tenant,
+            "control",
+            a.rate,
+            a.size,
+            window,
+        )
+        .await?;
+        f.stop().await;
+        decoy.stop().await;
+        Some(m)
+    } else {
+        None
+    };
+
     eprintln!(
         "bench: flood: opening {idle} idle and {} garbage connections",
         a.garbage
     );
-    let counts = Arc::new(FloodCounts::default());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let ramp = Arc::new(Semaphore::new(a.flood_concurrency.max(1)));
     let overflows_before = listen_overflows();
-    let mut tasks = JoinSet::new();
-    // The flood runs on a runtime of its own, so its ten thousand tasks do
-    // not queue ahead of the legitimate clients' in this process: what is
-    // measured is the server's latency, not the bench's.
-    // Its thread runs at nice 19: on a real network the attacker's CPU is
-    // not the server's, and on this 2-core machine an attacker thread
-    // holding a core for a whole timeslice would be measured as server
-    // latency.
-    let flood_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .on_thread_start(|| renice_this_thread(19))
-        .enable_all()
-        .build()
-        .map_err(|e| format!("flood runtime: {e}"))?;
-    let ramp_started = Instant::now();
-    for i in 0..idle {
-        tasks.spawn_on(
-            hold(
-                flood_source(i),
-                server.tcp,
-                counts.clone(),
-                ramp.clone(),
-                stop_rx.clone(),
-            ),
-            flood_rt.handle(),
-        );
-    }
-    for i in 0..a.garbage {
-        tasks.spawn_on(
-            spew(flood_source(i), server.tcp, counts.clone(), stop_rx.clone()),
-            flood_rt.handle(),
-        );
-    }
-    while FloodCounts::get(&counts.first_done) < idle as u64 && ramp_started.elapsed() < RAMP_LIMIT
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let ramp_secs = ramp_started.elapsed().as_secs_f64();
+    let flood = Flood::start(server.tcp, idle, a.garbage, a.flood_concurrency).await?;
+    let counts = flood.counts.clone();
+    let ramp_secs = flood.ramp_secs;
     let open_at_start = FloodCounts::get(&counts.open);
     eprintln!("bench: flood: {open_at_start} open after {ramp_secs:.1} s; measuring");
     let flooded = measure(
@@ -1241,13 +1309,7 @@ async fn flood(a: &AbuseArgs) -> Result<(), Failure> {
         .map(|(after, before)| after.saturating_sub(before));
     let peak = server.memory_kib("VmHWM");
     let rss_during = server.memory_kib("VmRSS");
-    let _ = stop_tx.send(true);
-    let stopping = Instant::now();
-    while !tasks.is_empty() && stopping.elapsed() < Duration::from_secs(5) {
-        let _ = tokio::time::timeout(Duration::from_millis(100), tasks.join_next()).await;
-    }
-    tasks.shutdown().await;
-    flood_rt.shutdown_background();
+    flood.stop().await;
     let pid = server.pid();
     drop(pubs);
     drop(sub);
@@ -1258,6 +1320,9 @@ async fn flood(a: &AbuseArgs) -> Result<(), Failure> {
     println!();
     phase_header();
     baseline.print("baseline");
+    if let Some(c) = &control {
+        c.print("flood on another server");
+    }
     flooded.print("during the flood");
     cpu_note();
     println!();
@@ -1293,6 +1358,12 @@ async fn flood(a: &AbuseArgs) -> Result<(), Failure> {
     );
     println!("(connections are counted from the client side: a TCP connect succeeds once the kernel completes the handshake, before the server's admission check)");
     println!();
+    if let Some(c) = &control {
+        println!(
+            "control: the same flood aimed at a second server process moved this server's p99 to {:.2}x of baseline: that much is the machine (2 shared cores), not this server's handling of the flood",
+            c.q(0.99) as f64 / baseline.q(0.99).max(1) as f64
+        );
+    }
     let ratio = flooded.q(0.99) as f64 / baseline.q(0.99).max(1) as f64;
     println!(
         "p99 during the flood / baseline: {:.2}x (aim: within 5x): {}",
