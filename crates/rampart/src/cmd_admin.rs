@@ -249,6 +249,43 @@ enum TenantCmd {
         #[command(flatten)]
         http: HttpArgs,
     },
+    /// Show or change a tenant's (or one principal's) rate limits and
+    /// quotas (operators only). With no --set or --clear, prints the
+    /// override, the limits in force, usage and refusal counts. Changes
+    /// apply at once to open connections and are kept across restarts.
+    Limits {
+        name: String,
+        /// One principal of the tenant instead of the tenant as a whole.
+        #[arg(long)]
+        principal: Option<String>,
+        /// Replace the override: `key=value` pairs such as
+        /// `publish_msgs_per_sec=5000 burst=1.5 max_connections=100`.
+        #[arg(long, num_args = 1.., value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Remove the override: back to the configured defaults.
+        #[arg(long, conflicts_with = "set")]
+        clear: bool,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+}
+
+/// `key=value` pairs into a limits object; values are numbers.
+fn limit_pairs(pairs: &[String]) -> Result<serde_json::Value, Failure> {
+    let mut m = serde_json::Map::new();
+    for p in pairs {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| Failure(format!("`{p}`: expected KEY=VALUE")))?;
+        let n: serde_json::Number = v
+            .parse::<u64>()
+            .map(Into::into)
+            .ok()
+            .or_else(|| v.parse::<f64>().ok().and_then(serde_json::Number::from_f64))
+            .ok_or_else(|| Failure(format!("`{p}`: the value must be a number")))?;
+        m.insert(k.to_string(), serde_json::Value::Number(n));
+    }
+    Ok(serde_json::Value::Object(m))
 }
 
 pub(crate) async fn tenant(a: TenantArgs) -> Result<ExitCode, Failure> {
@@ -277,6 +314,26 @@ pub(crate) async fn tenant(a: TenantArgs) -> Result<ExitCode, Failure> {
         TenantCmd::Enable { name, http } => {
             call(&http, "POST", &format!("/v1/tenants/{name}/enable"), None).await?;
             eprintln!("rampart: tenant {name} enabled");
+        }
+        TenantCmd::Limits {
+            name,
+            principal,
+            set,
+            clear,
+            http,
+        } => {
+            let path = match &principal {
+                Some(p) => format!("/v1/tenants/{name}/principals/{p}/limits"),
+                None => format!("/v1/tenants/{name}/limits"),
+            };
+            let r = if clear {
+                call(&http, "DELETE", &path, None).await?
+            } else if !set.is_empty() {
+                call(&http, "PUT", &path, Some(limit_pairs(&set)?)).await?
+            } else {
+                call(&http, "GET", &path, None).await?
+            };
+            print_json(&r.body)
         }
         TenantCmd::Erase { name, http } => {
             let r = call(&http, "POST", &format!("/v1/tenants/{name}/erase"), None).await?;

@@ -674,3 +674,48 @@ fn rotate_master_then_everything_still_reads() {
         .env("RAMPART_API_KEY", &key);
     run_ok(c.args(["pub", "dev/demo/after-rotation", "ok"]));
 }
+
+#[test]
+fn tenant_limits_from_the_cli() {
+    let s = DevServer::start();
+    let url = format!("tls://{}", s.tcp);
+    run_ok(s.cli(&url).args(["tenant", "create", "acme"]));
+    let out = run_ok(s.cli(&url).args([
+        "tenant",
+        "limits",
+        "acme",
+        "--set",
+        "cache_ops_per_sec=1",
+        "burst=1.5",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["override"]["cache_ops_per_sec"], 1, "{out}");
+    assert_eq!(v["effective"]["burst"], 1.5, "{out}");
+    // The dev operator's own cache ops are in tenant `dev`: unaffected.
+    run_ok(s.cli(&url).args(["cache", "put", "dev/app/kv", "k", "v"]));
+    let out = run_ok(s.cli(&url).args([
+        "tenant",
+        "limits",
+        "acme",
+        "--principal",
+        "admin",
+        "--set",
+        "http_requests_per_sec=7",
+    ]));
+    assert!(out.contains("\"http_requests_per_sec\": 7"), "{out}");
+    // A typo is refused with the server's message.
+    let o = s
+        .cli(&url)
+        .args(["tenant", "limits", "acme", "--set", "cache_op_per_sec=1"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cache_op_per_sec"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = run_ok(s.cli(&url).args(["tenant", "limits", "acme", "--clear"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["override"].is_null(), "{out}");
+}
