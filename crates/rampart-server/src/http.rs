@@ -1367,16 +1367,27 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
 /// IP) runs in `accept_tcp`, before any TLS work.
 pub(crate) async fn run(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {
     let app = router(shared.clone());
-    crate::transport::accept_tcp(listener, &shared, "https", |stream, addr, ticket| {
-        serve_conn(
-            stream,
-            addr,
-            ticket,
-            acceptor.clone(),
-            app.clone(),
-            shared.clone(),
-        )
-    })
+    let accepting = shared.clone();
+    crate::transport::accept_tcp(
+        listener,
+        accepting,
+        "https",
+        |shared, _| {
+            tokio::time::Instant::now()
+                + Duration::from_millis(shared.config.http_header_timeout_ms)
+        },
+        move |stream, addr, ticket, deadline| {
+            serve_conn(
+                stream,
+                addr,
+                ticket,
+                deadline,
+                acceptor.clone(),
+                app.clone(),
+                shared.clone(),
+            )
+        },
+    )
     .await;
 }
 
@@ -1386,18 +1397,14 @@ async fn serve_conn(
     stream: TcpStream,
     addr: SocketAddr,
     mut ticket: rampart_limits::Ticket,
+    deadline: tokio::time::Instant,
     acceptor: TlsAcceptor,
     app: Router,
     shared: Arc<Shared>,
 ) {
-    let _ = stream.set_nodelay(true);
     // One bound for the TLS handshake and for each request's headers (the
     // first request's and every later one's, idle keep-alive included).
     let header_timeout = Duration::from_millis(shared.config.http_header_timeout_ms);
-    let deadline = tokio::time::Instant::now() + header_timeout;
-    if !crate::transport::first_bytes(&stream, deadline, addr).await {
-        return;
-    }
     let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {

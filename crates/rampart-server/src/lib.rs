@@ -88,6 +88,8 @@ pub(crate) struct Shared {
     pub(crate) limits: Arc<rampart_limits::Limits>,
     /// Connection admission and failed-authentication lockout.
     pub(crate) admission: Arc<rampart_limits::Admission>,
+    /// Where TCP connections wait before they send their first byte.
+    pub(crate) edge: transport::Edge,
     /// Stateless QUIC retries sent (address validation under load).
     pub(crate) quic_retries: AtomicU64,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -135,6 +137,8 @@ pub enum StartError {
         addr: String,
         message: String,
     },
+    #[error("cannot start the edge runtime: {0}")]
+    Runtime(String),
     #[error("no TLS certificate: set tls_cert_path and tls_key_path, or run with --dev")]
     NoCertificate,
     #[error("{0}")]
@@ -509,6 +513,7 @@ impl Server {
         let http_bind = config.http_bind.clone();
         let limits = limits::load(&config, &catalog)?;
         let admission = rampart_limits::Admission::new(config.admission());
+        let edge = transport::Edge::start().map_err(|e| StartError::Runtime(e.to_string()))?;
         let shared = Arc::new(Shared {
             config,
             broker,
@@ -522,6 +527,7 @@ impl Server {
             secrets: secret_store,
             limits,
             admission,
+            edge,
             quic_retries: AtomicU64::new(0),
             shutdown: shutdown_rx,
             active: AtomicUsize::new(0),
@@ -673,6 +679,12 @@ impl Server {
     /// The dev setup, when started with `dev`.
     pub fn dev_setup(&self) -> Option<&DevSetup> {
         self.dev.as_ref()
+    }
+
+    /// Connections admitted and not yet closed, on every listener, those
+    /// still waiting for their first byte or their handshake included.
+    pub fn admitted_connections(&self) -> u64 {
+        self.shared.admission.open()
     }
 
     /// Live connections.

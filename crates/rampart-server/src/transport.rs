@@ -46,24 +46,6 @@ pub(crate) fn preauth_deadline(shared: &Shared, addr: SocketAddr) -> Instant {
     now + (full - cut)
 }
 
-/// Waits until the peer has sent something, before any TLS state is made:
-/// a connection that sends nothing (a flood of idle sockets) costs a socket
-/// and a timer, not a TLS session's buffers. False when the deadline passed
-/// or the socket failed.
-pub(crate) async fn first_bytes(stream: &TcpStream, deadline: Instant, addr: SocketAddr) -> bool {
-    match tokio::time::timeout_at(deadline, stream.readable()).await {
-        Ok(Ok(())) => true,
-        Ok(Err(e)) => {
-            debug!(peer = %addr, error = %e, "connection failed before TLS");
-            false
-        }
-        Err(_) => {
-            debug!(peer = %addr, "nothing sent before the deadline");
-            false
-        }
-    }
-}
-
 /// Binds a TCP listener with a deep accept queue.
 pub(crate) async fn bind_tcp(addr: &str) -> std::io::Result<TcpListener> {
     let mut last = None;
@@ -82,61 +64,180 @@ pub(crate) async fn bind_tcp(addr: &str) -> std::io::Result<TcpListener> {
     Err(last.unwrap_or_else(|| std::io::Error::other("no address to bind")))
 }
 
-/// Accepts TCP connections until shutdown, admits each (refused ones are
-/// closed at once, before any TLS byte is read) and hands the admitted ones
-/// to `handle` on a task of their own. Admission runs here, in accept order,
-/// not on the spawned task. A failing accept (out of file descriptors and
-/// the like) backs off and keeps serving.
-pub(crate) async fn accept_tcp<F, Fut>(
-    listener: TcpListener,
-    shared: &Shared,
-    what: &'static str,
-    mut handle: F,
-) where
-    F: FnMut(TcpStream, SocketAddr, Ticket) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let mut shutdown = shared.shutdown.clone();
-    loop {
-        let (stream, addr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(error = %e, listener = what, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        match shared.admission.admit(addr.ip()) {
-            Ok(ticket) => {
-                tokio::spawn(handle(stream, addr, ticket));
-            }
-            Err(refusal) => {
-                debug!(
-                    peer = %addr,
-                    listener = what,
-                    limit = refusal.limit(),
-                    "connection refused"
-                );
-                drop(stream);
-            }
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// A runtime of one thread, at a lower scheduling priority, where TCP
+/// connections are accepted, admitted and wait for their first byte. Only
+/// connections that send something move to the main runtime: a flood of
+/// idle sockets (accepts, timers, closes) never queues ahead of
+/// established connections' work, and under CPU pressure the kernel runs
+/// established connections first.
+pub(crate) struct Edge(std::sync::Mutex<Option<tokio::runtime::Runtime>>);
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Edge")
+    }
+}
+
+impl Edge {
+    pub(crate) fn start() -> std::io::Result<Edge> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("rampart-edge")
+            .on_thread_start(lower_priority)
+            .enable_all()
+            .build()?;
+        Ok(Edge(std::sync::Mutex::new(Some(rt))))
+    }
+
+    fn handle(&self) -> Option<tokio::runtime::Handle> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|rt| rt.handle().clone())
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+            rt.shutdown_background();
         }
     }
+}
+
+/// Nice 10 for the calling thread (best effort; Linux sets it per thread).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), 10) {
+            debug!(error = %e, "could not lower the edge thread's priority");
+        }
+    }
+}
+
+/// Accepts TCP connections until shutdown, on the edge runtime. Each is
+/// admitted in accept order (a refused one is closed at once, before any
+/// TLS byte is read), waits there for its first byte until `deadline_of`
+/// its arrival, and only then goes to the main runtime, where `handle`
+/// serves it. A failing accept (out of file descriptors and the like)
+/// backs off and keeps serving.
+pub(crate) async fn accept_tcp<F, Fut>(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    what: &'static str,
+    deadline_of: fn(&Shared, SocketAddr) -> Instant,
+    handle: F,
+) where
+    F: Fn(TcpStream, SocketAddr, Ticket, Instant) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let main = tokio::runtime::Handle::current();
+    let Some(edge) = shared.edge.handle() else {
+        return;
+    };
+    let listener = match listener.into_std() {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, listener = what, "cannot move the listener to the edge runtime");
+            return;
+        }
+    };
+    let task = edge.spawn(async move {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, listener = what, "cannot listen on the edge runtime");
+                return;
+            }
+        };
+        let mut shutdown = shared.shutdown.clone();
+        loop {
+            let (stream, addr) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        warn!(error = %e, listener = what, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.changed() => break,
+            };
+            let ticket = match shared.admission.admit(addr.ip()) {
+                Ok(t) => t,
+                Err(refusal) => {
+                    debug!(
+                        peer = %addr,
+                        listener = what,
+                        limit = refusal.limit(),
+                        "connection refused"
+                    );
+                    continue;
+                }
+            };
+            let deadline = deadline_of(&shared, addr);
+            let (handle, main) = (handle.clone(), main.clone());
+            tokio::spawn(async move {
+                let _ = stream.set_nodelay(true);
+                // Wait for the first byte, within the deadline. Every
+                // client starts with a TLS handshake record (type 22);
+                // anything else is closed here, costing the main runtime
+                // nothing.
+                let mut first = [0u8; 1];
+                match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+                    Ok(Ok(1)) if first[0] == TLS_HANDSHAKE => {}
+                    Ok(_) => {
+                        debug!(peer = %addr, listener = what, "not TLS; closed");
+                        return;
+                    }
+                    Err(_) => {
+                        debug!(peer = %addr, listener = what, "nothing sent before the deadline");
+                        return;
+                    }
+                }
+                let stream = match stream.into_std() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        debug!(peer = %addr, error = %e, "cannot hand the connection over");
+                        return;
+                    }
+                };
+                main.spawn(async move {
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => handle(stream, addr, ticket, deadline).await,
+                        Err(e) => {
+                            debug!(peer = %addr, error = %e, "cannot take the connection over")
+                        }
+                    }
+                });
+            });
+        }
+    });
+    let _ = task.await;
 }
 
 /// Accepts TLS-over-TCP connections until shutdown.
 pub(crate) async fn run_tcp(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {
     let accepting = shared.clone();
-    accept_tcp(listener, &accepting, "tcp", |stream, addr, ticket| {
-        let shared = shared.clone();
-        let acceptor = acceptor.clone();
-        async move {
-            let _guard = shared.track();
-            handle_tcp(stream, addr, ticket, acceptor, shared.clone()).await;
-        }
-    })
+    accept_tcp(
+        listener,
+        accepting,
+        "tcp",
+        preauth_deadline,
+        move |stream, addr, ticket, deadline| {
+            let shared = shared.clone();
+            let acceptor = acceptor.clone();
+            async move {
+                let _guard = shared.track();
+                handle_tcp(stream, addr, ticket, deadline, acceptor, shared.clone()).await;
+            }
+        },
+    )
     .await;
 }
 
@@ -144,14 +245,10 @@ async fn handle_tcp(
     stream: TcpStream,
     addr: SocketAddr,
     ticket: Ticket,
+    deadline: Instant,
     acceptor: TlsAcceptor,
     shared: Arc<Shared>,
 ) {
-    let deadline = preauth_deadline(&shared, addr);
-    let _ = stream.set_nodelay(true);
-    if !first_bytes(&stream, deadline, addr).await {
-        return;
-    }
     let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {

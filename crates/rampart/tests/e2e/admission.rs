@@ -295,7 +295,7 @@ async fn new_connection_rate_per_ip() {
     // Wait until the server has taken every one in, admitted or refused.
     const LIMIT: &str = "new_connections_per_ip_per_sec";
     tokio::time::timeout(PROMPT, async {
-        while s.server.connections() as u64 + refused(&s, LIMIT) < 12 {
+        while s.server.admitted_connections() + refused(&s, LIMIT) < 12 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -471,4 +471,30 @@ async fn https_per_ip_cap() {
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.text);
     s.stop().await;
+}
+
+/// A socket that never sends a byte is closed at the AUTH deadline (before
+/// any TLS state is made for it), and one that sends something other than
+/// a TLS handshake record is closed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_non_tls_sockets_are_closed() {
+    let s = start_with(|c| c.auth_timeout_ms = 400).await;
+    let addr = s.server.tcp_addr().unwrap();
+    let mut silent = connect_from(ip(2), addr).await;
+    assert!(closed_within(&mut silent, Duration::from_secs(5)).await);
+    let mut junk = connect_from(ip(3), addr).await;
+    junk.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    assert!(closed_within(&mut junk, Duration::from_secs(5)).await);
+    // A real client still gets in.
+    let c = s.client(rampart_client::Transport::Tcp, KEY_ACME).await;
+    c.ping().await.unwrap();
+    // The closed ones gave their places back (the count drops just after
+    // the socket closes).
+    tokio::time::timeout(PROMPT, async {
+        while s.server.admitted_connections() != 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("only the real client is left");
 }
