@@ -434,6 +434,22 @@ mod tests {
     }
 
     #[test]
+    fn a_new_spec_applies_to_the_next_admission() {
+        let a = Admission::new(AdmissionSpec::default());
+        let _held: Vec<_> = (0..3).map(|_| a.admit(ip(1)).unwrap()).collect();
+        a.set_spec(AdmissionSpec {
+            max_unauthenticated_per_ip: 3,
+            ..Default::default()
+        });
+        assert_eq!(
+            a.admit(ip(1)).unwrap_err().limit(),
+            "max_unauthenticated_per_ip"
+        );
+        a.set_spec(AdmissionSpec::default());
+        a.admit(ip(1)).unwrap();
+    }
+
+    #[test]
     fn lockout_grows() {
         let a = Admission::new(AdmissionSpec {
             lockout_threshold: 3,
