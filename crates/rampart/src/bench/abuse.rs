@@ -770,10 +770,7 @@ async fn noisy(a: &AbuseArgs) -> Result<(), Failure> {
         "rampart bench abuse --scenario noisy: {} s per phase, {} B messages, {}",
         a.seconds,
         a.size,
-        match a.transport {
-            Net::Tcp => "TLS/TCP",
-            Net::Quic => "QUIC",
-        }
+        transport_name(a.transport)
     );
     println!(
         "server: child process `rampart server --dev` (pid {}) on 127.0.0.1; every tenant limited to publish_msgs_per_sec={} (burst {})",
@@ -1026,6 +1023,13 @@ async fn spew(
     }
 }
 
+fn transport_name(t: Net) -> &'static str {
+    match t {
+        Net::Tcp => "TLS/TCP",
+        Net::Quic => "QUIC",
+    }
+}
+
 /// Lowers the calling thread's scheduling priority with `renice` (Linux
 /// applies it to the one thread id); best effort.
 pub(crate) fn renice_this_thread(nice: i32) {
@@ -1209,10 +1213,7 @@ async fn flood(a: &AbuseArgs) -> Result<(), Failure> {
         "rampart bench abuse --scenario flood: {} s per phase, {} B messages, {}; {note}",
         a.seconds,
         a.size,
-        match a.transport {
-            Net::Tcp => "TLS/TCP",
-            Net::Quic => "QUIC",
-        }
+        transport_name(a.transport)
     );
     println!(
         "server: child process `rampart server --dev` (pid {}) on 127.0.0.1, default admission settings: max_connections_per_ip={}, max_unauthenticated_per_ip={}, new_connections_per_ip_per_sec={}, auth_timeout_ms={}",
