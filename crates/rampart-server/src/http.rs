@@ -1335,6 +1335,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     };
     r.fallback(not_found)
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        // A body must arrive as promptly as the headers (slow-body attacks).
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            Duration::from_millis(shared.config.http_header_timeout_ms),
+        ))
         .layer(cors)
         .layer(hdr(
             "strict-transport-security",

@@ -498,3 +498,28 @@ async fn silent_and_non_tls_sockets_are_closed() {
     .await
     .expect("only the real client is left");
 }
+
+/// A request body that trickles in is cut by the same bound as headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_slow_bodies_are_cut() {
+    let s = start_with(|c| c.http_header_timeout_ms = 300).await;
+    let addr = s.server.http_addr().unwrap();
+    let mut slow = tls(&s, connect_from(ip(2), addr).await, b"http/1.1").await;
+    slow.write_all(
+        b"POST /v1/auth HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"api_key\":",
+    )
+    .await
+    .unwrap();
+    slow.flush().await.unwrap();
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut seen)).await;
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(
+        read.is_ok() || seen.starts_with("HTTP/1.1 4"),
+        "answered or closed within 5 s: {seen}"
+    );
+    assert!(
+        seen.is_empty() || seen.starts_with("HTTP/1.1 408") || seen.starts_with("HTTP/1.1 400"),
+        "{seen}"
+    );
+}
