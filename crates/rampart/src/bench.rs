@@ -47,9 +47,13 @@ enum BenchCmd {
     /// noisy tenant (`--scenario noisy`) or a connection flood
     /// (`--scenario flood`).
     Abuse(abuse::AbuseArgs),
+    /// The same core pub/sub workloads against Rampart and a local NATS
+    /// server, in one run, as one table with ratios.
+    Compare(compare::CompareArgs),
 }
 
 mod abuse;
+mod compare;
 mod vault;
 
 #[derive(Debug, clap::Args)]
@@ -370,6 +374,7 @@ pub(crate) async fn run(a: BenchArgs) -> Result<ExitCode, Failure> {
         BenchCmd::Durable(d) => return bench_durable(d).await,
         BenchCmd::Vault(v) => return vault::run(v).await,
         BenchCmd::Abuse(x) => return abuse::run(x).await,
+        BenchCmd::Compare(c) => return compare::run(c).await,
     };
     if a.publishers == 0 || a.subscribers == 0 || a.messages == 0 || a.batch == 0 {
         return Err(Failure(

@@ -132,7 +132,7 @@ pub(crate) async fn run(a: AbuseArgs) -> Result<ExitCode, Failure> {
 
 /// A `rampart server --dev` child process with a throwaway data directory,
 /// listening on 127.0.0.1 ephemeral ports.
-struct ChildServer {
+pub(crate) struct ChildServer {
     child: std::process::Child,
     tcp: SocketAddr,
     quic: SocketAddr,
@@ -142,7 +142,7 @@ struct ChildServer {
 
 impl ChildServer {
     /// `keys`: `tenant:key` pairs; `env`: extra `RAMPART_*` settings.
-    async fn start(keys: &str, env: &[(&str, String)]) -> Result<Self, Failure> {
+    pub(crate) async fn start(keys: &str, env: &[(&str, String)]) -> Result<Self, Failure> {
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("data");
         let out_path = dir.path().join("server.out");
@@ -208,14 +208,14 @@ impl ChildServer {
         self.child.id()
     }
 
-    fn url(&self, net: Net) -> String {
+    pub(crate) fn url(&self, net: Net) -> String {
         match net {
             Net::Tcp => format!("tls://{}", self.tcp),
             Net::Quic => format!("quic://{}", self.quic),
         }
     }
 
-    fn config(&self, key: &Secret<String>) -> ClientConfig {
+    pub(crate) fn config(&self, key: &Secret<String>) -> ClientConfig {
         let mut c = ClientConfig::default().with_ca(&self.ca);
         c.api_key = Some(key.clone());
         c
@@ -228,7 +228,7 @@ impl ChildServer {
 
     /// Asks the server to shut down (SIGTERM), then kills it if it has not
     /// within 10 s.
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = std::process::Command::new("kill")
             .arg("-TERM")
             .arg(self.pid().to_string())
