@@ -879,7 +879,23 @@ where
     });
     let writer = tokio::spawn(writer(w, rx));
     tokio::spawn(reader(r, Arc::downgrade(&inner)));
+    if !config.keepalive.is_zero() {
+        tokio::spawn(keepalive(Arc::downgrade(&inner), config.keepalive));
+    }
     (inner, writer)
+}
+
+/// Sends PING every `every` while the client lives and its connection
+/// answers: servers close connections that send nothing and hold no
+/// subscription (Rampart's `idle_timeout_ms`, 5 minutes by default).
+async fn keepalive(inner: std::sync::Weak<Inner>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if request_once(&inner, Message::Ping, 1).await.is_err() && inner.routes().closed {
+            return;
+        }
+    }
 }
 
 async fn writer<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Bytes>) {

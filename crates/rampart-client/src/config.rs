@@ -115,6 +115,10 @@ pub struct ClientConfig {
     /// as long as its waits add up to no more than this; then the 429 is
     /// returned. [`Duration::ZERO`] turns retrying off.
     pub rate_limit_max_wait: Duration,
+    /// How often an open connection sends PING, so the server's idle
+    /// timeout (for connections without subscriptions) never closes it.
+    /// [`Duration::ZERO`] turns it off.
+    pub keepalive: Duration,
     /// Name sent in HELLO.
     pub agent: String,
 }
@@ -135,6 +139,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             rate_limit_max_wait: Duration::from_secs(30),
+            keepalive: Duration::from_secs(60),
             agent: concat!("rampart-client/", env!("CARGO_PKG_VERSION")).into(),
         }
     }
@@ -216,6 +221,12 @@ impl ClientConfig {
 
     pub fn with_transport(mut self, t: Transport) -> Self {
         self.transport = Some(t);
+        self
+    }
+
+    /// Sets [`ClientConfig::keepalive`] (zero: no PINGs).
+    pub fn with_keepalive(mut self, every: Duration) -> Self {
+        self.keepalive = every;
         self
     }
 

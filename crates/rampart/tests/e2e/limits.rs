@@ -329,7 +329,16 @@ async fn failed_auth_locks_out_the_key_and_the_address(t: Transport) {
 
 async fn idle_connections_are_closed(t: Transport) {
     let s = start_with(|c| c.idle_timeout_ms = 300).await;
-    let idle = s.client(t, KEY_ACME).await;
+    let quiet = s.config(KEY_ACME).with_keepalive(Duration::ZERO);
+    let idle = Client::connect(&s.url(t), quiet).await.unwrap();
+    // The client's own keep-alive PINGs keep an idle connection open.
+    let kept = Client::connect(
+        &s.url(t),
+        s.config(KEY_ACME)
+            .with_keepalive(Duration::from_millis(100)),
+    )
+    .await
+    .unwrap();
     let subscriber = s.client(t, KEY_ACME).await;
     let mut sub = subscriber.subscribe("acme", "prod", "quiet").await.unwrap();
     let busy = s.client(t, KEY_ACME).await;
@@ -339,6 +348,7 @@ async fn idle_connections_are_closed(t: Transport) {
     }
     // A second of silence: closed. A subscriber and a busy one are kept.
     assert!(idle.ping().await.is_err(), "the idle connection was closed");
+    kept.ping().await.unwrap();
     busy.ping().await.unwrap();
     subscriber.ping().await.unwrap();
     busy.publish("acme", "prod", "quiet", "still here")
