@@ -21,11 +21,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures_util::StreamExt;
+use bytes::{Buf, Bytes, BytesMut};
 use rampart_client::{AckMode, Client, ClientConfig};
 use rampart_identity::Secret;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
 use super::abuse::ChildServer;
 use super::Net;
@@ -38,6 +41,13 @@ const DRAIN: Duration = Duration::from_secs(3);
 const SETUP: Duration = Duration::from_secs(30);
 /// NATS publishes between two looks at the clock.
 const NATS_CHUNK: u64 = 256;
+/// A NATS publisher writes its buffered PUBs once they reach this size, as
+/// NATS's own clients coalesce publishes into large writes.
+const NATS_WRITE: usize = 64 * 1024;
+/// Socket reads of the NATS client.
+const NATS_READ: usize = 256 * 1024;
+/// The longest control line (INFO, -ERR, a MSG header) the client accepts.
+const NATS_MAX_LINE: usize = 64 * 1024;
 /// The NATS server's largest message: 1 MiB (its default), more than any
 /// payload here.
 const NATS_MAX_PAYLOAD: u64 = 1 << 20;
@@ -287,7 +297,7 @@ struct NatsServer {
     child: std::process::Child,
     addr: SocketAddr,
     version: String,
-    tls: rustls::ClientConfig,
+    tls: Arc<rustls::ClientConfig>,
     token: Secret<String>,
     _dir: tempfile::TempDir,
 }
@@ -352,6 +362,7 @@ impl NatsServer {
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots)
         .with_no_client_auth();
+        let tls = Arc::new(tls);
         Ok(Self {
             child,
             addr,
@@ -362,27 +373,16 @@ impl NatsServer {
         })
     }
 
-    /// A client connection; `events` counts slow-consumer and disconnect
-    /// events the client reports.
-    async fn connect(&self, events: &Arc<NatsEvents>) -> Result<async_nats::Client, Failure> {
-        let ev = events.clone();
-        async_nats::ConnectOptions::with_token(self.token.expose().clone())
-            .require_tls(true)
-            .tls_client_config(self.tls.clone())
-            .event_callback(move |e| {
-                let ev = ev.clone();
-                async move {
-                    match e {
-                        async_nats::Event::SlowConsumer(_) => &ev.slow,
-                        async_nats::Event::Disconnected => &ev.disconnects,
-                        _ => return,
-                    }
-                    .fetch_add(1, Ordering::Relaxed);
-                }
-            })
-            .connect(format!("tls://{}", self.addr))
+    /// A client connection, past CONNECT and a PING/PONG round trip.
+    async fn connect(&self) -> Result<NatsConn, Failure> {
+        NatsConn::connect(self.addr, self.tls.clone(), self.token.expose())
             .await
-            .map_err(|e| Failure(format!("connecting to nats-server at {}: {e}", self.addr)))
+            .map_err(|e| {
+                Failure(format!(
+                    "connecting to nats-server at {}: {}",
+                    self.addr, e.0
+                ))
+            })
     }
 
     /// SIGTERM, then SIGKILL (on drop) if it has not stopped within 5 s.
@@ -413,10 +413,262 @@ impl Drop for NatsServer {
     }
 }
 
+/// What the NATS subscribers saw besides messages.
 #[derive(Default)]
 struct NatsEvents {
+    /// `-ERR 'Slow Consumer...'` from the server.
     slow: AtomicU64,
+    /// Any other `-ERR` from the server.
+    errors: AtomicU64,
+    /// Connections the server closed while a subscriber was counting.
     disconnects: AtomicU64,
+    /// Messages whose payload was not the workload's size.
+    bad_size: AtomicU64,
+}
+
+// === a lean NATS core-protocol client, for the bench only ===
+
+/// One operation from a NATS server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ServerOp {
+    /// `MSG <subject> <sid> [reply] <len>`: the payload length.
+    Msg(usize),
+    Ping,
+    Pong,
+    Ok,
+    Info,
+    /// `-ERR <text>`: the text without quotes.
+    Err(String),
+}
+
+/// Takes one complete server operation off the front of `buf`; `None` if
+/// `buf` does not hold a whole one yet. Parses in place: nothing is
+/// allocated per message.
+fn next_op(buf: &mut BytesMut) -> Result<Option<ServerOp>, String> {
+    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+        if buf.len() > NATS_MAX_LINE {
+            return Err(format!(
+                "no line end in {} bytes from nats-server",
+                buf.len()
+            ));
+        }
+        return Ok(None);
+    };
+    let line = &buf[..nl];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let bad = |what: &str| {
+        let l = &line[..line.len().min(200)];
+        format!("{what} from nats-server: {:?}", String::from_utf8_lossy(l))
+    };
+    let op = if let Some(rest) = line.strip_prefix(b"MSG ") {
+        let mut fields = rest.split(|&b| b == b' ').filter(|f| !f.is_empty());
+        // subject, sid, an optional reply subject, and the length last.
+        let len = match (fields.clone().count(), fields.next_back()) {
+            (3 | 4, Some(f)) => parse_len(f),
+            _ => None,
+        }
+        .ok_or_else(|| bad("bad MSG line"))?;
+        let need = nl + 1 + len + 2;
+        if buf.len() < need {
+            return Ok(None);
+        }
+        if &buf[need - 2..need] != b"\r\n" {
+            return Err(bad("no CRLF after the payload of"));
+        }
+        buf.advance(need);
+        return Ok(Some(ServerOp::Msg(len)));
+    } else if line.eq_ignore_ascii_case(b"PING") {
+        ServerOp::Ping
+    } else if line.eq_ignore_ascii_case(b"PONG") {
+        ServerOp::Pong
+    } else if line.eq_ignore_ascii_case(b"+OK") {
+        ServerOp::Ok
+    } else if line.starts_with(b"INFO ") || line.starts_with(b"INFO\t") {
+        ServerOp::Info
+    } else if let Some(text) = line.strip_prefix(b"-ERR") {
+        let text = String::from_utf8_lossy(text);
+        ServerOp::Err(text.trim().trim_matches('\'').to_string())
+    } else {
+        return Err(bad("unexpected line"));
+    };
+    buf.advance(nl + 1);
+    Ok(Some(op))
+}
+
+/// A decimal length, as NATS writes it.
+fn parse_len(digits: &[u8]) -> Option<usize> {
+    if digits.is_empty() || digits.len() > 12 {
+        return None;
+    }
+    digits.iter().try_fold(0usize, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + usize::from(d - b'0'))
+    })
+}
+
+/// A TLS 1.3 connection to nats-server over tokio-rustls. Every await in
+/// it is cancel-safe (reads go into `rbuf` with `read_buf`; plaintext to
+/// send stays in `wbuf` until the TLS stream has taken it), so a
+/// subscriber may be polled inside `select!`.
+struct NatsConn {
+    tls: TlsStream<TcpStream>,
+    /// Plaintext from the server, not parsed yet.
+    rbuf: BytesMut,
+    /// Plaintext to send, and how much of it the TLS stream has taken.
+    wbuf: Vec<u8>,
+    wbuf_at: usize,
+}
+
+impl NatsConn {
+    /// TCP, the server's INFO (plain text), the TLS 1.3 handshake, CONNECT
+    /// with the token (no echo), and a PING answered by PONG.
+    async fn connect(
+        addr: SocketAddr,
+        cfg: Arc<rustls::ClientConfig>,
+        token: &str,
+    ) -> Result<Self, Failure> {
+        let mut tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        // The server sends INFO in plain text and waits for the client's
+        // TLS handshake (tls_required); nothing else comes before it.
+        let mut info = BytesMut::with_capacity(4096);
+        loop {
+            if tcp.read_buf(&mut info).await? == 0 {
+                return Err(Failure("nats-server closed before INFO".into()));
+            }
+            match next_op(&mut info).map_err(Failure)? {
+                Some(ServerOp::Info) if info.is_empty() => break,
+                Some(op) => return Err(Failure(format!("expected INFO alone, got {op:?}"))),
+                None => {}
+            }
+        }
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let tls = TlsConnector::from(cfg).connect(name, tcp).await?;
+        if tls.get_ref().1.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+            return Err(Failure("not TLS 1.3".into()));
+        }
+        let mut c = NatsConn {
+            tls,
+            rbuf: BytesMut::with_capacity(NATS_READ * 2),
+            wbuf: Vec::with_capacity(NATS_WRITE + 1024),
+            wbuf_at: 0,
+        };
+        let connect = serde_json::json!({
+            "verbose": false,
+            "pedantic": false,
+            "tls_required": true,
+            "auth_token": token,
+            "name": "rampart-bench",
+            "lang": "rust",
+            "version": "0",
+            "protocol": 1,
+            "echo": false,
+        });
+        c.queue(format!("CONNECT {connect}\r\nPING\r\n").as_bytes());
+        c.round_trip().await?;
+        Ok(c)
+    }
+
+    /// Adds plaintext to send (nothing is written yet).
+    fn queue(&mut self, data: &[u8]) {
+        self.wbuf.extend_from_slice(data);
+    }
+
+    /// Writes everything queued and flushes the TLS stream. Cancel-safe:
+    /// `wbuf_at` only moves past what the stream took.
+    async fn flush(&mut self) -> Result<(), Failure> {
+        while self.wbuf_at < self.wbuf.len() {
+            let n = self.tls.write(&self.wbuf[self.wbuf_at..]).await?;
+            if n == 0 {
+                return Err(Failure("nats-server closed the connection".into()));
+            }
+            self.wbuf_at += n;
+        }
+        self.wbuf.clear();
+        self.wbuf_at = 0;
+        self.tls.flush().await?;
+        Ok(())
+    }
+
+    /// Reads once (waiting) into `rbuf`; false at end of stream.
+    /// Cancel-safe (`read_buf`).
+    async fn fill(&mut self) -> Result<bool, Failure> {
+        self.rbuf.reserve(NATS_READ);
+        Ok(self.tls.read_buf(&mut self.rbuf).await? > 0)
+    }
+
+    /// The next server operation, reading as needed (PINGs are not
+    /// answered here).
+    async fn next(&mut self) -> Result<ServerOp, Failure> {
+        loop {
+            if let Some(op) = next_op(&mut self.rbuf).map_err(Failure)? {
+                return Ok(op);
+            }
+            if !self.fill().await? {
+                return Err(Failure("nats-server closed the connection".into()));
+            }
+        }
+    }
+
+    /// Sends what is queued (the caller queued a PING last) and waits for
+    /// the PONG, answering server PINGs; `-ERR` is an error.
+    async fn round_trip(&mut self) -> Result<(), Failure> {
+        loop {
+            self.flush().await?;
+            match self.next().await? {
+                ServerOp::Pong => return Ok(()),
+                ServerOp::Ping => self.queue(b"PONG\r\n"),
+                ServerOp::Err(e) => return Err(Failure(format!("nats-server: -ERR {e}"))),
+                ServerOp::Ok | ServerOp::Info | ServerOp::Msg(_) => {}
+            }
+        }
+    }
+
+    /// A publisher's look at its connection between writes, without
+    /// waiting: reads what has arrived and queues PONG for every PING;
+    /// `-ERR` is an error.
+    async fn poll_control(&mut self) -> Result<(), Failure> {
+        // The read is polled once: if nothing has arrived, the ready
+        // branch wins and the (cancel-safe) read is dropped.
+        let open = tokio::select! {
+            biased;
+            r = self.fill() => r?,
+            () = std::future::ready(()) => true,
+        };
+        if !open {
+            return Err(Failure(
+                "nats-server closed a publisher's connection".into(),
+            ));
+        }
+        while let Some(op) = next_op(&mut self.rbuf).map_err(Failure)? {
+            match op {
+                ServerOp::Ping => self.queue(b"PONG\r\n"),
+                ServerOp::Err(e) => return Err(Failure(format!("nats-server: -ERR {e}"))),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A NATS subscriber: counts MSGs in place, answers PINGs, reports `-ERR`.
+struct NatsSub {
+    conn: NatsConn,
+    size: usize,
+    events: Arc<NatsEvents>,
+}
+
+impl NatsSub {
+    async fn subscribe(
+        mut conn: NatsConn,
+        subject: &str,
+        size: usize,
+        events: Arc<NatsEvents>,
+    ) -> Result<Self, Failure> {
+        conn.queue(format!("SUB {subject} 1\r\nPING\r\n").as_bytes());
+        // The PONG shows that the server has registered the SUB.
+        conn.round_trip().await?;
+        Ok(NatsSub { conn, size, events })
+    }
 }
 
 /// A CA and a server certificate for 127.0.0.1, ::1 and localhost, written
@@ -518,9 +770,56 @@ impl Counted for rampart_client::Subscription {
     }
 }
 
-impl Counted for async_nats::Subscriber {
+impl Counted for NatsSub {
     async fn next_count(&mut self) -> Option<u64> {
-        self.next().await.map(|_| 1)
+        loop {
+            // PONGs queued by an earlier call.
+            self.conn.flush().await.ok()?;
+            let mut got = 0u64;
+            loop {
+                match next_op(&mut self.conn.rbuf) {
+                    Ok(Some(ServerOp::Msg(len))) => {
+                        got += 1;
+                        if len != self.size {
+                            self.events.bad_size.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(Some(ServerOp::Ping)) => self.conn.queue(b"PONG\r\n"),
+                    Ok(Some(ServerOp::Err(e))) => {
+                        let slow = e.to_ascii_lowercase().contains("slow consumer");
+                        let c = if slow {
+                            &self.events.slow
+                        } else {
+                            &self.events.errors
+                        };
+                        c.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("bench: nats-server to a subscriber: -ERR {e}");
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        eprintln!("bench: NATS subscriber: {e}");
+                        self.events.errors.fetch_add(1, Ordering::Relaxed);
+                        return None;
+                    }
+                }
+            }
+            if got > 0 {
+                return Some(got);
+            }
+            match self.conn.fill().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.events.disconnects.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                Err(e) => {
+                    eprintln!("bench: NATS subscriber: {}", e.0);
+                    self.events.disconnects.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+            }
+        }
     }
 }
 
@@ -679,49 +978,51 @@ async fn run_nats(
     window: Duration,
     run: u32,
 ) -> Result<Measured, Failure> {
-    let subject = async_nats::Subject::from(format!("compare.{}.{run}", std::process::id()));
+    let subject = format!("compare.{}.{run}", std::process::id());
     let (published_tx, published_rx) = watch::channel(None);
     let mut subs = Vec::new();
     for _ in 0..w.subscribers {
-        let c = server.connect(events).await?;
-        let s = c.subscribe(subject.clone()).await?;
-        // The SUB has reached the server before anyone publishes.
-        c.flush().await?;
-        subs.push((c, s));
+        let c = server.connect().await?;
+        subs.push(NatsSub::subscribe(c, &subject, w.size, events.clone()).await?);
     }
     let mut pubs = Vec::new();
     for _ in 0..w.publishers {
-        pubs.push(server.connect(events).await?);
+        pubs.push(server.connect().await?);
     }
     let start = Instant::now();
     let deadline = start + window;
     let subs = subs
         .into_iter()
-        .map(|(client, sub)| {
+        .map(|sub| {
             let rx = published_rx.clone();
-            tokio::spawn(async move {
-                let r = count(sub, rx).await;
-                drop(client);
-                r
-            })
+            tokio::spawn(count(sub, rx))
         })
         .collect();
+    // One PUB with its payload, written over and over.
+    let mut frame = format!("PUB {subject} {}\r\n", w.size).into_bytes();
+    frame.extend(std::iter::repeat_n(0xabu8, w.size));
+    frame.extend_from_slice(b"\r\n");
+    let frame = Bytes::from(frame);
     let pubs = pubs
         .into_iter()
-        .map(|client| {
-            let subject = subject.clone();
-            let payload = Bytes::from(vec![0xabu8; w.size]);
+        .map(|mut conn| {
+            let frame = frame.clone();
             tokio::spawn(async move {
                 let mut sent = 0u64;
                 while Instant::now() < deadline {
                     for _ in 0..NATS_CHUNK {
-                        client.publish(subject.clone(), payload.clone()).await?;
+                        conn.queue(&frame);
+                        if conn.wbuf.len() >= NATS_WRITE {
+                            conn.flush().await?;
+                            conn.poll_control().await?;
+                        }
                     }
                     sent += NATS_CHUNK;
                 }
-                // Everything buffered is written and the server has read
-                // it (a PING/PONG after it).
-                client.flush().await?;
+                // Everything is written and the server has read it (a
+                // PING/PONG after it).
+                conn.queue(b"PING\r\n");
+                conn.round_trip().await?;
                 Ok::<_, Failure>(sent)
             })
         })
@@ -765,10 +1066,11 @@ pub(crate) async fn run(a: CompareArgs) -> Result<ExitCode, Failure> {
         rampart.url(Net::Tcp).trim_start_matches("tls://")
     );
     println!(
-        "{} ({}, tls://{}, token, min_version 1.3; the client offers only TLS 1.3); publishes: core PUB through async-nats",
+        "{} ({}, tls://{}, token, min_version 1.3; the client offers only TLS 1.3); publishes: core PUB through a lean protocol client written for the bench ({} KiB writes)",
         nats.version,
         nats_bin.display(),
-        nats.addr
+        nats.addr,
+        NATS_WRITE / 1024
     );
     println!(
         "N->M: N publishers on one subject (stream), M subscribers each receiving every message (as `nats bench`); msg/s = deliveries to all subscribers per second"
@@ -821,12 +1123,17 @@ pub(crate) async fn run(a: CompareArgs) -> Result<ExitCode, Failure> {
     rampart.stop().await;
 
     print!("{}", render_table(&rows));
-    let (slow, disc) = (
+    let (slow, errors, disc, bad) = (
         events.slow.load(Ordering::Relaxed),
+        events.errors.load(Ordering::Relaxed),
         events.disconnects.load(Ordering::Relaxed),
+        events.bad_size.load(Ordering::Relaxed),
     );
-    if slow + disc > 0 {
-        println!("NATS client events: {slow} slow consumer, {disc} disconnected");
+    if slow + errors + disc + bad > 0 {
+        println!(
+            "NATS subscriber events: {slow} slow consumer -ERR, {errors} other errors, \
+             {disc} disconnected, {bad} payloads of the wrong size"
+        );
     }
     let csv = render_csv(&rows, a.seconds, &mode, &nats_version, &machine);
     if let Some(dir) = a.csv.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -902,5 +1209,80 @@ mod tests {
         }]);
         assert!(table.contains("1->1 4 KiB"), "{table}");
         assert!(table.contains("0.000% (lost 10)"), "{table}");
+    }
+
+    /// Feeds `chunks` one after another, as separate socket reads, and
+    /// collects every complete operation.
+    fn parse_all(chunks: &[&[u8]]) -> (Vec<ServerOp>, BytesMut) {
+        let mut buf = BytesMut::new();
+        let mut ops = Vec::new();
+        for c in chunks {
+            buf.extend_from_slice(c);
+            while let Some(op) = next_op(&mut buf).unwrap() {
+                ops.push(op);
+            }
+        }
+        (ops, buf)
+    }
+
+    #[test]
+    fn msg_parser_handles_split_frames_reply_ping_and_err() {
+        let stream: &[u8] = b"INFO {\"server_id\":\"x\"}\r\n+OK\r\n\
+            MSG a.b 1 5\r\nhello\r\n\
+            MSG a.b 1 _INBOX.r 3\r\na\r\n\r\n\
+            PING\r\n\
+            MSG a.b 1 0\r\n\r\n\
+            PONG\r\n\
+            -ERR 'Slow Consumer Detected'\r\n";
+        let want = vec![
+            ServerOp::Info,
+            ServerOp::Ok,
+            ServerOp::Msg(5),
+            ServerOp::Msg(3),
+            ServerOp::Ping,
+            ServerOp::Msg(0),
+            ServerOp::Pong,
+            ServerOp::Err("Slow Consumer Detected".into()),
+        ];
+        // In one read, and split at every possible place, and byte by byte.
+        let (ops, rest) = parse_all(&[stream]);
+        assert_eq!(ops, want);
+        assert!(rest.is_empty());
+        for at in 0..stream.len() {
+            let (ops, rest) = parse_all(&[&stream[..at], &stream[at..]]);
+            assert_eq!(ops, want, "split at {at}");
+            assert!(rest.is_empty());
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(parse_all(&bytes).0, want);
+
+        // A payload may hold CR LF and "MSG"; only the length counts.
+        let (ops, _) = parse_all(&[b"MSG s 9 8\r\nMSG \r\n\r\n\r\n", b"PING\r\n"]);
+        assert_eq!(ops, vec![ServerOp::Msg(8), ServerOp::Ping]);
+        // An incomplete header or payload waits for more.
+        let (ops, rest) = parse_all(&[b"MSG s 1 4\r\nab"]);
+        assert!(ops.is_empty());
+        assert_eq!(&rest[..], b"MSG s 1 4\r\nab");
+    }
+
+    #[test]
+    fn msg_parser_rejects_garbage() {
+        for bad in [
+            &b"MSG s 1 x\r\n"[..],
+            b"MSG s\r\n",
+            b"MSG s 1 a b 3\r\n",
+            b"MSG s 1 3\r\nabcXY",
+            b"HELLO\r\n",
+        ] {
+            let mut buf = BytesMut::from(bad);
+            assert!(
+                next_op(&mut buf).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(parse_len(b"1048576"), Some(1 << 20));
+        assert_eq!(parse_len(b""), None);
+        assert_eq!(parse_len(b"-1"), None);
     }
 }
