@@ -229,29 +229,43 @@ impl ChildServer {
     /// Asks the server to shut down (SIGTERM), then kills it if it has not
     /// within 10 s.
     pub(crate) async fn stop(mut self) {
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let until = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < until {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        stop_child(&mut self.child, "the server", Duration::from_secs(10)).await;
+    }
+}
+
+/// Sends SIGTERM to a bench child process and waits up to `grace` for it
+/// to exit (after that, the caller's Drop kills it).
+pub(crate) async fn stop_child(child: &mut std::process::Child, what: &str, grace: Duration) {
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let until = Instant::now() + grace;
+    while Instant::now() < until {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
         }
-        eprintln!("bench: the server did not stop within 10 s; killing it");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "bench: {what} did not stop within {} s; killing it",
+        grace.as_secs()
+    );
+}
+
+/// Kills a bench child process that is still running.
+pub(crate) fn kill_child(child: &mut std::process::Child) {
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
 impl Drop for ChildServer {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        kill_child(&mut self.child);
     }
 }
 

@@ -387,29 +387,13 @@ impl NatsServer {
 
     /// SIGTERM, then SIGKILL (on drop) if it has not stopped within 5 s.
     async fn stop(mut self) {
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let until = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < until {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        eprintln!("bench: nats-server did not stop within 5 s; killing it");
+        super::abuse::stop_child(&mut self.child, "nats-server", Duration::from_secs(5)).await;
     }
 }
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        super::abuse::kill_child(&mut self.child);
     }
 }
 
