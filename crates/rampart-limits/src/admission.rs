@@ -271,9 +271,15 @@ impl Admission {
             .store(st.locks.len() as u64, Ordering::Relaxed);
     }
 
+    /// Whether any key has failures or a lockout on record (one atomic
+    /// load; callers skip building keys when there is none).
+    pub fn has_lockouts(&self) -> bool {
+        self.lock_entries.load(Ordering::Relaxed) > 0
+    }
+
     /// Whether `key` (an IP address or a key id) is locked out now.
     pub fn locked(&self, key: &str) -> Result<(), Refusal> {
-        if self.lock_entries.load(Ordering::Relaxed) == 0 {
+        if !self.has_lockouts() {
             return Ok(());
         }
         let now = Instant::now();
@@ -328,7 +334,7 @@ impl Admission {
     /// A successful authentication clears the key's failure count (its
     /// lockout level stays until the failures age out).
     pub fn succeeded(&self, key: &str) {
-        if self.lock_entries.load(Ordering::Relaxed) == 0 {
+        if !self.has_lockouts() {
             return;
         }
         if let Some(l) = self.lock().locks.get_mut(key) {

@@ -28,8 +28,9 @@ use crate::audit::{self, Origin};
 use crate::auth::{now_ms, CertNames};
 use crate::config::Config;
 use crate::error::{frame_error, OpError};
+use crate::limits::Attempt;
 use crate::registry::Ctl;
-use crate::session::{nack, Handshake, Step};
+use crate::session::{nack, nack_after, Handshake, Step};
 use crate::Shared;
 use rampart_audit::Outcome;
 
@@ -567,17 +568,11 @@ impl Conn {
         credential: &Bytes,
     ) -> Result<Principal, Option<rampart_limits::Refusal>> {
         let admission = &self.shared.admission;
-        let ip_key = format!("ip:{}", self.peer.addr.ip());
-        let key_key = match method {
-            AuthMethod::ApiKey => {
-                rampart_identity::managed_key_id(credential).map(|id| format!("key:{id}"))
-            }
-            _ => None,
-        };
-        admission.locked(&ip_key).map_err(Some)?;
-        if let Some(k) = &key_key {
-            admission.locked(k).map_err(Some)?;
+        let mut attempt = Attempt::from(Some(self.peer.addr.ip()));
+        if method == AuthMethod::ApiKey {
+            attempt = attempt.api_key(credential);
         }
+        attempt.check(admission).map_err(Some)?;
         match self
             .shared
             .identity
@@ -585,16 +580,11 @@ impl Conn {
             .await
         {
             Ok(p) => {
-                admission.succeeded(&ip_key);
-                if let Some(k) = &key_key {
-                    admission.succeeded(k);
-                }
+                attempt.succeeded(admission);
                 Ok(p)
             }
             Err(reason) => {
-                let mut keys = vec![ip_key.as_str()];
-                keys.extend(key_key.as_deref());
-                admission.failed(&keys);
+                attempt.failed(admission);
                 warn!(
                     peer = %self.peer.addr,
                     transport = self.peer.transport,
@@ -615,12 +605,13 @@ impl Conn {
     /// Sends a refusal for a locked-out address or key and closes.
     async fn locked_out(&self, id: u64, r: rampart_limits::Refusal) -> Result<(), End> {
         debug!(peer = %self.peer.addr, refusal = %r, "authentication refused: locked out");
-        let retry = r.retry_after().map_or(0, |d| d.as_millis().max(1));
-        let mut f = nack(id, ErrorCode::TOO_MANY_REQUESTS, r.to_string());
-        if let Message::Nack(n) = &mut f.msg {
-            n.retry_after_ms = retry.min(u128::from(u32::MAX)) as u32;
-        }
-        self.send(f).await?;
+        self.send(nack_after(
+            id,
+            ErrorCode::TOO_MANY_REQUESTS,
+            r.to_string(),
+            r.retry_after(),
+        ))
+        .await?;
         Err(End::Refused(429))
     }
 

@@ -3,10 +3,10 @@
 //! tenants.
 
 use rampart_broker::BrokerError;
-use rampart_proto::{BodyError, ErrorCode, Frame, FrameError, Message};
+use rampart_proto::{BodyError, ErrorCode, Frame, FrameError};
 
 use crate::access::Denied;
-use crate::session::nack;
+use crate::session::{nack, nack_after};
 
 /// Why one request failed.
 #[derive(Debug)]
@@ -91,11 +91,11 @@ impl OpError {
     }
 
     pub(crate) fn to_frame(&self, id: u64) -> Frame {
-        let mut f = nack(id, self.code(), self.message());
-        if let (OpError::Limited(r), Message::Nack(n)) = (self, &mut f.msg) {
-            n.retry_after_ms = r.retry_after_ms().min(u64::from(u32::MAX)) as u32;
-        }
-        f
+        let retry_after = match self {
+            OpError::Limited(r) => r.retry_after,
+            _ => None,
+        };
+        nack_after(id, self.code(), self.message(), retry_after)
     }
 }
 

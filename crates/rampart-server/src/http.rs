@@ -32,6 +32,7 @@ use crate::access::{Access, Route, RouteName, Scope, ROUTES};
 use crate::audit::{self, Origin};
 use crate::auth::{AuthFailure, CertNames};
 use crate::control::{stream_path, ControlError};
+use crate::limits::Attempt;
 use crate::Shared;
 use rampart_audit::Outcome;
 use rampart_limits::RateKind;
@@ -237,12 +238,9 @@ impl Authed {
             transport: "https",
         };
         // A locked-out address is refused everything until the lockout ends.
-        if let Some(p) = &peer {
-            shared
-                .admission
-                .locked(&format!("ip:{}", p.addr.ip()))
-                .map_err(ApiError::Refused)?;
-        }
+        Attempt::from(origin.addr.map(|a| a.ip()))
+            .check(&shared.admission)
+            .map_err(ApiError::Refused)?;
         if route.access == Access::Public {
             return Ok(Authed {
                 principal: None,
@@ -252,24 +250,26 @@ impl Authed {
         }
         let principal = match bearer(parts) {
             Some(cred) => {
-                let key = lockout_key(cred.expose().as_bytes());
-                if let Some(k) = &key {
-                    shared.admission.locked(k).map_err(ApiError::Refused)?;
-                }
+                let attempt =
+                    Attempt::from(origin.addr.map(|a| a.ip())).api_key(cred.expose().as_bytes());
+                attempt
+                    .check(&shared.admission)
+                    .map_err(ApiError::Refused)?;
                 shared
                     .identity
                     .authenticate(method_of(cred.expose()), cred.expose().as_bytes(), None)
                     .await
-                    .map_err(|f| {
-                        refused(shared, f, method_of(cred.expose()), &origin, key.as_deref())
-                    })?
+                    .map_err(|f| refused(shared, f, method_of(cred.expose()), &origin, &attempt))?
             }
             None => match peer.as_ref().and_then(|p| p.cert.as_ref()) {
                 Some(cert) => shared
                     .identity
                     .authenticate(AuthMethod::ClientCert, &[], Some(cert))
                     .await
-                    .map_err(|f| refused(shared, f, AuthMethod::ClientCert, &origin, None))?,
+                    .map_err(|f| {
+                        let attempt = Attempt::from(origin.addr.map(|a| a.ip()));
+                        refused(shared, f, AuthMethod::ClientCert, &origin, &attempt)
+                    })?,
                 None => return Err(ApiError::Unauthenticated),
             },
         };
@@ -347,27 +347,14 @@ impl Authed {
     }
 }
 
-/// The lockout key of a presented credential: a managed API key's id.
-pub(crate) fn lockout_key(credential: &[u8]) -> Option<String> {
-    rampart_identity::managed_key_id(credential).map(|id| format!("key:{id}"))
-}
-
-/// Counts a failed authentication toward the lockouts of the address and
-/// (when there is one) the key id.
-pub(crate) fn auth_failed(shared: &Shared, origin: &Origin, key: Option<&str>) {
-    let ip = origin.addr.map(|a| format!("ip:{}", a.ip()));
-    let keys: Vec<&str> = ip.as_deref().into_iter().chain(key).collect();
-    shared.admission.failed(&keys);
-}
-
 fn refused(
     shared: &Shared,
     f: AuthFailure,
     method: AuthMethod,
     origin: &Origin,
-    key: Option<&str>,
+    attempt: &Attempt,
 ) -> ApiError {
-    auth_failed(shared, origin, key);
+    attempt.failed(&shared.admission);
     warn!(
         peer = ?origin.addr,
         transport = "https",
@@ -498,8 +485,9 @@ async fn auth(
         .authenticate(method, cred.expose().as_bytes(), peer.cert.as_ref())
         .await
         .map_err(|f| {
-            let key = lockout_key(cred.expose().as_bytes());
-            refused(&shared, f, method, &a.origin, key.as_deref())
+            let attempt =
+                Attempt::from(a.origin.addr.map(|a| a.ip())).api_key(cred.expose().as_bytes());
+            refused(&shared, f, method, &a.origin, &attempt)
         })?;
     let ttl_ms = body.ttl.unwrap_or(0).saturating_mul(1000);
     let (token, exp, jti) = shared

@@ -766,15 +766,14 @@ pub(crate) async fn approle_token(
     ttl_ms: Option<u64>,
 ) -> Result<AppRoleToken, KvError> {
     // Secret-id guessing locks out the address and the role id.
-    let role_key = format!("role:{}", role_id.chars().take(64).collect::<String>());
-    shared
-        .admission
-        .locked(&role_key)
+    let attempt = crate::limits::Attempt::from(Some(peer)).role(role_id);
+    attempt
+        .check(&shared.admission)
         .map_err(|r| KvError::Api(ApiError::Refused(r)))?;
     let login = match shared.vault.login(role_id, secret_id, Some(peer), now_ms()) {
         Ok(l) => l,
         Err(e) => {
-            crate::http::auth_failed(shared, origin, Some(&role_key));
+            attempt.failed(&shared.admission);
             warn!(peer = %peer, "approle login refused");
             shared.audit.record(audit::auth_failure(
                 "approle",

@@ -13,13 +13,77 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::Method;
 use axum::Json;
-use rampart_limits::{LimitSpec, Limits};
+use std::net::IpAddr;
+
+use rampart_limits::{Admission, LimitSpec, Limits, Refusal};
 use rampart_proto::TenantId;
 use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::http::{changed, ApiError, Authed, Body};
 use crate::{Shared, StartError};
+
+/// What one authentication attempt counts against for failed-login
+/// lockouts: the client's address and, when the credential names one, a
+/// managed API key's id or an AppRole role id. The wire protocol and the
+/// HTTPS API use it alike.
+#[derive(Debug)]
+pub(crate) struct Attempt {
+    ip: Option<IpAddr>,
+    id: Option<String>,
+}
+
+impl Attempt {
+    /// An attempt from `ip` with no credential id.
+    pub(crate) fn from(ip: Option<IpAddr>) -> Self {
+        Attempt { ip, id: None }
+    }
+
+    /// The id of a managed API key, when `credential` is one.
+    pub(crate) fn api_key(mut self, credential: &[u8]) -> Self {
+        self.id = rampart_identity::managed_key_id(credential).map(|id| format!("key:{id}"));
+        self
+    }
+
+    /// An AppRole role id (secret-id guessing).
+    pub(crate) fn role(mut self, role_id: &str) -> Self {
+        self.id = Some(format!(
+            "role:{}",
+            role_id.chars().take(64).collect::<String>()
+        ));
+        self
+    }
+
+    fn ip_key(&self) -> Option<String> {
+        self.ip.map(|ip| format!("ip:{ip}"))
+    }
+
+    /// Refused while the address or the id is locked out.
+    pub(crate) fn check(&self, a: &Admission) -> Result<(), Refusal> {
+        if !a.has_lockouts() {
+            return Ok(());
+        }
+        for key in self.ip_key().iter().chain(&self.id) {
+            a.locked(key)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn failed(&self, a: &Admission) {
+        let ip = self.ip_key();
+        let keys: Vec<&str> = ip.iter().chain(&self.id).map(String::as_str).collect();
+        a.failed(&keys);
+    }
+
+    pub(crate) fn succeeded(&self, a: &Admission) {
+        if !a.has_lockouts() {
+            return;
+        }
+        for key in self.ip_key().iter().chain(&self.id) {
+            a.succeeded(key);
+        }
+    }
+}
 
 /// The limits of a server starting: configured defaults, then the
 /// overrides kept in the store.

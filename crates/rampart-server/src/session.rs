@@ -42,11 +42,25 @@ pub(crate) struct Handshake {
 pub(crate) const MAX_PREAUTH_FRAMES: u32 = 16;
 
 pub(crate) fn nack(id: u64, code: ErrorCode, message: impl Into<String>) -> Frame {
+    nack_after(id, code, message, None)
+}
+
+/// A NACK that tells the client how long to wait before retrying (whole
+/// milliseconds, at least 1; none when `retry_after` is `None`).
+pub(crate) fn nack_after(
+    id: u64,
+    code: ErrorCode,
+    message: impl Into<String>,
+    retry_after: Option<std::time::Duration>,
+) -> Frame {
+    let retry_after_ms = retry_after.map_or(0, |d| {
+        u32::try_from(d.as_millis().max(1)).unwrap_or(u32::MAX)
+    });
     Frame::new(
         id,
         Nack {
             code,
-            retry_after_ms: 0,
+            retry_after_ms,
             message: message.into(),
         },
     )
