@@ -27,7 +27,7 @@ use rampart_identity::{Principal, PrincipalKind, Secret};
 use rampart_proto::TenantId;
 use rampart_vault::{
     CustomMetadataChange, MetadataUpdate, RoleName, RoleSpec, SecretData, SecretMetadata,
-    SecretPath, SecretPrefix, VaultError, VersionInfo,
+    SecretPath, SecretPrefix, VaultError, VersionInfo, VersionOp,
 };
 use serde_json::{json, Map, Value};
 use tracing::warn;
@@ -353,23 +353,15 @@ pub(crate) async fn versions(
     let p = allowed(&shared, &a, &key, Permission::SecretWrite)?;
     let list = versions_of(&body)?;
     let now = now_ms();
-    let secrets = &shared.secrets;
-    let (r, event) = match route.name {
-        RouteName::KvDelete => (
-            secrets.delete_versions(&p.tenant, &path, &list, now).await,
-            "secret.delete",
-        ),
-        RouteName::KvUndelete => (
-            secrets
-                .undelete_versions(&p.tenant, &path, &list, now)
-                .await,
-            "secret.undelete",
-        ),
-        _ => (
-            secrets.destroy_versions(&p.tenant, &path, &list, now).await,
-            "secret.destroy",
-        ),
+    let (op, event) = match route.name {
+        RouteName::KvDelete => (VersionOp::Delete, "secret.delete"),
+        RouteName::KvUndelete => (VersionOp::Undelete, "secret.undelete"),
+        _ => (VersionOp::Destroy, "secret.destroy"),
     };
+    let r = shared
+        .secrets
+        .change_versions(op, &p.tenant, &path, &list, now)
+        .await;
     match r {
         Ok(()) | Err(VaultError::NotFound) => {}
         Err(e) => return Err(e.into()),

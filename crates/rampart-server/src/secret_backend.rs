@@ -15,7 +15,7 @@ use rampart_identity::Secret;
 use rampart_proto::TenantId;
 use rampart_vault::{
     MetadataUpdate, SecretData, SecretMetadata, SecretPath, SecretPrefix, SecretVersion, Vault,
-    VaultError, VersionInfo,
+    VaultError, VersionInfo, VersionOp,
 };
 
 use crate::config::{Config, ConfigError, VaultBackend, VAULT_EXTERNAL_TOKEN_ENV};
@@ -151,42 +151,17 @@ impl SecretBackend {
         }
     }
 
-    pub(crate) async fn delete_versions(
+    pub(crate) async fn change_versions(
         &self,
+        op: VersionOp,
         tenant: &TenantId,
         path: &SecretPath,
         versions: &[u64],
         now_ms: u64,
     ) -> Result<(), VaultError> {
         match self {
-            Self::Local(v) => v.delete_versions(tenant, path, versions, now_ms),
-            Self::External(x) => x.versions("delete", tenant, path, versions).await,
-        }
-    }
-
-    pub(crate) async fn undelete_versions(
-        &self,
-        tenant: &TenantId,
-        path: &SecretPath,
-        versions: &[u64],
-        now_ms: u64,
-    ) -> Result<(), VaultError> {
-        match self {
-            Self::Local(v) => v.undelete_versions(tenant, path, versions, now_ms),
-            Self::External(x) => x.versions("undelete", tenant, path, versions).await,
-        }
-    }
-
-    pub(crate) async fn destroy_versions(
-        &self,
-        tenant: &TenantId,
-        path: &SecretPath,
-        versions: &[u64],
-        now_ms: u64,
-    ) -> Result<(), VaultError> {
-        match self {
-            Self::Local(v) => v.destroy_versions(tenant, path, versions, now_ms),
-            Self::External(x) => x.versions("destroy", tenant, path, versions).await,
+            Self::Local(v) => v.change_versions(op, tenant, path, versions, now_ms),
+            Self::External(x) => x.versions(op.as_str(), tenant, path, versions).await,
         }
     }
 

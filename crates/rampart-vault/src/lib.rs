@@ -91,4 +91,4 @@ pub use kv2::{
     MAX_CUSTOM_METADATA_VALUE_LEN, MAX_DATA_BYTES,
 };
 pub use path::{AppName, EnvName, PathError, SecretPath, SecretPrefix, MAX_SECRET_PATH_LEN};
-pub use vault::{Vault, MAX_RECORD_BYTES};
+pub use vault::{Vault, VersionOp, MAX_RECORD_BYTES};

@@ -241,7 +241,9 @@ fn soft_delete_undelete_and_destroy() {
     let v = f.vault.read(&acme, &path, None, 11).unwrap();
     assert!(v.data.is_none());
     assert_eq!((v.info.version, v.info.meta.deletion_ms), (3, Some(10)));
-    f.vault.delete_versions(&acme, &path, &[1], 12).unwrap();
+    f.vault
+        .change_versions(VersionOp::Delete, &acme, &path, &[1], 12)
+        .unwrap();
     assert!(f
         .vault
         .read(&acme, &path, Some(1), 13)
@@ -255,7 +257,7 @@ fn soft_delete_undelete_and_destroy() {
         .data
         .is_some());
     f.vault
-        .undelete_versions(&acme, &path, &[1, 3], 14)
+        .change_versions(VersionOp::Undelete, &acme, &path, &[1, 3], 14)
         .unwrap();
     assert_eq!(
         value(&f.vault.read(&acme, &path, None, 15).unwrap()),
@@ -268,10 +270,14 @@ fn soft_delete_undelete_and_destroy() {
         .data
         .is_some());
 
-    f.vault.destroy_versions(&acme, &path, &[2], 16).unwrap();
+    f.vault
+        .change_versions(VersionOp::Destroy, &acme, &path, &[2], 16)
+        .unwrap();
     let v2 = f.vault.read(&acme, &path, Some(2), 17).unwrap();
     assert!(v2.data.is_none() && v2.info.meta.destroyed);
-    f.vault.undelete_versions(&acme, &path, &[2], 18).unwrap();
+    f.vault
+        .change_versions(VersionOp::Undelete, &acme, &path, &[2], 18)
+        .unwrap();
     assert!(f
         .vault
         .read(&acme, &path, Some(2), 19)
@@ -284,7 +290,9 @@ fn soft_delete_undelete_and_destroy() {
     assert!(contains(&raw, b"CANARY-1") && !contains(&raw, b"CANARY-2"));
 
     assert_eq!(
-        f.vault.delete_versions(&acme, &path, &[], 20).unwrap_err(),
+        f.vault
+            .change_versions(VersionOp::Delete, &acme, &path, &[], 20)
+            .unwrap_err(),
         VaultError::InvalidInput("no version number provided".into())
     );
     assert_eq!(

@@ -20,6 +20,28 @@ use crate::error::VaultError;
 use crate::kv2::{MetadataUpdate, SecretMetadata, SecretRecord, SecretVersion, VersionInfo};
 use crate::path::{SecretPath, SecretPrefix};
 
+/// What [`Vault::change_versions`] does to the versions it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionOp {
+    /// Soft-delete: the data stays, reads see the version as deleted.
+    Delete,
+    /// Clear a soft deletion (destroyed versions stay destroyed).
+    Undelete,
+    /// Drop the data for good; the metadata stays, with `destroyed` set.
+    Destroy,
+}
+
+impl VersionOp {
+    /// Vault's name for it, as in its endpoints (`/v1/secret/delete/...`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionOp::Delete => "delete",
+            VersionOp::Undelete => "undelete",
+            VersionOp::Destroy => "destroy",
+        }
+    }
+}
+
 /// Largest stored record (a secret with all its kept versions), as JSON
 /// before sealing, in bytes. A write that would pass it is refused: lower
 /// `max_versions` or destroy old versions.
@@ -278,10 +300,11 @@ impl Vault {
         })
     }
 
-    /// Soft-deletes versions. Unknown, destroyed or already deleted ones
-    /// are skipped.
-    pub fn delete_versions(
+    /// Soft-deletes, undeletes or destroys versions (see [`VersionOp`]).
+    /// Unknown versions are skipped; destroyed ones stay destroyed.
+    pub fn change_versions(
         &self,
+        op: VersionOp,
         tenant: &TenantId,
         path: &SecretPath,
         versions: &[u64],
@@ -289,36 +312,12 @@ impl Vault {
     ) -> Result<(), VaultError> {
         need_versions(versions)?;
         self.modify(tenant, path, false, now_ms, |r| {
-            Ok(((), r.delete_versions(versions, now_ms)))
-        })
-    }
-
-    /// Restores soft-deleted versions; destroyed ones stay destroyed.
-    pub fn undelete_versions(
-        &self,
-        tenant: &TenantId,
-        path: &SecretPath,
-        versions: &[u64],
-        now_ms: u64,
-    ) -> Result<(), VaultError> {
-        need_versions(versions)?;
-        self.modify(tenant, path, false, now_ms, |r| {
-            Ok(((), r.undelete_versions(versions, now_ms)))
-        })
-    }
-
-    /// Destroys versions: their data is removed for good; their metadata
-    /// stays, with `destroyed` set.
-    pub fn destroy_versions(
-        &self,
-        tenant: &TenantId,
-        path: &SecretPath,
-        versions: &[u64],
-        now_ms: u64,
-    ) -> Result<(), VaultError> {
-        need_versions(versions)?;
-        self.modify(tenant, path, false, now_ms, |r| {
-            Ok(((), r.destroy_versions(versions)))
+            let changed = match op {
+                VersionOp::Delete => r.delete_versions(versions, now_ms),
+                VersionOp::Undelete => r.undelete_versions(versions, now_ms),
+                VersionOp::Destroy => r.destroy_versions(versions),
+            };
+            Ok(((), changed))
         })
     }
 
