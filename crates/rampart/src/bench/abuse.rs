@@ -1044,19 +1044,15 @@ fn transport_name(t: Net) -> &'static str {
     }
 }
 
-/// Lowers the calling thread's scheduling priority with `renice` (Linux
-/// applies it to the one thread id); best effort.
-pub(crate) fn renice_this_thread(nice: i32) {
-    let tid = std::fs::read_link("/proc/thread-self")
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-    if let Some(tid) = tid {
-        let _ = std::process::Command::new("renice")
-            .args(["-n", &nice.to_string(), "-p", &tid])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
+/// Lowers the calling thread's scheduling priority (Linux sets the nice
+/// value per thread); best effort.
+fn renice_this_thread(nice: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice);
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 /// A running flood: idle holders and garbage senders on a runtime of their
