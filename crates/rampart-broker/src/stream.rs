@@ -33,6 +33,9 @@ pub struct Stream {
     /// A durable stream that failed to open: every use is refused with
     /// this reason, rather than served as a live stream.
     unavailable: Option<String>,
+    /// Set once the stream is deleted or replaced: holders of this handle
+    /// (connections cache them) must look the path up again.
+    removed: std::sync::atomic::AtomicBool,
 }
 
 impl Stream {
@@ -43,6 +46,7 @@ impl Stream {
             limits,
             durable,
             unavailable: None,
+            removed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -55,6 +59,17 @@ impl Stream {
 
     pub fn path(&self) -> &StreamPath {
         &self.path
+    }
+
+    /// False once the stream was deleted or replaced by another of the same
+    /// path: a cached handle must then be looked up again.
+    pub fn is_current(&self) -> bool {
+        !self.removed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn mark_removed(&self) {
+        self.removed
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// The log of a durable stream.
@@ -277,20 +292,29 @@ impl Streams {
     pub(crate) fn insert_durable(&self, d: Arc<DurableStream>) -> Option<Arc<Stream>> {
         let path = d.path().clone();
         let s = Arc::new(Stream::new(path.clone(), self.limits, Some(d)));
-        self.map
+        let old = self
+            .map
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(path, s)
+            .insert(path, s);
+        if let Some(o) = &old {
+            o.mark_removed();
+        }
+        old
     }
 
     /// Registers a durable stream that could not be opened.
     pub(crate) fn insert_unavailable(&self, path: StreamPath, why: String) {
         let mut s = Stream::new(path.clone(), self.limits, None);
         s.unavailable = Some(why);
-        self.map
+        let old = self
+            .map
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(path, Arc::new(s));
+        if let Some(o) = old {
+            o.mark_removed();
+        }
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<Stream>> {
@@ -303,10 +327,15 @@ impl Streams {
     }
 
     pub(crate) fn remove(&self, path: &StreamPath) -> Option<Arc<Stream>> {
-        self.map
+        let old = self
+            .map
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(path)
+            .remove(path);
+        if let Some(o) = &old {
+            o.mark_removed();
+        }
+        old
     }
 
     pub(crate) fn existing(&self, path: &StreamPath) -> Option<Arc<Stream>> {

@@ -368,6 +368,19 @@ impl Limits {
         s.usage[k.index()].store(value, Ordering::Relaxed);
     }
 
+    /// Sets every tenant's usage of a quota counted elsewhere at once:
+    /// tenants missing from `usage` hold none (their last stream went).
+    pub fn set_usage_of_all(&self, k: QuotaKind, usage: &HashMap<String, u64>) {
+        let mut r = self.write();
+        for t in usage.keys() {
+            r.tenant(t);
+        }
+        for (t, s) in &r.tenants {
+            let v = usage.get(t).copied().unwrap_or(0);
+            s.usage[k.index()].store(v, Ordering::Relaxed);
+        }
+    }
+
     /// Drops principal scopes nothing holds and nobody used for two
     /// minutes (their buckets are full again by then). Tenants are kept.
     pub fn sweep(&self) -> usize {
@@ -746,6 +759,10 @@ mod tests {
         assert_eq!(h.fits(QuotaKind::Streams, 2, 1).unwrap_err().status, 429);
         l.set_usage("acme", QuotaKind::StoredBytes, 900);
         h.fits_usage(QuotaKind::StoredBytes, 100).unwrap();
+        // A tenant left out of a full update holds nothing any more.
+        l.set_usage_of_all(QuotaKind::StoredBytes, &HashMap::new());
+        h.fits_usage(QuotaKind::StoredBytes, 1000).unwrap();
+        l.set_usage("acme", QuotaKind::StoredBytes, 900);
         h.add_usage(QuotaKind::StoredBytes, 100);
         let e = h.fits_usage(QuotaKind::StoredBytes, 1).unwrap_err();
         assert_eq!(e.status, 507);

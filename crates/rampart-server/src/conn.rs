@@ -949,7 +949,12 @@ impl Conn {
 
     fn stream(&mut self, path: StreamPath) -> Result<Arc<Stream>, OpError> {
         if let Some(s) = self.streams.get(&path) {
-            return Ok(s.clone());
+            // A stream deleted (or replaced) since it was cached is looked
+            // up afresh, so a recreated stream gets this connection's
+            // publishes, not the dead one.
+            if s.is_current() {
+                return Ok(s.clone());
+            }
         }
         let s = match self.shared.broker.existing(&path) {
             Some(s) => s,

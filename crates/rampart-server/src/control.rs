@@ -728,25 +728,23 @@ impl Shared {
     /// stream.
     pub(crate) async fn maintain_streams(&self) {
         let now = now_ms();
-        let mut stored: std::collections::HashMap<TenantId, u64> = Default::default();
-        for d in self.broker.durable_streams() {
-            *stored.entry(d.path().tenant.clone()).or_default() += d.log().disk_bytes();
-        }
-        // What each tenant's logs hold, for max_stored_bytes (publishes add
-        // to it in between).
-        for (t, bytes) in stored {
-            self.limits
-                .set_usage(t.as_str(), QuotaKind::StoredBytes, bytes);
-        }
-        self.limits.sweep();
+        let mut stored: std::collections::HashMap<String, u64> = Default::default();
         for d in self.broker.durable_streams() {
             let path = d.path().clone();
+            let log = d.log().clone();
             match tokio::task::spawn_blocking(move || d.maintain(now)).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => warn!(stream = %path, error = %e, "stream upkeep failed"),
                 Err(e) => warn!(stream = %path, error = %e, "stream upkeep panicked"),
             }
+            *stored.entry(path.tenant.as_str().to_string()).or_default() += log.disk_bytes();
         }
+        // What each tenant's logs hold once retention has run, for
+        // max_stored_bytes (publishes add to it until the next tick); a
+        // tenant whose last durable stream went holds nothing.
+        self.limits
+            .set_usage_of_all(QuotaKind::StoredBytes, &stored);
+        self.limits.sweep();
     }
 }
 

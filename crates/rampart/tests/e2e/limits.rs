@@ -599,3 +599,116 @@ async fn sighup_reloads_the_configured_limits() {
     );
     assert!(log.contains("SIGHUP: limits reloaded"), "{log}");
 }
+
+/// Stored bytes follow the logs: once a tenant's durable stream is
+/// deleted, what it held no longer counts against `max_stored_bytes`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_bytes_are_given_back_when_a_stream_goes() {
+    let s = start_with(|c| {
+        c.tenant_limits.max_stored_bytes = Some(4000);
+        c.stream_maintenance_interval_ms = 100;
+    })
+    .await;
+    let admin = s.admin(KEY_GLOBEX);
+    let create = || async {
+        let r = admin
+            .call(
+                "POST",
+                "/v1/tenants/globex/namespaces/prod/streams",
+                Some(&json!({"name": "d", "durable": true})),
+            )
+            .await
+            .unwrap();
+        assert!(r.status < 300, "{}", r.text);
+    };
+    create().await;
+    let g = impatient(&s, Transport::Tcp, KEY_GLOBEX).await;
+    g.publish("globex", "prod", "d", vec![b'd'; 3000])
+        .await
+        .unwrap();
+    let (code, _, _) = refusal(
+        &g.publish("globex", "prod", "d", vec![b'd'; 3000])
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 507);
+    let r = admin
+        .call(
+            "DELETE",
+            "/v1/tenants/globex/namespaces/prod/streams/d",
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(r.status < 300, "{}", r.text);
+    // With no durable stream left, the tenant holds nothing.
+    let op = operator(&s);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = op
+            .call("GET", "/v1/tenants/globex/limits", None)
+            .await
+            .unwrap();
+        if r.body["usage"]["max_stored_bytes"] == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", r.text);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    create().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match g.publish("globex", "prod", "d", vec![b'd'; 3000]).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert_eq!(refusal(&e).0, 507);
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "usage never went down"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// A connection that published to a stream keeps working after the stream
+/// is deleted and created again: its publishes reach the new stream's
+/// subscribers, not the deleted one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_follow_a_recreated_stream() {
+    let s = start().await;
+    let admin = s.admin(KEY_ACME);
+    let create = || async {
+        let r = admin
+            .call(
+                "POST",
+                "/v1/tenants/acme/namespaces/prod/streams",
+                Some(&json!({"name": "again"})),
+            )
+            .await
+            .unwrap();
+        assert!(r.status < 300, "{}", r.text);
+    };
+    create().await;
+    let c = s.client(Transport::Tcp, KEY_ACME).await;
+    c.publish("acme", "prod", "again", "first").await.unwrap();
+    let r = admin
+        .call(
+            "DELETE",
+            "/v1/tenants/acme/namespaces/prod/streams/again",
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(r.status < 300, "{}", r.text);
+    create().await;
+    let reader = s.client(Transport::Tcp, KEY_ACME).await;
+    let mut sub = reader.subscribe("acme", "prod", "again").await.unwrap();
+    c.publish("acme", "prod", "again", "second").await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("delivered to the new stream")
+        .unwrap();
+    assert_eq!(&e.payload[..], b"second");
+}
