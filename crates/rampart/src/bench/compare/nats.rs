@@ -1,0 +1,669 @@
+//! The NATS side of `rampart bench compare`: a `nats-server` child process
+//! with TLS 1.3 and a token, and a lean NATS core-protocol client written for
+//! the bench (over tokio-rustls, parsing in place).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use rampart_identity::Secret;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use super::pubsub::{Each, Received};
+use crate::Failure;
+
+/// Plaintext a NATS publisher gathers before one write.
+pub(super) const NATS_WRITE: usize = 64 * 1024;
+/// Bytes a NATS connection reads at once.
+const NATS_READ: usize = 256 * 1024;
+/// The longest protocol line accepted from nats-server.
+const NATS_MAX_LINE: usize = 64 * 1024;
+/// nats-server's `max_payload`: room for the 64 KiB workloads.
+const NATS_MAX_PAYLOAD: u64 = 1 << 20;
+
+/// The nats-server configuration file: loopback, an ephemeral port (`-1`,
+/// read back from the log), TLS 1.3 at least, token authentication, no
+/// JetStream.
+pub(super) fn nats_config(cert: &Path, key: &Path, token: &str) -> String {
+    format!(
+        "listen: \"127.0.0.1:-1\"\n\
+         max_payload: {NATS_MAX_PAYLOAD}\n\
+         tls {{\n  cert_file: {}\n  key_file: {}\n  min_version: \"1.3\"\n  timeout: 2\n}}\n\
+         authorization {{\n  token: {}\n}}\n",
+        quoted(&cert.display().to_string()),
+        quoted(&key.display().to_string()),
+        quoted(token),
+    )
+}
+
+/// A double-quoted string in the NATS configuration format.
+pub(super) fn quoted(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// A `nats-server` child process with its own CA, certificate, token and
+/// temporary directory.
+pub(super) struct NatsServer {
+    child: std::process::Child,
+    addr: SocketAddr,
+    pub(super) version: String,
+    tls: Arc<rustls::ClientConfig>,
+    token: Secret<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    pub(super) async fn start(bin: &Path) -> Result<Self, Failure> {
+        let version = std::process::Command::new(bin)
+            .arg("--version")
+            .output()
+            .map_err(|e| Failure(format!("running {} --version: {e}", bin.display())))?;
+        let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+
+        let dir = tempfile::tempdir()?;
+        let (ca, cert, key) = loopback_certificates(dir.path())?;
+        let token =
+            rampart_identity::generate_api_key("nats_").map_err(|e| Failure(e.to_string()))?;
+        let conf = dir.path().join("nats.conf");
+        // The token is in this file (0600 in a 0700 directory), not in argv.
+        rampart_identity::fsutil::write_private_file(
+            &conf,
+            nats_config(&cert, &key, token.expose()).as_bytes(),
+        )?;
+        let log = dir.path().join("nats.log");
+        let mut child = std::process::Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .map_err(|e| Failure(format!("starting {}: {e}", bin.display())))?;
+        let started = Instant::now();
+        let addr = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let addr = text.lines().find_map(|l| {
+                let (_, a) = l.split_once("Listening for client connections on ")?;
+                a.trim().parse::<SocketAddr>().ok()
+            });
+            if let Some(a) = addr {
+                break a;
+            }
+            let exited = child.try_wait()?;
+            if exited.is_some() || started.elapsed() > Duration::from_secs(15) {
+                let _ = child.kill();
+                let _ = child.wait();
+                let tail: Vec<&str> = text.lines().rev().take(10).collect();
+                return Err(Failure(format!(
+                    "nats-server did not start ({}): {}",
+                    exited.map_or("no address after 15 s".to_string(), |s| s.to_string()),
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+
+        // The client offers TLS 1.3 only, so a connection proves 1.3.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca)?;
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tls = Arc::new(tls);
+        Ok(Self {
+            child,
+            addr,
+            version,
+            tls,
+            token,
+            _dir: dir,
+        })
+    }
+
+    /// A client connection, past CONNECT and a PING/PONG round trip.
+    pub(super) async fn connect(&self) -> Result<NatsConn, Failure> {
+        NatsConn::connect(self.addr, self.tls.clone(), self.token.expose())
+            .await
+            .map_err(|e| {
+                Failure(format!(
+                    "connecting to nats-server at {}: {}",
+                    self.addr, e.0
+                ))
+            })
+    }
+
+    /// SIGTERM, then SIGKILL (on drop) if it has not stopped within 5 s.
+    pub(super) async fn stop(mut self) {
+        crate::bench::abuse::stop_child(&mut self.child, "nats-server", Duration::from_secs(5))
+            .await;
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        crate::bench::abuse::kill_child(&mut self.child);
+    }
+}
+
+/// What the NATS subscribers saw besides messages.
+#[derive(Default)]
+pub(super) struct NatsEvents {
+    /// `-ERR 'Slow Consumer...'` from the server.
+    pub(super) slow: AtomicU64,
+    /// Any other `-ERR` from the server.
+    pub(super) errors: AtomicU64,
+    /// Connections the server closed while a subscriber was counting.
+    pub(super) disconnects: AtomicU64,
+    /// Messages whose payload was not the workload's size.
+    pub(super) bad_size: AtomicU64,
+}
+
+// === a lean NATS core-protocol client, for the bench only ===
+
+/// One operation from a NATS server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum ServerOp {
+    /// `MSG <subject> <sid> [reply] <len>`: the payload (split off the
+    /// read buffer, not copied).
+    Msg(Bytes),
+    Ping,
+    Pong,
+    Ok,
+    Info,
+    /// `-ERR <text>`: the text without quotes.
+    Err(String),
+}
+
+/// Takes one complete server operation off the front of `buf`; `None` if
+/// `buf` does not hold a whole one yet. Parses in place: nothing is
+/// allocated per message.
+pub(super) fn next_op(buf: &mut BytesMut) -> Result<Option<ServerOp>, String> {
+    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+        if buf.len() > NATS_MAX_LINE {
+            return Err(format!(
+                "no line end in {} bytes from nats-server",
+                buf.len()
+            ));
+        }
+        return Ok(None);
+    };
+    let line = &buf[..nl];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let bad = |what: &str| {
+        let l = &line[..line.len().min(200)];
+        format!("{what} from nats-server: {:?}", String::from_utf8_lossy(l))
+    };
+    let op = if let Some(rest) = line.strip_prefix(b"MSG ") {
+        let mut fields = rest.split(|&b| b == b' ').filter(|f| !f.is_empty());
+        // subject, sid, an optional reply subject, and the length last.
+        let len = match (fields.clone().count(), fields.next_back()) {
+            (3 | 4, Some(f)) => parse_len(f),
+            _ => None,
+        }
+        .ok_or_else(|| bad("bad MSG line"))?;
+        let need = nl + 1 + len + 2;
+        if buf.len() < need {
+            return Ok(None);
+        }
+        if &buf[need - 2..need] != b"\r\n" {
+            return Err(bad("no CRLF after the payload of"));
+        }
+        let mut payload = buf.split_to(need - 2);
+        buf.advance(2);
+        payload.advance(nl + 1);
+        return Ok(Some(ServerOp::Msg(payload.freeze())));
+    } else if line.eq_ignore_ascii_case(b"PING") {
+        ServerOp::Ping
+    } else if line.eq_ignore_ascii_case(b"PONG") {
+        ServerOp::Pong
+    } else if line.eq_ignore_ascii_case(b"+OK") {
+        ServerOp::Ok
+    } else if line.starts_with(b"INFO ") || line.starts_with(b"INFO\t") {
+        ServerOp::Info
+    } else if let Some(text) = line.strip_prefix(b"-ERR") {
+        let text = String::from_utf8_lossy(text);
+        ServerOp::Err(text.trim().trim_matches('\'').to_string())
+    } else {
+        return Err(bad("unexpected line"));
+    };
+    buf.advance(nl + 1);
+    Ok(Some(op))
+}
+
+/// A decimal length, as NATS writes it.
+pub(super) fn parse_len(digits: &[u8]) -> Option<usize> {
+    if digits.is_empty() || digits.len() > 12 {
+        return None;
+    }
+    digits.iter().try_fold(0usize, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + usize::from(d - b'0'))
+    })
+}
+
+/// A TLS 1.3 connection to nats-server over tokio-rustls. Every await in
+/// it is cancel-safe (reads go into `rbuf` with `read_buf`; plaintext to
+/// send stays in `wbuf` until the TLS stream has taken it), so a
+/// subscriber may be polled inside `select!`.
+pub(super) struct NatsConn {
+    tls: TlsStream<TcpStream>,
+    /// Plaintext from the server, not parsed yet.
+    rbuf: BytesMut,
+    /// Plaintext to send, and how much of it the TLS stream has taken.
+    wbuf: Vec<u8>,
+    wbuf_at: usize,
+}
+
+impl NatsConn {
+    /// TCP, the server's INFO (plain text), the TLS 1.3 handshake, CONNECT
+    /// with the token (no echo), and a PING answered by PONG.
+    pub(super) async fn connect(
+        addr: SocketAddr,
+        cfg: Arc<rustls::ClientConfig>,
+        token: &str,
+    ) -> Result<Self, Failure> {
+        let mut tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        // The server sends INFO in plain text and waits for the client's
+        // TLS handshake (tls_required); nothing else comes before it.
+        let mut info = BytesMut::with_capacity(4096);
+        loop {
+            if tcp.read_buf(&mut info).await? == 0 {
+                return Err(Failure("nats-server closed before INFO".into()));
+            }
+            match next_op(&mut info).map_err(Failure)? {
+                Some(ServerOp::Info) if info.is_empty() => break,
+                Some(op) => return Err(Failure(format!("expected INFO alone, got {op:?}"))),
+                None => {}
+            }
+        }
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let tls = TlsConnector::from(cfg).connect(name, tcp).await?;
+        if tls.get_ref().1.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+            return Err(Failure("not TLS 1.3".into()));
+        }
+        let mut c = NatsConn {
+            tls,
+            rbuf: BytesMut::with_capacity(NATS_READ * 2),
+            wbuf: Vec::with_capacity(NATS_WRITE + 1024),
+            wbuf_at: 0,
+        };
+        let connect = serde_json::json!({
+            "verbose": false,
+            "pedantic": false,
+            "tls_required": true,
+            "auth_token": token,
+            "name": "rampart-bench",
+            "lang": "rust",
+            "version": "0",
+            "protocol": 1,
+            "echo": false,
+        });
+        c.queue(format!("CONNECT {connect}\r\nPING\r\n").as_bytes());
+        c.round_trip().await?;
+        Ok(c)
+    }
+
+    /// Adds plaintext to send (nothing is written yet).
+    pub(super) fn queue(&mut self, data: &[u8]) {
+        self.wbuf.extend_from_slice(data);
+    }
+
+    /// Plaintext queued and not written yet.
+    pub(super) fn queued(&self) -> usize {
+        self.wbuf.len() - self.wbuf_at
+    }
+
+    /// Writes everything queued and flushes the TLS stream. Cancel-safe:
+    /// `wbuf_at` only moves past what the stream took.
+    pub(super) async fn flush(&mut self) -> Result<(), Failure> {
+        while self.wbuf_at < self.wbuf.len() {
+            let n = self.tls.write(&self.wbuf[self.wbuf_at..]).await?;
+            if n == 0 {
+                return Err(Failure("nats-server closed the connection".into()));
+            }
+            self.wbuf_at += n;
+        }
+        self.wbuf.clear();
+        self.wbuf_at = 0;
+        self.tls.flush().await?;
+        Ok(())
+    }
+
+    /// Reads once (waiting) into `rbuf`; false at end of stream.
+    /// Cancel-safe (`read_buf`).
+    pub(super) async fn fill(&mut self) -> Result<bool, Failure> {
+        self.rbuf.reserve(NATS_READ);
+        Ok(self.tls.read_buf(&mut self.rbuf).await? > 0)
+    }
+
+    /// The next server operation, reading as needed (PINGs are not
+    /// answered here).
+    pub(super) async fn next(&mut self) -> Result<ServerOp, Failure> {
+        loop {
+            if let Some(op) = next_op(&mut self.rbuf).map_err(Failure)? {
+                return Ok(op);
+            }
+            if !self.fill().await? {
+                return Err(Failure("nats-server closed the connection".into()));
+            }
+        }
+    }
+
+    /// Sends what is queued (the caller queued a PING last) and waits for
+    /// the PONG, answering server PINGs; `-ERR` is an error.
+    pub(super) async fn round_trip(&mut self) -> Result<(), Failure> {
+        loop {
+            self.flush().await?;
+            match self.next().await? {
+                ServerOp::Pong => return Ok(()),
+                ServerOp::Ping => self.queue(b"PONG\r\n"),
+                ServerOp::Err(e) => return Err(Failure(format!("nats-server: -ERR {e}"))),
+                ServerOp::Ok | ServerOp::Info | ServerOp::Msg(_) => {}
+            }
+        }
+    }
+
+    /// A publisher's look at its connection between writes, without
+    /// waiting: reads what has arrived and queues PONG for every PING;
+    /// `-ERR` is an error.
+    pub(super) async fn poll_control(&mut self) -> Result<(), Failure> {
+        // The read is polled once: if nothing has arrived, the ready
+        // branch wins and the (cancel-safe) read is dropped.
+        let open = tokio::select! {
+            biased;
+            r = self.fill() => r?,
+            () = std::future::ready(()) => true,
+        };
+        if !open {
+            return Err(Failure(
+                "nats-server closed a publisher's connection".into(),
+            ));
+        }
+        while let Some(op) = next_op(&mut self.rbuf).map_err(Failure)? {
+            match op {
+                ServerOp::Ping => self.queue(b"PONG\r\n"),
+                ServerOp::Err(e) => return Err(Failure(format!("nats-server: -ERR {e}"))),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A NATS subscriber: counts MSGs in place, answers PINGs, reports `-ERR`.
+pub(super) struct NatsSub {
+    conn: NatsConn,
+    size: usize,
+    events: Arc<NatsEvents>,
+}
+
+impl NatsSub {
+    pub(super) async fn subscribe(
+        mut conn: NatsConn,
+        subject: &str,
+        size: usize,
+        events: Arc<NatsEvents>,
+    ) -> Result<Self, Failure> {
+        conn.queue(format!("SUB {subject} 1\r\nPING\r\n").as_bytes());
+        // The PONG shows that the server has registered the SUB.
+        conn.round_trip().await?;
+        Ok(NatsSub { conn, size, events })
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1, ::1 and localhost, written
+/// to `dir` as `server.crt` and `server.key`; returns the CA certificate
+/// and the two paths.
+pub(super) fn loopback_certificates(
+    dir: &Path,
+) -> Result<(rustls::pki_types::CertificateDer<'static>, PathBuf, PathBuf), Failure> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose, SanType,
+    };
+    let ca_kp = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Rampart bench peer CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = ca_params.self_signed(&ca_kp)?;
+
+    let kp = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec!["localhost".to_string()])?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    for ip in [
+        std::net::IpAddr::from([127, 0, 0, 1]),
+        std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+    ] {
+        params.subject_alt_names.push(SanType::IpAddress(ip));
+    }
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.signed_by(&kp, &ca, &ca_kp)?;
+
+    let (cert_path, key_path) = (dir.join("server.crt"), dir.join("server.key"));
+    rampart_identity::fsutil::write_private_file(&cert_path, cert.pem().as_bytes())?;
+    rampart_identity::fsutil::write_private_file(&key_path, kp.serialize_pem().as_bytes())?;
+    Ok((ca.der().clone(), cert_path, key_path))
+}
+
+/// `--nats-server`, else `scripts/peers.sh nats-bin` from the repository
+/// that holds the current directory or this binary.
+pub(super) fn nats_server_path(given: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    if let Some(p) = given {
+        return Ok(p);
+    }
+    let mut starts = vec![std::env::current_dir()?];
+    if let Ok(exe) = std::env::current_exe() {
+        starts.push(exe);
+    }
+    let script = starts
+        .iter()
+        .flat_map(|s| s.ancestors())
+        .map(|d| d.join("scripts").join("peers.sh"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            Failure(
+                "no nats-server: pass --nats-server PATH or set RAMPART_BENCH_NATS_SERVER, \
+                 or run from the Rampart repository (scripts/peers.sh installs it)"
+                    .into(),
+            )
+        })?;
+    eprintln!("bench: {} nats-bin", script.display());
+    let out = std::process::Command::new(&script)
+        .arg("nats-bin")
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| Failure(format!("running {}: {e}", script.display())))?;
+    if !out.status.success() {
+        return Err(Failure(format!(
+            "{} nats-bin failed ({})",
+            script.display(),
+            out.status
+        )));
+    }
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if !path.is_file() {
+        return Err(Failure(format!(
+            "{} nats-bin printed {}, which is not a file",
+            script.display(),
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
+impl Received for NatsSub {
+    async fn next_arrivals(&mut self, mut each: Option<Each<'_>>) -> Option<u64> {
+        loop {
+            // PONGs queued by an earlier call.
+            self.conn.flush().await.ok()?;
+            let mut got = 0u64;
+            loop {
+                match next_op(&mut self.conn.rbuf) {
+                    Ok(Some(ServerOp::Msg(payload))) => {
+                        got += 1;
+                        if let Some(f) = each.as_mut() {
+                            f(&payload);
+                        }
+                        if payload.len() != self.size {
+                            self.events.bad_size.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(Some(ServerOp::Ping)) => self.conn.queue(b"PONG\r\n"),
+                    Ok(Some(ServerOp::Err(e))) => {
+                        let slow = e.to_ascii_lowercase().contains("slow consumer");
+                        let c = if slow {
+                            &self.events.slow
+                        } else {
+                            &self.events.errors
+                        };
+                        c.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("bench: nats-server to a subscriber: -ERR {e}");
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        eprintln!("bench: NATS subscriber: {e}");
+                        self.events.errors.fetch_add(1, Ordering::Relaxed);
+                        return None;
+                    }
+                }
+            }
+            if got > 0 {
+                return Some(got);
+            }
+            match self.conn.fill().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.events.disconnects.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                Err(e) => {
+                    eprintln!("bench: NATS subscriber: {}", e.0);
+                    self.events.disconnects.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nats_config_has_tls_13_token_and_no_jetstream() {
+        let c = nats_config(
+            Path::new("/tmp/a dir/server.crt"),
+            Path::new("/tmp/x\"y/server.key"),
+            "nats_abc",
+        );
+        assert!(c.contains("listen: \"127.0.0.1:-1\"\n"), "{c}");
+        assert!(c.contains("max_payload: 1048576\n"), "{c}");
+        assert!(c.contains("cert_file: \"/tmp/a dir/server.crt\"\n"), "{c}");
+        assert!(c.contains("key_file: \"/tmp/x\\\"y/server.key\"\n"), "{c}");
+        assert!(c.contains("min_version: \"1.3\""), "{c}");
+        assert!(
+            c.contains("authorization {\n  token: \"nats_abc\"\n}"),
+            "{c}"
+        );
+        assert!(!c.contains("jetstream"), "{c}");
+    }
+
+    /// Feeds `chunks` one after another, as separate socket reads, and
+    /// collects every complete operation.
+    fn parse_all(chunks: &[&[u8]]) -> (Vec<ServerOp>, BytesMut) {
+        let mut buf = BytesMut::new();
+        let mut ops = Vec::new();
+        for c in chunks {
+            buf.extend_from_slice(c);
+            while let Some(op) = next_op(&mut buf).unwrap() {
+                ops.push(op);
+            }
+        }
+        (ops, buf)
+    }
+
+    #[test]
+    fn msg_parser_handles_split_frames_reply_ping_and_err() {
+        let stream: &[u8] = b"INFO {\"server_id\":\"x\"}\r\n+OK\r\n\
+            MSG a.b 1 5\r\nhello\r\n\
+            MSG a.b 1 _INBOX.r 3\r\na\r\n\r\n\
+            PING\r\n\
+            MSG a.b 1 0\r\n\r\n\
+            PONG\r\n\
+            -ERR 'Slow Consumer Detected'\r\n";
+        let want = vec![
+            ServerOp::Info,
+            ServerOp::Ok,
+            ServerOp::Msg(Bytes::from_static(b"hello")),
+            ServerOp::Msg(Bytes::from_static(b"a\r\n")),
+            ServerOp::Ping,
+            ServerOp::Msg(Bytes::new()),
+            ServerOp::Pong,
+            ServerOp::Err("Slow Consumer Detected".into()),
+        ];
+        // In one read, and split at every possible place, and byte by byte.
+        let (ops, rest) = parse_all(&[stream]);
+        assert_eq!(ops, want);
+        assert!(rest.is_empty());
+        for at in 0..stream.len() {
+            let (ops, rest) = parse_all(&[&stream[..at], &stream[at..]]);
+            assert_eq!(ops, want, "split at {at}");
+            assert!(rest.is_empty());
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(parse_all(&bytes).0, want);
+
+        // A payload may hold CR LF and "MSG"; only the length counts.
+        let (ops, _) = parse_all(&[b"MSG s 9 8\r\nMSG \r\n\r\n\r\n", b"PING\r\n"]);
+        assert_eq!(
+            ops,
+            vec![
+                ServerOp::Msg(Bytes::from_static(b"MSG \r\n\r\n")),
+                ServerOp::Ping
+            ]
+        );
+        // An incomplete header or payload waits for more.
+        let (ops, rest) = parse_all(&[b"MSG s 1 4\r\nab"]);
+        assert!(ops.is_empty());
+        assert_eq!(&rest[..], b"MSG s 1 4\r\nab");
+    }
+
+    #[test]
+    fn msg_parser_rejects_garbage() {
+        for bad in [
+            &b"MSG s 1 x\r\n"[..],
+            b"MSG s\r\n",
+            b"MSG s 1 a b 3\r\n",
+            b"MSG s 1 3\r\nabcXY",
+            b"HELLO\r\n",
+        ] {
+            let mut buf = BytesMut::from(bad);
+            assert!(
+                next_op(&mut buf).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(parse_len(b"1048576"), Some(1 << 20));
+        assert_eq!(parse_len(b""), None);
+        assert_eq!(parse_len(b"-1"), None);
+    }
+}
