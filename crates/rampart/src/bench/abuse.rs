@@ -136,6 +136,8 @@ pub(crate) struct ChildServer {
     child: std::process::Child,
     tcp: SocketAddr,
     quic: SocketAddr,
+    /// The HTTPS API, unless `RAMPART_HTTP_BIND` turned it off.
+    https: Option<SocketAddr>,
     ca: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -168,18 +170,20 @@ impl ChildServer {
             .stderr(std::fs::File::create(&err_path)?);
         let mut child = cmd.spawn()?;
         let started = Instant::now();
-        let (tcp, quic) = loop {
+        let (tcp, quic, https) = loop {
             let out = std::fs::read_to_string(&out_path).unwrap_or_default();
             let addr = |prefix: &str| {
                 out.lines()
                     .find_map(|l| l.strip_prefix(prefix))
                     .and_then(|a| a.trim().parse::<SocketAddr>().ok())
             };
-            if let (Some(t), Some(q)) = (
+            // The dev-mode lines come after every "listening on" line.
+            if let (Some(t), Some(q), true) = (
                 addr("rampart: tls listening on "),
                 addr("rampart: quic listening on "),
+                out.contains("rampart: dev mode"),
             ) {
-                break (t, q);
+                break (t, q, addr("rampart: https listening on "));
             }
             let exited = child.try_wait()?;
             if exited.is_some() || started.elapsed() > Duration::from_secs(30) {
@@ -199,6 +203,7 @@ impl ChildServer {
             child,
             tcp,
             quic,
+            https,
             ca: data.join("dev").join("ca.crt"),
             _dir: dir,
         })
@@ -213,6 +218,17 @@ impl ChildServer {
             Net::Tcp => format!("tls://{}", self.tcp),
             Net::Quic => format!("quic://{}", self.quic),
         }
+    }
+
+    /// `https://host:port` of the HTTPS API (the Vault-compatible one), if
+    /// it listens.
+    pub(crate) fn https_url(&self) -> Option<String> {
+        self.https.map(|a| format!("https://{a}"))
+    }
+
+    /// The dev CA that verifies the server (PEM).
+    pub(crate) fn ca(&self) -> &std::path::Path {
+        &self.ca
     }
 
     pub(crate) fn config(&self, key: &Secret<String>) -> ClientConfig {

