@@ -16,7 +16,10 @@
 //! - `latency` ([`pubsub`]): 1->1 at fixed offered rates, with HdrHistogram,
 //!   corrected for coordinated omission;
 //! - `durable` ([`jetstream`]): 64 acknowledged publishes in flight, 128 B,
-//!   Rampart `on_commit` against JetStream (file storage, one replica);
+//!   Rampart `on_commit` against JetStream (file storage, one replica) with
+//!   its default sync interval (the aim), and two like-for-like
+//!   rows: `on_commit` against JetStream `sync_interval: always`, and
+//!   Rampart `interval:1000` against default JetStream;
 //! - `cache` ([`jetstream`]): cache gets and puts, 16 workers, against NATS
 //!   KV (memory storage);
 //! - `vault` ([`openbao`]): secret reads, AppRole logins and durable secret
@@ -51,7 +54,8 @@ pub(crate) enum Section {
     /// 1->1 latency at fixed offered rates.
     Latency,
     /// Durable acknowledged publishes, 64 in flight, against JetStream
-    /// (file storage, one replica).
+    /// (file storage, one replica), with its default sync interval and
+    /// with `sync_interval: always`.
     Durable,
     /// Cache gets and puts against NATS KV.
     Cache,
