@@ -436,18 +436,23 @@ pub(super) async fn throughput(env: &mut Env, report: &mut Report) -> Result<(),
             for net in [Net::Tcp, Net::Quic] {
                 run += 1;
                 let url = rampart.url(net);
+                // A failed workload is a row that says so; the run goes on.
                 let m = bounded(
                     format!("Rampart {} {net:?}", w.label()),
                     env.window,
                     rampart_throughput(&url, &cfg, w, env.window, env.batch, run),
                 )
-                .await?;
-                eprintln!(
-                    "bench: Rampart {net:?} {}: {:.0} msg/s, {:.3}% delivered",
-                    w.label(),
-                    m.rate(),
-                    m.delivered_pct()
-                );
+                .await
+                .map_err(|e| e.0);
+                match &m {
+                    Ok(m) => eprintln!(
+                        "bench: Rampart {net:?} {}: {:.0} msg/s, {:.3}% delivered",
+                        w.label(),
+                        m.rate(),
+                        m.delivered_pct()
+                    ),
+                    Err(e) => eprintln!("bench: Rampart {net:?} {} failed: {e}", w.label()),
+                }
                 rampart_m.push((net, m));
             }
             run += 1;
@@ -467,6 +472,10 @@ pub(super) async fn throughput(env: &mut Env, report: &mut Report) -> Result<(),
                 *env.nats_max_1to1.lock().expect("not poisoned") = Some(n.rate());
             }
             for (net, m) in rampart_m {
+                let (rate, detail, held) = match &m {
+                    Ok(m) => (m.rate(), m.detail(), m.lost() == 0),
+                    Err(e) => (f64::NAN, format!("failed: {e}"), false),
+                };
                 report.rows.push(Row {
                     section: match net {
                         Net::Tcp => "pubsub TCP+TLS".into(),
@@ -475,13 +484,13 @@ pub(super) async fn throughput(env: &mut Env, report: &mut Report) -> Result<(),
                     workload: w.label(),
                     unit: "msg/s",
                     better: Better::Higher,
-                    rampart: m.rate(),
+                    rampart: rate,
                     peer: "NATS (TLS)".into(),
                     peer_value: n.rate(),
-                    rampart_detail: m.detail(),
+                    rampart_detail: detail,
                     peer_detail: n.detail(),
                     aim: if net == Net::Tcp { w.aim() } else { None },
-                    aim_terms_held: m.lost() == 0,
+                    aim_terms_held: held,
                 });
             }
         }
@@ -764,7 +773,11 @@ pub(super) async fn latency(env: &mut Env, report: &mut Report) -> Result<(), Fa
                 env.window,
                 rampart_latency(&url, &cfg, rate, env.window, run),
             )
-            .await?;
+            .await
+            .map_err(|e| e.0);
+            if let Err(e) = &l {
+                eprintln!("bench: Rampart latency {net:?} at {rate} msg/s failed: {e}");
+            }
             measured.push((net, l));
         }
         run += 1;
@@ -776,7 +789,14 @@ pub(super) async fn latency(env: &mut Env, report: &mut Report) -> Result<(), Fa
         .await?;
         for (net, l) in &measured {
             for (q, label) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")] {
-                let r = l.hist.value_at_quantile(q) as f64;
+                let (r, detail, held) = match l {
+                    Ok(l) => (
+                        l.hist.value_at_quantile(q) as f64,
+                        latency_detail(l),
+                        l.measured.lost() == 0 && l.bad == 0,
+                    ),
+                    Err(e) => (f64::NAN, format!("failed: {e}"), false),
+                };
                 let p = n.hist.value_at_quantile(q) as f64;
                 eprintln!(
                     "bench: latency {net:?} at {rate:.0} msg/s {label}: Rampart {r} us, NATS {p} us"
@@ -792,10 +812,10 @@ pub(super) async fn latency(env: &mut Env, report: &mut Report) -> Result<(), Fa
                     rampart: r,
                     peer: "NATS (TLS)".into(),
                     peer_value: p,
-                    rampart_detail: latency_detail(l),
+                    rampart_detail: detail,
                     peer_detail: latency_detail(&n),
                     aim: (*net == Net::Tcp && share == 0.5 && label == "p99").then_some(1.0),
-                    aim_terms_held: l.measured.lost() == 0 && l.bad == 0,
+                    aim_terms_held: held,
                 });
             }
         }
