@@ -35,10 +35,15 @@ pub struct Unavailable;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AuditStats {
-    /// Records written (and fsynced, for files), checkpoints not counted.
+    /// Records written, checkpoints not counted. For files, a record is
+    /// fsynced before a durable waiter is answered, and within 100 ms of
+    /// being written otherwise.
     pub written: u64,
     /// Signed checkpoints written.
     pub checkpoints: u64,
+    /// Fsyncs of the audit file (each covers every record written before
+    /// it).
+    pub fsyncs: u64,
     /// Best-effort records not queued: queue full, log shut down or writer
     /// gone.
     pub dropped: u64,
@@ -213,7 +218,8 @@ impl Auditor {
     /// flushed to stdout), without waiting for its fsync: what Vault's
     /// audit devices promise. For frequent reads, where an fsync per
     /// request costs more than it protects; a machine crash may lose the
-    /// last records, a process crash does not. Fails like
+    /// last records (the writer fsyncs them with the next durable record,
+    /// and within 100 ms at most), a process crash does not. Fails like
     /// [`Auditor::mandatory`] when that does not happen in time.
     pub async fn written(&self, ev: Event) -> Result<(), Unavailable> {
         self.waited(ev, true).await
@@ -283,6 +289,7 @@ impl Auditor {
         AuditStats {
             written: get(&c.written),
             checkpoints: get(&c.checkpoints),
+            fsyncs: get(&c.fsyncs),
             dropped: get(&c.dropped),
             rejected: get(&c.rejected),
             failures: get(&c.failures),

@@ -1,6 +1,13 @@
 //! The writer thread: takes events off the queue, chains and hashes them,
-//! and makes each batch durable with one write and one fsync before
-//! answering the callers waiting on it (group commit).
+//! and writes each batch with one write, answering the callers who asked
+//! for the `written` level at once. A batch with a caller waiting for
+//! durability (or a checkpoint, or a rotation) is fsynced before they are
+//! answered, covering every batch written before it (group commit). A
+//! batch without one is not fsynced on its own: the fsync waits for the
+//! next batch that needs one, or [`SYNC_LAG`] at most, so that callers at
+//! the `written` level (vault reads) never queue behind an fsync they did
+//! not ask for. If that fsync fails, the file is cut back to the last good
+//! fsync and every record after it is counted lost, as a failed batch is.
 //!
 //! It runs on its own OS thread with blocking IO, so a stuck disk or a
 //! blocked stdout stalls only this thread; callers are bounded by the queue
@@ -54,12 +61,16 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 const WARN_EVERY: Duration = Duration::from_secs(5);
 /// Batches waiting for the stdout copy thread.
 const COPY_QUEUE: usize = 1024;
+/// The longest a written record waits for its fsync when no caller asks
+/// for durability.
+const SYNC_LAG: Duration = Duration::from_millis(100);
 
 /// Shared between the writer and every `Auditor` clone.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub written: AtomicU64,
     pub checkpoints: AtomicU64,
+    pub fsyncs: AtomicU64,
     pub dropped: AtomicU64,
     pub rejected: AtomicU64,
     pub failures: AtomicU64,
@@ -80,8 +91,10 @@ pub(crate) enum Output {
 pub(crate) struct FileSink {
     dir: PathBuf,
     file_seq: u64,
-    /// Bytes of the current file that the writer wrote and synced.
+    /// Bytes of the current file that the writer wrote.
     len: u64,
+    /// Of those, the bytes fsynced.
+    synced_len: u64,
     create: bool,
     /// A failed write could not be cut back: the bytes past `len` are the
     /// writer's own leftovers, to cut off before the next write.
@@ -97,6 +110,7 @@ impl FileSink {
             dir,
             file_seq: resume.file_seq,
             len: resume.file_len,
+            synced_len: resume.file_len,
             create: resume.create,
             dirty: false,
             max_bytes,
@@ -120,14 +134,14 @@ impl FileSink {
         Ok(self)
     }
 
-    /// Appends `buf` to the current file and fsyncs it. The file is opened
-    /// by path every time, so a file or folder replaced underneath (a full
-    /// disk, an unmounted volume) fails this batch only, and service resumes
-    /// when it is back. A failed write is cut back, so no partial line stays
-    /// in the log. A file that is not a regular file (a symlink to
-    /// `/dev/null`...), or that is shorter or longer than what the writer
-    /// wrote, is not appended to.
-    fn append(&mut self, buf: &[u8], written: &mut dyn FnMut()) -> io::Result<()> {
+    /// Opens the current file by path for appending, checking that it is
+    /// a regular file of the length the writer left it at. The file is
+    /// opened by path every time, so a file or folder replaced underneath
+    /// (a full disk, an unmounted volume) fails this batch only, and
+    /// service resumes when it is back. A file that is not a regular file
+    /// (a symlink to `/dev/null`...), or that is shorter or longer than
+    /// what the writer wrote, is not appended to.
+    fn open(&mut self) -> io::Result<std::fs::File> {
         let path = self.dir.join(files::log_file_name(self.file_seq));
         let mut opts = OpenOptions::new();
         opts.append(true);
@@ -139,7 +153,7 @@ impl FileSink {
                 opts.mode(0o600);
             }
         }
-        let mut f = opts.open(&path)?;
+        let f = opts.open(&path)?;
         let meta = f.metadata()?;
         if !meta.is_file() {
             return Err(io::Error::other("not a regular file"));
@@ -167,19 +181,65 @@ impl FileSink {
             f.sync_all()?;
             files::sync_dir(&self.dir)?;
         }
-        let synced = f.write_all(buf).and_then(|()| {
-            written();
-            f.sync_data()
-        });
-        if let Err(e) = synced {
+        Ok(f)
+    }
+
+    /// Appends `buf` to the current file, calls `written`, and fsyncs the
+    /// file if `sync` (covering every earlier unsynced append too). A
+    /// failed write is cut back, so no partial line stays in the log; a
+    /// failed fsync cuts the file back to the last good fsync.
+    fn append(&mut self, buf: &[u8], written: &mut dyn FnMut(), sync: bool) -> Result<(), Failed> {
+        let f = self.open().map_err(Failed::Write)?;
+        if let Err(e) = (&f).write_all(buf) {
             // If this fails too, the next batch cuts the file back.
             self.dirty = f.set_len(self.len).and_then(|()| f.sync_data()).is_err();
-            return Err(e);
+            return Err(Failed::Write(e));
         }
+        written();
         self.dirty = false;
         self.create = false;
         self.len += buf.len() as u64;
+        if sync {
+            self.sync(&f)?;
+        }
         Ok(())
+    }
+
+    /// Fsyncs what was appended since the last fsync.
+    fn sync_pending(&mut self) -> Result<(), Failed> {
+        if self.synced_len == self.len {
+            return Ok(());
+        }
+        let f = self.open().map_err(Failed::Write)?;
+        self.sync(&f)
+    }
+
+    fn sync(&mut self, f: &std::fs::File) -> Result<(), Failed> {
+        if let Err(e) = f.sync_data() {
+            self.len = self.synced_len;
+            self.dirty = f.set_len(self.len).and_then(|()| f.sync_data()).is_err();
+            return Err(Failed::Sync(e));
+        }
+        self.synced_len = self.len;
+        Ok(())
+    }
+}
+
+/// Why a batch did not make it.
+#[derive(Debug)]
+enum Failed {
+    /// It was not written (nothing else changed).
+    Write(io::Error),
+    /// It was written but the fsync failed: the file is cut back to the
+    /// last good fsync, so every record written since is gone.
+    Sync(io::Error),
+}
+
+impl Failed {
+    fn error(&self) -> &io::Error {
+        match self {
+            Failed::Write(e) | Failed::Sync(e) => e,
+        }
     }
 }
 
@@ -189,10 +249,11 @@ impl Output {
         buf: &[u8],
         counters: &Counters,
         written: &mut dyn FnMut(),
-    ) -> io::Result<()> {
+        sync: bool,
+    ) -> Result<(), Failed> {
         match self {
             Output::Files(sink) => {
-                sink.append(buf, written)?;
+                sink.append(buf, written, sync)?;
                 if let Some(copy) = &sink.copy {
                     if copy.try_send(buf.to_vec()).is_err() {
                         counters.stdout_dropped.fetch_add(1, Relaxed);
@@ -201,10 +262,20 @@ impl Output {
                 Ok(())
             }
             Output::Stdout(out) => {
-                out.write_all(buf).and_then(|()| out.flush())?;
+                out.write_all(buf)
+                    .and_then(|()| out.flush())
+                    .map_err(Failed::Write)?;
                 written();
                 Ok(())
             }
+        }
+    }
+
+    /// Fsyncs what was written without one.
+    fn sync_pending(&mut self) -> Result<(), Failed> {
+        match self {
+            Output::Files(sink) => sink.sync_pending(),
+            Output::Stdout(_) => Ok(()),
         }
     }
 
@@ -259,6 +330,11 @@ pub(crate) struct Writer {
     retry_at: Option<Instant>,
     /// Reused batch buffer.
     spare: Vec<u8>,
+    /// The chain as of the last fsync, and the records written since then
+    /// and when the first of them was: what a failed fsync takes back.
+    synced_chain: Chain,
+    unsynced_records: u64,
+    unsynced_since: Option<Instant>,
     warned_at: Option<Instant>,
     suppressed: u64,
 }
@@ -286,6 +362,9 @@ impl Writer {
         Writer {
             keys,
             counters,
+            synced_chain: chain.clone(),
+            unsynced_records: 0,
+            unsynced_since: None,
             chain,
             out,
             checkpoint_every,
@@ -342,28 +421,75 @@ impl Writer {
         }
         let last = self.batch();
         self.commit(last, true);
+        if self.unsynced_records > 0 {
+            match self.out.sync_pending() {
+                Ok(()) => self.synced(),
+                Err(e) => self.sync_failed(&e),
+            }
+        }
         for done in stopping {
             let _ = done.send(());
         }
     }
 
-    /// How long to wait for the next event before a timed checkpoint.
+    /// How long to wait for the next event before a timed checkpoint or
+    /// a lagging fsync.
     fn wait(&self) -> Duration {
+        let sync = self.unsynced_since.map_or(IDLE_WAIT, |t| {
+            (t + SYNC_LAG).saturating_duration_since(Instant::now())
+        });
         if self.since_checkpoint == 0 {
-            return IDLE_WAIT;
+            return sync;
         }
         let mut at = self.last_checkpoint + self.checkpoint_interval;
         if let Some(retry) = self.retry_at {
             at = at.max(retry);
         }
-        at.saturating_duration_since(Instant::now())
+        at.saturating_duration_since(Instant::now()).min(sync)
     }
 
     fn tick(&mut self) {
-        if self.since_checkpoint > 0 && self.wait().is_zero() {
+        let checkpoint_due = self.since_checkpoint > 0
+            && self.last_checkpoint.elapsed() >= self.checkpoint_interval
+            && self.retry_at.is_none_or(|at| Instant::now() >= at);
+        if checkpoint_due {
             let batch = self.batch();
             self.commit(batch, true);
         }
+        if self.unsynced_since.is_some_and(|t| t.elapsed() >= SYNC_LAG) {
+            match self.out.sync_pending() {
+                Ok(()) => self.synced(),
+                Err(e) => self.sync_failed(&e),
+            }
+        }
+    }
+
+    /// After a good fsync.
+    fn synced(&mut self) {
+        if matches!(self.out, Output::Files(_)) {
+            self.counters.fsyncs.fetch_add(1, Relaxed);
+        }
+        self.synced_chain = self.chain.clone();
+        self.unsynced_records = 0;
+        self.unsynced_since = None;
+    }
+
+    /// After a failed fsync cut the file back to the one before: the
+    /// records written since are lost and the chain goes back with them.
+    fn sync_failed(&mut self, e: &Failed) {
+        let lost = std::mem::take(&mut self.unsynced_records);
+        self.counters.lost.fetch_add(lost, Relaxed);
+        self.since_checkpoint = self.since_checkpoint.saturating_sub(lost);
+        self.chain = self.synced_chain.clone();
+        self.counters
+            .last_seq
+            .store(self.chain.next_seq() - 1, Relaxed);
+        self.unsynced_since = None;
+        self.retry_at = Some(Instant::now() + RETRY_AFTER);
+        self.failed(
+            "audit fsync failed; the records written since the last one are lost",
+            e.error(),
+        );
     }
 
     fn batch(&mut self) -> Batch {
@@ -447,7 +573,16 @@ impl Writer {
                 let _ = reply.send(Ok(()));
             }
         };
-        let result = self.out.write(&buf, &self.counters, &mut answer_early);
+        // Durable waiters, a checkpoint (HEAD must only ever name synced
+        // records) and a rotation need the fsync now; anything else may
+        // wait for the next one.
+        let sync = !replies.is_empty()
+            || head.is_some()
+            || force
+            || self.unsynced_since.is_some_and(|t| t.elapsed() >= SYNC_LAG);
+        let result = self
+            .out
+            .write(&buf, &self.counters, &mut answer_early, sync);
         match result {
             Ok(()) => {
                 self.chain = chain;
@@ -455,6 +590,12 @@ impl Writer {
                 self.counters
                     .last_seq
                     .store(self.chain.next_seq() - 1, Relaxed);
+                if sync {
+                    self.synced();
+                } else {
+                    self.unsynced_records += records;
+                    self.unsynced_since.get_or_insert_with(Instant::now);
+                }
                 for reply in replies {
                     let _ = reply.send(Ok(()));
                 }
@@ -474,9 +615,16 @@ impl Writer {
             }
             Err(e) => {
                 self.counters.lost.fetch_add(records, Relaxed);
-                self.retry_at = Some(Instant::now() + RETRY_AFTER);
                 // Counters first, so a caller told "no" sees them.
-                self.failed("audit write failed; the records of this batch are lost", &e);
+                match &e {
+                    Failed::Write(io) => {
+                        self.retry_at = Some(Instant::now() + RETRY_AFTER);
+                        self.failed("audit write failed; the records of this batch are lost", io);
+                    }
+                    // The batch was written, then cut back with everything
+                    // since the last fsync.
+                    Failed::Sync(_) => self.sync_failed(&e),
+                }
                 for reply in replies.into_iter().chain(early) {
                     let _ = reply.send(Err(()));
                 }

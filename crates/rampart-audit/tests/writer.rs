@@ -443,6 +443,36 @@ async fn written_records_are_in_the_file_when_answered_mixed_with_durable_ones()
     assert_eq!(r.records, 100);
 }
 
+#[tokio::test]
+async fn written_records_do_not_wait_for_an_fsync_but_get_one_soon() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("audit");
+    let a = start(data.path(), config(&dir));
+    // One at a time: each is its own batch.
+    for i in 0..20 {
+        a.written(event(i)).await.unwrap();
+    }
+    let before = a.stats();
+    assert_eq!(before.written, 20);
+    assert!(
+        before.fsyncs < 5,
+        "{} fsyncs for 20 written-level records",
+        before.fsyncs
+    );
+    // Within the lag, the tail is fsynced without anyone asking.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.stats().fsyncs == before.fsyncs {
+        assert!(Instant::now() < deadline, "no fsync of the written tail");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A durable record is fsynced before it is answered.
+    let fsyncs = a.stats().fsyncs;
+    a.mandatory(event(99)).await.unwrap();
+    assert_eq!(a.stats().fsyncs, fsyncs + 1);
+    a.shutdown().await;
+    assert_eq!(verify_dir(&dir, None).unwrap().records, 21);
+}
+
 /// The log writes what it is given: a secret put in an event is in the log.
 /// Callers must never do that; this pins the behaviour the docs warn about.
 #[tokio::test]
