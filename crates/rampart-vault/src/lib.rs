@@ -44,7 +44,41 @@
 //! `HASH` is the hex HMAC-SHA256, under the pepper, of the secret id (bound
 //! to tenant and role) or of the role id; neither id is stored in a key.
 //! Listing a folder is a prefix scan of `TENANT/FOLDER/`, so it never
-//! crosses tenants. Writes are read-modify-write under one lock.
+//! crosses tenants.
+//!
+//! # Writes: group commit
+//! Every change (a secret write, a metadata change, a role, a secret id, a
+//! login that uses up a secret id, a tenant reseal or erasure) is a
+//! read-modify-write *transaction*. Transactions are prepared one at a time
+//! under one lock, so check-and-set, version numbers and use counts are
+//! exact; but they are not committed under it. Each appends its ops to an
+//! open batch, and its new values to an in-memory overlay that the next
+//! transactions read before the store, and then waits, without the lock,
+//! for its batch. The first waiter to find no commit running leads: it
+//! applies the whole batch in one store transaction (one fsync), hands the
+//! outcome to every writer of the batch and wakes them. While it commits,
+//! the next writers prepare the next batch. A lone writer leads at once, so
+//! nothing waits for a timer or another thread.
+//!
+//! Durability is as before: a change is answered `Ok` only once the store
+//! commit holding it is durable. If a commit fails, every writer of the
+//! batch gets the error, and so does every writer of the batch staged
+//! behind it (whose changes may rest on the failed ones); the overlay is
+//! cleared and a transaction prepared across the failure is refused, so
+//! nothing is ever committed on top of a change that was lost.
+//!
+//! Plain reads ([`Vault::read`], metadata, lists, roles) read the store:
+//! they see committed changes only, never one that could still fail, and
+//! every acknowledged change (read-after-acknowledged-write). Only
+//! transactions see the overlay, and one that answers from a staged value
+//! without changing anything (a delete of an already-deleted version, a
+//! login with an unlimited secret id) waits for that value's commit first.
+//! The module `commit` has the details.
+//!
+//! Writes block their thread until their commit. A batch holds at most as
+//! many writes as there are threads waiting, so a caller on an async
+//! runtime should run them on blocking threads (`spawn_blocking`), not on
+//! its few worker threads, for batches to grow with the load.
 //!
 //! # Mapping errors to Vault's HTTP API
 //! | [`VaultError`]      | Vault status                                     |
@@ -68,10 +102,12 @@
 //! - `approle`: roles, secret ids and the pure login check.
 //! - `cidr`: [`Cidr`] blocks for address binding.
 //! - `vault`: [`Vault`], the operations over the store, and sealing.
+//! - `commit`: the write transactions and their group commit.
 //! - `error`: [`VaultError`].
 
 mod approle;
 mod cidr;
+mod commit;
 mod data;
 mod error;
 mod kv2;

@@ -3,7 +3,9 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
 use std::time::Duration;
 
 use rampart_identity::{Pepper, Secret};
@@ -870,4 +872,486 @@ fn role_spec_is_checked() {
         VaultError::InvalidInput(_)
     ));
     assert!(f.vault.list_roles(&t("acme")).unwrap().is_empty());
+}
+
+// === Group commit ===
+
+/// A redb store that counts its commits, and can hold them at a gate and
+/// fail the next ones, to shape the batches of the group commit.
+#[derive(Debug)]
+struct TestStore {
+    inner: RedbStore,
+    applies: AtomicU64,
+    /// Commits still to fail, decided when a commit starts.
+    fail_next: AtomicU64,
+    hold: Mutex<bool>,
+    released: Condvar,
+}
+
+impl TestStore {
+    fn set_hold(&self, on: bool) {
+        *self.hold.lock().unwrap() = on;
+        self.released.notify_all();
+    }
+}
+
+impl KvStore for TestStore {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(table, key)
+    }
+    fn scan(&self, table: Table, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.inner.scan(table, prefix)
+    }
+    fn apply(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        self.applies.fetch_add(1, Ordering::SeqCst);
+        let fail = self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        let mut held = self.hold.lock().unwrap();
+        while *held {
+            held = self.released.wait(held).unwrap();
+        }
+        drop(held);
+        if fail {
+            return Err(StoreError("injected failure".into()));
+        }
+        self.inner.apply(ops)
+    }
+}
+
+struct Gated {
+    dir: tempfile::TempDir,
+    store: Arc<TestStore>,
+    vault: Arc<Vault>,
+}
+
+fn gated() -> Gated {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(TestStore {
+        inner: RedbStore::open(&dir.path().join("state.redb")).unwrap(),
+        applies: AtomicU64::new(0),
+        fail_next: AtomicU64::new(0),
+        hold: Mutex::new(false),
+        released: Condvar::new(),
+    });
+    let vault = Arc::new(Vault::new(
+        store.clone(),
+        Arc::new(Toy { xor: 0x5a }),
+        Pepper::from_bytes(&[42u8; 32]),
+    ));
+    Gated { dir, store, vault }
+}
+
+impl Gated {
+    fn applies(&self) -> u64 {
+        self.store.applies.load(Ordering::SeqCst)
+    }
+
+    /// Starts a write on another thread.
+    fn spawn_write(
+        &self,
+        path: &str,
+        v: u64,
+        cas: Option<u64>,
+    ) -> thread::JoinHandle<Result<VersionInfo, VaultError>> {
+        let (vault, path) = (self.vault.clone(), p(path));
+        thread::spawn(move || vault.write(&t("acme"), &path, &data(json!({ "v": v })), cas, v))
+    }
+
+    /// Drops the vault and opens a new one on the same file, as after a
+    /// restart.
+    fn reopen(self) -> (tempfile::TempDir, Vault) {
+        let Gated { dir, store, vault } = self;
+        drop(vault);
+        drop(store);
+        let kv = Arc::new(RedbStore::open(&dir.path().join("state.redb")).unwrap());
+        let vault = Vault::new(
+            kv,
+            Arc::new(Toy { xor: 0x5a }),
+            Pepper::from_bytes(&[42u8; 32]),
+        );
+        (dir, vault)
+    }
+}
+
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn v_of(vault: &Vault, path: &str, version: u64) -> Option<Value> {
+    value(&vault.read(&t("acme"), &p(path), Some(version), 0).unwrap())
+}
+
+#[test]
+fn concurrent_writes_get_consecutive_versions_and_survive_reopen() {
+    const THREADS: u64 = 16;
+    const EACH: u64 = 25;
+    let g = gated();
+    let acme = t("acme");
+    // Keep every version of the shared secret, to read each one back.
+    let keep = MetadataUpdate {
+        max_versions: Some(1000),
+        ..Default::default()
+    };
+    g.vault
+        .write_metadata(&acme, &p("a/e/shared"), keep, 0)
+        .unwrap();
+    let writers: Vec<_> = (0..THREADS)
+        .map(|i| {
+            let vault = g.vault.clone();
+            thread::spawn(move || {
+                let (acme, shared, own) = (t("acme"), p("a/e/shared"), p(&format!("a/e/own{i}")));
+                let mut got = Vec::new();
+                for j in 0..EACH {
+                    let payload = i * 1000 + j;
+                    let d = data(json!({ "v": payload }));
+                    let s = vault.write(&acme, &shared, &d, None, payload).unwrap();
+                    let o = vault.write(&acme, &own, &d, None, payload).unwrap();
+                    // One writer per own secret: its versions follow its
+                    // writes exactly.
+                    assert_eq!(o.version, j + 1);
+                    got.push((s.version, payload));
+                }
+                got
+            })
+        })
+        .collect();
+    let mut shared: Vec<(u64, u64)> = writers
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    shared.sort_unstable();
+    let versions: Vec<u64> = shared.iter().map(|&(v, _)| v).collect();
+    assert_eq!(
+        versions,
+        (1..=THREADS * EACH).collect::<Vec<_>>(),
+        "every write got its own version, with no gap"
+    );
+    let writes = THREADS * EACH * 2 + 1;
+    assert!(g.applies() <= writes);
+    assert_eq!(g.vault.store_commits(), g.applies());
+
+    // Every acknowledged write is in the file.
+    let (_dir, vault) = g.reopen();
+    for &(version, payload) in &shared {
+        assert_eq!(
+            v_of(&vault, "a/e/shared", version),
+            Some(json!({ "v": payload }))
+        );
+    }
+    for i in 0..THREADS {
+        let m = vault
+            .read_metadata(&acme, &p(&format!("a/e/own{i}")))
+            .unwrap();
+        assert_eq!(m.current_version, EACH);
+        assert_eq!(
+            v_of(&vault, &format!("a/e/own{i}"), EACH),
+            Some(json!({ "v": i * 1000 + EACH - 1 }))
+        );
+    }
+}
+
+#[test]
+fn check_and_set_is_exact_under_concurrency() {
+    const THREADS: u64 = 8;
+    const EACH: u64 = 10;
+    let f = fixture();
+    let vault = Arc::new(f.vault);
+    // Many racing creates with cas = 0: exactly one wins.
+    let creates: Vec<_> = (0..THREADS)
+        .map(|i| {
+            let vault = vault.clone();
+            thread::spawn(move || {
+                vault.write(
+                    &t("acme"),
+                    &p("a/e/k"),
+                    &data(json!({ "c": i })),
+                    Some(0),
+                    1,
+                )
+            })
+        })
+        .collect();
+    let won = creates
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|r| match r {
+            Ok(info) => {
+                assert_eq!(info.version, 1);
+                true
+            }
+            Err(e) => {
+                assert!(
+                    matches!(e, VaultError::CasMismatch { expected: 0, .. }),
+                    "{e}"
+                );
+                false
+            }
+        })
+        .count();
+    assert_eq!(won, 1);
+    // Then each thread makes EACH check-and-set writes, retrying on a
+    // mismatch: every success is exactly one past the version it named.
+    let writers: Vec<_> = (0..THREADS)
+        .map(|i| {
+            let vault = vault.clone();
+            thread::spawn(move || {
+                let (acme, path) = (t("acme"), p("a/e/k"));
+                let (mut done, mut mismatches) = (0, 0u64);
+                while done < EACH {
+                    let cur = vault.read_metadata(&acme, &path).unwrap().current_version;
+                    match vault.write(&acme, &path, &data(json!({ "i": i })), Some(cur), 2) {
+                        Ok(info) => {
+                            assert_eq!(info.version, cur + 1);
+                            done += 1;
+                        }
+                        Err(VaultError::CasMismatch { expected, current }) => {
+                            assert_eq!(expected, cur);
+                            assert!(current > cur, "a mismatch names a newer version");
+                            mismatches += 1;
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                mismatches
+            })
+        })
+        .collect();
+    for h in writers {
+        h.join().unwrap();
+    }
+    let m = vault.read_metadata(&t("acme"), &p("a/e/k")).unwrap();
+    assert_eq!(m.current_version, 1 + THREADS * EACH);
+}
+
+#[test]
+fn a_check_and_set_write_sees_the_write_staged_before_it() {
+    let g = gated();
+    g.spawn_write("a/e/k", 1, Some(0)).join().unwrap().unwrap();
+    g.store.set_hold(true);
+    let first = g.spawn_write("a/e/k", 2, Some(1));
+    wait_until("the commit of version 2", || g.applies() == 2);
+    // Version 2 is in flight: a writer already sees it, a reader not yet.
+    let second = g.spawn_write("a/e/k", 3, Some(2));
+    wait_until("version 3 to be staged", || g.vault.staged_changes() == 1);
+    let m = g.vault.read_metadata(&t("acme"), &p("a/e/k")).unwrap();
+    assert_eq!(m.current_version, 1, "readers see committed data only");
+    // This one fails on version 3, staged: its answer waits for version 3
+    // to be durable, so that it never names a version that could be lost.
+    let stale = g.spawn_write("a/e/k", 4, Some(1));
+    thread::sleep(Duration::from_millis(20));
+    assert!(!stale.is_finished());
+    g.store.set_hold(false);
+    assert_eq!(first.join().unwrap().unwrap().version, 2);
+    assert_eq!(second.join().unwrap().unwrap().version, 3);
+    assert_eq!(
+        stale.join().unwrap().unwrap_err(),
+        VaultError::CasMismatch {
+            expected: 1,
+            current: 3
+        }
+    );
+    assert_eq!(v_of(&g.vault, "a/e/k", 3), Some(json!({ "v": 3 })));
+}
+
+#[test]
+fn concurrent_writers_share_store_commits() {
+    const WRITERS: u64 = 32;
+    let g = gated();
+    // Shaped: while one commit is held, 31 writers stage behind it; all 31
+    // go in the next commit.
+    g.store.set_hold(true);
+    let lead = g.spawn_write("a/e/lead", 1, None);
+    wait_until("the first commit", || g.applies() == 1);
+    let rest: Vec<_> = (1..WRITERS)
+        .map(|i| g.spawn_write(&format!("a/e/k{}", i % 4), i, None))
+        .collect();
+    wait_until("every writer to stage", || {
+        g.vault.staged_changes() == usize::try_from(WRITERS - 1).unwrap()
+    });
+    g.store.set_hold(false);
+    lead.join().unwrap().unwrap();
+    let mut versions: Vec<u64> = rest
+        .into_iter()
+        .map(|h| h.join().unwrap().unwrap().version)
+        .collect();
+    assert_eq!(g.applies(), 2, "{WRITERS} writes, 2 store commits");
+    versions.sort_unstable();
+    // Four secrets, written 8, 8, 8 and 7 times in one batch.
+    assert_eq!(versions.iter().filter(|&&v| v == 1).count(), 4);
+    assert_eq!(versions.iter().max(), Some(&8));
+
+    // Unshaped: many writers, many writes; the count of commits (not any
+    // timing) shows that they were shared.
+    let before = g.applies();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|i| {
+            let vault = g.vault.clone();
+            thread::spawn(move || {
+                for j in 0..20 {
+                    vault
+                        .write(
+                            &t("acme"),
+                            &p(&format!("a/e/u{}", i % 8)),
+                            &data(json!({ "j": j })),
+                            None,
+                            j,
+                        )
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in writers {
+        h.join().unwrap();
+    }
+    let commits = g.applies() - before;
+    assert!(
+        commits < WRITERS * 20,
+        "{commits} commits for {} writes",
+        WRITERS * 20
+    );
+}
+
+#[test]
+fn a_failed_commit_fails_every_writer_of_its_batch_and_loses_nothing_acknowledged() {
+    let g = gated();
+    let acme = t("acme");
+    g.spawn_write("a/e/k", 1, None).join().unwrap().unwrap();
+    // The held commit will succeed; the batch behind it will fail.
+    g.store.set_hold(true);
+    let ok = g.spawn_write("a/e/k", 2, None);
+    wait_until("the commit of version 2", || g.applies() == 2);
+    g.store.fail_next.store(1, Ordering::SeqCst);
+    let failing: Vec<_> = (0..8)
+        .map(|i| g.spawn_write(if i % 2 == 0 { "a/e/k" } else { "a/e/other" }, 10 + i, None))
+        .collect();
+    wait_until("the batch to stage", || g.vault.staged_changes() == 8);
+    g.store.set_hold(false);
+    assert_eq!(ok.join().unwrap().unwrap().version, 2);
+    for h in failing {
+        assert!(matches!(h.join().unwrap(), Err(VaultError::Storage(_))));
+    }
+    assert_eq!(g.applies(), 3, "the failed batch was one commit");
+    assert_eq!(
+        g.vault.read_metadata(&acme, &p("a/e/other")).unwrap_err(),
+        VaultError::NotFound
+    );
+    // The next write builds on what was stored, not on the lost versions.
+    let next = g.spawn_write("a/e/k", 3, Some(2)).join().unwrap().unwrap();
+    assert_eq!(next.version, 3);
+
+    let (_dir, vault) = g.reopen();
+    let m = vault.read_metadata(&acme, &p("a/e/k")).unwrap();
+    assert_eq!(m.current_version, 3);
+    for v in 1..=3 {
+        assert_eq!(v_of(&vault, "a/e/k", v), Some(json!({ "v": v })));
+    }
+    assert_eq!(
+        vault.read_metadata(&acme, &p("a/e/other")).unwrap_err(),
+        VaultError::NotFound
+    );
+}
+
+#[test]
+fn writes_staged_on_a_failed_write_fail_with_it() {
+    let g = gated();
+    let acme = t("acme");
+    g.spawn_write("a/e/k", 1, None).join().unwrap().unwrap();
+    // Version 2's commit is held and will fail; versions 3 and 4 were
+    // computed on top of it (the second with check-and-set on 3), and a
+    // metadata write too. None of them may be stored.
+    g.store.set_hold(true);
+    g.store.fail_next.store(1, Ordering::SeqCst);
+    let doomed = g.spawn_write("a/e/k", 2, None);
+    wait_until("the commit of version 2", || g.applies() == 2);
+    let third = g.spawn_write("a/e/k", 3, None);
+    wait_until("version 3 to stage", || g.vault.staged_changes() == 1);
+    let fourth = g.spawn_write("a/e/k", 4, Some(3));
+    wait_until("version 4 to stage", || g.vault.staged_changes() == 2);
+    let behind = [third, fourth];
+    g.store.set_hold(false);
+    assert!(matches!(
+        doomed.join().unwrap(),
+        Err(VaultError::Storage(_))
+    ));
+    for h in behind {
+        assert!(matches!(h.join().unwrap(), Err(VaultError::Storage(_))));
+    }
+    assert_eq!(g.applies(), 2, "the batch behind never reached the store");
+    let m = g.vault.read_metadata(&acme, &p("a/e/k")).unwrap();
+    assert_eq!(m.current_version, 1);
+    // A check-and-set on the lost version is a mismatch now.
+    assert_eq!(
+        g.spawn_write("a/e/k", 5, Some(3))
+            .join()
+            .unwrap()
+            .unwrap_err(),
+        VaultError::CasMismatch {
+            expected: 3,
+            current: 1
+        }
+    );
+    assert_eq!(
+        g.spawn_write("a/e/k", 2, Some(1))
+            .join()
+            .unwrap()
+            .unwrap()
+            .version,
+        2
+    );
+    let (_dir, vault) = g.reopen();
+    assert_eq!(
+        vault
+            .read_metadata(&acme, &p("a/e/k"))
+            .unwrap()
+            .current_version,
+        2
+    );
+    assert_eq!(v_of(&vault, "a/e/k", 2), Some(json!({ "v": 2 })));
+}
+
+#[test]
+fn other_writes_go_through_the_same_batches() {
+    // A delete staged behind a write to the same secret sees it; a role
+    // and its secret id made back to back are both stored.
+    let g = gated();
+    let acme = t("acme");
+    g.store.set_hold(true);
+    let w = g.spawn_write("a/e/k", 1, None);
+    wait_until("the write's commit", || g.applies() == 1);
+    let del = {
+        let vault = g.vault.clone();
+        thread::spawn(move || vault.delete_metadata(&t("acme"), &p("a/e/k")))
+    };
+    let role = RoleName::parse("ci").unwrap();
+    let made = {
+        let (vault, role) = (g.vault.clone(), role.clone());
+        thread::spawn(move || {
+            let rec = vault.create_role(&t("acme"), RoleSpec::new(role.clone()), 1)?;
+            let sid = vault.generate_secret_id(&t("acme"), &role, 1)?;
+            Ok::<_, VaultError>((rec, sid))
+        })
+    };
+    wait_until("the delete and the role to stage", || {
+        g.vault.staged_changes() == 3
+    });
+    g.store.set_hold(false);
+    w.join().unwrap().unwrap();
+    del.join().unwrap().unwrap();
+    let (rec, (sid, _)) = made.join().unwrap().unwrap();
+    assert_eq!(
+        g.vault.read_metadata(&acme, &p("a/e/k")).unwrap_err(),
+        VaultError::NotFound
+    );
+    let login = g.vault.login(&rec.role_id, &sid, None, 2).unwrap();
+    assert_eq!(login.role, role);
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use rampart_identity::{Pepper, Secret};
 use rampart_proto::TenantId;
@@ -15,6 +15,7 @@ use crate::approle::{
     check_login, hash_hex, mac, new_secret_id, new_uuid, RoleIdIndex, RoleLogin, RoleName,
     RoleRecord, RoleSpec, SecretIdMeta, SecretIdRecord, MAX_CREDENTIAL_LEN,
 };
+use crate::commit::{GroupCommit, Txn};
 use crate::data::SecretData;
 use crate::error::VaultError;
 use crate::kv2::{MetadataUpdate, SecretMetadata, SecretRecord, SecretVersion, VersionInfo};
@@ -78,14 +79,17 @@ fn secret_id_prefix(tenant: &TenantId, role: &RoleName) -> String {
 }
 
 /// The secrets vault of every tenant. Cheap to share behind an `Arc`;
-/// reads run in parallel, writes (read-modify-write of one record) one at a
-/// time so that check-and-set and use counts are exact.
+/// reads run in parallel and see committed data only; writes
+/// (read-modify-write of records) are prepared one at a time, so that
+/// check-and-set and use counts are exact, and committed in groups: a
+/// write returns once it is durable, sharing the store commit with the
+/// writes prepared while the previous commit ran (see the crate docs).
 #[derive(Debug)]
 pub struct Vault {
     kv: Arc<dyn KvStore>,
     sealer: Arc<dyn Sealer>,
     pepper: Arc<Pepper>,
-    writes: Mutex<()>,
+    commits: GroupCommit,
 }
 
 // === impl Vault: records ===
@@ -99,17 +103,23 @@ impl Vault {
         pepper: impl Into<Arc<Pepper>>,
     ) -> Self {
         Self {
+            commits: GroupCommit::new(Arc::clone(&kv)),
             kv,
             sealer,
             pepper: pepper.into(),
-            writes: Mutex::new(()),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, ()> {
-        // The guarded state is the store, which a panic cannot leave half
-        // written (batches are atomic): a poisoned lock is still good.
-        self.writes.lock().unwrap_or_else(|e| e.into_inner())
+    /// Store commits attempted by writes so far.
+    #[cfg(test)]
+    pub(crate) fn store_commits(&self) -> u64 {
+        self.commits.commits()
+    }
+
+    /// Changes waiting for the next store commit.
+    #[cfg(test)]
+    pub(crate) fn staged_changes(&self) -> usize {
+        self.commits.staged()
     }
 
     fn seal_raw(
@@ -188,6 +198,7 @@ impl Vault {
             .map_err(|e| storage(format!("corrupt record {}/{key}: {e}", table.name())))
     }
 
+    /// A committed record (plain reads never see changes in flight).
     fn get<T: DeserializeOwned>(
         &self,
         tenant: &TenantId,
@@ -200,9 +211,23 @@ impl Vault {
             .transpose()
     }
 
-    /// Runs `f` on a secret's record under the write lock and stores the
-    /// record again if `f` says it changed. A missing secret is created
-    /// when `create`, else [`VaultError::NotFound`].
+    /// The newest record, staged or committed, inside a write.
+    fn get_latest<T: DeserializeOwned>(
+        &self,
+        tx: &mut Txn<'_>,
+        tenant: &TenantId,
+        table: Table,
+        key: &str,
+    ) -> Result<Option<T>, VaultError> {
+        tx.get(table, key)?
+            .map(|raw| self.open(tenant, table, key, &raw))
+            .transpose()
+    }
+
+    /// Runs `f` on the newest state of a secret's record in a write
+    /// transaction and stores the record again if `f` says it changed. A
+    /// missing secret is created when `create`, else
+    /// [`VaultError::NotFound`].
     fn modify<R>(
         &self,
         tenant: &TenantId,
@@ -212,18 +237,19 @@ impl Vault {
         f: impl FnOnce(&mut SecretRecord) -> Result<(R, bool), VaultError>,
     ) -> Result<R, VaultError> {
         let key = secret_key(tenant, path);
-        let _guard = self.lock();
-        let mut rec = match self.get::<SecretRecord>(tenant, Table::Secrets, &key)? {
-            Some(r) => r,
-            None if create => SecretRecord::new(now_ms),
-            None => return Err(VaultError::NotFound),
-        };
-        let (out, changed) = f(&mut rec)?;
-        if changed {
-            let v = self.seal(tenant, Table::Secrets, &key, &rec)?;
-            self.kv.apply(vec![Op::Put(Table::Secrets, key, v)])?;
-        }
-        Ok(out)
+        self.commits.run(|tx| {
+            let mut rec = match self.get_latest::<SecretRecord>(tx, tenant, Table::Secrets, &key)? {
+                Some(r) => r,
+                None if create => SecretRecord::new(now_ms),
+                None => return Err(VaultError::NotFound),
+            };
+            let (out, changed) = f(&mut rec)?;
+            if changed {
+                let v = self.seal(tenant, Table::Secrets, &key, &rec)?;
+                tx.push(Op::Put(Table::Secrets, key, v));
+            }
+            Ok(out)
+        })
     }
 
     fn load(&self, tenant: &TenantId, path: &SecretPath) -> Result<SecretRecord, VaultError> {
@@ -362,11 +388,13 @@ impl Vault {
     /// Removes the secret: its metadata and every version.
     pub fn delete_metadata(&self, tenant: &TenantId, path: &SecretPath) -> Result<(), VaultError> {
         let key = secret_key(tenant, path);
-        let _guard = self.lock();
-        if self.kv.get(Table::Secrets, &key)?.is_none() {
-            return Err(VaultError::NotFound);
-        }
-        Ok(self.kv.apply(vec![Op::Delete(Table::Secrets, key)])?)
+        self.commits.run(|tx| {
+            if tx.get(Table::Secrets, &key)?.is_none() {
+                return Err(VaultError::NotFound);
+            }
+            tx.push(Op::Delete(Table::Secrets, key));
+            Ok(())
+        })
     }
 
     /// The direct children of a folder, sorted: secrets by name, folders
@@ -430,6 +458,16 @@ impl Vault {
             .ok_or(VaultError::NotFound)
     }
 
+    fn load_role_latest(
+        &self,
+        tx: &mut Txn<'_>,
+        tenant: &TenantId,
+        role: &RoleName,
+    ) -> Result<RoleRecord, VaultError> {
+        self.get_latest(tx, tenant, Table::Approles, &role_key(tenant, role))?
+            .ok_or(VaultError::NotFound)
+    }
+
     /// Creates a role with a new random `role_id`, or updates it (keeping
     /// its `role_id`, as Vault does). Secret ids already issued keep their
     /// expiry and use count.
@@ -441,32 +479,34 @@ impl Vault {
     ) -> Result<RoleRecord, VaultError> {
         spec.check()?;
         let key = role_key(tenant, &spec.name);
-        let _guard = self.lock();
-        let existing: Option<RoleRecord> = self.get(tenant, Table::Approles, &key)?;
-        let mut ops = Vec::with_capacity(2);
-        let rec = match existing {
-            Some(old) => RoleRecord::from_spec(spec, old.role_id, old.created_ms, now_ms),
-            None => {
-                let rec = RoleRecord::from_spec(spec, new_uuid()?, now_ms, now_ms);
-                let index = RoleIdIndex {
-                    tenant: tenant.to_string(),
-                    role: rec.name.to_string(),
-                };
-                ops.push(Op::Put(
-                    Table::Approles,
-                    self.role_id_index_key(&rec.role_id),
-                    serde_json::to_vec(&index).map_err(storage)?,
-                ));
-                rec
-            }
-        };
-        ops.push(Op::Put(
-            Table::Approles,
-            key.clone(),
-            self.seal(tenant, Table::Approles, &key, &rec)?,
-        ));
-        self.kv.apply(ops)?;
-        Ok(rec)
+        self.commits.run(|tx| {
+            let existing: Option<RoleRecord> =
+                self.get_latest(tx, tenant, Table::Approles, &key)?;
+            let rec = match existing {
+                Some(old) => RoleRecord::from_spec(spec, old.role_id, old.created_ms, now_ms),
+                None => {
+                    let rec = RoleRecord::from_spec(spec, new_uuid()?, now_ms, now_ms);
+                    let index = RoleIdIndex {
+                        tenant: tenant.to_string(),
+                        role: rec.name.to_string(),
+                    };
+                    tx.push(Op::Put(
+                        Table::Approles,
+                        self.role_id_index_key(&rec.role_id),
+                        serde_json::to_vec(&index).map_err(storage)?,
+                    ));
+                    rec
+                }
+            };
+            // A failure here drops the index op pushed above: pushed
+            // changes are staged only when the transaction succeeds.
+            tx.push(Op::Put(
+                Table::Approles,
+                key.clone(),
+                self.seal(tenant, Table::Approles, &key, &rec)?,
+            ));
+            Ok(rec)
+        })
     }
 
     pub fn read_role(&self, tenant: &TenantId, role: &RoleName) -> Result<RoleRecord, VaultError> {
@@ -489,19 +529,18 @@ impl Vault {
     /// Deletes a role, its role-id index entry and every secret id issued
     /// for it.
     pub fn delete_role(&self, tenant: &TenantId, role: &RoleName) -> Result<(), VaultError> {
-        let _guard = self.lock();
-        let rec = self.load_role(tenant, role)?;
-        let mut ops = vec![
-            Op::Delete(Table::Approles, role_key(tenant, role)),
-            Op::Delete(Table::Approles, self.role_id_index_key(&rec.role_id)),
-        ];
-        for (k, _) in self
-            .kv
-            .scan(Table::Approles, &secret_id_prefix(tenant, role))?
-        {
-            ops.push(Op::Delete(Table::Approles, k));
-        }
-        Ok(self.kv.apply(ops)?)
+        self.commits.run(|tx| {
+            let rec = self.load_role_latest(tx, tenant, role)?;
+            tx.push(Op::Delete(Table::Approles, role_key(tenant, role)));
+            tx.push(Op::Delete(
+                Table::Approles,
+                self.role_id_index_key(&rec.role_id),
+            ));
+            for (k, _) in tx.scan(Table::Approles, &secret_id_prefix(tenant, role))? {
+                tx.push(Op::Delete(Table::Approles, k));
+            }
+            Ok(())
+        })
     }
 
     /// Issues a secret id for a role. The id is returned once and never
@@ -512,36 +551,36 @@ impl Vault {
         role: &RoleName,
         now_ms: u64,
     ) -> Result<(Secret<String>, SecretIdMeta), VaultError> {
-        let _guard = self.lock();
-        let rec = self.load_role(tenant, role)?;
-        let secret_id = new_secret_id()?;
-        let hash = self.secret_id_hash(tenant, role, secret_id.expose());
-        let key = format!("{}{}", secret_id_prefix(tenant, role), hash_hex(&hash));
-        let meta = SecretIdMeta {
-            accessor: new_uuid()?,
-            created_ms: now_ms,
-            expires_ms: rec.secret_id_ttl.map(|ttl| {
-                now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
-            }),
-            uses_left: (rec.secret_id_num_uses > 0).then_some(rec.secret_id_num_uses),
-        };
-        let stored = SecretIdRecord {
-            hash: hash.to_string(),
-            meta: meta.clone(),
-        };
-        let v = self.seal(tenant, Table::Approles, &key, &stored)?;
-        self.kv.apply(vec![Op::Put(Table::Approles, key, v)])?;
-        Ok((secret_id, meta))
+        self.commits.run(|tx| {
+            let rec = self.load_role_latest(tx, tenant, role)?;
+            let secret_id = new_secret_id()?;
+            let hash = self.secret_id_hash(tenant, role, secret_id.expose());
+            let key = format!("{}{}", secret_id_prefix(tenant, role), hash_hex(&hash));
+            let meta = SecretIdMeta {
+                accessor: new_uuid()?,
+                created_ms: now_ms,
+                expires_ms: rec.secret_id_ttl.map(|ttl| {
+                    now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+                }),
+                uses_left: (rec.secret_id_num_uses > 0).then_some(rec.secret_id_num_uses),
+            };
+            let stored = SecretIdRecord {
+                hash: hash.to_string(),
+                meta: meta.clone(),
+            };
+            let v = self.seal(tenant, Table::Approles, &key, &stored)?;
+            tx.push(Op::Put(Table::Approles, key, v));
+            Ok((secret_id, meta))
+        })
     }
 
+    /// Opens the secret-id records of a role, scanned from `rows`.
     fn secret_ids(
         &self,
         tenant: &TenantId,
-        role: &RoleName,
+        rows: Vec<(String, Vec<u8>)>,
     ) -> Result<Vec<(String, SecretIdRecord)>, VaultError> {
-        self.kv
-            .scan(Table::Approles, &secret_id_prefix(tenant, role))?
-            .into_iter()
+        rows.into_iter()
             .map(|(k, raw)| {
                 let r = self.open(tenant, Table::Approles, &k, &raw)?;
                 Ok((k, r))
@@ -556,8 +595,11 @@ impl Vault {
         role: &RoleName,
     ) -> Result<Vec<SecretIdMeta>, VaultError> {
         self.load_role(tenant, role)?;
+        let rows = self
+            .kv
+            .scan(Table::Approles, &secret_id_prefix(tenant, role))?;
         let mut out: Vec<SecretIdMeta> = self
-            .secret_ids(tenant, role)?
+            .secret_ids(tenant, rows)?
             .into_iter()
             .map(|(_, r)| r.meta)
             .collect();
@@ -572,14 +614,17 @@ impl Vault {
         role: &RoleName,
         accessor: &str,
     ) -> Result<(), VaultError> {
-        let _guard = self.lock();
-        let key = self
-            .secret_ids(tenant, role)?
-            .into_iter()
-            .find(|(_, r)| r.meta.accessor == accessor)
-            .map(|(k, _)| k)
-            .ok_or(VaultError::NotFound)?;
-        Ok(self.kv.apply(vec![Op::Delete(Table::Approles, key)])?)
+        self.commits.run(|tx| {
+            let rows = tx.scan(Table::Approles, &secret_id_prefix(tenant, role))?;
+            let key = self
+                .secret_ids(tenant, rows)?
+                .into_iter()
+                .find(|(_, r)| r.meta.accessor == accessor)
+                .map(|(k, _)| k)
+                .ok_or(VaultError::NotFound)?;
+            tx.push(Op::Delete(Table::Approles, key));
+            Ok(())
+        })
     }
 
     /// Destroys a secret id given the id itself (Vault's
@@ -591,11 +636,13 @@ impl Vault {
         secret_id: &Secret<String>,
     ) -> Result<(), VaultError> {
         let key = self.secret_id_key(tenant, role, secret_id.expose());
-        let _guard = self.lock();
-        if self.kv.get(Table::Approles, &key)?.is_none() {
-            return Err(VaultError::NotFound);
-        }
-        Ok(self.kv.apply(vec![Op::Delete(Table::Approles, key)])?)
+        self.commits.run(|tx| {
+            if tx.get(Table::Approles, &key)?.is_none() {
+                return Err(VaultError::NotFound);
+            }
+            tx.push(Op::Delete(Table::Approles, key));
+            Ok(())
+        })
     }
 
     /// Logs in with a role id and secret id, from `client_ip` when known.
@@ -621,19 +668,31 @@ impl Vault {
         {
             return Err(VaultError::LoginDenied);
         }
-        let _guard = self.lock();
-        let Some(raw) = self
-            .kv
-            .get(Table::Approles, &self.role_id_index_key(role_id))?
-        else {
-            return Err(VaultError::LoginDenied);
+        // The outer result is the transaction's (its change, if any, is
+        // stored only when it is `Ok`); the inner one is the login's, so
+        // that a refused login still tidies an expired secret id.
+        self.commits
+            .run(|tx| self.login_in(tx, role_id, sid, client_ip, now_ms))?
+    }
+
+    fn login_in(
+        &self,
+        tx: &mut Txn<'_>,
+        role_id: &str,
+        sid: &str,
+        client_ip: Option<IpAddr>,
+        now_ms: u64,
+    ) -> Result<Result<RoleLogin, VaultError>, VaultError> {
+        let denied = Ok(Err(VaultError::LoginDenied));
+        let Some(raw) = tx.get(Table::Approles, &self.role_id_index_key(role_id))? else {
+            return denied;
         };
         let index: RoleIdIndex = serde_json::from_slice(&raw).map_err(storage)?;
         let tenant = TenantId::parse(&index.tenant).map_err(storage)?;
         let role_name = RoleName::parse(&index.role).map_err(storage)?;
-        let role = match self.load_role(&tenant, &role_name) {
+        let role = match self.load_role_latest(tx, &tenant, &role_name) {
             Ok(r) => r,
-            Err(VaultError::NotFound) => return Err(VaultError::LoginDenied),
+            Err(VaultError::NotFound) => return denied,
             Err(e) => return Err(e),
         };
         // The index is in the clear: check it led to the role that really
@@ -641,7 +700,7 @@ impl Vault {
         let presented = mac(&self.pepper, ROLE_ID_CONTEXT, &[role_id.as_bytes()]);
         let actual = mac(&self.pepper, ROLE_ID_CONTEXT, &[role.role_id.as_bytes()]);
         if !presented.ct_eq(&actual) {
-            return Err(VaultError::LoginDenied);
+            return denied;
         }
         let hash = self.secret_id_hash(&tenant, &role_name, sid);
         let key = format!(
@@ -649,33 +708,35 @@ impl Vault {
             secret_id_prefix(&tenant, &role_name),
             hash_hex(&hash)
         );
-        let Some(mut rec) = self.get::<SecretIdRecord>(&tenant, Table::Approles, &key)? else {
-            return Err(VaultError::LoginDenied);
+        let Some(mut rec) =
+            self.get_latest::<SecretIdRecord>(tx, &tenant, Table::Approles, &key)?
+        else {
+            return denied;
         };
-        if let Err(denied) = check_login(&role, &rec, &hash, client_ip, now_ms) {
+        if let Err(refused) = check_login(&role, &rec, &hash, client_ip, now_ms) {
             if rec.meta.expires_ms.is_some_and(|e| now_ms >= e) {
                 // Tidy: an expired secret id can never be used again.
-                self.kv.apply(vec![Op::Delete(Table::Approles, key)])?;
+                tx.push(Op::Delete(Table::Approles, key));
             }
-            return Err(denied);
+            return Ok(Err(refused));
         }
         match rec.meta.uses_left {
             None => {}
-            Some(n) if n <= 1 => self.kv.apply(vec![Op::Delete(Table::Approles, key)])?,
+            Some(n) if n <= 1 => tx.push(Op::Delete(Table::Approles, key)),
             Some(n) => {
                 rec.meta.uses_left = Some(n - 1);
                 let v = self.seal(&tenant, Table::Approles, &key, &rec)?;
-                self.kv.apply(vec![Op::Put(Table::Approles, key, v)])?;
+                tx.push(Op::Put(Table::Approles, key, v));
             }
         }
-        Ok(RoleLogin {
+        Ok(Ok(RoleLogin {
             tenant,
             role: role_name,
             roles: role.roles,
             token_ttl: role.token_ttl,
             token_max_ttl: role.token_max_ttl,
             secret_id_accessor: rec.meta.accessor,
-        })
+        }))
     }
 }
 
@@ -685,44 +746,41 @@ impl Vault {
     /// Seals every vault record of a tenant again, so each is sealed with
     /// the tenant's newest keys (after a key rotation). Returns how many.
     pub fn reseal_tenant(&self, tenant: &TenantId) -> Result<usize, VaultError> {
-        let _guard = self.lock();
         let prefix = format!("{tenant}/");
-        let mut ops = Vec::new();
-        for table in [Table::Secrets, Table::Approles] {
-            for (k, raw) in self.kv.scan(table, &prefix)? {
-                let plain = self.open_raw(tenant, table, &k, &raw)?;
-                let v = self.seal_raw(tenant, table, &k, plain.expose())?;
-                ops.push(Op::Put(table, k, v));
+        self.commits.run(|tx| {
+            let mut n = 0;
+            for table in [Table::Secrets, Table::Approles] {
+                for (k, raw) in tx.scan(table, &prefix)? {
+                    let plain = self.open_raw(tenant, table, &k, &raw)?;
+                    let v = self.seal_raw(tenant, table, &k, plain.expose())?;
+                    tx.push(Op::Put(table, k, v));
+                    n += 1;
+                }
             }
-        }
-        let n = ops.len();
-        if n > 0 {
-            self.kv.apply(ops)?;
-        }
-        Ok(n)
+            Ok(n)
+        })
     }
 
     /// Deletes every vault record of a tenant (erasure): secrets, roles,
     /// secret ids and role-id index entries. Returns how many.
     pub fn erase_tenant(&self, tenant: &TenantId) -> Result<usize, VaultError> {
-        let _guard = self.lock();
         let prefix = format!("{tenant}/");
-        let mut ops = Vec::new();
-        for table in [Table::Secrets, Table::Approles] {
-            for (k, _) in self.kv.scan(table, &prefix)? {
-                ops.push(Op::Delete(table, k));
+        self.commits.run(|tx| {
+            let mut n = 0;
+            for table in [Table::Secrets, Table::Approles] {
+                for (k, _) in tx.scan(table, &prefix)? {
+                    tx.push(Op::Delete(table, k));
+                    n += 1;
+                }
             }
-        }
-        for (k, raw) in self.kv.scan(Table::Approles, ROLE_ID_INDEX)? {
-            let index: RoleIdIndex = serde_json::from_slice(&raw).map_err(storage)?;
-            if index.tenant == tenant.as_str() {
-                ops.push(Op::Delete(Table::Approles, k));
+            for (k, raw) in tx.scan(Table::Approles, ROLE_ID_INDEX)? {
+                let index: RoleIdIndex = serde_json::from_slice(&raw).map_err(storage)?;
+                if index.tenant == tenant.as_str() {
+                    tx.push(Op::Delete(Table::Approles, k));
+                    n += 1;
+                }
             }
-        }
-        let n = ops.len();
-        if n > 0 {
-            self.kv.apply(ops)?;
-        }
-        Ok(n)
+            Ok(n)
+        })
     }
 }
