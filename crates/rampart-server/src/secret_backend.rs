@@ -94,6 +94,20 @@ fn read_token_file(path: &Path) -> Result<Secret<String>, ConfigError> {
     Ok(Secret::new(raw.expose().trim().to_string()))
 }
 
+/// Runs a local vault call that commits (and so waits for an fsync) on
+/// the blocking pool: the async workers keep serving meanwhile, and
+/// concurrent writes reach the vault together, so they share one commit
+/// (the vault's group commit) instead of taking turns on the two workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    vault: &Arc<Vault>,
+    f: impl FnOnce(&Vault) -> Result<T, VaultError> + Send + 'static,
+) -> Result<T, VaultError> {
+    let vault = vault.clone();
+    tokio::task::spawn_blocking(move || f(&vault))
+        .await
+        .map_err(|e| VaultError::Storage(format!("vault task failed: {e}")))?
+}
+
 impl SecretBackend {
     /// Reads a version: `None` or `Some(0)` is the current one; a deleted
     /// or destroyed version comes back with `data: None`.
@@ -119,7 +133,10 @@ impl SecretBackend {
         now_ms: u64,
     ) -> Result<VersionInfo, VaultError> {
         match self {
-            Self::Local(v) => v.write(tenant, path, data, cas, now_ms),
+            Self::Local(v) => {
+                let (t, p, d) = (tenant.clone(), path.clone(), data.clone());
+                blocking(v, move |v| v.write(&t, &p, &d, cas, now_ms)).await
+            }
             Self::External(x) => x.write(tenant, path, data, cas, false).await,
         }
     }
@@ -134,7 +151,10 @@ impl SecretBackend {
         now_ms: u64,
     ) -> Result<VersionInfo, VaultError> {
         match self {
-            Self::Local(v) => v.patch(tenant, path, patch, cas, now_ms),
+            Self::Local(v) => {
+                let (t, p, d) = (tenant.clone(), path.clone(), patch.clone());
+                blocking(v, move |v| v.patch(&t, &p, &d, cas, now_ms)).await
+            }
             Self::External(x) => x.write(tenant, path, patch, cas, true).await,
         }
     }
@@ -146,7 +166,10 @@ impl SecretBackend {
         now_ms: u64,
     ) -> Result<(), VaultError> {
         match self {
-            Self::Local(v) => v.delete_latest(tenant, path, now_ms),
+            Self::Local(v) => {
+                let (t, p) = (tenant.clone(), path.clone());
+                blocking(v, move |v| v.delete_latest(&t, &p, now_ms)).await
+            }
             Self::External(x) => x.delete_latest(tenant, path).await,
         }
     }
@@ -160,7 +183,10 @@ impl SecretBackend {
         now_ms: u64,
     ) -> Result<(), VaultError> {
         match self {
-            Self::Local(v) => v.change_versions(op, tenant, path, versions, now_ms),
+            Self::Local(v) => {
+                let (t, p, vs) = (tenant.clone(), path.clone(), versions.to_vec());
+                blocking(v, move |v| v.change_versions(op, &t, &p, &vs, now_ms)).await
+            }
             Self::External(x) => x.versions(op.as_str(), tenant, path, versions).await,
         }
     }
@@ -186,7 +212,13 @@ impl SecretBackend {
         now_ms: u64,
     ) -> Result<(), VaultError> {
         match self {
-            Self::Local(v) => v.write_metadata(tenant, path, update, now_ms).map(drop),
+            Self::Local(v) => {
+                let (t, p) = (tenant.clone(), path.clone());
+                blocking(v, move |v| {
+                    v.write_metadata(&t, &p, update, now_ms).map(drop)
+                })
+                .await
+            }
             Self::External(x) => x.write_metadata(tenant, path, update, false).await,
         }
     }
@@ -200,7 +232,13 @@ impl SecretBackend {
         now_ms: u64,
     ) -> Result<(), VaultError> {
         match self {
-            Self::Local(v) => v.patch_metadata(tenant, path, update, now_ms).map(drop),
+            Self::Local(v) => {
+                let (t, p) = (tenant.clone(), path.clone());
+                blocking(v, move |v| {
+                    v.patch_metadata(&t, &p, update, now_ms).map(drop)
+                })
+                .await
+            }
             Self::External(x) => x.write_metadata(tenant, path, update, true).await,
         }
     }
@@ -212,7 +250,10 @@ impl SecretBackend {
         path: &SecretPath,
     ) -> Result<(), VaultError> {
         match self {
-            Self::Local(v) => v.delete_metadata(tenant, path),
+            Self::Local(v) => {
+                let (t, p) = (tenant.clone(), path.clone());
+                blocking(v, move |v| v.delete_metadata(&t, &p)).await
+            }
             Self::External(x) => x.delete_metadata(tenant, path).await,
         }
     }
