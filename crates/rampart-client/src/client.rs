@@ -34,6 +34,8 @@ use crate::tls::client_config;
 use rampart_identity::Secret;
 
 const WRITE_COALESCE: usize = 256 * 1024;
+/// Bytes read from a TCP socket at once under TLS.
+const TLS_READ_BUFFER: usize = 32 * 1024;
 const WRITER_QUEUE: usize = 4096;
 /// Event batches buffered per subscription before the reader waits.
 const SUBSCRIPTION_QUEUE: usize = 1024;
@@ -238,6 +240,9 @@ impl Client {
                     .await
                     .map_err(|e| ClientError::Connect(format!("{addr}: {e}")))?;
                 let _ = tcp.set_nodelay(true);
+                // rustls reads the socket 4 KiB at a time; a read buffer
+                // under it turns a burst of records into one recv.
+                let tcp = tokio::io::BufReader::with_capacity(TLS_READ_BUFFER, tcp);
                 let tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
                     .connect(server_name, tcp)
                     .await

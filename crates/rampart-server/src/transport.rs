@@ -241,6 +241,9 @@ pub(crate) async fn run_tcp(listener: TcpListener, acceptor: TlsAcceptor, shared
     .await;
 }
 
+/// Bytes read from a TCP socket at once under TLS (see [`handle_tcp`]).
+const TLS_READ_BUFFER: usize = 32 * 1024;
+
 async fn handle_tcp(
     stream: TcpStream,
     addr: SocketAddr,
@@ -249,6 +252,9 @@ async fn handle_tcp(
     acceptor: TlsAcceptor,
     shared: Arc<Shared>,
 ) {
+    // rustls reads the socket 4 KiB at a time; a read buffer under it turns
+    // a burst of records into one recv instead of one per 4 KiB.
+    let stream = tokio::io::BufReader::with_capacity(TLS_READ_BUFFER, stream);
     let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
