@@ -115,10 +115,57 @@ impl Env {
         if let Some(p) = &self.nats_bin {
             return Ok(p.clone());
         }
-        let p = nats::nats_server_path(None)?;
+        let p = peer_binary(
+            "nats-bin",
+            "no nats-server: pass --nats-server PATH or set RAMPART_BENCH_NATS_SERVER",
+        )?;
         self.nats_bin = Some(p.clone());
         Ok(p)
     }
+}
+
+/// The peer binary that `scripts/peers.sh <verb>` installs (into
+/// target/peers/venv) and prints, the script found in the repository that
+/// holds the current directory or this binary; `missing` says what to do
+/// without one.
+fn peer_binary(verb: &str, missing: &str) -> Result<PathBuf, Failure> {
+    let mut starts = vec![std::env::current_dir()?];
+    if let Ok(exe) = std::env::current_exe() {
+        starts.push(exe);
+    }
+    let script = starts
+        .iter()
+        .flat_map(|s| s.ancestors())
+        .map(|d| d.join("scripts").join("peers.sh"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            Failure(format!(
+                "{missing}, or run from the Rampart repository (scripts/peers.sh installs it)"
+            ))
+        })?;
+    eprintln!("bench: {} {verb}", script.display());
+    let out = std::process::Command::new(&script)
+        .arg(verb)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| Failure(format!("running {}: {e}", script.display())))?;
+    if !out.status.success() {
+        return Err(Failure(format!(
+            "{} {verb} failed ({})",
+            script.display(),
+            out.status
+        )));
+    }
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if !path.is_file() {
+        return Err(Failure(format!(
+            "{} {verb} printed {}, which is not a file",
+            script.display(),
+            path.display()
+        )));
+    }
+    Ok(path)
 }
 
 // === results ===

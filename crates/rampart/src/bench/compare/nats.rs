@@ -761,53 +761,6 @@ pub(super) fn loopback_certificates(
     Ok((ca.der().clone(), cert_path, key_path))
 }
 
-/// `--nats-server`, else `scripts/peers.sh nats-bin` from the repository
-/// that holds the current directory or this binary.
-pub(super) fn nats_server_path(given: Option<PathBuf>) -> Result<PathBuf, Failure> {
-    if let Some(p) = given {
-        return Ok(p);
-    }
-    let mut starts = vec![std::env::current_dir()?];
-    if let Ok(exe) = std::env::current_exe() {
-        starts.push(exe);
-    }
-    let script = starts
-        .iter()
-        .flat_map(|s| s.ancestors())
-        .map(|d| d.join("scripts").join("peers.sh"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            Failure(
-                "no nats-server: pass --nats-server PATH or set RAMPART_BENCH_NATS_SERVER, \
-                 or run from the Rampart repository (scripts/peers.sh installs it)"
-                    .into(),
-            )
-        })?;
-    eprintln!("bench: {} nats-bin", script.display());
-    let out = std::process::Command::new(&script)
-        .arg("nats-bin")
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| Failure(format!("running {}: {e}", script.display())))?;
-    if !out.status.success() {
-        return Err(Failure(format!(
-            "{} nats-bin failed ({})",
-            script.display(),
-            out.status
-        )));
-    }
-    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    if !path.is_file() {
-        return Err(Failure(format!(
-            "{} nats-bin printed {}, which is not a file",
-            script.display(),
-            path.display()
-        )));
-    }
-    Ok(path)
-}
-
 impl Received for NatsSub {
     async fn next_arrivals(&mut self, mut each: Option<Each<'_>>) -> Option<u64> {
         loop {

@@ -52,7 +52,10 @@ pub(super) async fn vault(env: &mut Env, report: &mut Report) -> Result<(), Fail
     let bin = match &env.bao_bin {
         Some(p) => p.clone(),
         None => {
-            let p = bao_path()?;
+            let p = super::peer_binary(
+                "bao-bin",
+                "no bao: pass --bao PATH or set RAMPART_BENCH_BAO",
+            )?;
             env.bao_bin = Some(p.clone());
             p
         }
@@ -500,50 +503,6 @@ fn parse_version(text: &str) -> Option<String> {
     text.split_whitespace()
         .find(|w| w.starts_with('v') && w[1..].starts_with(|c: char| c.is_ascii_digit()))
         .map(str::to_string)
-}
-
-/// `scripts/peers.sh bao-bin` from the repository that holds the current
-/// directory or this binary (without `--bao` or RAMPART_BENCH_BAO).
-fn bao_path() -> Result<PathBuf, Failure> {
-    let mut starts = vec![std::env::current_dir()?];
-    if let Ok(exe) = std::env::current_exe() {
-        starts.push(exe);
-    }
-    let script = starts
-        .iter()
-        .flat_map(|s| s.ancestors())
-        .map(|d| d.join("scripts").join("peers.sh"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            Failure(
-                "no bao: pass --bao PATH or set RAMPART_BENCH_BAO, or run from the Rampart \
-                 repository (scripts/peers.sh installs it)"
-                    .into(),
-            )
-        })?;
-    eprintln!("bench: {} bao-bin", script.display());
-    let out = std::process::Command::new(&script)
-        .arg("bao-bin")
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| Failure(format!("running {}: {e}", script.display())))?;
-    if !out.status.success() {
-        return Err(Failure(format!(
-            "{} bao-bin failed ({})",
-            script.display(),
-            out.status
-        )));
-    }
-    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    if !path.is_file() {
-        return Err(Failure(format!(
-            "{} bao-bin printed {}, which is not a file",
-            script.display(),
-            path.display()
-        )));
-    }
-    Ok(path)
 }
 
 #[cfg(test)]
