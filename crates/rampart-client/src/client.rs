@@ -37,6 +37,11 @@ const WRITE_COALESCE: usize = 256 * 1024;
 /// Bytes read from a TCP socket at once under TLS.
 const TLS_READ_BUFFER: usize = 32 * 1024;
 const WRITER_QUEUE: usize = 4096;
+/// Bytes of encoded frames queued for the writer and not written yet. A
+/// publisher faster than its connection waits for room here: bounded by
+/// frame count alone, 4096 PUBLISH_BATCH frames of 64 x 64 KiB would be
+/// 16 GiB, and a later request would wait behind all of it.
+const WRITE_BUDGET: usize = 8 * 1024 * 1024;
 /// Event batches buffered per subscription before the reader waits.
 const SUBSCRIPTION_QUEUE: usize = 1024;
 /// Bytes of events buffered per subscription before the reader waits (and
@@ -82,8 +87,17 @@ struct Routes {
     async_error: Option<ClientError>,
 }
 
+/// An encoded frame on its way to the writer, holding its share of
+/// [`WRITE_BUDGET`] until it is written.
+struct Queued {
+    bytes: Bytes,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
 struct Inner {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Queued>,
+    /// [`WRITE_BUDGET`], shared by the frames queued for the writer.
+    queued: Arc<Semaphore>,
     routes: Mutex<Routes>,
     next_id: AtomicU64,
     request_timeout: Duration,
@@ -119,6 +133,26 @@ impl CredSource {
 }
 
 impl Inner {
+    /// Queues an encoded frame for the writer, first waiting while the
+    /// frames queued and not yet written fill [`WRITE_BUDGET`] (a frame
+    /// larger than the whole budget waits for all of it).
+    async fn enqueue(&self, bytes: Bytes) -> Result<(), ClientError> {
+        let cost = bytes.len().clamp(1, WRITE_BUDGET) as u32;
+        let permit = self
+            .queued
+            .clone()
+            .acquire_many_owned(cost)
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        self.tx
+            .send(Queued {
+                bytes,
+                _permit: Some(permit),
+            })
+            .await
+            .map_err(|_| ClientError::Closed)
+    }
+
     fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
         self.routes.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -790,7 +824,7 @@ fn encode_checked(inner: &Inner, frame: &Frame) -> Result<Bytes, ClientError> {
 async fn send_only(inner: &Arc<Inner>, msg: Message) -> Result<(), ClientError> {
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     let bytes = encode_checked(inner, &Frame::new(id, msg))?;
-    inner.tx.send(bytes).await.map_err(|_| ClientError::Closed)
+    inner.enqueue(bytes).await
 }
 
 /// Sends a request and waits for its reply (or `acks` ACKs), sending it
@@ -849,9 +883,9 @@ async fn send_and_wait(
             return Err(e);
         }
     };
-    if inner.tx.send(bytes).await.is_err() {
+    if let Err(e) = inner.enqueue(bytes).await {
         inner.routes().pending.remove(&id);
-        return Err(ClientError::Closed);
+        return Err(e);
     }
     match tokio::time::timeout(inner.request_timeout, rx).await {
         Ok(Ok(reply)) => reply,
@@ -871,6 +905,7 @@ where
     let (tx, rx) = mpsc::channel(WRITER_QUEUE);
     let inner = Arc::new(Inner {
         tx,
+        queued: Arc::new(Semaphore::new(WRITE_BUDGET)),
         routes: Mutex::new(Routes::default()),
         next_id: AtomicU64::new(1),
         request_timeout: config.request_timeout,
@@ -903,21 +938,21 @@ async fn keepalive(inner: std::sync::Weak<Inner>, every: Duration) {
     }
 }
 
-async fn writer<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Bytes>) {
+async fn writer<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Queued>) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     while let Some(first) = rx.recv().await {
         let mut single = Some(first);
         while let Ok(next) = rx.try_recv() {
             if let Some(f) = single.take() {
-                buf.extend_from_slice(&f);
+                buf.extend_from_slice(&f.bytes);
             }
-            buf.extend_from_slice(&next);
+            buf.extend_from_slice(&next.bytes);
             if buf.len() >= WRITE_COALESCE {
                 break;
             }
         }
         let res = match &single {
-            Some(f) => w.write_all(f).await,
+            Some(f) => w.write_all(&f.bytes).await,
             None => w.write_all(&buf).await,
         };
         if res.is_err() || w.flush().await.is_err() {
@@ -1337,7 +1372,10 @@ impl Drop for Subscription {
                     subscription_id: self.id,
                 },
             );
-            let _ = self.inner.tx.try_send(frame.to_bytes());
+            let _ = self.inner.tx.try_send(Queued {
+                bytes: frame.to_bytes(),
+                _permit: None,
+            });
         }
     }
 }
@@ -1392,6 +1430,7 @@ mod tests {
         let (tx, _rx) = mpsc::channel(1);
         Inner {
             tx,
+            queued: Arc::new(Semaphore::new(WRITE_BUDGET)),
             routes: Mutex::new(Routes::default()),
             next_id: AtomicU64::new(1),
             request_timeout: Duration::from_secs(1),
@@ -1585,6 +1624,42 @@ mod tests {
             buf: BytesMut::new(),
         };
         (client, server)
+    }
+
+    #[tokio::test]
+    async fn a_publisher_faster_than_its_connection_waits_for_room() {
+        let (client, server) = fake(Duration::ZERO);
+        client
+            .inner
+            .max_frame
+            .store(DEFAULT_MAX_FRAME, Ordering::Relaxed);
+        // The server reads nothing: the pipe fills, then the write budget.
+        let payload = Bytes::from(vec![0u8; 256 * 1024]);
+        let mut queued = 0usize;
+        loop {
+            let publish = client.publish_with("acme", "ns", "s", payload.clone(), AckMode::None);
+            match tokio::time::timeout(Duration::from_millis(300), publish).await {
+                Ok(r) => {
+                    r.expect("queued");
+                    queued += 1;
+                }
+                Err(_) => break,
+            }
+            assert!(
+                queued < 200,
+                "{queued} frames of 256 KiB queued without a wait"
+            );
+        }
+        // The budget, plus what the pipe (1 MiB) and the writer's hands hold.
+        assert!(
+            queued * payload.len() <= WRITE_BUDGET + 2 * 1024 * 1024,
+            "{queued} frames of 256 KiB queued"
+        );
+        assert!(
+            queued * payload.len() >= WRITE_BUDGET / 2,
+            "{queued} frames queued"
+        );
+        drop(server);
     }
 
     fn too_many(retry_after_ms: u32) -> rampart_proto::Nack {
