@@ -15,7 +15,7 @@
 //! asserted.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -211,6 +211,24 @@ impl ChildServer {
 
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// [`ChildServer::start`] presenting `cert` and `key` instead of its
+    /// dev certificate, trusted through `ca` (bench compare gives every
+    /// server of a run the same certificate).
+    pub(crate) async fn start_with_tls(
+        keys: &str,
+        env: &[(&str, String)],
+        cert: &Path,
+        key: &Path,
+        ca: &Path,
+    ) -> Result<Self, Failure> {
+        let mut env = env.to_vec();
+        env.push(("RAMPART_TLS_CERT_PATH", cert.display().to_string()));
+        env.push(("RAMPART_TLS_KEY_PATH", key.display().to_string()));
+        let mut server = Self::start(keys, &env).await?;
+        server.ca = ca.to_path_buf();
+        Ok(server)
     }
 
     pub(crate) fn url(&self, net: Net) -> String {

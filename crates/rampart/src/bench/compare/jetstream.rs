@@ -193,7 +193,7 @@ impl Rampart {
             rampart_identity::generate_api_key("rk_bench_").map_err(|e| Failure(e.to_string()))?;
         let keys = Secret::new(format!("{TENANT}:{}", key.expose()));
         if !https {
-            let server = ChildServer::start(keys.expose(), &[]).await?;
+            let server = super::rampart_child(keys.expose(), &[]).await?;
             let cfg = server.config(&key);
             return Ok(Rampart {
                 server,
@@ -209,7 +209,7 @@ impl Rampart {
         for _ in 0..3 {
             let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
             let env = [("RAMPART_HTTP_BIND", addr.to_string())];
-            match ChildServer::start(keys.expose(), &env).await {
+            match super::rampart_child(keys.expose(), &env).await {
                 Ok(server) => {
                     let cfg = server.config(&key);
                     return Ok(Rampart {

@@ -124,6 +124,16 @@ impl Env {
     }
 }
 
+/// A Rampart child server (`rampart server --dev`) presenting the run's
+/// certificate ([`nats::BenchCerts`]), the one the peers present too.
+async fn rampart_child(
+    keys: &str,
+    env: &[(&str, String)],
+) -> Result<crate::bench::abuse::ChildServer, Failure> {
+    let c = nats::BenchCerts::get()?;
+    crate::bench::abuse::ChildServer::start_with_tls(keys, env, &c.cert, &c.key, &c.ca).await
+}
+
 /// The peer binary that `scripts/peers.sh <verb>` installs (into
 /// target/peers/venv) and prints, the script found in the repository that
 /// holds the current directory or this binary; `missing` says what to do
@@ -462,15 +472,28 @@ pub(crate) async fn run(a: CompareArgs) -> Result<ExitCode, Failure> {
         a.seconds,
         machine.describe()
     ));
-    for s in sections {
-        match s {
-            Section::Pubsub => pubsub::throughput(&mut env, &mut report).await?,
-            Section::Latency => pubsub::latency(&mut env, &mut report).await?,
-            Section::Durable => jetstream::durable(&mut env, &mut report).await?,
-            Section::Cache => jetstream::cache(&mut env, &mut report).await?,
-            Section::Vault => openbao::vault(&mut env, &mut report).await?,
+    // Every server of the run presents the same certificate.
+    let certs = nats::BenchCerts::get()?;
+    report.note(format!(
+        "every server presents one certificate for 127.0.0.1, ::1 and localhost, from a CA \
+         made for this run ({}), over TLS 1.3 only",
+        certs.ca.display()
+    ));
+    let ran = async {
+        for s in sections {
+            match s {
+                Section::Pubsub => pubsub::throughput(&mut env, &mut report).await?,
+                Section::Latency => pubsub::latency(&mut env, &mut report).await?,
+                Section::Durable => jetstream::durable(&mut env, &mut report).await?,
+                Section::Cache => jetstream::cache(&mut env, &mut report).await?,
+                Section::Vault => openbao::vault(&mut env, &mut report).await?,
+            }
         }
+        Ok::<_, Failure>(())
     }
+    .await;
+    certs.remove();
+    ran?;
     println!();
     print!("{}", render_table(&report.rows));
 

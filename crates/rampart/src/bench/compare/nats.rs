@@ -119,11 +119,12 @@ impl NatsServer {
         let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
 
         let dir = tempfile::tempdir()?;
-        let (ca, cert, key) = loopback_certificates(dir.path())?;
+        let certs = BenchCerts::get()?;
+        let (ca, cert, key) = (certs.ca_der.clone(), &certs.cert, &certs.key);
         let token =
             rampart_identity::generate_api_key("nats_").map_err(|e| Failure(e.to_string()))?;
         let conf = dir.path().join("nats.conf");
-        let mut text = nats_config(&cert, &key, token.expose());
+        let mut text = nats_config(cert, key, token.expose());
         if let Some(sync) = jetstream {
             text += &jetstream_config(&dir.path().join("jetstream"), sync);
         }
@@ -722,12 +723,37 @@ impl NatsSub {
     }
 }
 
-/// A CA and a server certificate for 127.0.0.1, ::1 and localhost, written
-/// to `dir` as `server.crt` and `server.key`; returns the CA certificate
-/// and the two paths.
-pub(super) fn loopback_certificates(
-    dir: &Path,
-) -> Result<(rustls::pki_types::CertificateDer<'static>, PathBuf, PathBuf), Failure> {
+/// The certificate every server of a run presents, Rampart and the peers
+/// alike: a CA and a server certificate for 127.0.0.1, ::1 and localhost,
+/// made once per run (rcgen) in a temporary folder that lives as long as
+/// the process (removed by [`BenchCerts::remove`] at the end of the run).
+pub(super) struct BenchCerts {
+    pub(super) ca_der: rustls::pki_types::CertificateDer<'static>,
+    /// The CA, PEM.
+    pub(super) ca: PathBuf,
+    pub(super) cert: PathBuf,
+    pub(super) key: PathBuf,
+    dir: PathBuf,
+}
+
+impl BenchCerts {
+    /// The run's certificates, made on first use.
+    pub(super) fn get() -> Result<&'static BenchCerts, Failure> {
+        static CERTS: std::sync::OnceLock<BenchCerts> = std::sync::OnceLock::new();
+        if let Some(c) = CERTS.get() {
+            return Ok(c);
+        }
+        let made = loopback_certificates()?;
+        Ok(CERTS.get_or_init(|| made))
+    }
+
+    /// Removes the folder (the servers using it have stopped).
+    pub(super) fn remove(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn loopback_certificates() -> Result<BenchCerts, Failure> {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
         KeyUsagePurpose, SanType,
@@ -755,10 +781,26 @@ pub(super) fn loopback_certificates(
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let cert = params.signed_by(&kp, &ca, &ca_kp)?;
 
-    let (cert_path, key_path) = (dir.join("server.crt"), dir.join("server.key"));
+    // A folder of its own that outlives this call: kept until remove().
+    let dir = tempfile::Builder::new()
+        .prefix("rampart-bench-certs")
+        .tempdir()?
+        .keep();
+    let (ca_path, cert_path, key_path) = (
+        dir.join("ca.crt"),
+        dir.join("server.crt"),
+        dir.join("server.key"),
+    );
+    rampart_identity::fsutil::write_private_file(&ca_path, ca.pem().as_bytes())?;
     rampart_identity::fsutil::write_private_file(&cert_path, cert.pem().as_bytes())?;
     rampart_identity::fsutil::write_private_file(&key_path, kp.serialize_pem().as_bytes())?;
-    Ok((ca.der().clone(), cert_path, key_path))
+    Ok(BenchCerts {
+        ca_der: ca.der().clone(),
+        ca: ca_path,
+        cert: cert_path,
+        key: key_path,
+        dir,
+    })
 }
 
 impl Received for NatsSub {

@@ -22,14 +22,13 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use rampart_client::{AdminClient, ClientConfig};
 use rampart_identity::Secret;
 use serde_json::json;
 
-use super::nats::{loopback_certificates, quoted};
+use super::nats::{quoted, BenchCerts};
 use super::{Better, Env, Report, Row, TENANT};
-use crate::bench::abuse::{kill_child, stop_child, ChildServer};
+use crate::bench::abuse::{kill_child, stop_child};
 use crate::bench::vault::{self, field, must, Measured, Op, Setup, READ_PATH};
 use crate::cmd_client::describe;
 use crate::Failure;
@@ -170,7 +169,7 @@ async fn measure_rampart(window: Duration) -> Result<Vec<Measured>, Failure> {
     let server = within(
         "starting Rampart",
         SETUP,
-        ChildServer::start(keys.expose(), &[]),
+        super::rampart_child(keys.expose(), &[]),
     )
     .await?;
     let r = async {
@@ -218,14 +217,13 @@ struct BaoServer {
 impl BaoServer {
     async fn start(bin: &Path) -> Result<Self, Failure> {
         let dir = tempfile::tempdir()?;
-        let (ca_der, cert, key) = loopback_certificates(dir.path())?;
-        let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, pem("CERTIFICATE", &ca_der))?;
+        let certs = BenchCerts::get()?;
+        let (ca, cert, key) = (certs.ca.clone(), &certs.cert, &certs.key);
         let raft = dir.path().join("raft");
         rampart_identity::fsutil::create_private_dir(&raft)?;
         let (api, cluster) = free_ports()?;
         let conf = dir.path().join("bao.hcl");
-        std::fs::write(&conf, bao_config(api, cluster, &raft, &cert, &key))?;
+        std::fs::write(&conf, bao_config(api, cluster, &raft, cert, key))?;
         let log = dir.path().join("bao.log");
         let out = std::fs::File::create(&log)?;
         let mut cmd = std::process::Command::new(bin);
@@ -477,17 +475,6 @@ fn free_ports() -> Result<(u16, u16), Failure> {
     Ok((a.local_addr()?.port(), b.local_addr()?.port()))
 }
 
-/// A DER item as PEM.
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out + &format!("-----END {label}-----\n")
-}
-
 /// `bao version`: `OpenBao v2.7.2 (...)` gives `v2.7.2`.
 fn bao_version(bin: &Path) -> Result<String, Failure> {
     let out = std::process::Command::new(bin)
@@ -535,22 +522,11 @@ mod tests {
     }
 
     #[test]
-    fn version_and_pem() {
+    fn version() {
         assert_eq!(
             parse_version("OpenBao v2.7.2 (9e0a0d3c), committed 2026-10-26\n").as_deref(),
             Some("v2.7.2")
         );
         assert_eq!(parse_version("garbage"), None);
-        let p = pem("CERTIFICATE", &[0u8; 100]);
-        assert!(p.starts_with("-----BEGIN CERTIFICATE-----\n"));
-        assert!(p.ends_with("\n-----END CERTIFICATE-----\n"));
-        assert!(p.lines().all(|l| l.len() <= 64));
-        let body: String = p.lines().filter(|l| !l.starts_with("-----")).collect();
-        assert_eq!(
-            base64::engine::general_purpose::STANDARD
-                .decode(body)
-                .unwrap(),
-            vec![0u8; 100]
-        );
     }
 }

@@ -367,7 +367,7 @@ async fn start_rampart() -> Result<(ChildServer, ClientConfig), Failure> {
     let key =
         rampart_identity::generate_api_key("rk_bench_").map_err(|e| Failure(e.to_string()))?;
     let keys = Secret::new(format!("{TENANT}:{}", key.expose()));
-    let server = ChildServer::start(keys.expose(), &[]).await?;
+    let server = super::rampart_child(keys.expose(), &[]).await?;
     let cfg = server.config(&key);
     Ok((server, cfg))
 }
