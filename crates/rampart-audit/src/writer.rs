@@ -422,45 +422,64 @@ impl Writer {
         let last = self.batch();
         self.commit(last, true);
         if self.unsynced_records > 0 {
-            match self.out.sync_pending() {
-                Ok(()) => self.synced(),
-                Err(e) => self.sync_failed(&e),
-            }
+            self.sync_tail();
         }
         for done in stopping {
             let _ = done.send(());
         }
     }
 
-    /// How long to wait for the next event before a timed checkpoint or
-    /// a lagging fsync.
-    fn wait(&self) -> Duration {
-        let sync = self.unsynced_since.map_or(IDLE_WAIT, |t| {
-            (t + SYNC_LAG).saturating_duration_since(Instant::now())
-        });
+    /// How long until a timed checkpoint is due; `None` with nothing to
+    /// sign.
+    fn checkpoint_in(&self) -> Option<Duration> {
         if self.since_checkpoint == 0 {
-            return sync;
+            return None;
         }
         let mut at = self.last_checkpoint + self.checkpoint_interval;
         if let Some(retry) = self.retry_at {
             at = at.max(retry);
         }
-        at.saturating_duration_since(Instant::now()).min(sync)
+        Some(at.saturating_duration_since(Instant::now()))
+    }
+
+    /// How long until the records written without an fsync must have one;
+    /// `None` when there are none.
+    fn sync_in(&self) -> Option<Duration> {
+        self.unsynced_since
+            .map(|t| (t + SYNC_LAG).saturating_duration_since(Instant::now()))
+    }
+
+    /// How long to wait for the next event before a timed checkpoint or
+    /// a lagging fsync.
+    fn wait(&self) -> Duration {
+        [self.checkpoint_in(), self.sync_in()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(IDLE_WAIT)
     }
 
     fn tick(&mut self) {
-        let checkpoint_due = self.since_checkpoint > 0
-            && self.last_checkpoint.elapsed() >= self.checkpoint_interval
-            && self.retry_at.is_none_or(|at| Instant::now() >= at);
-        if checkpoint_due {
+        if self.checkpoint_in() == Some(Duration::ZERO) {
             let batch = self.batch();
             self.commit(batch, true);
         }
-        if self.unsynced_since.is_some_and(|t| t.elapsed() >= SYNC_LAG) {
-            match self.out.sync_pending() {
-                Ok(()) => self.synced(),
-                Err(e) => self.sync_failed(&e),
+        if self.sync_in() == Some(Duration::ZERO) {
+            self.sync_tail();
+        }
+    }
+
+    /// Fsyncs the records written without one. If the file cannot even be
+    /// opened, nothing was cut back: the records stay written and the fsync
+    /// is tried again after another [`SYNC_LAG`].
+    fn sync_tail(&mut self) {
+        match self.out.sync_pending() {
+            Ok(()) => self.synced(),
+            Err(Failed::Write(e)) => {
+                self.unsynced_since = Some(Instant::now());
+                self.failed("audit fsync could not open the file; trying again", &e);
             }
+            Err(e) => self.sync_failed(&e),
         }
     }
 
@@ -579,7 +598,7 @@ impl Writer {
         let sync = !replies.is_empty()
             || head.is_some()
             || force
-            || self.unsynced_since.is_some_and(|t| t.elapsed() >= SYNC_LAG);
+            || self.sync_in() == Some(Duration::ZERO);
         let result = self
             .out
             .write(&buf, &self.counters, &mut answer_early, sync);
