@@ -287,12 +287,7 @@ async fn rampart_throughput(
                     r.map_err(describe)?;
                     sent += batch as u64;
                 }
-                // A ping round trip shows that everything sent was read.
-                client.ping().await.map_err(describe)?;
-                if let Some(e) = client.take_async_error() {
-                    return Err(describe(e));
-                }
-                client.close().await;
+                finish_publisher(client).await?;
                 Ok(sent)
             })
         })
@@ -382,6 +377,33 @@ async fn bounded<T>(
     tokio::time::timeout(limit, f)
         .await
         .map_err(|_| Failure(format!("{what}: no end after {} s", limit.as_secs())))?
+}
+
+/// After a Rampart publisher's last message: a ping round trip shows that
+/// everything sent was read, and any refusal of a message nobody waited
+/// for fails the run.
+async fn finish_publisher(client: Client) -> Result<(), Failure> {
+    client.ping().await.map_err(describe)?;
+    if let Some(e) = client.take_async_error() {
+        return Err(describe(e));
+    }
+    client.close().await;
+    Ok(())
+}
+
+/// Notes what the NATS subscribers saw besides messages, and stops both
+/// servers of a section.
+async fn finish_section(
+    report: &mut Report,
+    events: &NatsEvents,
+    nats: NatsServer,
+    rampart: ChildServer,
+) {
+    if let Some(n) = events_note(events) {
+        report.note(n);
+    }
+    nats.stop().await;
+    rampart.stop().await;
 }
 
 /// NATS subscriber events worth a note, if any.
@@ -495,11 +517,7 @@ pub(super) async fn throughput(env: &mut Env, report: &mut Report) -> Result<(),
             }
         }
     }
-    if let Some(n) = events_note(&events) {
-        report.note(n);
-    }
-    nats.stop().await;
-    rampart.stop().await;
+    finish_section(report, &events, nats, rampart).await;
     Ok(())
 }
 
@@ -651,11 +669,7 @@ async fn rampart_latency(
                 break;
             }
         }
-        client.ping().await.map_err(describe)?;
-        if let Some(e) = client.take_async_error() {
-            return Err(describe(e));
-        }
-        client.close().await;
+        finish_publisher(client).await?;
         Ok(sent)
     })];
     let (measured, mut extra) = collect(start, pubs, subs, published_tx).await?;
@@ -820,11 +834,7 @@ pub(super) async fn latency(env: &mut Env, report: &mut Report) -> Result<(), Fa
             }
         }
     }
-    if let Some(n) = events_note(&events) {
-        report.note(n);
-    }
-    nats.stop().await;
-    rampart.stop().await;
+    finish_section(report, &events, nats, rampart).await;
     Ok(())
 }
 
