@@ -106,6 +106,21 @@ impl Tally {
         self.first_error.get_or_insert(why);
     }
 
+    /// Counts one operation's outcome; false once it failed (a worker stops
+    /// at its first error).
+    fn record(&mut self, r: Result<(), String>) -> bool {
+        match r {
+            Ok(()) => {
+                self.done();
+                true
+            }
+            Err(why) => {
+                self.fail(why);
+                false
+            }
+        }
+    }
+
     fn add(&mut self, o: Tally) {
         self.ops += o.ops;
         self.errors += o.errors;
@@ -360,16 +375,8 @@ async fn rampart_cache(r: &Rampart, window: Duration) -> Result<[(Tally, f64); 2
                                     None => Err(format!("{key}: missing")),
                                 })
                         };
-                        match r {
-                            Ok(Ok(())) => t.done(),
-                            Ok(Err(why)) => {
-                                t.fail(why);
-                                break;
-                            }
-                            Err(e) => {
-                                t.fail(describe(e).0);
-                                break;
-                            }
+                        if !t.record(r.map_err(|e| describe(e).0).and_then(|r| r)) {
+                            break;
                         }
                     }
                     (client, t)
@@ -517,18 +524,9 @@ async fn nats_durable(nats: &NatsServer, window: Duration) -> Result<NatsDurable
             tokio::spawn(async move {
                 let mut t = Tally::default();
                 while Instant::now() < deadline {
-                    match r.request(JS_SUBJECT, &payload).await {
-                        Ok(reply) => match pub_ack(&reply) {
-                            Ok(()) => t.done(),
-                            Err(why) => {
-                                t.fail(why);
-                                break;
-                            }
-                        },
-                        Err(e) => {
-                            t.fail(e.0);
-                            break;
-                        }
+                    let acked = r.request(JS_SUBJECT, &payload).await;
+                    if !t.record(acked.map_err(|e| e.0).and_then(|reply| pub_ack(&reply))) {
+                        break;
                     }
                 }
                 (r, t)
@@ -614,16 +612,8 @@ async fn nats_cache(nats: &NatsServer, window: Duration) -> Result<[(Tally, f64)
                                 }
                             })
                         };
-                        match outcome {
-                            Ok(Ok(())) => t.done(),
-                            Ok(Err(why)) => {
-                                t.fail(why);
-                                break;
-                            }
-                            Err(e) => {
-                                t.fail(e.0);
-                                break;
-                            }
+                        if !t.record(outcome.map_err(|e| e.0).and_then(|r| r)) {
+                            break;
                         }
                     }
                     (r, t)
