@@ -34,7 +34,6 @@
 //! neither competes with an idle other for the two cores, and every
 //! worker stops at its first error, which the row's details report.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -194,49 +193,21 @@ impl Keys {
 
 // === Rampart ===
 
-/// A bench Rampart server with one API key for [`TENANT`], and its HTTPS
-/// API's address when asked for (to create the durable stream).
+/// A bench Rampart server with one API key for [`TENANT`] (its HTTPS API,
+/// on a loopback port, creates the durable stream).
 struct Rampart {
     server: ChildServer,
     cfg: ClientConfig,
-    https: Option<SocketAddr>,
 }
 
 impl Rampart {
-    async fn start(https: bool) -> Result<Self, Failure> {
+    async fn start() -> Result<Self, Failure> {
         let key =
             rampart_identity::generate_api_key("rk_bench_").map_err(|e| Failure(e.to_string()))?;
         let keys = Secret::new(format!("{TENANT}:{}", key.expose()));
-        if !https {
-            let server = super::rampart_child(keys.expose(), &[]).await?;
-            let cfg = server.config(&key);
-            return Ok(Rampart {
-                server,
-                cfg,
-                https: None,
-            });
-        }
-        // ChildServer reports the TCP and QUIC addresses only, so the HTTPS
-        // port is chosen here: a free loopback port, which another process
-        // could take before the server binds it (then it fails to start and
-        // is tried again on another).
-        let mut last = None;
-        for _ in 0..3 {
-            let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-            let env = [("RAMPART_HTTP_BIND", addr.to_string())];
-            match super::rampart_child(keys.expose(), &env).await {
-                Ok(server) => {
-                    let cfg = server.config(&key);
-                    return Ok(Rampart {
-                        server,
-                        cfg,
-                        https: Some(addr),
-                    });
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| Failure("the bench server did not start".into())))
+        let server = super::rampart_child(keys.expose(), &[]).await?;
+        let cfg = server.config(&key);
+        Ok(Rampart { server, cfg })
     }
 
     async fn connect(&self, n: usize) -> Result<Vec<Client>, Failure> {
@@ -271,9 +242,10 @@ async fn rampart_durable(
     promised: Durability,
 ) -> Result<RampartDurable, Failure> {
     let https = r
-        .https
+        .server
+        .https_url()
         .ok_or_else(|| Failure("the bench server has no HTTPS API".into()))?;
-    let admin = AdminClient::new(&format!("https://{https}"), &r.cfg).map_err(describe)?;
+    let admin = AdminClient::new(&https, &r.cfg).map_err(describe)?;
     let streams = format!("/v1/tenants/{TENANT}/namespaces/{NAMESPACE}/streams");
     let body = serde_json::json!({ "name": STREAM, "durable": true, "sync": sync });
     let resp = admin
@@ -675,7 +647,7 @@ async fn rampart_durable_run(
     sync: &str,
     promised: Durability,
 ) -> Result<RampartDurable, Failure> {
-    let rampart = Rampart::start(true).await?;
+    let rampart = Rampart::start().await?;
     let r = bounded(
         &format!("Rampart durable publish (sync {sync})"),
         window,
@@ -824,7 +796,7 @@ pub(super) async fn cache(env: &mut Env, report: &mut Report) -> Result<(), Fail
     let window = env.window;
     let busy = window * 2;
 
-    let rampart = Rampart::start(false).await?;
+    let rampart = Rampart::start().await?;
     let r = bounded("Rampart cache", busy, rampart_cache(&rampart, window)).await;
     rampart.server.stop().await;
     let r = r?;
