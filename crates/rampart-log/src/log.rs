@@ -4,7 +4,7 @@
 mod reseal;
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,9 +106,16 @@ struct Segment {
     base: u64,
     path: PathBuf,
     file: Arc<File>,
+    /// End of the last block.
     len: u64,
+    /// Size of the file: `len` plus any preallocated zeros after it.
+    alloc: u64,
     blocks: Vec<BlockMeta>,
 }
+
+/// The first preallocation step of a segment; each later one doubles, up to
+/// `LogOptions::preallocate_bytes`.
+const PREALLOC_MIN: u64 = 64 << 10;
 
 #[derive(Debug)]
 struct Syncer {
@@ -454,16 +461,26 @@ impl Shared {
         if active_len > 0 && active_len + frame.len() as u64 > self.opts.segment_bytes {
             self.roll(st)?;
         }
+        let prealloc = self.prealloc_step_max();
+        let segment_bytes = self.opts.segment_bytes;
         let seg = st.active_mut();
-        if let Err(e) = (&*seg.file).write_all(frame) {
-            // Cut a partial frame so the next append does not land after it.
-            if seg.file.set_len(seg.len).is_err() {
+        let end = seg.len + frame.len() as u64;
+        let written = seg
+            .grow(end, prealloc, segment_bytes)
+            .and_then(|()| segment::write_at(&seg.file, seg.len, frame));
+        if let Err(e) = written {
+            // Cut a partial frame (and any zeros) so that no later scan takes
+            // what is past the last whole block for anything.
+            let cut = seg.file.set_len(seg.len);
+            seg.alloc = seg.len;
+            if cut.is_err() {
                 st.failed = true;
             }
             return Err(LogError::io("write a block")(e));
         }
         let pos = seg.len;
-        seg.len += frame.len() as u64;
+        seg.len = end;
+        seg.alloc = seg.alloc.max(end);
         st.ts_max = st.ts_max.max(timestamp_ms);
         let ts_index = st.ts_max;
         st.active_mut().blocks.push(BlockMeta {
@@ -484,6 +501,16 @@ impl Shared {
     /// the old one is fsynced first, so that fsyncing the active segment
     /// covers everything before it.
     fn roll(&self, st: &mut State) -> Result<(), LogError> {
+        let seg = st.active_mut();
+        if seg.alloc > seg.len {
+            // Give back the preallocated zeros; the fsync below makes the
+            // new size durable with the data.
+            if let Err(e) = seg.file.set_len(seg.len) {
+                st.failed = true;
+                return Err(LogError::io("trim a full segment")(e));
+            }
+            seg.alloc = seg.len;
+        }
         if self.opts.sync != SyncPolicy::None {
             self.fsyncs.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = st.active().file.sync_data() {
@@ -504,9 +531,19 @@ impl Shared {
             path,
             file: Arc::new(file),
             len: 0,
+            alloc: 0,
             blocks: Vec::new(),
         });
         Ok(())
+    }
+
+    /// The largest preallocation step, or 0 when this log does not
+    /// preallocate.
+    fn prealloc_step_max(&self) -> u64 {
+        match self.opts.sync {
+            SyncPolicy::OnCommit => self.opts.preallocate_bytes,
+            _ => 0,
+        }
     }
 
     /// Waits until every offset below `target` is fsynced. One waiter at a
@@ -612,6 +649,24 @@ fn fsync(file: &File) -> io::Result<()> {
     file.sync_data()
 }
 
+// === impl Segment ===
+
+impl Segment {
+    /// Makes sure the file holds at least `end` bytes, preallocating with
+    /// zeros in doubling steps of at most `step_max` (0: none) and never past
+    /// `segment_bytes` beyond what `end` needs.
+    fn grow(&mut self, end: u64, step_max: u64, segment_bytes: u64) -> io::Result<()> {
+        if step_max == 0 || end <= self.alloc {
+            return Ok(());
+        }
+        let step = self.alloc.clamp(PREALLOC_MIN.min(step_max), step_max);
+        let target = (self.alloc + step).min(segment_bytes).max(end);
+        segment::write_zeros(&self.file, self.alloc, target)?;
+        self.alloc = target;
+        Ok(())
+    }
+}
+
 // === impl State ===
 
 impl State {
@@ -707,7 +762,7 @@ fn recover(dir: &Path, opts: &LogOptions) -> Result<(State, RecoveryReport), Log
         let bound = listed.get(i + 1).map(|(b, _)| *b);
         let last = bound.is_none();
         let file = if last {
-            segment::open_for_append(path)
+            segment::open_for_write(path)
         } else {
             segment::open_for_read(path)
         }
@@ -727,7 +782,9 @@ fn recover(dir: &Path, opts: &LogOptions) -> Result<(State, RecoveryReport), Log
         report.blocks += s.blocks.len();
         report.corrupt_regions += s.corrupt_regions;
         damaged.extend(s.damaged.iter().cloned());
-        let mut len = file_len;
+        // Preallocated zeros after the last block are free space: kept in
+        // the active segment, to be written over.
+        let mut len = file_len - s.zero_tail;
         match bound {
             None if s.tail_junk > 0 => {
                 tracing::warn!(segment = %path.display(), bytes = s.tail_junk, "truncating torn log tail");
@@ -757,6 +814,7 @@ fn recover(dir: &Path, opts: &LogOptions) -> Result<(State, RecoveryReport), Log
             path: path.clone(),
             file: Arc::new(file),
             len,
+            alloc: file_len.min(len + s.zero_tail),
             blocks: s.blocks,
         });
     }
@@ -767,6 +825,7 @@ fn recover(dir: &Path, opts: &LogOptions) -> Result<(State, RecoveryReport), Log
             path,
             file: Arc::new(file),
             len: 0,
+            alloc: 0,
             blocks: Vec::new(),
         });
     }

@@ -46,6 +46,15 @@ pub struct LogOptions {
     pub sync: SyncPolicy,
     /// Default [`Plain`].
     pub sealer: Arc<dyn BlockSealer>,
+    /// With [`SyncPolicy::OnCommit`], the active segment is grown ahead of
+    /// the appends by writing zeros, in steps that double from 64 KiB up to
+    /// this many bytes (never past `segment_bytes`). An fdatasync of blocks
+    /// written over those zeros has no file-size change to journal, which
+    /// on ext4 and XFS roughly halves its cost. The zeros past the last
+    /// block are trimmed when the segment is rolled and recognised as free
+    /// space when the log is opened. `0` turns it off; other policies never
+    /// preallocate. Default 4 MiB.
+    pub preallocate_bytes: u64,
 }
 
 impl Default for LogOptions {
@@ -55,6 +64,7 @@ impl Default for LogOptions {
             max_block_bytes: 16 << 20,
             sync: SyncPolicy::OnCommit,
             sealer: Arc::new(Plain),
+            preallocate_bytes: 4 << 20,
         }
     }
 }
@@ -80,6 +90,7 @@ impl fmt::Debug for LogOptions {
             .field("segment_bytes", &self.segment_bytes)
             .field("max_block_bytes", &self.max_block_bytes)
             .field("sync", &self.sync)
+            .field("preallocate_bytes", &self.preallocate_bytes)
             .finish_non_exhaustive()
     }
 }

@@ -41,6 +41,10 @@ pub(crate) struct SegmentScan {
     /// Invalid bytes after the last valid frame, with no valid frame after
     /// them: a torn tail in the last segment.
     pub tail_junk: u64,
+    /// Zero bytes from the end of the last valid frame to the end of the
+    /// file: space the log preallocated (see `LogOptions::preallocate`),
+    /// not damage.
+    pub zero_tail: u64,
     /// Invalid regions followed by a valid frame.
     pub corrupt_regions: usize,
     pub ts_max: u64,
@@ -67,6 +71,10 @@ pub(crate) fn scan(file: &File, file_len: u64, p: &ScanParams) -> io::Result<Seg
     while pos < file_len {
         let found = match frame_at(&mut w, pos, out.end_offset, p)? {
             Some(h) => Some((pos, h)),
+            None if w.zeros_to_end(pos)? => {
+                out.zero_tail = file_len - pos;
+                break;
+            }
             None => {
                 let next = resync(&mut w, pos + 1, out.end_offset, p)?;
                 if next.is_some() {
@@ -187,5 +195,19 @@ impl<'f> Window<'f> {
         }
         let off = usize::try_from(pos - self.start).unwrap_or(usize::MAX);
         Ok(self.buf.get(off..off + len))
+    }
+
+    /// Whether every byte from `pos` to the end of the file is zero.
+    pub(crate) fn zeros_to_end(&mut self, mut pos: u64) -> io::Result<bool> {
+        while pos < self.file_len {
+            let n = usize::try_from(self.file_len - pos)
+                .unwrap_or(usize::MAX)
+                .min(CHUNK);
+            match self.get(pos, n)? {
+                Some(b) if b.iter().all(|&x| x == 0) => pos += n as u64,
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 }

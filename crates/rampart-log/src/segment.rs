@@ -79,13 +79,16 @@ pub(crate) fn remove_leftovers(dir: &Path) -> io::Result<usize> {
 pub(crate) fn create(dir: &Path, base: u64) -> io::Result<(PathBuf, File)> {
     let path = path_for(dir, base);
     drop(fsutil::create_private_file(&path)?);
-    let file = open_for_append(&path)?;
+    let file = open_for_write(&path)?;
     sync_dir(dir)?;
     Ok((path, file))
 }
 
-pub(crate) fn open_for_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().read(true).append(true).open(path)
+/// Opens the active segment for positioned writes (not `O_APPEND`: the file
+/// may hold preallocated zeros past its last block, and blocks are written
+/// over them).
+pub(crate) fn open_for_write(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).write(true).open(path)
 }
 
 pub(crate) fn open_for_read(path: &Path) -> io::Result<File> {
@@ -105,6 +108,45 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
         let _ = dir;
         Ok(())
     }
+}
+
+/// Writes all of `buf` to `file` at `pos`, without moving a shared cursor.
+pub(crate) fn write_at(file: &File, pos: u64, buf: &[u8]) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(buf, pos)
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::fs::FileExt;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let n = file.seek_write(&buf[done..], pos + done as u64)?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+/// Writes zeros to `file` over `from..to`. Zeros really written (not a hole,
+/// nor `fallocate`'s unwritten extents) are what make later fdatasyncs
+/// cheap: a block written over them changes no metadata, so the file
+/// system has no journal commit to make.
+pub(crate) fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    let mut pos = from;
+    while pos < to {
+        let n = usize::try_from(to - pos)
+            .unwrap_or(usize::MAX)
+            .min(ZEROS.len());
+        write_at(file, pos, &ZEROS[..n])?;
+        pos += n as u64;
+    }
+    Ok(())
 }
 
 /// Fills `buf` from `file` at `pos`, without moving a shared cursor.

@@ -4,6 +4,7 @@ mod reseal;
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -566,5 +567,123 @@ fn concurrent_sealed_appends_land_in_offset_order() {
         );
         let prev = last.insert(t.clone(), i);
         assert!(prev.is_none_or(|p| p <= i), "{t}'s messages in order");
+    }
+}
+
+fn on_commit(segment_bytes: u64) -> LogOptions {
+    LogOptions {
+        sync: SyncPolicy::OnCommit,
+        ..opts(segment_bytes)
+    }
+}
+
+fn file_len(p: &Path) -> u64 {
+    fs::metadata(p).unwrap().len()
+}
+
+#[test]
+fn on_commit_preallocates_zeros_and_reopens_without_loss() {
+    let tmp = TempDir::new().unwrap();
+    let logical = {
+        let (log, _) = Log::open(tmp.path(), on_commit(1 << 20)).unwrap();
+        fill(&log, 5, 2);
+        log.disk_bytes()
+    };
+    let seg = seg_files(tmp.path()).pop().unwrap();
+    // The first step is 64 KiB of zeros after the blocks.
+    assert_eq!(file_len(&seg), 64 << 10);
+    let bytes = fs::read(&seg).unwrap();
+    assert!(bytes[logical as usize..].iter().all(|&b| b == 0));
+
+    let (log, report) = Log::open(tmp.path(), on_commit(1 << 20)).unwrap();
+    assert_eq!(
+        report.truncated_bytes, 0,
+        "zeros are free space, not a torn tail"
+    );
+    assert_eq!(report.corrupt_regions, 0);
+    assert!(report.damaged.is_empty());
+    assert_eq!((log.next_offset(), log.disk_bytes()), (10, logical));
+    // The zeros are kept and written over.
+    assert_eq!(file_len(&seg), 64 << 10);
+    fill(&log, 2, 2);
+    check_all(&log, 0);
+    drop(log);
+    let (log, report) = Log::open(tmp.path(), opts(1 << 20)).unwrap();
+    assert_eq!((report.truncated_bytes, log.next_offset()), (0, 14));
+    check_all(&log, 0);
+}
+
+#[test]
+fn preallocation_doubles_and_rolled_segments_are_trimmed() {
+    let tmp = TempDir::new().unwrap();
+    let (log, _) = Log::open(tmp.path(), on_commit(300 << 10)).unwrap();
+    let big = vec![7u8; 40 << 10];
+    let mut sizes = Vec::new();
+    for i in 0..12u64 {
+        log.append(&[&big], i).unwrap();
+        let last = seg_files(tmp.path()).pop().unwrap();
+        sizes.push(file_len(&last));
+    }
+    // 64 KiB, then doubling steps, capped by the segment size.
+    assert_eq!(sizes[0], 64 << 10);
+    assert_eq!(sizes[1], 128 << 10, "{sizes:?}");
+    assert!(sizes.contains(&(256 << 10)), "{sizes:?}");
+    assert!(sizes.contains(&(300 << 10)), "{sizes:?}");
+    assert!(sizes.iter().all(|&s| s <= 300 << 10), "{sizes:?}");
+    let files = seg_files(tmp.path());
+    assert!(files.len() >= 2);
+    // Every rolled segment holds whole frames and nothing else.
+    for f in &files[..files.len() - 1] {
+        let bytes = fs::read(f).unwrap();
+        let end: u64 = frames(&bytes).iter().map(|(_, h)| h.frame_len()).sum();
+        assert_eq!(end, bytes.len() as u64, "{}", f.display());
+    }
+    assert_eq!(log.read(0, usize::MAX).unwrap().len(), 12);
+    drop(log);
+    let (log, report) = Log::open(tmp.path(), on_commit(300 << 10)).unwrap();
+    assert_eq!((report.truncated_bytes, report.corrupt_regions), (0, 0));
+    assert_eq!(log.read(0, usize::MAX).unwrap().len(), 12);
+}
+
+#[test]
+fn torn_block_over_preallocated_zeros_is_truncated() {
+    let tmp = TempDir::new().unwrap();
+    let logical = {
+        let (log, _) = Log::open(tmp.path(), on_commit(1 << 20)).unwrap();
+        fill(&log, 4, 2);
+        log.disk_bytes()
+    };
+    // Half a frame written over the zeros, as a crash mid-write leaves it.
+    let seg = seg_files(tmp.path()).pop().unwrap();
+    let half = &frame::encode(8, 1, 0, &[0x5A; 64])[..40];
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .write_all_at(half, logical)
+        .unwrap();
+
+    let (log, report) = Log::open(tmp.path(), on_commit(1 << 20)).unwrap();
+    assert!(report.truncated_bytes > 0);
+    assert_eq!(log.next_offset(), 8);
+    assert_eq!(file_len(&seg), logical, "cut back to the last whole block");
+    fill(&log, 1, 2);
+    check_all(&log, 0);
+}
+
+#[test]
+fn no_preallocation_without_on_commit_or_when_turned_off() {
+    for o in [
+        opts(1 << 20),
+        LogOptions {
+            preallocate_bytes: 0,
+            ..on_commit(1 << 20)
+        },
+    ] {
+        let tmp = TempDir::new().unwrap();
+        let (log, _) = Log::open(tmp.path(), o).unwrap();
+        fill(&log, 3, 2);
+        let seg = seg_files(tmp.path()).pop().unwrap();
+        assert_eq!(file_len(&seg), log.disk_bytes());
     }
 }
