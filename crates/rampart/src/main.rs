@@ -24,6 +24,10 @@ mod cmd_server;
 
 use std::process::ExitCode;
 
+/// See the note on `mimalloc` in this crate's Cargo.toml.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
