@@ -32,6 +32,18 @@ fail() { echo "FAIL  $*"; failed=$((failed + 1)); }
 skip() { echo "SKIP  $*"; skipped=$((skipped + 1)); }
 have() { command -v "$1" >/dev/null 2>&1; }
 indent() { sed 's/^/      /'; }
+# verdict PASS_MESSAGE FAIL_MESSAGE [PROBLEM...]: one line, and the
+# problems indented under a failure.
+verdict() {
+	local ok=$1 ko=$2
+	shift 2
+	if [ $# -eq 0 ]; then
+		pass "$ok"
+	else
+		fail "$ko"
+		printf '%s\n' "$@" | indent
+	fi
+}
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -127,12 +139,7 @@ for line in \
 	'Restart=on-failure'; do
 	grep -qxF -- "$line" "$unit" || missing+=("$line")
 done
-if [ ${#missing[@]} -eq 0 ]; then
-	pass "$unit: hardening settings present"
-else
-	fail "$unit: missing settings:"
-	printf '%s\n' "${missing[@]}" | indent
-fi
+verdict "$unit: hardening settings present" "$unit: missing settings:" "${missing[@]}"
 
 # 2 and 3. systemd-analyze, on a copy whose ExecStart exists here.
 if have systemd-analyze; then
@@ -232,12 +239,7 @@ else
 			bad+=("$f: $out")
 		fi
 	done
-	if [ ${#bad[@]} -eq 0 ]; then
-		pass "kubectl create --dry-run=client: every manifest"
-	else
-		fail "kubectl create --dry-run=client:"
-		printf '%s\n' "${bad[@]}" | indent
-	fi
+	verdict "kubectl create --dry-run=client: every manifest" "kubectl create --dry-run=client:" "${bad[@]}"
 fi
 
 # 8. kustomize (built into kubectl) works offline: every document must be
@@ -399,12 +401,7 @@ grep -qF 'ENTRYPOINT ["/usr/local/bin/rampart"]' "$containerfile" || problems+=(
 if grep -qiE '^(ENV|ARG)[[:space:]].*(SECRET|PASSWORD|TOKEN|MASTER_KEY|API_KEY)' "$containerfile"; then
 	problems+=("ENV/ARG looks like a baked-in secret")
 fi
-if [ ${#problems[@]} -eq 0 ]; then
-	pass "$containerfile: multi-stage, USER $user, no ADD from a URL, ports, entrypoint"
-else
-	fail "$containerfile:"
-	printf '%s\n' "${problems[@]}" | indent
-fi
+verdict "$containerfile: multi-stage, USER $user, no ADD from a URL, ports, entrypoint" "$containerfile:" "${problems[@]}"
 
 # 12. docker build --check (lint only, nothing built) when a daemon answers
 # and the base images are already local: this script never pulls.
