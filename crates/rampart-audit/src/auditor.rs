@@ -57,6 +57,11 @@ pub struct AuditStats {
     pub unavailable: u64,
     /// When the last failure happened, in Unix milliseconds.
     pub last_error_ms: Option<u64>,
+    /// Set while the sink is failing: when the first failure since the
+    /// last good write happened, in Unix milliseconds. Cleared by the next
+    /// write (or fsync) that succeeds, so it answers "is the audit log
+    /// working now" for health checks without writing anything.
+    pub failing_since_ms: Option<u64>,
     /// Seq of the last record written.
     pub last_seq: u64,
     /// Batches not copied to stdout with [`Sink::Both`] because it was slow.
@@ -286,6 +291,7 @@ impl Auditor {
         let c = &self.inner.counters;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let last_error = get(&c.last_error_ms);
+        let failing_since = get(&c.failing_since_ms);
         AuditStats {
             written: get(&c.written),
             checkpoints: get(&c.checkpoints),
@@ -296,6 +302,7 @@ impl Auditor {
             lost: get(&c.lost),
             unavailable: get(&c.unavailable),
             last_error_ms: (last_error != 0).then_some(last_error),
+            failing_since_ms: (failing_since != 0).then_some(failing_since),
             last_seq: get(&c.last_seq),
             stdout_dropped: get(&c.stdout_dropped),
         }

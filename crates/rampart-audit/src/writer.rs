@@ -78,6 +78,9 @@ pub(crate) struct Counters {
     pub unavailable: AtomicU64,
     /// Unix ms of the last failure, 0 if none.
     pub last_error_ms: AtomicU64,
+    /// Unix ms of the first failure since the last good write, 0 while
+    /// writes succeed.
+    pub failing_since_ms: AtomicU64,
     pub last_seq: AtomicU64,
     pub stdout_dropped: AtomicU64,
 }
@@ -485,6 +488,7 @@ impl Writer {
 
     /// After a good fsync.
     fn synced(&mut self) {
+        self.counters.failing_since_ms.store(0, Relaxed);
         if matches!(self.out, Output::Files(_)) {
             self.counters.fsyncs.fetch_add(1, Relaxed);
         }
@@ -604,6 +608,7 @@ impl Writer {
             .write(&buf, &self.counters, &mut answer_early, sync);
         match result {
             Ok(()) => {
+                self.counters.failing_since_ms.store(0, Relaxed);
                 self.chain = chain;
                 self.counters.written.fetch_add(records, Relaxed);
                 self.counters
@@ -655,7 +660,13 @@ impl Writer {
     /// Counts a failure and logs it, at most once every few seconds.
     fn failed(&mut self, what: &str, e: &io::Error) {
         self.counters.failures.fetch_add(1, Relaxed);
-        self.counters.last_error_ms.store(now_ms().max(1), Relaxed);
+        let now = now_ms().max(1);
+        self.counters.last_error_ms.store(now, Relaxed);
+        // Keeps the first failure of a run of them.
+        let _ = self
+            .counters
+            .failing_since_ms
+            .compare_exchange(0, now, Relaxed, Relaxed);
         if self.warned_at.is_some_and(|at| at.elapsed() < WARN_EVERY) {
             self.suppressed += 1;
             return;

@@ -176,11 +176,15 @@ async fn a_failing_disk_never_hangs_and_service_resumes() {
         "{s:?}"
     );
     assert!(s.last_error_ms.is_some());
+    assert!(s.failing_since_ms.is_some(), "{s:?}");
 
     // The disk is back.
     fs::remove_file(&file).unwrap();
     fs::rename(&aside, &file).unwrap();
     a.mandatory(event(12)).await.unwrap();
+    let s = a.stats();
+    assert_eq!(s.failing_since_ms, None, "a good write clears it: {s:?}");
+    assert!(s.last_error_ms.is_some(), "the history stays: {s:?}");
 
     // The folder replaced by a file.
     let moved = data.path().join("audit-moved");
