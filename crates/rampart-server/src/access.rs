@@ -180,9 +180,27 @@ pub(crate) enum RouteName {
     ApproleSecretId,
     SysLeader,
     SysInit,
+    Healthz,
+    Readyz,
 }
 
 pub(crate) const ROUTES: &[Route] = &[
+    // Liveness and readiness probes: public, as `/v1/sys/health` is; they
+    // say whether the server works, never what it holds.
+    route(
+        RouteName::Healthz,
+        "GET",
+        "/healthz",
+        Access::Public,
+        Scope::None,
+    ),
+    route(
+        RouteName::Readyz,
+        "GET",
+        "/readyz",
+        Access::Public,
+        Scope::None,
+    ),
     // The Vault-compatible `sys` endpoints: public, as in Vault.
     route(
         RouteName::SysHealth,

@@ -1266,6 +1266,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             RouteName::SysSealStatus => on(f, crate::vault_api::seal_status),
             RouteName::SysLeader => on(f, crate::vault_api::leader),
             RouteName::SysInit => on(f, crate::vault_api::init),
+            RouteName::Healthz => on(f, crate::health::healthz),
+            RouteName::Readyz => on(f, crate::health::readyz),
             RouteName::TokenLookupSelf => on(f, token_lookup_self),
             RouteName::TokenRenewSelf => on(f, token_renew_self),
             RouteName::TokenRevokeSelf => on(f, token_revoke_self),

@@ -17,6 +17,8 @@
 //! - `conn`: the connection driver shared by every transport.
 //! - `transport`: QUIC and TCP listeners.
 //! - `http`: the HTTPS API (`/v1/auth`, admin routes).
+//! - `health`: `/healthz` and `/readyz`, and the store write tracking
+//!   readiness reads.
 //! - `sealing`: tenant records in the store sealed with tenant keys.
 //! - `master`: the master key at start, and the server's own secrets kept
 //!   wrapped by it.
@@ -32,6 +34,7 @@ mod conn;
 mod control;
 pub mod dev;
 mod error;
+mod health;
 mod http;
 mod kv_api;
 mod limits;
@@ -92,6 +95,8 @@ pub(crate) struct Shared {
     pub(crate) edge: transport::Edge,
     /// Stateless QUIC retries sent (address validation under load).
     pub(crate) quic_retries: AtomicU64,
+    /// How the store's writes are going, for readiness.
+    pub(crate) store_health: Arc<health::StoreHealth>,
     pub(crate) shutdown: watch::Receiver<bool>,
     active: AtomicUsize,
 }
@@ -368,9 +373,11 @@ impl Server {
         rampart_identity::fsutil::create_private_dir(&config.data_dir).map_err(|e| {
             StartError::Storage(format!("data dir {}: {e}", config.data_dir.display()))
         })?;
-        let kv: Arc<dyn rampart_store::KvStore> = Arc::new(
+        let store_health = Arc::new(health::StoreHealth::default());
+        let kv: Arc<dyn rampart_store::KvStore> = Arc::new(health::TrackedStore::new(
             rampart_store::RedbStore::open(&config.data_dir.join("state.redb")).map_err(storage)?,
-        );
+            store_health.clone(),
+        ));
         let keyring = Arc::new(
             rampart_keys::Keyring::open(kv.clone(), master_key.clone())
                 .await
@@ -529,6 +536,7 @@ impl Server {
             admission,
             edge,
             quic_retries: AtomicU64::new(0),
+            store_health,
             shutdown: shutdown_rx,
             active: AtomicUsize::new(0),
         });

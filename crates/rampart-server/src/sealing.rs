@@ -40,6 +40,14 @@ impl KeyringSealer {
         Ok(())
     }
 
+    /// Whether a tenant's keys are loaded (for readiness).
+    pub(crate) fn is_loaded(&self, tenant: &str) -> bool {
+        self.loaded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(tenant)
+    }
+
     /// Forgets a tenant's keys (after erasure).
     pub(crate) fn forget(&self, tenant: &str) {
         self.loaded

@@ -15,6 +15,7 @@ mod cli;
 mod crash;
 mod durable;
 mod federated;
+mod health;
 mod identity;
 mod keys;
 mod limits;

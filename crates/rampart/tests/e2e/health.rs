@@ -1,0 +1,131 @@
+//! `/healthz` and `/readyz` over HTTPS: public (no credential needed, a
+//! wrong one ignored), GET and HEAD, and readiness that follows a failing
+//! audit disk and comes back with it. Readiness during shutdown is tested
+//! on the verdict itself (`rampart-server` `health.rs`): the listener
+//! stops accepting as soon as shutdown begins, so no probe gets through
+//! over the network to see it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rampart_client::{AdminClient, ClientConfig};
+use serde_json::json;
+
+use crate::common::*;
+
+/// An HTTPS client that trusts the server and sends no credential.
+fn anonymous(s: &TestServer) -> AdminClient {
+    let url = format!("https://{}", s.server.http_addr().expect("https"));
+    AdminClient::new(&url, &ClientConfig::default().with_ca(&s.ca)).expect("client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_answer_over_https_without_a_token() {
+    let s = start().await;
+    let anon = anonymous(&s);
+
+    let r = anon.call("GET", "/healthz", None).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body, json!({ "status": "ok" }));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+
+    let r = anon.call("GET", "/readyz", None).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body, json!({ "status": "ready" }));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+
+    for path in ["/healthz", "/readyz"] {
+        let r = anon.call("HEAD", path, None).await.unwrap();
+        assert_eq!(r.status, 200, "HEAD {path}");
+        assert!(r.text.is_empty(), "HEAD {path} has no body: {}", r.text);
+        // A credential, even a wrong one, changes nothing: nothing is
+        // authenticated, so nothing is refused or counted as a failure.
+        let r = s
+            .admin("rk_wrong_0123456789abcdefghijklmnop")
+            .call("GET", path, None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "GET {path} with a wrong key: {}", r.text);
+    }
+    // Other methods are not routes.
+    let r = anon.call("POST", "/readyz", None).await.unwrap();
+    assert_eq!(r.status, 405, "{}", r.text);
+    s.stop().await;
+}
+
+fn newest_audit_log(s: &TestServer) -> PathBuf {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(s.data_dir().join("audit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    files.pop().expect("an audit file")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_a_failing_audit_disk() {
+    let s = start().await;
+    let anon = anonymous(&s);
+    let admin = s.admin(KEY_ACME);
+    assert_eq!(
+        admin
+            .call("GET", "/v1/tenants/acme/keys", None)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    // A full disk, as in the audit tests: the current file becomes a link
+    // to /dev/full. An admin call needs its audit record, so it fails, and
+    // the audit writer now knows its sink is failing.
+    let log = newest_audit_log(&s);
+    let aside = log.with_extension("aside");
+    std::fs::rename(&log, &aside).unwrap();
+    std::os::unix::fs::symlink("/dev/full", &log).unwrap();
+    let r = admin
+        .call("GET", "/v1/tenants/acme/keys", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 503, "{}", r.text);
+
+    let r = anon.call("GET", "/readyz", None).await.unwrap();
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(r.body["status"], "not ready", "{}", r.text);
+    let audit = r.body["checks"]["audit"].as_str().unwrap_or_default();
+    assert!(audit.starts_with("failed"), "{}", r.text);
+    assert_eq!(
+        r.body["checks"].as_object().map(|c| c.len()),
+        Some(1),
+        "only the audit check fails: {}",
+        r.text
+    );
+    assert!(!r.text.contains("/dev/full") && !r.text.contains(".jsonl"));
+    let r = anon.call("HEAD", "/readyz", None).await.unwrap();
+    assert_eq!(r.status, 503);
+    // Liveness does not follow: restarting would not mend the disk.
+    let r = anon.call("GET", "/healthz", None).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // The disk recovers; the next audited call succeeds, and readiness
+    // follows without a restart.
+    std::fs::remove_file(&log).unwrap();
+    std::fs::rename(&aside, &log).unwrap();
+    let mut ok = false;
+    for _ in 0..50 {
+        let r = admin
+            .call("GET", "/v1/tenants/acme/keys", None)
+            .await
+            .unwrap();
+        if r.status == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "admin calls work again");
+    let r = anon.call("GET", "/readyz", None).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body, json!({ "status": "ready" }));
+    s.stop().await;
+}
