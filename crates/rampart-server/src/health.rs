@@ -2,12 +2,19 @@
 //! `GET|HEAD /healthz` and `GET|HEAD /readyz`, public like Vault's
 //! `/v1/sys/health` and listed in the same route table (`access.rs`).
 //!
-//! A probe writes nothing: readiness is read from state the server keeps
-//! anyway (whether shutdown began, whether the last store write and the
-//! last audit write failed, which tenants have their keys loaded) plus one
-//! `stat` of the data directory. The verdict is a pure function of
-//! [`Observed`], tested below without a server. Bodies name the failing
-//! checks and never carry a path, a tenant name or an error text.
+//! Readiness is read from state the server keeps anyway (whether shutdown
+//! began, whether the last store write and the last audit write failed,
+//! which tenants have their keys loaded) plus one `stat` of the data
+//! directory: a probe of a healthy server writes nothing. The verdict is a
+//! pure function of [`Observed`], tested below without a server. Bodies
+//! name the failing checks and never carry a path, a tenant name or an
+//! error text.
+//!
+//! A failed write is only known to be mended by the next write that
+//! succeeds, and a server that is not ready gets no traffic to make one.
+//! So while the store or the audit check fails, probes ask for one write
+//! of their own, in the background and at most every [`RETRY_EVERY_MS`]:
+//! readiness comes back by itself once the disk does.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,24 +30,32 @@ use serde_json::{json, Value};
 use crate::auth::now_ms;
 use crate::Shared;
 
-// === impl StoreHealth ===
+/// Least time between two writes asked for by probes, per check.
+const RETRY_EVERY_MS: u64 = 2_000;
 
-/// Whether writes to the store succeed, as seen by the writes the server
-/// makes anyway.
+/// The meta key those writes to the store go to.
+const STORE_RETRY_KEY: &str = "health.store_retry_ms";
+
+// === impl HealthState ===
+
+/// What readiness keeps between probes: how the store's writes are going,
+/// and when probes last asked for a write.
 #[derive(Debug, Default)]
-pub(crate) struct StoreHealth {
-    /// Unix ms of the first failed write since the last good one; 0 while
-    /// writes succeed.
-    failing_since_ms: AtomicU64,
+pub(crate) struct HealthState {
+    /// Unix ms of the first failed store write since the last good one; 0
+    /// while writes succeed.
+    store_failing_since_ms: AtomicU64,
+    store_retry_ms: AtomicU64,
+    audit_retry_ms: AtomicU64,
 }
 
-impl StoreHealth {
+impl HealthState {
     fn wrote(&self, ok: bool) {
         if ok {
-            self.failing_since_ms.store(0, Ordering::Relaxed);
+            self.store_failing_since_ms.store(0, Ordering::Relaxed);
         } else {
             let now = now_ms().max(1);
-            let _ = self.failing_since_ms.compare_exchange(
+            let _ = self.store_failing_since_ms.compare_exchange(
                 0,
                 now,
                 Ordering::Relaxed,
@@ -49,23 +64,33 @@ impl StoreHealth {
         }
     }
 
-    fn failing_since_ms(&self) -> Option<u64> {
-        match self.failing_since_ms.load(Ordering::Relaxed) {
+    fn store_failing_since_ms(&self) -> Option<u64> {
+        match self.store_failing_since_ms.load(Ordering::Relaxed) {
             0 => None,
             t => Some(t),
         }
     }
+
+    /// Whether a retry kept in `slot` is due at `now_ms`; if so, it is
+    /// taken (one caller wins).
+    fn retry_due(slot: &AtomicU64, now_ms: u64) -> bool {
+        let last = slot.load(Ordering::Relaxed);
+        now_ms.saturating_sub(last) >= RETRY_EVERY_MS
+            && slot
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
 }
 
-/// A [`KvStore`] that tells [`StoreHealth`] how its writes went.
+/// A [`KvStore`] that tells [`HealthState`] how its writes went.
 #[derive(Debug)]
 pub(crate) struct TrackedStore<S> {
     inner: S,
-    health: Arc<StoreHealth>,
+    health: Arc<HealthState>,
 }
 
 impl<S> TrackedStore<S> {
-    pub(crate) fn new(inner: S, health: Arc<StoreHealth>) -> Self {
+    pub(crate) fn new(inner: S, health: Arc<HealthState>) -> Self {
         Self { inner, health }
     }
 }
@@ -171,9 +196,39 @@ async fn observe(shared: &Shared) -> Observed {
         now_ms: now_ms(),
         shutting_down: *shared.shutdown.borrow(),
         data_dir_ok,
-        store_failing_since_ms: shared.store_health.failing_since_ms(),
+        store_failing_since_ms: shared.health.store_failing_since_ms(),
         audit_failing_since_ms: shared.audit.stats().failing_since_ms,
         tenants_without_keys,
+    }
+}
+
+/// While the store or the audit check fails, asks for one write to each
+/// (at most every [`RETRY_EVERY_MS`], in the background, never during
+/// shutdown); its outcome shows in the next probe.
+fn retry_failed_writes(shared: &Arc<Shared>, o: &Observed) {
+    if o.shutting_down {
+        return;
+    }
+    let h = &shared.health;
+    if let Some(since) = o.audit_failing_since_ms {
+        if HealthState::retry_due(&h.audit_retry_ms, o.now_ms) {
+            shared.audit.record(
+                rampart_audit::Event::new(
+                    "server.health",
+                    "audit_retry",
+                    rampart_audit::Outcome::Error,
+                )
+                .meta("failing_since_ms", since),
+            );
+        }
+    }
+    if o.store_failing_since_ms.is_some() && HealthState::retry_due(&h.store_retry_ms, o.now_ms) {
+        let catalog = shared.identity.catalog.clone();
+        let now = o.now_ms;
+        tokio::task::spawn_blocking(move || {
+            // Its outcome is recorded by `TrackedStore`.
+            let _ = catalog.put_meta_u64(STORE_RETRY_KEY, now);
+        });
     }
 }
 
@@ -188,7 +243,9 @@ pub(crate) async fn healthz() -> Json<Value> {
 /// `GET|HEAD /readyz`: 200 `{"status":"ready"}` when the server can do its
 /// job, else 503 naming each failing check.
 pub(crate) async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    let v = verdict(&observe(&shared).await);
+    let o = observe(&shared).await;
+    retry_failed_writes(&shared, &o);
+    let v = verdict(&o);
     let status = if v.ready() {
         StatusCode::OK
     } else {
@@ -284,25 +341,38 @@ mod tests {
     }
 
     #[test]
+    fn probes_ask_for_a_write_at_most_every_retry_period() {
+        let slot = AtomicU64::new(0);
+        assert!(HealthState::retry_due(&slot, 10_000));
+        assert!(!HealthState::retry_due(&slot, 10_000));
+        assert!(!HealthState::retry_due(&slot, 10_000 + RETRY_EVERY_MS - 1));
+        assert!(HealthState::retry_due(&slot, 10_000 + RETRY_EVERY_MS));
+    }
+
+    #[test]
     fn a_failed_store_write_is_remembered_until_one_succeeds() {
-        let health = Arc::new(StoreHealth::default());
+        let health = Arc::new(HealthState::default());
         let store = TrackedStore::new(
             Flaky(std::sync::atomic::AtomicBool::new(false)),
             health.clone(),
         );
-        assert_eq!(health.failing_since_ms(), None);
+        assert_eq!(health.store_failing_since_ms(), None);
         assert!(store.apply(Vec::new()).is_err());
-        let first = health.failing_since_ms().expect("failing");
+        let first = health.store_failing_since_ms().expect("failing");
         assert!(store.apply(Vec::new()).is_err());
-        assert_eq!(health.failing_since_ms(), Some(first), "the first failure");
+        assert_eq!(
+            health.store_failing_since_ms(),
+            Some(first),
+            "the first failure"
+        );
         store.inner.0.store(true, Ordering::Relaxed);
         assert!(store.get(Table::Meta, "x").is_ok());
         assert_eq!(
-            health.failing_since_ms(),
+            health.store_failing_since_ms(),
             Some(first),
             "reads prove nothing"
         );
         store.apply(Vec::new()).unwrap();
-        assert_eq!(health.failing_since_ms(), None);
+        assert_eq!(health.store_failing_since_ms(), None);
     }
 }

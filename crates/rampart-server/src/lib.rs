@@ -17,7 +17,7 @@
 //! - `conn`: the connection driver shared by every transport.
 //! - `transport`: QUIC and TCP listeners.
 //! - `http`: the HTTPS API (`/v1/auth`, admin routes).
-//! - `health`: `/healthz` and `/readyz`, and the store write tracking
+//! - `health`: `/healthz` and `/readyz`, and the tracking of store writes
 //!   readiness reads.
 //! - `sealing`: tenant records in the store sealed with tenant keys.
 //! - `master`: the master key at start, and the server's own secrets kept
@@ -95,8 +95,8 @@ pub(crate) struct Shared {
     pub(crate) edge: transport::Edge,
     /// Stateless QUIC retries sent (address validation under load).
     pub(crate) quic_retries: AtomicU64,
-    /// How the store's writes are going, for readiness.
-    pub(crate) store_health: Arc<health::StoreHealth>,
+    /// How the store's writes are going, and readiness's own retries.
+    pub(crate) health: Arc<health::HealthState>,
     pub(crate) shutdown: watch::Receiver<bool>,
     active: AtomicUsize,
 }
@@ -373,10 +373,10 @@ impl Server {
         rampart_identity::fsutil::create_private_dir(&config.data_dir).map_err(|e| {
             StartError::Storage(format!("data dir {}: {e}", config.data_dir.display()))
         })?;
-        let store_health = Arc::new(health::StoreHealth::default());
+        let health = Arc::new(health::HealthState::default());
         let kv: Arc<dyn rampart_store::KvStore> = Arc::new(health::TrackedStore::new(
             rampart_store::RedbStore::open(&config.data_dir.join("state.redb")).map_err(storage)?,
-            store_health.clone(),
+            health.clone(),
         ));
         let keyring = Arc::new(
             rampart_keys::Keyring::open(kv.clone(), master_key.clone())
@@ -536,7 +536,7 @@ impl Server {
             admission,
             edge,
             quic_retries: AtomicU64::new(0),
-            store_health,
+            health,
             shutdown: shutdown_rx,
             active: AtomicUsize::new(0),
         });

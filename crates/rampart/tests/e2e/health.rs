@@ -1,6 +1,6 @@
 //! `/healthz` and `/readyz` over HTTPS: public (no credential needed, a
 //! wrong one ignored), GET and HEAD, and readiness that follows a failing
-//! audit disk and comes back with it. Readiness during shutdown is tested
+//! audit disk and comes back by itself with it. Readiness during shutdown is tested
 //! on the verdict itself (`rampart-server` `health.rs`): the listener
 //! stops accepting as soon as shutdown begins, so no probe gets through
 //! over the network to see it.
@@ -107,25 +107,42 @@ async fn readiness_follows_a_failing_audit_disk() {
     let r = anon.call("GET", "/healthz", None).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text);
 
-    // The disk recovers; the next audited call succeeds, and readiness
-    // follows without a restart.
+    // The disk recovers. Nothing else calls the server, yet readiness
+    // comes back: while the audit check fails, probes ask for an audit
+    // write of their own (at most every 2 s), and the first that succeeds
+    // clears the failure.
     std::fs::remove_file(&log).unwrap();
     std::fs::rename(&aside, &log).unwrap();
-    let mut ok = false;
-    for _ in 0..50 {
-        let r = admin
-            .call("GET", "/v1/tenants/acme/keys", None)
-            .await
-            .unwrap();
+    let mut last = String::new();
+    let mut ready = false;
+    for _ in 0..100 {
+        let r = anon.call("GET", "/readyz", None).await.unwrap();
         if r.status == 200 {
-            ok = true;
+            assert_eq!(r.body, json!({ "status": "ready" }));
+            ready = true;
             break;
         }
+        last = r.text;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(ok, "admin calls work again");
-    let r = anon.call("GET", "/readyz", None).await.unwrap();
+    assert!(ready, "ready again within 10 s; last answer: {last}");
+    let r = admin
+        .call("GET", "/v1/tenants/acme/keys", None)
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.body, json!({ "status": "ready" }));
-    s.stop().await;
+    let data = s.stop().await;
+    // The chain is intact, with the probe's record in it.
+    let dir = data.path().join("audit");
+    rampart_audit::verify_dir(&dir, None).expect("the log verifies");
+    let text: String = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert!(
+        text.contains("\"audit_retry\""),
+        "the probe's record is there"
+    );
 }
