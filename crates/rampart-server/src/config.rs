@@ -321,6 +321,13 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {message}")]
     Parse { path: String, message: String },
+    /// A key that is not in [`KEYS`], with the nearest one that is.
+    #[error("config file {path}: unknown key `{key}`{}", did_you_mean(*.suggestion))]
+    UnknownKey {
+        path: String,
+        key: String,
+        suggestion: Option<&'static str>,
+    },
     #[error("environment variable {var}: {message}")]
     Env { var: String, message: String },
     #[error("config key `{key}`: {message}")]
@@ -408,6 +415,53 @@ const KEYS: &[(&str, Kind)] = &[
     ("http_header_timeout_ms", Kind::Int),
     ("quic_retry_above_per_sec", Kind::Int),
 ];
+
+fn did_you_mean(suggestion: Option<&str>) -> String {
+    suggestion
+        .map(|k| format!("; did you mean `{k}`?"))
+        .unwrap_or_default()
+}
+
+/// The key of [`KEYS`] that `unknown` most likely meant: the shortest
+/// key it begins (when it is at least half of it: `max_frame` for
+/// `max_frame_size`), else the nearest by edit distance if at most a third
+/// of its length away (two edits for short keys). Ties go to the first in
+/// [`KEYS`].
+pub(crate) fn nearest_key(unknown: &str) -> Option<&'static str> {
+    let unknown = unknown.to_ascii_lowercase();
+    let cut_short = KEYS
+        .iter()
+        .map(|(k, _)| *k)
+        .filter(|k| k.starts_with(unknown.as_str()) && unknown.len() * 2 >= k.len())
+        .min_by_key(|k| k.len());
+    if cut_short.is_some() {
+        return cut_short;
+    }
+    let most = (unknown.chars().count() / 3).max(2);
+    KEYS.iter()
+        .map(|(k, _)| (levenshtein(&unknown, k), *k))
+        .filter(|(d, _)| *d <= most)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Edits (insertions, deletions, substitutions of a character) that turn
+/// `a` into `b`.
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    // `row[j]`: distance between the prefix of `a` read so far and `b[..j]`.
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
 
 /// Reads a YAML configuration into the TOML the rest of loading expects.
 fn yaml_to_toml(text: &str) -> Result<String, String> {
@@ -519,6 +573,18 @@ impl Config {
                 path: origin.to_string(),
                 message: e.message().to_string(),
             })?;
+        // Before serde, whose message would list every key: the nearest
+        // one is more use. Keys of nested tables are left to serde.
+        if let Some(key) = table
+            .keys()
+            .find(|k| !KEYS.iter().any(|(known, _)| known == k))
+        {
+            return Err(ConfigError::UnknownKey {
+                path: origin.to_string(),
+                key: key.clone(),
+                suggestion: nearest_key(key),
+            });
+        }
         for (key, kind) in KEYS {
             let var = format!("RAMPART_{}", key.to_ascii_uppercase());
             let Some(raw) = env(&var) else { continue };
@@ -971,5 +1037,81 @@ mod tests {
         std::fs::write(&p, "tcp_bnd = \"127.0.0.1:9000\"\n").unwrap();
         let e = Config::load(Some(&p), &env(&[])).unwrap_err();
         assert!(e.to_string().contains("tcp_bnd"), "{e}");
+    }
+
+    #[test]
+    fn edit_distance() {
+        assert_eq!(levenshtein("", ""), 0);
+        assert_eq!(levenshtein("abc", ""), 3);
+        assert_eq!(levenshtein("", "abc"), 3);
+        assert_eq!(levenshtein("quic_bnd", "quic_bind"), 1);
+        assert_eq!(levenshtein("kitten", "sitting"), 3);
+        assert_eq!(levenshtein("tcp_bind", "tcp_bind"), 0);
+        assert_eq!(levenshtein("ab", "ba"), 2);
+    }
+
+    #[test]
+    fn unknown_keys_get_the_nearest_known_one() {
+        for (typo, meant) in [
+            ("quic_bnd", Some("quic_bind")),
+            ("tcp_bnd", Some("tcp_bind")),
+            ("data-dir", Some("data_dir")),
+            ("QUIC_BIND", Some("quic_bind")),
+            ("http_bin", Some("http_bind")),
+            ("max_frame", Some("max_frame_size")),
+            ("vault_external_token", Some("vault_external_token_path")),
+            ("tls_cert", Some("tls_cert_path")),
+            ("audit_sinks", Some("audit_sink")),
+            ("tls", None),
+            ("completely_unrelated", None),
+            ("x", None),
+        ] {
+            assert_eq!(nearest_key(typo), meant, "{typo}");
+        }
+    }
+
+    #[test]
+    fn the_unknown_key_error_suggests_and_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("rampart.toml");
+        std::fs::write(&p, "quic_bnd = \"127.0.0.1:9000\"\n").unwrap();
+        let e = Config::load(Some(&p), &env(&[])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "config file {}: unknown key `quic_bnd`; did you mean `quic_bind`?",
+                p.display()
+            )
+        );
+        // The same from YAML, and no suggestion when nothing is near.
+        let y = dir.path().join("rampart.yaml");
+        std::fs::write(&y, "quic_bnd: 127.0.0.1:9000\n").unwrap();
+        let e = Config::load(Some(&y), &env(&[])).unwrap_err();
+        assert!(e.to_string().ends_with("did you mean `quic_bind`?"), "{e}");
+        let e = Config::parse("frobnicate = 1\n", "x.toml", &env(&[])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config file x.toml: unknown key `frobnicate`"
+        );
+    }
+
+    /// The unknown-key check goes by KEYS, so KEYS must name every field
+    /// of `Config`: serde lists them in its own unknown-field message.
+    #[test]
+    fn keys_is_exactly_the_fields_of_config() {
+        let e = toml::from_str::<Config>("not_a_key = 1\n").unwrap_err();
+        let message = e.message();
+        let listed = message
+            .split_once("expected one of ")
+            .map(|(_, l)| l)
+            .unwrap_or_else(|| panic!("{message}"));
+        let mut fields: Vec<&str> = listed
+            .split('`')
+            .filter(|s| !s.is_empty() && !s.starts_with(','))
+            .collect();
+        fields.sort_unstable();
+        let mut keys: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+        keys.sort_unstable();
+        assert_eq!(fields, keys);
     }
 }
