@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use rampart_proto::TenantId;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::warn;
 
@@ -131,7 +131,7 @@ const MAX_ROLE_BYTES: usize = 128;
 /// newline is ignored); it is required for, and only used by, HS256/384/512
 /// in `algorithms`. Anyone holding that secret can mint tokens for any
 /// tenant the mapping allows. HMAC keys are never taken from a key set.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct JwtIssuerConfig {

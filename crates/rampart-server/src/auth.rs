@@ -12,7 +12,7 @@ use rampart_identity::{
 use rampart_proto::{AuthMethod, TenantId};
 use rampart_store::{Catalog, KeyRecord, Revocation, Revoked, StoreError, TenantRecord};
 use rustls_pki_types::CertificateDer;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Why a credential was refused. The words are stable, for logs and audit
 /// records; the client only ever hears "invalid credentials".
@@ -57,7 +57,7 @@ impl AuthFailure {
 }
 
 /// A rule mapping verified client certificates to principals.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct MtlsIdentity {
     pub tenant: String,

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use rampart_broker::{BrokerConfig, CacheLimits, QueueLimits, SlowConsumerPolicy};
 use rampart_proto::{StreamPath, TenantId, DEFAULT_MAX_FRAME, PREAUTH_MAX_FRAME};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Whether the TLS layer asks for client certificates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuth {
     /// Client certificates are not requested.
@@ -27,7 +27,7 @@ pub enum ClientAuth {
 }
 
 /// Slow-consumer policy as written in config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SlowConsumer {
     #[default]
@@ -37,7 +37,7 @@ pub enum SlowConsumer {
 
 /// The configuration file, as written. See `docs/configuration.md` in the
 /// README for every key.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct Config {
@@ -191,7 +191,7 @@ pub struct Config {
 }
 
 /// Which master key provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MasterKeyKind {
     #[default]
@@ -200,7 +200,7 @@ pub enum MasterKeyKind {
 }
 
 /// Where secrets are kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum VaultBackend {
@@ -216,7 +216,7 @@ pub enum VaultBackend {
 pub const VAULT_EXTERNAL_TOKEN_ENV: &str = "RAMPART_VAULT_EXTERNAL_TOKEN";
 
 /// Audit sink as written in config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditSink {
     #[default]
@@ -880,6 +880,174 @@ impl Config {
     }
 }
 
+// === printing and checking a configuration (`rampart config check`) ===
+
+/// What a redacted value is printed as.
+pub const REDACTED: &str = "<redacted>";
+
+/// Keys whose values are credentials: [`Config::redacted_toml`] prints each
+/// of their values as [`REDACTED`]. The rule, decided key by key over
+/// [`KEYS`]:
+///
+/// - Redacted: a value that is a credential or lets one be confirmed.
+///   That is `allowed_api_keys`: HMAC hashes of API keys, which admit a key
+///   and, with the pepper, let guesses be tested offline.
+/// - Printed: a path to a secret (`master_key_path`, `tls_key_path`,
+///   `api_key_pepper_path`, `vault_transit_token_path`,
+///   `vault_external_token_path`, a JWT issuer's
+///   `dangerous_allow_hmac_secret_path`): it says where the secret is, and
+///   the file's permissions guard it. A name (`vault_transit_key` names
+///   the key on the transit server, it is no key material), a provider
+///   kind and a lifetime are printed too.
+/// - Never printed because never configuration: the master key
+///   (`RAMPART_MASTER_KEY`), plaintext API keys (`RAMPART_API_KEYS`) and
+///   vault tokens (`RAMPART_VAULT_TRANSIT_TOKEN`,
+///   [`VAULT_EXTERNAL_TOKEN_ENV`]) are read from the environment by the
+///   server only, not by [`Config::load`].
+/// - In every other string, nested ones included, the user-info part of a
+///   URL (`https://user:password@host`) is redacted.
+///
+/// A test fails when a key whose name suggests a credential (`key`,
+/// `token`, `secret`, `password`, `pepper`, `credential`) is in neither this
+/// list nor `NOT_SECRET_KEYS` (beside it), so a new key is decided too.
+pub const SECRET_KEYS: &[&str] = &["allowed_api_keys"];
+
+/// Keys whose names suggest a credential but whose values are paths, names
+/// or durations; see [`SECRET_KEYS`]. Only a test reads it.
+#[cfg(test)]
+const NOT_SECRET_KEYS: &[&str] = &[
+    "tls_key_path",
+    "api_key_pepper_path",
+    "token_ttl_secs",
+    "token_max_ttl_secs",
+    "master_key_path",
+    "master_key_provider",
+    "vault_transit_key",
+    "vault_transit_token_path",
+    "vault_external_token_path",
+    "key_rotation_days",
+];
+
+/// Every value of `v` (each element of a list) as [`REDACTED`].
+fn redact(v: &mut toml::Value) {
+    match v {
+        toml::Value::Array(items) => items.iter_mut().for_each(redact),
+        other => *other = toml::Value::String(REDACTED.into()),
+    }
+}
+
+/// The user-info of URLs in every string of `v` as [`REDACTED`].
+fn redact_userinfo(v: &mut toml::Value) {
+    match v {
+        toml::Value::String(s) => {
+            if let Some(clean) = without_userinfo(s) {
+                *s = clean;
+            }
+        }
+        toml::Value::Array(items) => items.iter_mut().for_each(redact_userinfo),
+        toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| redact_userinfo(v)),
+        _ => {}
+    }
+}
+
+/// `scheme://<redacted>@host...` when `s` is a URL with user-info.
+fn without_userinfo(s: &str) -> Option<String> {
+    let (scheme, rest) = s.split_once("://")?;
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let at = rest[..authority_end].rfind('@')?;
+    Some(format!("{scheme}://{REDACTED}@{}", &rest[at + 1..]))
+}
+
+impl Config {
+    /// The configuration as TOML: every key with the value in force
+    /// (defaults included; optional keys that are unset left out), and
+    /// credentials redacted as [`SECRET_KEYS`] says.
+    pub fn redacted_toml(&self) -> Result<String, ConfigError> {
+        let internal = |message: String| ConfigError::Parse {
+            path: "(effective configuration)".into(),
+            message,
+        };
+        let mut table = toml::Table::try_from(self).map_err(|e| internal(e.to_string()))?;
+        for (key, value) in table.iter_mut() {
+            if SECRET_KEYS.contains(&key.as_str()) {
+                redact(value);
+            } else {
+                redact_userinfo(value);
+            }
+        }
+        toml::to_string(&table).map_err(|e| internal(e.to_string()))
+    }
+
+    /// What would stop [`crate::Server::start`] outside `--dev` because of
+    /// a file: a certificate or master key that is not configured, and
+    /// every file named by a key that the server reads at start but never
+    /// creates, when it cannot be found. Each message names its key. Looks
+    /// at file metadata only and never reads a file, so no secret is
+    /// loaded; `env` is read as [`Config::load`] reads it.
+    pub fn missing_files(&self, env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+        let set = |var: &str| env(var).is_some_and(|v| !v.is_empty());
+        let mut out = Vec::new();
+        let mut files: Vec<(String, PathBuf)> = Vec::new();
+        let mut named = |key: &str, path: &Option<PathBuf>| {
+            if let Some(p) = path {
+                files.push((key.to_string(), p.clone()));
+            }
+        };
+        if self.tls_cert_path.is_none() {
+            out.push(
+                "`tls_cert_path` is not set: the server starts only with --dev, which makes a certificate"
+                    .to_string(),
+            );
+        }
+        named("tls_cert_path", &self.tls_cert_path);
+        named("tls_key_path", &self.tls_key_path);
+        named("tls_ca_cert_path", &self.tls_ca_cert_path);
+        match self.master_key_provider {
+            MasterKeyKind::Local if set(rampart_keys::MASTER_KEY_ENV) => {}
+            MasterKeyKind::Local if self.master_key_path.is_none() => out.push(format!(
+                "no master key (`master_key_path` or {}): the server starts only with --dev, which makes one",
+                rampart_keys::MASTER_KEY_ENV
+            )),
+            MasterKeyKind::Local => named("master_key_path", &self.master_key_path),
+            MasterKeyKind::VaultTransit => {
+                named("vault_transit_ca_cert_path", &self.vault_transit_ca_cert_path);
+                if !set("RAMPART_VAULT_TRANSIT_TOKEN") {
+                    named("vault_transit_token_path", &self.vault_transit_token_path);
+                }
+            }
+        }
+        if self.vault_backend == VaultBackend::External {
+            named(
+                "vault_external_ca_cert_path",
+                &self.vault_external_ca_cert_path,
+            );
+            if !set(VAULT_EXTERNAL_TOKEN_ENV) {
+                named("vault_external_token_path", &self.vault_external_token_path);
+            }
+        }
+        for (i, j) in self.jwt_issuers.iter().enumerate() {
+            named(&format!("jwt_issuers[{i}].jwks_path"), &j.jwks_path);
+            named(
+                &format!("jwt_issuers[{i}].jwks_ca_cert_path"),
+                &j.jwks_ca_cert_path,
+            );
+            named(
+                &format!("jwt_issuers[{i}].dangerous_allow_hmac_secret_path"),
+                &j.dangerous_allow_hmac_secret_path,
+            );
+        }
+        for (key, path) in files {
+            if let Err(e) = std::fs::metadata(&path) {
+                out.push(format!(
+                    "`{key}`: {}: {e}; the server reads it at start",
+                    path.display()
+                ));
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1113,5 +1281,140 @@ mod tests {
         let mut keys: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
         keys.sort_unstable();
         assert_eq!(fields, keys);
+    }
+
+    /// A configuration with every optional key set, so that every key
+    /// shows when it is serialized.
+    fn everything_set() -> Config {
+        let mut c = Config::default();
+        let p = |s: &str| Some(PathBuf::from(s));
+        c.tls_cert_path = p("/etc/rampart/tls/server.crt");
+        c.tls_key_path = p("/etc/rampart/tls/server.key");
+        c.tls_ca_cert_path = p("/etc/rampart/tls/ca.crt");
+        c.api_key_pepper_path = p("/var/lib/rampart/api_key_pepper");
+        c.master_key_path = p("/etc/rampart/master.key");
+        c.vault_transit_address = Some("https://ops:hunter2@transit.example:8200".into());
+        c.vault_transit_ca_cert_path = p("/etc/rampart/transit-ca.crt");
+        c.vault_transit_token_path = p("/etc/rampart/transit.token");
+        c.vault_external_address = Some("https://vault.example:8200".into());
+        c.vault_external_ca_cert_path = p("/etc/rampart/vault-ca.crt");
+        c.vault_external_token_path = p("/etc/rampart/vault.token");
+        c.allowed_api_keys = vec![format!("acme:hmac-sha256:{}", "6c0b".repeat(16))];
+        c.mtls_identities = vec![crate::auth::MtlsIdentity {
+            tenant: "acme".into(),
+            san_uri_prefix: Some("spiffe://acme.example/".into()),
+            common_names: Vec::new(),
+            roles: vec!["user".into()],
+        }];
+        c
+    }
+
+    #[test]
+    fn every_key_that_sounds_like_a_credential_is_decided() {
+        for (key, _) in KEYS {
+            let sounds = ["key", "token", "secret", "password", "pepper", "credential"]
+                .iter()
+                .any(|w| key.contains(w));
+            let decided = SECRET_KEYS.contains(key) || NOT_SECRET_KEYS.contains(key);
+            assert!(
+                !sounds || decided,
+                "`{key}`: add it to SECRET_KEYS or NOT_SECRET_KEYS"
+            );
+            assert!(
+                !(SECRET_KEYS.contains(key) && NOT_SECRET_KEYS.contains(key)),
+                "{key}"
+            );
+        }
+        for key in SECRET_KEYS.iter().chain(NOT_SECRET_KEYS) {
+            assert!(KEYS.iter().any(|(k, _)| k == key), "`{key}` is no key");
+        }
+    }
+
+    #[test]
+    fn the_printed_configuration_hides_credentials_and_reads_back() {
+        let c = everything_set();
+        let text = c.redacted_toml().unwrap();
+        assert!(!text.contains("6c0b6c0b"), "{text}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("ops:"),
+            "{text}"
+        );
+        assert!(
+            text.contains("allowed_api_keys = [\"<redacted>\"]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("https://<redacted>@transit.example:8200"),
+            "{text}"
+        );
+        // Paths to secrets and names are printed.
+        assert!(text.contains("master_key_path = \"/etc/rampart/master.key\""));
+        assert!(text.contains("vault_transit_key = \"rampart\""));
+        assert!(text.contains("[tenant_limits]"), "{text}");
+        // It is a configuration the server reads, with the same values
+        // (the redacted ones aside).
+        let back = Config::parse(&text, "printed", &env(&[])).unwrap();
+        assert_eq!(back.redacted_toml().unwrap(), text);
+        assert_eq!(back.max_frame_size, c.max_frame_size);
+        assert_eq!(back.mtls_identities, c.mtls_identities);
+        // The defaults print and read back too.
+        let d = Config::default().redacted_toml().unwrap();
+        let back = Config::parse(&d, "printed", &env(&[])).unwrap();
+        assert_eq!(back.redacted_toml().unwrap(), d);
+    }
+
+    #[test]
+    fn nested_tables_print_and_urls_in_them_lose_their_userinfo() {
+        let text = "[[jwt_issuers]]\n\
+                    issuer = \"https://issuer.example\"\n\
+                    audiences = [\"rampart\"]\n\
+                    jwks_url = \"https://svc:jwks-canary@issuer.example/jwks.json\"\n\
+                    tenant = \"acme\"\n";
+        let c = Config::parse(text, "jwt.toml", &env(&[])).unwrap();
+        let printed = c.redacted_toml().unwrap();
+        assert!(!printed.contains("jwks-canary"), "{printed}");
+        assert!(
+            printed.contains("https://<redacted>@issuer.example/jwks.json"),
+            "{printed}"
+        );
+        let back = Config::parse(&printed, "printed", &env(&[])).unwrap();
+        assert_eq!(back.jwt_issuers[0].issuer, "https://issuer.example");
+        assert_eq!(back.jwt_issuers[0].algorithms, c.jwt_issuers[0].algorithms);
+    }
+
+    #[test]
+    fn userinfo_is_cut_from_urls_only() {
+        assert_eq!(
+            without_userinfo("https://u:p@h:1/x@y").as_deref(),
+            Some("https://<redacted>@h:1/x@y")
+        );
+        assert_eq!(without_userinfo("https://h:1/x@y"), None);
+        assert_eq!(without_userinfo("acme@example"), None);
+    }
+
+    #[test]
+    fn missing_files_name_their_key_and_the_environment_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let there = dir.path().join("server.crt");
+        std::fs::write(&there, "x").unwrap();
+        let c = Config {
+            tls_cert_path: Some(there),
+            tls_key_path: Some(dir.path().join("server.key")),
+            master_key_path: Some(dir.path().join("master.key")),
+            ..Config::default()
+        };
+        let w = c.missing_files(&env(&[]));
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("`tls_key_path`: "), "{w:?}");
+        assert!(w[1].starts_with("`master_key_path`: "), "{w:?}");
+        // The master key from the environment: its file is not read.
+        let w = c.missing_files(&env(&[(rampart_keys::MASTER_KEY_ENV, "x")]));
+        assert_eq!(w.len(), 1, "{w:?}");
+        // Neither certificate nor master key configured.
+        let w = Config::default().missing_files(&env(&[]));
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("tls_cert_path") && w[1].contains("master_key_path"));
+        // Looking creates nothing.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

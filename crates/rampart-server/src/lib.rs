@@ -66,7 +66,7 @@ use tracing::{info, warn};
 pub use auth::MtlsIdentity;
 pub use config::{
     AuditSink, ClientAuth, Config, ConfigError, MasterKeyKind, SlowConsumer, VaultBackend,
-    VAULT_EXTERNAL_TOKEN_ENV,
+    REDACTED, SECRET_KEYS, VAULT_EXTERNAL_TOKEN_ENV,
 };
 pub use dev::{DevError, DevSetup, DEV_TENANT};
 pub use tls::{TlsError, ALPN};
@@ -736,6 +736,13 @@ impl Server {
             rampart_audit::Outcome::Success,
         ));
         self.shared.audit.shutdown().await;
+        // Tasks that outlived the grace period (or are just finishing) still
+        // hold the store, whose file lock a restart on the same data dir
+        // needs: give them a moment more to drop it.
+        let drop_deadline = deadline.max(tokio::time::Instant::now()) + Duration::from_secs(2);
+        while Arc::strong_count(&self.shared) > 1 && tokio::time::Instant::now() < drop_deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         info!("rampart stopped");
     }
 }
