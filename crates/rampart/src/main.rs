@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //! - `cmd_server`: `rampart server`.
+//! - `cmd_config`: `rampart config check`, the server's configuration
+//!   loaded, validated and printed with credentials redacted.
 //! - `cmd_client`: `rampart pub`, `sub` and `cache`, and the shared
 //!   connection options.
 //! - `cmd_key`: `rampart key hash`, and the managed key commands.
@@ -18,6 +20,7 @@ mod bench;
 mod cmd_admin;
 mod cmd_audit;
 mod cmd_client;
+mod cmd_config;
 mod cmd_key;
 mod cmd_keys;
 mod cmd_server;
@@ -45,6 +48,8 @@ struct Cli {
 enum Cmd {
     /// Run the server.
     Server(cmd_server::ServerArgs),
+    /// Server configuration: check.
+    Config(cmd_config::ConfigArgs),
     /// Publish messages to a stream.
     Pub(cmd_client::PubArgs),
     /// Print messages from a stream, one per line.
@@ -126,6 +131,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async move {
         match cli.cmd {
             Cmd::Server(a) => cmd_server::run(a).await,
+            Cmd::Config(a) => cmd_config::run(a).await,
             Cmd::Pub(a) => cmd_client::publish(a).await,
             Cmd::Sub(a) => cmd_client::subscribe(a).await,
             Cmd::Cache(a) => cmd_client::cache(a).await,

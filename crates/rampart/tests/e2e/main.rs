@@ -12,6 +12,7 @@ mod audit;
 mod backoff;
 mod cache;
 mod cli;
+mod config_check;
 mod crash;
 mod durable;
 mod federated;
