@@ -44,6 +44,10 @@ seed_corpus() {
     name="vector-$(basename "$(dirname "$f")")-$(basename "$f" .hex)"
     hex_to_bin "$f" >"$corpus/$name"
   done
+  # Inputs made for this target (e.g. jwt_verify's claims), if any.
+  if [ -d "seeds/$1" ]; then
+    cp seeds/"$1"/* "$corpus"/
+  fi
   # All valid frames back to back, as one connection would send them.
   for f in "$vectors"/*.hex; do
     [ -e "$f" ] || continue
