@@ -26,6 +26,10 @@ pub fn base_config(dir: &std::path::Path) -> Config {
     c.quic_bind = "127.0.0.1:0".into();
     c.tcp_bind = "127.0.0.1:0".into();
     c.http_bind = "127.0.0.1:0".into();
+    // The default (100 ms) answers 503 when a login's audit record is not
+    // durable in time, which a 2-core machine running the whole suite in
+    // parallel can miss; no test here is about that bound.
+    c.audit_durable_timeout_ms = 5_000;
     c
 }
 
