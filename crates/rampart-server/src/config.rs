@@ -50,6 +50,10 @@ pub struct Config {
     pub tls_key_path: Option<PathBuf>,
     pub tls_ca_cert_path: Option<PathBuf>,
     pub tls_client_auth: ClientAuth,
+    /// How often the certificate and key files are checked for a change
+    /// (size or modification time); a changed pair is loaded for new
+    /// handshakes without a restart. 0 turns the check off. Default 10.
+    pub tls_reload_interval_secs: u64,
     /// `tenant:hmac-sha256:<hex>` entries; see `rampart key hash`.
     pub allowed_api_keys: Vec<String>,
     /// Secret mixed into key hashes; default `<data_dir>/api_key_pepper`.
@@ -237,6 +241,7 @@ impl Default for Config {
             tls_key_path: None,
             tls_ca_cert_path: None,
             tls_client_auth: ClientAuth::None,
+            tls_reload_interval_secs: 10,
             allowed_api_keys: Vec::new(),
             api_key_pepper_path: None,
             tenants: Vec::new(),
@@ -353,6 +358,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("tls_key_path", Kind::Str),
     ("tls_ca_cert_path", Kind::Str),
     ("tls_client_auth", Kind::Str),
+    ("tls_reload_interval_secs", Kind::Int),
     ("allowed_api_keys", Kind::List),
     ("api_key_pepper_path", Kind::Str),
     ("tenants", Kind::List),

@@ -97,6 +97,8 @@ pub(crate) struct Shared {
     pub(crate) quic_retries: AtomicU64,
     /// How the store's writes are going, and readiness's own retries.
     pub(crate) health: Arc<health::HealthState>,
+    /// The served certificate and key, reloaded when their files change.
+    pub(crate) certs: Arc<tls::CertStore>,
     pub(crate) shutdown: watch::Receiver<bool>,
     active: AtomicUsize,
 }
@@ -324,7 +326,7 @@ impl Server {
         let (Some(cert), Some(key)) = (&config.tls_cert_path, &config.tls_key_path) else {
             return Err(StartError::NoCertificate);
         };
-        let tls = tls::server_config(&tls::ServerTlsPaths {
+        let (tls, certs) = tls::server_config(&tls::ServerTlsPaths {
             cert,
             key,
             client_ca: config.tls_ca_cert_path.as_deref(),
@@ -537,11 +539,26 @@ impl Server {
             edge,
             quic_retries: AtomicU64::new(0),
             health,
+            certs,
             shutdown: shutdown_rx,
             active: AtomicUsize::new(0),
         });
 
         let mut tasks = Vec::new();
+        // The first tick checks expiry (and warns) at start.
+        let every = Duration::from_secs(shared.config.tls_reload_interval_secs);
+        if !every.is_zero() {
+            tasks.push(tokio::spawn(tls::watch(
+                shared.certs.clone(),
+                every,
+                shared.shutdown.clone(),
+            )));
+        } else if shared.certs.seconds_to_expiry() < tls::EXPIRY_WARNING_SECS {
+            warn!(
+                expires_in_secs = shared.certs.seconds_to_expiry(),
+                "TLS certificate expires within 30 days"
+            );
+        }
         let bind_err = |what: &'static str, addr: &str, e: String| StartError::Bind {
             what,
             addr: addr.to_string(),

@@ -22,5 +22,6 @@ mod keys;
 mod limits;
 mod pubsub;
 mod security;
+mod tls_reload;
 mod vault_compat;
 mod vault_external;
