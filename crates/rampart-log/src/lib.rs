@@ -56,6 +56,7 @@
 
 mod error;
 mod frame;
+mod latency;
 mod log;
 mod options;
 mod report;
@@ -68,6 +69,7 @@ mod segment;
 mod tests;
 
 pub use error::LogError;
+pub use latency::{fsync_latency, FsyncLatency, FSYNC_BUCKETS_SECS};
 pub use log::{Appended, Log, LogReader, Message, ReadFrom};
 pub use options::{Level, LogOptions, SyncPolicy};
 pub use report::{LogStats, RecoveryReport, ResealReport, RetentionReport, StaleCount};

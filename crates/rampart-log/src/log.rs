@@ -513,7 +513,7 @@ impl Shared {
         }
         if self.opts.sync != SyncPolicy::None {
             self.fsyncs.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = st.active().file.sync_data() {
+            if let Err(e) = fsync(&st.active().file) {
                 st.failed = true;
                 return Err(LogError::io("fsync a full segment")(e));
             }
@@ -638,7 +638,10 @@ fn checked_frame(buf: &[u8], b: &BlockMeta, max_payload: u32) -> Option<Header> 
 
 #[cfg(not(test))]
 fn fsync(file: &File) -> io::Result<()> {
-    file.sync_data()
+    let started = Instant::now();
+    let r = file.sync_data();
+    crate::latency::record(started.elapsed());
+    r
 }
 
 /// Tests run on fast or caching disks; a slower fsync makes the overlap of

@@ -74,6 +74,13 @@ pub struct Config {
     pub cache_max_value_bytes: usize,
     /// TCP address of the HTTPS API (admin, `/v1/auth`); empty disables it.
     pub http_bind: String,
+    /// TCP address of the Prometheus `/metrics` listener (HTTPS, the
+    /// server's certificate); empty (the default) disables it. Needs
+    /// `metrics_token_path` or `tls_client_auth = "require"`.
+    pub metrics_bind: String,
+    /// File whose first line is the bearer token scrapers must send to
+    /// `/metrics`.
+    pub metrics_token_path: Option<PathBuf>,
     /// Origins allowed to call the HTTPS API from a browser (CORS).
     pub cors_allowed_origins: Vec<String>,
     /// Tenant whose admins may manage tenants (create, disable, enable).
@@ -256,6 +263,8 @@ impl Default for Config {
             cache_max_bytes_per_tenant: c.max_bytes_per_tenant,
             cache_max_value_bytes: c.max_value_bytes,
             http_bind: "127.0.0.1:7402".into(),
+            metrics_bind: String::new(),
+            metrics_token_path: None,
             cors_allowed_origins: Vec::new(),
             operator_tenant: String::new(),
             token_ttl_secs: 600,
@@ -373,6 +382,8 @@ const KEYS: &[(&str, Kind)] = &[
     ("cache_max_bytes_per_tenant", Kind::Int),
     ("cache_max_value_bytes", Kind::Int),
     ("http_bind", Kind::Str),
+    ("metrics_bind", Kind::Str),
+    ("metrics_token_path", Kind::Str),
     ("cors_allowed_origins", Kind::List),
     ("operator_tenant", Kind::Str),
     ("token_ttl_secs", Kind::Int),
@@ -756,6 +767,23 @@ impl Config {
         for t in &self.tenants {
             TenantId::parse(t).map_err(|e| invalid("tenants", format!("`{t}`: {e}")))?;
         }
+        if !self.metrics_bind.is_empty() {
+            if self.metrics_bind.parse::<SocketAddr>().is_err() {
+                return Err(invalid(
+                    "metrics_bind",
+                    format!(
+                        "`{}` is not an address like 127.0.0.1:7403",
+                        self.metrics_bind
+                    ),
+                ));
+            }
+            if self.metrics_token_path.is_none() && self.tls_client_auth != ClientAuth::Require {
+                return Err(invalid(
+                    "metrics_bind",
+                    "needs `metrics_token_path` (a bearer token) or `tls_client_auth = \"require\"` (client certificates): metrics are never served to anyone who asks".into(),
+                ));
+            }
+        }
         if !self.http_bind.is_empty() && self.http_bind.parse::<SocketAddr>().is_err() {
             return Err(invalid(
                 "http_bind",
@@ -932,6 +960,7 @@ const NOT_SECRET_KEYS: &[&str] = &[
     "vault_transit_token_path",
     "vault_external_token_path",
     "key_rotation_days",
+    "metrics_token_path",
 ];
 
 /// Every value of `v` (each element of a list) as [`REDACTED`].

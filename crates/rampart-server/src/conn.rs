@@ -318,7 +318,7 @@ pub(crate) async fn serve<R, W>(
                 Ok(f) => f,
                 Err(e) => {
                     if conn
-                        .send(OpError::Body(e).to_frame(decoded.header.id))
+                        .send(OpError::Body(e).to_frame(decoded.header.id, &conn.shared.metrics))
                         .await
                         .is_err()
                     {
@@ -592,6 +592,7 @@ impl Conn {
                     reason = reason.as_str(),
                     "authentication failed"
                 );
+                self.shared.metrics.auth(method.as_str(), false);
                 self.shared.audit.record(audit::auth_failure(
                     method.as_str(),
                     reason.as_str(),
@@ -639,11 +640,13 @@ impl Conn {
                                         .meta("level", r.level.as_str()),
                                 ),
                             );
-                            self.send(OpError::Limited(r).to_frame(id)).await?;
+                            self.send(OpError::Limited(r).to_frame(id, &self.shared.metrics))
+                                .await?;
                             return Err(End::Refused(429));
                         }
                     };
                     self.origin.agent = hs.agent().map(str::to_string);
+                    self.shared.metrics.auth(method.as_str(), true);
                     let ev = audit::auth_success(&p, method.as_str(), &self.origin);
                     if !self.audited(id, ev).await? {
                         return Ok(());
@@ -733,6 +736,7 @@ impl Conn {
                 ))
                 .await;
         }
+        self.shared.metrics.auth(method.as_str(), true);
         let ev = audit::auth_success(&p, method.as_str(), &self.origin).meta("in_band", true);
         if !self.audited(id, ev).await? {
             return Ok(());
@@ -810,7 +814,7 @@ impl Conn {
         let id = frame.id;
         if let Err(e) = self.check(&frame) {
             self.flush_gathered().await?;
-            return self.send(e.to_frame(id)).await;
+            return self.send(e.to_frame(id, &self.shared.metrics)).await;
         }
         let Message::Publish(p) = &frame.msg else {
             return self.dispatch(frame).await;
@@ -829,7 +833,7 @@ impl Conn {
             };
             let stream = match self.stream(path.clone()) {
                 Ok(s) => s,
-                Err(e) => return self.send(e.to_frame(id)).await,
+                Err(e) => return self.send(e.to_frame(id, &self.shared.metrics)).await,
             };
             self.gathered = Some(Gathered {
                 path,
@@ -861,7 +865,7 @@ impl Conn {
         if let Err(r) = self.charge_publish(&g.stream, count, entries.len()) {
             let e = OpError::Limited(r);
             for (id, _) in g.acks {
-                self.send(e.to_frame(id)).await?;
+                self.send(e.to_frame(id, &self.shared.metrics)).await?;
             }
             return Ok(());
         }
@@ -881,7 +885,7 @@ impl Conn {
             Err(e) => {
                 let e = OpError::Broker(e);
                 for (id, _) in g.acks {
-                    self.send(e.to_frame(id)).await?;
+                    self.send(e.to_frame(id, &self.shared.metrics)).await?;
                 }
             }
         }
@@ -897,7 +901,7 @@ impl Conn {
         }
         match self.serve_request(frame).await {
             Ok(()) => Ok(()),
-            Err(e) => self.send(e.to_frame(id)).await,
+            Err(e) => self.send(e.to_frame(id, &self.shared.metrics)).await,
         }
     }
 
@@ -925,6 +929,9 @@ impl Conn {
             h.fits_usage(QuotaKind::StoredBytes, bytes as u64)?;
             h.add_usage(QuotaKind::StoredBytes, bytes as u64);
         }
+        self.shared
+            .metrics
+            .published(s.principal.tenant.as_str(), u64::from(count), bytes as u64);
         Ok(())
     }
 
@@ -1202,6 +1209,14 @@ impl Conn {
             },
         ))
         .await?;
+        let counted = Counted {
+            shared: self.shared.clone(),
+            tenant: self
+                .session
+                .as_ref()
+                .map(|s| s.principal.tenant.to_string())
+                .unwrap_or_default(),
+        };
         let task = tokio::spawn(deliver(
             sub.clone(),
             sid,
@@ -1209,6 +1224,7 @@ impl Conn {
             self.event_budget.clone(),
             self.gate.subscribe(),
             self.session.as_ref().map(|s| s.limits.clone()),
+            counted,
         ));
         self.subscriptions.insert(
             sid,
@@ -1244,6 +1260,13 @@ fn auth_ok(p: &Principal) -> AuthOk {
 
 /// Moves a subscription's batches to the connection writer until either
 /// side goes away.
+/// Where a subscription's deliveries are counted for `/metrics`.
+struct Counted {
+    shared: Arc<Shared>,
+    /// The subscriber's tenant.
+    tenant: String,
+}
+
 async fn deliver(
     sub: Arc<Subscription>,
     id: u64,
@@ -1251,6 +1274,7 @@ async fn deliver(
     budget: Arc<Semaphore>,
     mut gate: watch::Receiver<bool>,
     mut limits: Option<Handle>,
+    counted: Counted,
 ) {
     let mut batches = Vec::new();
     loop {
@@ -1296,7 +1320,16 @@ async fn deliver(
         }
         if missed > 0 {
             debug!(subscription = id, missed, "slow consumer dropped messages");
+            counted
+                .shared
+                .metrics
+                .slow_consumer_dropped(&counted.tenant, missed);
         }
+        let messages: u64 = batches.iter().map(|b| u64::from(b.count)).sum();
+        counted
+            .shared
+            .metrics
+            .delivered(&counted.tenant, messages, bytes as u64);
         let out = Out::Events {
             subscription: id,
             missed,

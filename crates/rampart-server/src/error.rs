@@ -6,6 +6,7 @@ use rampart_broker::BrokerError;
 use rampart_proto::{BodyError, ErrorCode, Frame, FrameError};
 
 use crate::access::Denied;
+use crate::metrics::Metrics;
 use crate::session::{nack, nack_after};
 
 /// Why one request failed.
@@ -90,12 +91,36 @@ impl OpError {
         }
     }
 
-    pub(crate) fn to_frame(&self, id: u64) -> Frame {
+    /// A short, stable name of the cause, for metrics.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            OpError::Denied(Denied::Forbidden) => "forbidden",
+            OpError::Denied(Denied::NotAClientFrame) => "not_a_client_frame",
+            OpError::CredentialExpired => "credential_expired",
+            OpError::AuditUnavailable => "audit_unavailable",
+            OpError::Internal => "internal",
+            OpError::Broker(BrokerError::StreamNotFound) => "stream_not_found",
+            OpError::Broker(BrokerError::CacheFull { .. }) => "cache_full",
+            OpError::Broker(BrokerError::ValueTooLarge { .. }) => "value_too_large",
+            OpError::Broker(BrokerError::Storage(_) | BrokerError::Unavailable(_)) => "storage",
+            OpError::Broker(_) => "stream_state",
+            OpError::Body(_) => "bad_request",
+            OpError::StartUnsupported => "start_unsupported",
+            OpError::NoSuchSubscription => "no_such_subscription",
+            OpError::TooManySubscriptions(_) => "too_many_subscriptions",
+            OpError::Limited(_) => "rate_limited",
+        }
+    }
+
+    /// The NACK answering request `id`, counted in `metrics`.
+    pub(crate) fn to_frame(&self, id: u64, metrics: &Metrics) -> Frame {
         let retry_after = match self {
             OpError::Limited(r) => r.retry_after,
             _ => None,
         };
-        nack_after(id, self.code(), self.message(), retry_after)
+        let code = self.code();
+        metrics.rejected(code.0, self.reason());
+        nack_after(id, code, self.message(), retry_after)
     }
 }
 

@@ -362,6 +362,7 @@ fn refused(
         reason = f.as_str(),
         "authentication failed"
     );
+    shared.metrics.auth(method.as_str(), false);
     shared
         .audit
         .record(audit::auth_failure(method.as_str(), f.as_str(), origin));
@@ -493,6 +494,7 @@ async fn auth(
     let (token, exp, jti) = shared
         .issue_token(&p, ttl_ms)
         .map_err(|_| ApiError::Internal)?;
+    shared.metrics.auth(method.as_str(), true);
     let ev = audit::auth_success(&p, method.as_str(), &a.origin)
         .meta("token_id", shared.audit.hmac_id(&jti))
         .meta("token_expires_at_ms", exp);
@@ -1252,6 +1254,20 @@ fn method_filter(m: &str) -> MethodFilter {
 }
 
 /// The router, built from the route table: one entry, one route.
+/// Counts every routed request by its route and answer, for `/metrics`.
+async fn count_request(
+    State(shared): State<Arc<Shared>>,
+    Extension(route): Extension<&'static crate::access::Route>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let resp = next.run(req).await;
+    shared
+        .metrics
+        .http(route.method, route.path, resp.status().as_u16());
+    resp
+}
+
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let mut r: Router<Arc<Shared>> = Router::new();
     for route in ROUTES {
@@ -1314,6 +1330,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             RouteName::GetStream => on(f, get_stream),
             RouteName::EraseStream => on(f, erase_stream),
         };
+        let counted = axum::middleware::from_fn_with_state(shared.clone(), count_request);
+        let mr: axum::routing::MethodRouter<Arc<Shared>> = mr.layer(counted);
         r = r.route(route.path, mr.layer(Extension(route)));
     }
     let cors = cors_layer(&shared.config.cors_allowed_origins);
@@ -1400,12 +1418,17 @@ async fn serve_conn(
     // first request's and every later one's, idle keep-alive included).
     let header_timeout = Duration::from_millis(shared.config.http_header_timeout_ms);
     let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-        Ok(Ok(t)) => t,
+        Ok(Ok(t)) => {
+            shared.metrics.handshake("https", "ok");
+            t
+        }
         Ok(Err(e)) => {
+            shared.metrics.handshake("https", "failed");
             debug!(peer = %addr, error = %e, "https tls handshake failed");
             return;
         }
         Err(_) => {
+            shared.metrics.handshake("https", "timeout");
             debug!(peer = %addr, "https tls handshake timed out");
             return;
         }

@@ -767,6 +767,7 @@ pub(crate) async fn approle_token(
         Err(e) => {
             attempt.failed(&shared.admission);
             warn!(peer = %peer, "approle login refused");
+            shared.metrics.auth("approle", false);
             shared.audit.record(audit::auth_failure(
                 "approle",
                 "invalid_credentials",
@@ -791,6 +792,7 @@ pub(crate) async fn approle_token(
     let (token, expires_ms, jti) = shared
         .issue_token(&principal, ttl)
         .map_err(|_| KvError::Api(ApiError::Internal))?;
+    shared.metrics.auth("approle", true);
     let ev = audit::auth_success(&principal, "approle", origin)
         .meta("token_id", shared.audit.hmac_id(&jti))
         .meta("token_expires_at_ms", expires_ms);

@@ -39,6 +39,7 @@ mod http;
 mod kv_api;
 mod limits;
 mod master;
+mod metrics;
 mod reencrypt;
 mod registry;
 mod sealing;
@@ -99,6 +100,8 @@ pub(crate) struct Shared {
     pub(crate) health: Arc<health::HealthState>,
     /// The served certificate and key, reloaded when their files change.
     pub(crate) certs: Arc<tls::CertStore>,
+    /// Event counters for `/metrics`.
+    pub(crate) metrics: metrics::Metrics,
     pub(crate) shutdown: watch::Receiver<bool>,
     active: AtomicUsize,
 }
@@ -120,6 +123,11 @@ impl Drop for Tracked<'_> {
 }
 
 impl Shared {
+    /// Wire connections open now.
+    pub(crate) fn open_connections(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
     pub(crate) fn track(&self) -> Tracked<'_> {
         self.active.fetch_add(1, Ordering::AcqRel);
         Tracked(&self.active)
@@ -301,6 +309,7 @@ pub struct Server {
     quic_addr: Option<SocketAddr>,
     tcp_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     dev: Option<DevSetup>,
 }
 
@@ -540,6 +549,7 @@ impl Server {
             quic_retries: AtomicU64::new(0),
             health,
             certs,
+            metrics: metrics::Metrics::default(),
             shutdown: shutdown_rx,
             active: AtomicUsize::new(0),
         });
@@ -593,12 +603,48 @@ impl Server {
             let addr: SocketAddr = quic_bind
                 .parse()
                 .map_err(|_| bind_err("quic", &quic_bind, "not an address".into()))?;
-            let qcfg =
-                transport::quic_server_config(tls).map_err(|e| bind_err("quic", &quic_bind, e))?;
+            let qcfg = transport::quic_server_config(tls.clone())
+                .map_err(|e| bind_err("quic", &quic_bind, e))?;
             let endpoint = quinn::Endpoint::server(qcfg, addr)
                 .map_err(|e| bind_err("quic", &quic_bind, e.to_string()))?;
             quic_addr = endpoint.local_addr().ok();
             tasks.push(tokio::spawn(transport::run_quic(endpoint, shared.clone())));
+        }
+
+        let mut metrics_addr = None;
+        if !shared.config.metrics_bind.is_empty() {
+            let bind = shared.config.metrics_bind.clone();
+            let auth = match &shared.config.metrics_token_path {
+                Some(path) => {
+                    let invalid = |message: String| {
+                        StartError::Config(ConfigError::Invalid {
+                            key: "metrics_token_path",
+                            message,
+                        })
+                    };
+                    let token = rampart_identity::Secret::new(
+                        std::fs::read(path)
+                            .map_err(|e| invalid(format!("{}: {e}", path.display())))?,
+                    );
+                    metrics::ScrapeAuth::token(token.expose()).ok_or_else(|| {
+                        invalid(format!("{}: no token on its first line", path.display()))
+                    })?
+                }
+                None => metrics::ScrapeAuth::ClientCertificate,
+            };
+            let listener = transport::bind_tcp(&bind)
+                .await
+                .map_err(|e| bind_err("metrics", &bind, e.to_string()))?;
+            metrics_addr = listener.local_addr().ok();
+            let mut metrics_tls = tls.clone();
+            metrics_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(metrics_tls));
+            tasks.push(tokio::spawn(metrics::serve(
+                listener,
+                acceptor,
+                auth,
+                shared.clone(),
+            )));
         }
 
         if shared.config.key_rotation_days > 0 {
@@ -664,6 +710,7 @@ impl Server {
             quic_addr,
             tcp_addr,
             http_addr,
+            metrics_addr,
             dev,
         })
     }
@@ -694,6 +741,11 @@ impl Server {
     /// Address of the HTTPS API.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// Where `/metrics` is served, when `metrics_bind` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Authenticated connections right now.

@@ -256,12 +256,17 @@ async fn handle_tcp(
     // a burst of records into one recv instead of one per 4 KiB.
     let stream = tokio::io::BufReader::with_capacity(TLS_READ_BUFFER, stream);
     let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
+        Ok(Ok(tls)) => {
+            shared.metrics.handshake("tcp", "ok");
+            tls
+        }
         Ok(Err(e)) => {
+            shared.metrics.handshake("tcp", "failed");
             debug!(peer = %addr, error = %e, "tls handshake failed");
             return;
         }
         Err(_) => {
+            shared.metrics.handshake("tcp", "timeout");
             debug!(peer = %addr, "tls handshake timed out");
             return;
         }
@@ -399,12 +404,17 @@ async fn handle_quic(incoming: quinn::Incoming, ticket: Ticket, shared: Arc<Shar
     let addr = incoming.remote_address();
     let deadline = preauth_deadline(&shared, addr);
     let conn = match tokio::time::timeout_at(deadline, async { incoming.accept()?.await }).await {
-        Ok(Ok(c)) => c,
+        Ok(Ok(c)) => {
+            shared.metrics.handshake("quic", "ok");
+            c
+        }
         Ok(Err(e)) => {
+            shared.metrics.handshake("quic", "failed");
             debug!(peer = %addr, error = %e, "quic handshake failed");
             return;
         }
         Err(_) => {
+            shared.metrics.handshake("quic", "timeout");
             debug!(peer = %addr, "quic handshake timed out");
             return;
         }

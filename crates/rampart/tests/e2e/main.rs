@@ -20,6 +20,7 @@ mod health;
 mod identity;
 mod keys;
 mod limits;
+mod metrics;
 mod pubsub;
 mod security;
 mod tls_reload;

@@ -1,0 +1,196 @@
+//! `/metrics` on `metrics_bind`: refused without the bearer token, and with
+//! it the Prometheus text format, whose counters follow what the test did
+//! over the wire and the HTTPS API. Checked by `promtool check metrics`
+//! too where Debian's `prometheus` package is installed (.ci/run installs
+//! it).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rampart_client::{AdminClient, Client, ClientConfig, Transport};
+
+use crate::common::*;
+
+const TOKEN: &str = "scrape-token-0123456789";
+
+fn scraper(s: &TestServer, token: Option<&str>) -> AdminClient {
+    let url = format!("https://{}", s.server.metrics_addr().expect("metrics"));
+    let mut c = ClientConfig::default().with_ca(&s.ca);
+    if let Some(t) = token {
+        c = c.with_token(t);
+    }
+    AdminClient::new(&url, &c).expect("client")
+}
+
+/// `name{labels}` -> value, for every sample line; panics on a line that
+/// is not a comment or a well-formed sample.
+fn parse(text: &str) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        let name = key.split('{').next().unwrap();
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line:?}"
+        );
+        assert!(
+            !key.contains('{') || key.ends_with('}'),
+            "bad labels in {line:?}"
+        );
+        let v: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        out.insert(key.to_string(), v);
+    }
+    out
+}
+
+fn at_least(m: &HashMap<String, f64>, key: &str, min: f64) {
+    let v = m.get(key).copied().unwrap_or_else(|| {
+        let mut keys: Vec<_> = m.keys().collect();
+        keys.sort();
+        panic!("{key} missing; have {keys:#?}")
+    });
+    assert!(v >= min, "{key} = {v}, wanted at least {min}");
+}
+
+async fn metrics_follow_the_traffic(t: Transport) {
+    let dir = tempfile::tempdir().unwrap();
+    let token_path = dir.path().join("metrics-token");
+    std::fs::write(&token_path, format!("{TOKEN}\n")).unwrap();
+    let s = start_with(|c| {
+        c.metrics_bind = "127.0.0.1:0".into();
+        c.metrics_token_path = Some(token_path.clone());
+    })
+    .await;
+
+    // Traffic: a subscriber, three publishes, a refused login, a refused
+    // request, an HTTPS call.
+    let sub_client = s.client(t, KEY_ACME).await;
+    let mut sub = sub_client.subscribe("acme", "ns", "orders").await.unwrap();
+    let publisher = s.client(t, KEY_ACME).await;
+    for i in 0..3 {
+        publisher
+            .publish("acme", "ns", "orders", format!("order-{i}"))
+            .await
+            .unwrap();
+    }
+    for _ in 0..3 {
+        tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let wrong = ClientConfig::default()
+        .with_ca(&s.ca)
+        .with_api_key("rk_not_a_key_of_this_server");
+    assert!(Client::connect(&s.url(t), wrong).await.is_err());
+    assert!(publisher
+        .publish("globex", "ns", "orders", "not mine")
+        .await
+        .is_err());
+    let r = s
+        .admin(KEY_ACME)
+        .call("GET", "/healthz", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+
+    // No token, or a wrong one: refused, and nothing is shown.
+    for token in [None, Some("scrape-token-0123456788")] {
+        let r = scraper(&s, token)
+            .call("GET", "/metrics", None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 401, "{token:?}");
+        assert!(!r.text.contains("rampart_"), "{}", r.text);
+    }
+    let r = scraper(&s, Some(TOKEN))
+        .call("GET", "/metrics", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let m = parse(&r.text);
+    let transport = match t {
+        Transport::Quic => "quic",
+        _ => "tcp",
+    };
+    at_least(
+        &m,
+        &format!("rampart_handshakes_total{{transport=\"{transport}\",result=\"ok\"}}"),
+        3.0,
+    );
+    at_least(
+        &m,
+        "rampart_auth_total{method=\"api_key\",result=\"success\"}",
+        2.0,
+    );
+    at_least(
+        &m,
+        "rampart_auth_total{method=\"api_key\",result=\"failure\"}",
+        1.0,
+    );
+    at_least(&m, "rampart_published_messages_total{tenant=\"acme\"}", 3.0);
+    at_least(
+        &m,
+        "rampart_published_bytes_total{tenant=\"acme\"}",
+        3.0 * 7.0,
+    );
+    at_least(&m, "rampart_delivered_messages_total{tenant=\"acme\"}", 3.0);
+    at_least(
+        &m,
+        "rampart_rejections_total{code=\"403\",reason=\"forbidden\"}",
+        1.0,
+    );
+    at_least(
+        &m,
+        "rampart_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"}",
+        1.0,
+    );
+    at_least(&m, "rampart_connections_open", 2.0);
+    at_least(&m, "rampart_audit_records_written_total", 1.0);
+    at_least(&m, "rampart_audit_failing", 0.0);
+    // The dev certificate is valid for far longer than a day.
+    at_least(&m, "rampart_tls_certificate_expiry_seconds", 86_400.0);
+    at_least(&m, "rampart_log_fsync_seconds_count", 0.0);
+    at_least(&m, "rampart_log_fsync_seconds_bucket{le=\"+Inf\"}", 0.0);
+    // Nothing secret in the output.
+    assert!(!r.text.contains(TOKEN) && !r.text.contains(KEY_ACME));
+
+    if let Ok(out) = promtool(&r.text) {
+        assert!(out.status.success(), "promtool check metrics: {out:?}");
+    }
+    drop(sub);
+}
+
+/// `promtool check metrics` on `text`, if promtool is installed.
+fn promtool(text: &str) -> std::io::Result<std::process::Output> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())?;
+    child.wait_with_output()
+}
+
+both_transports!(metrics_follow_the_traffic);
