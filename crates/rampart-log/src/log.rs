@@ -374,6 +374,28 @@ impl Log {
         self.shared.lock().segments.iter().map(|s| s.len).sum()
     }
 
+    /// Fsyncs everything appended so far, whatever the sync policy (a
+    /// clean stop calls it: dropping the log fsyncs only with `interval`).
+    /// Blocks; returns at once when every append is already covered.
+    pub fn sync(&self) -> Result<(), LogError> {
+        let sh = &*self.shared;
+        if sh.opts.sync == SyncPolicy::None {
+            // Without a policy a full segment is not fsynced when the next
+            // one starts: the earlier segments are fsynced here.
+            let st = sh.lock();
+            let older: Vec<Arc<File>> = st.segments[..st.segments.len() - 1]
+                .iter()
+                .map(|s| Arc::clone(&s.file))
+                .collect();
+            drop(st);
+            for f in older {
+                sh.fsyncs.fetch_add(1, Ordering::Relaxed);
+                fsync(&f).map_err(LogError::io("fsync a segment"))?;
+            }
+        }
+        sh.sync_written()
+    }
+
     /// Appends, fsyncs and bytes written since open.
     pub fn stats(&self) -> LogStats {
         let sh = &*self.shared;

@@ -312,6 +312,28 @@ fn group_commit_shares_fsyncs() {
 }
 
 #[test]
+fn sync_covers_every_segment_whatever_the_policy() {
+    for policy in [SyncPolicy::None, SyncPolicy::IntervalMs(60_000)] {
+        let tmp = TempDir::new().unwrap();
+        let mut o = opts(1 << 10);
+        o.sync = policy;
+        let (log, _) = Log::open(tmp.path(), o).unwrap();
+        fill(&log, 20, 10);
+        assert!(seg_files(tmp.path()).len() > 1);
+        let before = log.stats().fsyncs;
+        log.sync().unwrap();
+        assert!(log.stats().fsyncs > before, "{policy:?}");
+        // Nothing new since: the next sync has nothing to do.
+        let after = log.stats().fsyncs;
+        if policy != SyncPolicy::None {
+            log.sync().unwrap();
+            assert_eq!(log.stats().fsyncs, after, "{policy:?}");
+        }
+        check_all(&log, 0);
+    }
+}
+
+#[test]
 fn interval_policy_acknowledges_written_and_syncs_in_background() {
     let tmp = TempDir::new().unwrap();
     let mut o = opts(1 << 20);
