@@ -109,6 +109,10 @@ impl<S: KvStore> KvStore for TrackedStore<S> {
         self.health.wrote(r.is_ok());
         r
     }
+
+    fn snapshot(&self) -> Result<rampart_store::Snapshot, StoreError> {
+        self.inner.snapshot()
+    }
 }
 
 // === the verdict ===

@@ -55,6 +55,10 @@ impl Table {
     }
 }
 
+/// Every table with its entries in key order, as of one moment
+/// ([`KvStore::snapshot`]).
+pub type Snapshot = Vec<(Table, Vec<(String, Vec<u8>)>)>;
+
 /// One change in an atomic batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -82,4 +86,12 @@ pub trait KvStore: Send + Sync + fmt::Debug {
     fn scan(&self, table: Table, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// Applies every op or none, durably, before returning.
     fn apply(&self, ops: Vec<Op>) -> Result<(), StoreError>;
+    /// Every entry of every table as of one moment (one read transaction),
+    /// for backups. Engines that cannot read all tables at one moment
+    /// refuse rather than return a copy torn between writes.
+    fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        Err(StoreError(
+            "this store cannot read every table at one moment".into(),
+        ))
+    }
 }

@@ -19,5 +19,5 @@ pub use catalog::{
     AclRecord, Catalog, DurableSpec, KeyRecord, LimitRecord, Revocation, Revoked, Sealer,
     StreamRecord, TenantRecord,
 };
-pub use kv::{KvStore, Op, StoreError, Table};
+pub use kv::{KvStore, Op, Snapshot, StoreError, Table};
 pub use redb_store::RedbStore;
