@@ -70,7 +70,7 @@ mod tests;
 
 pub use error::LogError;
 pub use latency::{fsync_latency, FsyncLatency, FSYNC_BUCKETS_SECS};
-pub use log::{Appended, Log, LogReader, Message, ReadFrom};
+pub use log::{Appended, Log, LogReader, Message, ReadFrom, SegmentCopy};
 pub use options::{Level, LogOptions, SyncPolicy};
 pub use report::{LogStats, RecoveryReport, ResealReport, RetentionReport, StaleCount};
 pub use seal::{BlockSealer, Plain};

@@ -124,6 +124,32 @@ struct Syncer {
     handle: JoinHandle<()>,
 }
 
+/// One segment of a [`Log::snapshot`]: its file name in the log
+/// directory and the bytes to copy.
+#[derive(Debug)]
+pub struct SegmentCopy {
+    /// The file name (`<first offset>.seg`).
+    pub name: String,
+    file: Arc<File>,
+    /// Bytes to copy: the end of the segment's last block.
+    pub len: u64,
+}
+
+impl SegmentCopy {
+    /// Writes the segment's first `len` bytes to `out`.
+    pub fn copy_to(&self, out: &mut dyn io::Write) -> io::Result<()> {
+        let mut buf = vec![0u8; 256 << 10];
+        let mut pos = 0u64;
+        while pos < self.len {
+            let n = usize::try_from((self.len - pos).min(buf.len() as u64)).unwrap_or(buf.len());
+            segment::read_at(&self.file, pos, &mut buf[..n])?;
+            out.write_all(&buf[..n])?;
+            pos += n as u64;
+        }
+        Ok(())
+    }
+}
+
 // === impl Log ===
 
 impl Log {
@@ -367,6 +393,29 @@ impl Log {
             kept_for_consumer: plan.kept_for_consumer,
             first_offset,
         })
+    }
+
+    /// Every segment as it stands now, to copy while appends go on: each
+    /// up to the end of its last block, without the preallocated zeros of
+    /// the active one. The copies read through handles taken now, so a
+    /// segment that retention deletes or a reseal replaces meanwhile is
+    /// still read whole, as it was (bytes below a segment's end never
+    /// change in place).
+    pub fn snapshot(&self) -> Vec<SegmentCopy> {
+        self.shared
+            .lock()
+            .segments
+            .iter()
+            .map(|s| SegmentCopy {
+                name: s
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                file: Arc::clone(&s.file),
+                len: s.len,
+            })
+            .collect()
     }
 
     /// Bytes the log's segments hold now.

@@ -117,6 +117,36 @@ fn round_trip_across_segments_and_reopen() {
 }
 
 #[test]
+fn a_snapshot_copied_while_appending_reopens_with_every_block_before_it() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("stream");
+    let mut o = opts(4096);
+    o.preallocate_bytes = 64 << 10;
+    let (log, _) = Log::open(&dir, o.clone()).unwrap();
+    fill(&log, 50, 3);
+    let end = log.next_offset();
+    let snap = log.snapshot();
+    // Appends after the snapshot are not in it.
+    fill(&log, 10, 3);
+    let copy = tmp.path().join("copy");
+    fs::create_dir_all(&copy).unwrap();
+    for seg in &snap {
+        let mut f = fs::File::create(copy.join(&seg.name)).unwrap();
+        seg.copy_to(&mut f).unwrap();
+        assert_eq!(
+            f.metadata().unwrap().len(),
+            seg.len,
+            "no preallocated zeros"
+        );
+    }
+    let (restored, report) = Log::open(&copy, o).unwrap();
+    assert_eq!(report.next_offset, end);
+    assert_eq!(report.truncated_bytes, 0);
+    check_all(&restored, 0);
+    fill(&restored, 1, 1);
+}
+
+#[test]
 fn read_by_timestamp_and_reader() {
     let tmp = TempDir::new().unwrap();
     let (log, _) = Log::open(tmp.path(), opts(300)).unwrap();
