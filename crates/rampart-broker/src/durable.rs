@@ -433,6 +433,16 @@ impl DurableStream {
         }
     }
 
+    /// Fsyncs everything appended to the log so far (a clean stop, after
+    /// [`close`](Self::close)).
+    pub async fn flush(&self) -> Result<(), BrokerError> {
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || log.sync())
+            .await
+            .map_err(|e| BrokerError::Storage(format!("log fsync task failed: {e}")))?
+            .map_err(log_error)
+    }
+
     /// Reads messages from `from` into batches of at most `max_bytes` each
     /// (one message always fits). Returns the batches and the offset after
     /// the last message read.

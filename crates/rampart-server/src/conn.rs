@@ -345,6 +345,14 @@ pub(crate) async fn serve<R, W>(
         if let Err(end) = conn.flush_gathered().await {
             break end;
         }
+        // Stopping: every whole frame read so far is answered (above);
+        // nothing more is read.
+        if *shutdown.borrow() {
+            if conn.session.is_some() {
+                conn.tell_shutdown().await;
+            }
+            break End::Shutdown;
+        }
         if let Some(until) = conn.throttled_until.take() {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => {}
@@ -396,7 +404,7 @@ pub(crate) async fn serve<R, W>(
                         continue;
                     }
                     _ = shutdown.changed() => {
-                        let _ = conn.send(nack(0, ErrorCode::UNAVAILABLE, "server shutting down")).await;
+                        conn.tell_shutdown().await;
                         break End::Shutdown;
                     }
                 }
@@ -427,9 +435,32 @@ pub(crate) async fn serve<R, W>(
             );
         }
     }
-    let _ = conn.tx.send(Out::Close).await;
+    // A peer that does not read fills the queue and stalls the writer:
+    // each wait is bounded, and a writer still stuck is stopped.
+    let _ = tokio::time::timeout(CLOSE_WAIT, conn.tx.send(Out::Close)).await;
     drop(conn.tx);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    let stop_writer = writer.abort_handle();
+    let written = tokio::time::timeout(CLOSE_WAIT, writer).await.is_ok();
+    if !written {
+        stop_writer.abort();
+    }
+    if matches!(end, End::Shutdown) && written {
+        // Frames the peer sent that were never read would make the close
+        // a TCP reset, which can throw away the answers still in the
+        // peer's buffers: read and drop what is arriving (briefly: a peer
+        // that keeps its connection open sends nothing more).
+        let mut sink = [0u8; 4096];
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(100), rd.read(&mut sink)).await
+            {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
     match &conn.session {
         Some(s) => info!(
             peer = %peer.addr,
@@ -452,7 +483,17 @@ async fn sleep_until_opt(t: Option<Instant>) {
     }
 }
 
+/// How long a closing connection waits for each of its last steps (the
+/// shutdown NACK, the writer's last frames, the peer's close).
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
 impl Conn {
+    /// Tells the peer the server is stopping, unless its queue stays full.
+    async fn tell_shutdown(&self) {
+        let f = nack(0, ErrorCode::UNAVAILABLE, "server shutting down");
+        let _ = tokio::time::timeout(CLOSE_WAIT, self.send(f)).await;
+    }
+
     async fn send(&self, f: Frame) -> Result<(), End> {
         self.tx
             .send(Out::Frame(f))

@@ -1414,6 +1414,8 @@ async fn serve_conn(
     app: Router,
     shared: Arc<Shared>,
 ) {
+    // A clean stop waits for the requests in flight.
+    let _guard = shared.track_http();
     // One bound for the TLS handshake and for each request's headers (the
     // first request's and every later one's, idle keep-alive included).
     let header_timeout = Duration::from_millis(shared.config.http_header_timeout_ms);

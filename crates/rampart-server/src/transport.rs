@@ -342,7 +342,9 @@ impl Arrivals {
     }
 }
 
-/// Accepts QUIC connections until shutdown.
+/// Accepts QUIC connections until shutdown. Then new handshakes are
+/// refused, while the connections open carry on: the server closes the
+/// endpoint once they are done (see `Server::shutdown`).
 pub(crate) async fn run_quic(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.clone();
     let mut arrivals = Arrivals::new(Instant::now());
@@ -396,8 +398,7 @@ pub(crate) async fn run_quic(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
             handle_quic(incoming, ticket, shared.clone()).await;
         });
     }
-    endpoint.close(0u32.into(), b"server shutting down");
-    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    endpoint.set_server_config(None);
 }
 
 async fn handle_quic(incoming: quinn::Incoming, ticket: Ticket, shared: Arc<Shared>) {

@@ -71,6 +71,16 @@ impl TestServer {
         self._dir
     }
 
+    /// Stops the server as `rampart server` does on SIGTERM, within
+    /// `timeout`; hands back how it went and the data directory.
+    pub async fn stop_within(
+        self,
+        timeout: Duration,
+    ) -> (rampart_server::Stopped, tempfile::TempDir) {
+        let stopped = self.server.shutdown(timeout).await;
+        (stopped, self._dir)
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self._dir.path().to_path_buf()
     }

@@ -23,6 +23,7 @@ mod limits;
 mod metrics;
 mod pubsub;
 mod security;
+mod shutdown;
 mod tls_reload;
 mod vault_compat;
 mod vault_external;
