@@ -135,7 +135,7 @@ for line in \
 	'LockPersonality=yes' 'MemoryDenyWriteExecute=yes' \
 	'RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX' 'SystemCallArchitectures=native' \
 	'SystemCallFilter=@system-service' 'SystemCallFilter=~@privileged @resources' \
-	'UMask=0077' 'LimitNOFILE=65536' 'KillSignal=SIGTERM' 'TimeoutStopSec=30' \
+	'UMask=0077' 'LimitNOFILE=65536' 'KillSignal=SIGTERM' 'TimeoutStopSec=45' \
 	'Restart=on-failure'; do
 	grep -qxF -- "$line" "$unit" || missing+=("$line")
 done

@@ -193,6 +193,10 @@ pub struct Config {
     pub idle_timeout_ms: u64,
     /// An HTTPS request's headers must arrive within this.
     pub http_header_timeout_ms: u64,
+    /// `SIGTERM` (or Ctrl-C) stops the server within this: connections
+    /// drain, stream logs and the audit log are flushed, then it exits
+    /// whatever is left. Default 30.
+    pub shutdown_timeout_secs: u64,
     /// Above this many QUIC handshakes per second, new QUIC clients must
     /// prove their address first (a stateless retry). 0 (the default) =
     /// always: below the threshold the per-IP limits would count an
@@ -319,6 +323,7 @@ impl Default for Config {
             auth_lockout_max_ms: 300_000,
             idle_timeout_ms: 300_000,
             http_header_timeout_ms: 10_000,
+            shutdown_timeout_secs: 30,
             quic_retry_above_per_sec: 0,
         }
     }
@@ -430,6 +435,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("auth_lockout_max_ms", Kind::Int),
     ("idle_timeout_ms", Kind::Int),
     ("http_header_timeout_ms", Kind::Int),
+    ("shutdown_timeout_secs", Kind::Int),
     ("quic_retry_above_per_sec", Kind::Int),
 ];
 
@@ -687,6 +693,7 @@ impl Config {
             ("auth_lockout_base_ms", self.auth_lockout_base_ms),
             ("idle_timeout_ms", self.idle_timeout_ms),
             ("http_header_timeout_ms", self.http_header_timeout_ms),
+            ("shutdown_timeout_secs", self.shutdown_timeout_secs),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1".into()));
@@ -1102,6 +1109,16 @@ mod tests {
         assert_eq!(c.quic_bind, "127.0.0.1:7400");
         assert_eq!(c.max_frame_size, 8 * 1024 * 1024);
         assert_eq!(c.auth_timeout_ms, 5000);
+    }
+
+    #[test]
+    fn shutdown_timeout_defaults_to_30_and_is_never_0() {
+        let c = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(c.shutdown_timeout_secs, 30);
+        let c = Config::load(None, &env(&[("RAMPART_SHUTDOWN_TIMEOUT_SECS", "5")])).unwrap();
+        assert_eq!(c.shutdown_timeout_secs, 5);
+        let e = Config::load(None, &env(&[("RAMPART_SHUTDOWN_TIMEOUT_SECS", "0")])).unwrap_err();
+        assert!(e.to_string().contains("shutdown_timeout_secs"), "{e}");
     }
 
     #[test]

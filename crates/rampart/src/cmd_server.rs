@@ -30,6 +30,7 @@ pub(crate) async fn run(a: ServerArgs) -> Result<ExitCode, Failure> {
     if let Some(d) = &data_dir {
         config.data_dir = d.clone();
     }
+    let timeout_secs = config.shutdown_timeout_secs;
     let plain = std::env::var("RAMPART_API_KEYS").ok().map(Secret::new);
     let server = Server::start(ServerOptions::new(config).dev(a.dev).plain_api_keys(plain)).await?;
     if let Some(q) = server.quic_addr() {
@@ -73,8 +74,16 @@ pub(crate) async fn run(a: ServerArgs) -> Result<ExitCode, Failure> {
         server.reload_limits(&fresh)
     };
     wait_for_signal(reload).await;
-    server.shutdown(Duration::from_secs(10)).await;
-    Ok(ExitCode::SUCCESS)
+    let stopped = server.shutdown(Duration::from_secs(timeout_secs)).await;
+    if stopped.is_clean() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "rampart: stopped after shutdown_timeout_secs ({timeout_secs} s) with unfinished steps: {}",
+            stopped.cut_short.join(", ")
+        );
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 /// Waits for SIGTERM or Ctrl-C. SIGHUP re-reads the configuration file
