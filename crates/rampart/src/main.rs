@@ -11,6 +11,7 @@
 //! - `cmd_admin`: admin commands over the HTTPS API (`key`, `tenant`,
 //!   `acl`, `token`, `stream`).
 //! - `cmd_audit`: `rampart audit verify|hash|read`.
+//! - `cmd_incident`: `rampart incident bundle`, a forensic bundle.
 //! - `cmd_keys`: `rampart keys rotate-master|generate`.
 //! - `bench`: `rampart bench pubsub`.
 //! - `agent`: `rampart agent`, which delivers secrets to files.
@@ -21,6 +22,7 @@ mod cmd_admin;
 mod cmd_audit;
 mod cmd_client;
 mod cmd_config;
+mod cmd_incident;
 mod cmd_key;
 mod cmd_keys;
 mod cmd_server;
@@ -68,6 +70,9 @@ enum Cmd {
     Stream(cmd_admin::StreamArgs),
     /// The audit log: verify, hash, read.
     Audit(cmd_audit::AuditArgs),
+    /// Incident response: a forensic bundle of the audit log and the
+    /// redacted configuration.
+    Incident(cmd_incident::IncidentArgs),
     /// Master key: rotate-master, generate.
     Keys(cmd_keys::KeysArgs),
     /// Benchmarks.
@@ -141,6 +146,7 @@ fn main() -> ExitCode {
             Cmd::Token(a) => cmd_admin::token(a).await,
             Cmd::Stream(a) => cmd_admin::stream(a).await,
             Cmd::Audit(a) => cmd_audit::run(a).await,
+            Cmd::Incident(a) => cmd_incident::run(a).await,
             Cmd::Keys(a) => cmd_keys::run(a).await,
             Cmd::Bench(a) => bench::run(a).await,
             Cmd::Agent(a) => agent::run(a).await,

@@ -18,6 +18,7 @@ mod durable;
 mod federated;
 mod health;
 mod identity;
+mod incident;
 mod keys;
 mod limits;
 mod metrics;
