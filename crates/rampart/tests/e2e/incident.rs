@@ -26,19 +26,10 @@ fn bundle(data: &Path, out: &Path) -> Output {
 
 /// Every file under `root`, as paths relative to it.
 fn names_under(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else {
-                out.push(p.strip_prefix(root).unwrap().display().to_string());
-            }
-        }
-    }
-    out
+    snapshot(root)
+        .into_iter()
+        .map(|(p, _)| p.strip_prefix(root).unwrap().display().to_string())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
