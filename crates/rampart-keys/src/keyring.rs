@@ -138,6 +138,25 @@ impl Keyring {
         self.master.describe()
     }
 
+    /// The master key provider, to wrap what must be readable only with
+    /// the master key (a backup's archive key).
+    pub fn master(&self) -> &Arc<dyn MasterKeyProvider> {
+        &self.master
+    }
+
+    /// The store the keyring keeps its records in.
+    pub fn store(&self) -> &Arc<dyn KvStore> {
+        &self.kv
+    }
+
+    /// Holds key administration (new tenants, erasure, tenant and master
+    /// rotation) until the guard is dropped: a backup takes it so that no
+    /// key it copies from the store is retired, and none it needs is made,
+    /// while it copies the data sealed with them.
+    pub async fn hold_administration(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.admin.lock().await
+    }
+
     /// Whether a master rotation was interrupted and should be run again.
     pub fn rotation_pending(&self) -> Result<bool, KeyError> {
         Ok(self.kv.get(Table::Meta, MASTER_ROTATION)?.is_some())
