@@ -16,13 +16,20 @@
 //!
 //! Never in it: the master key, the pepper, the store, stream data, secrets
 //! or any key material. Audit records hold no secret or payload by design.
+//!
+//! `rampart incident revoke-principal`: every credential of one principal
+//! of a tenant, at once, over the HTTPS API: its managed API keys (and so
+//! every token issued from them) and every Rampart token issued to it by
+//! any other login (JWT, AppRole, mTLS). Connections using them close.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use rampart_identity::fsutil;
 use rampart_server::Config;
+use serde_json::json;
 
+use crate::cmd_admin::{call, HttpArgs};
 use crate::Failure;
 
 #[derive(Debug, clap::Args)]
@@ -48,6 +55,20 @@ enum IncidentCmd {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Revoke every credential of a principal: its managed API keys (with
+    /// the tokens issued from them) and every token issued to it. Keys
+    /// from `allowed_api_keys` in the configuration are not revocable at
+    /// run time: remove them from the file and restart.
+    RevokePrincipal {
+        #[arg(long)]
+        tenant: String,
+        /// The principal's name (a managed key's name, a JWT subject, an
+        /// AppRole role).
+        #[arg(long)]
+        principal: String,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
 }
 
 pub(crate) async fn run(a: IncidentArgs) -> Result<ExitCode, Failure> {
@@ -64,7 +85,53 @@ pub(crate) async fn run(a: IncidentArgs) -> Result<ExitCode, Failure> {
             }
             bundle(&c, config.as_deref(), &out)
         }
+        IncidentCmd::RevokePrincipal {
+            tenant,
+            principal,
+            http,
+        } => revoke_principal(&http, &tenant, &principal).await,
     }
+}
+
+async fn revoke_principal(
+    http: &HttpArgs,
+    tenant: &str,
+    principal: &str,
+) -> Result<ExitCode, Failure> {
+    let keys = call(http, "GET", &format!("/v1/tenants/{tenant}/keys"), None).await?;
+    let ids: Vec<String> = keys.body["keys"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|k| k["name"] == principal && k["revoked_ms"].is_null())
+        .filter_map(|k| k["id"].as_str().map(str::to_string))
+        .collect();
+    let mut closed = 0;
+    for id in &ids {
+        let r = call(
+            http,
+            "POST",
+            &format!("/v1/tenants/{tenant}/keys/{id}/revoke"),
+            None,
+        )
+        .await?;
+        closed += r.body["connections_closed"].as_u64().unwrap_or(0);
+        eprintln!("rampart: key {id} revoked");
+    }
+    let r = call(
+        http,
+        "POST",
+        &format!("/v1/tenants/{tenant}/tokens/revoke"),
+        Some(json!({ "principal": principal })),
+    )
+    .await?;
+    closed += r.body["connections_closed"].as_u64().unwrap_or(0);
+    eprintln!(
+        "rampart: principal {principal} of {tenant}: {} key(s) and every token revoked; {closed} connection(s) closed",
+        ids.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn io_err(what: &Path) -> impl Fn(std::io::Error) -> Failure + '_ {

@@ -122,3 +122,111 @@ async fn a_bundle_holds_the_verified_audit_log_and_nothing_secret() {
     let verify = std::fs::read_to_string(tampered.join("audit-verify.txt")).unwrap();
     assert!(verify.starts_with("FAILED: "), "{verify}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_principal_ends_every_credential_of_one_principal_only() {
+    let s = start().await;
+    let admin = s.admin(KEY_ACME);
+    let key = |name: &'static str| {
+        let admin = &admin;
+        async move {
+            let r = admin
+                .call(
+                    "POST",
+                    "/v1/tenants/acme/keys",
+                    Some(&serde_json::json!({ "name": name, "roles": ["user"] })),
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.status, 201, "{}", r.text);
+            r.body["key"].as_str().unwrap().to_string()
+        }
+    };
+    let (first, second, bystander) = (
+        key("intruder").await,
+        key("intruder").await,
+        key("ops").await,
+    );
+    // A token from the first key, a live connection on the second.
+    let login = admin
+        .call(
+            "POST",
+            "/v1/auth",
+            Some(&serde_json::json!({ "api_key": first })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(login.status, 200, "{}", login.text);
+    let token = login.body["auth"]["client_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let live = s.client(Transport::Tcp, &second).await;
+    live.publish("acme", "ns", "s", "before").await.unwrap();
+    let other = s.client(Transport::Tcp, &bystander).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("admin.key");
+    std::fs::write(&key_file, KEY_ACME).unwrap();
+    let o = Command::new(BIN)
+        .args([
+            "incident",
+            "revoke-principal",
+            "--tenant",
+            "acme",
+            "--principal",
+            "intruder",
+        ])
+        .env_clear()
+        .env(
+            "RAMPART_HTTP_URL",
+            format!("https://{}", s.server.http_addr().unwrap()),
+        )
+        .env("RAMPART_CA_CERT", &s.ca)
+        .env("RAMPART_API_KEY_FILE", &key_file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(said.contains("2 key(s)"), "{said}");
+
+    // Every credential of the principal is dead, the open connection too.
+    for k in [&first, &second] {
+        let c = rampart_client::ClientConfig::default()
+            .with_ca(&s.ca)
+            .with_api_key(k.as_str());
+        assert!(rampart_client::Client::connect(&s.url(Transport::Tcp), c)
+            .await
+            .is_err());
+    }
+    let by_token = rampart_client::AdminClient::new(
+        &format!("https://{}", s.server.http_addr().unwrap()),
+        &rampart_client::ClientConfig::default()
+            .with_ca(&s.ca)
+            .with_token(token),
+    )
+    .unwrap();
+    let r = by_token
+        .call("GET", "/v1/auth/token/lookup-self", None)
+        .await
+        .unwrap();
+    assert!(
+        r.status == 401 || r.status == 403,
+        "{}: {}",
+        r.status,
+        r.text
+    );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while live.publish("acme", "ns", "s", "after").await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the live connection still publishes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Another principal of the tenant is untouched.
+    other
+        .publish("acme", "ns", "s", "still fine")
+        .await
+        .unwrap();
+}
