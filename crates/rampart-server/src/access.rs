@@ -182,6 +182,7 @@ pub(crate) enum RouteName {
     SysInit,
     Healthz,
     Readyz,
+    Backup,
 }
 
 pub(crate) const ROUTES: &[Route] = &[
@@ -576,6 +577,14 @@ pub(crate) const ROUTES: &[Route] = &[
         "/v1/tenants/{tenant}/audit",
         Access::Perm(Permission::AuditRead),
         Scope::Admin(AdminArea::Audit),
+    ),
+    // A backup holds every tenant's data (sealed): operators only.
+    route(
+        RouteName::Backup,
+        "POST",
+        "/v1/sys/backup",
+        Access::Operator,
+        Scope::None,
     ),
 ];
 

@@ -1329,6 +1329,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             RouteName::DeleteStream => on(f, delete_stream),
             RouteName::GetStream => on(f, get_stream),
             RouteName::EraseStream => on(f, erase_stream),
+            RouteName::Backup => on(f, crate::backup::backup),
         };
         let counted = axum::middleware::from_fn_with_state(shared.clone(), count_request);
         let mr: axum::routing::MethodRouter<Arc<Shared>> = mr.layer(counted);

@@ -25,10 +25,15 @@
 //! - `kv_api`: the secrets API (Vault KV v2, KeyVault, AppRole).
 //! - `secret_backend`: where `kv_api` keeps secrets, local or external.
 //! - `vault_external`: the proxy to an external Vault/OpenBao KV v2 mount.
+//! - `archive`: the backup archive format (encrypted chunks, entries).
+//! - `backup`: `POST /v1/sys/backup` while serving, and the offline
+//!   restore.
 
 mod access;
+mod archive;
 mod audit;
 mod auth;
+mod backup;
 mod config;
 mod conn;
 mod control;
@@ -65,6 +70,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 pub use auth::MtlsIdentity;
+pub use backup::{restore, RestoreError, RestoreReport};
 pub use config::{
     AuditSink, ClientAuth, Config, ConfigError, MasterKeyKind, SlowConsumer, VaultBackend,
     REDACTED, SECRET_KEYS, VAULT_EXTERNAL_TOKEN_ENV,
