@@ -124,6 +124,80 @@ impl AdminClient {
         }
     }
 
+    /// Sends a bodiless request and streams a successful response's body
+    /// into `out` (large downloads: backups), returning the bytes written.
+    /// An error status comes back as `Ok(Err(response))` with its body
+    /// read. The request timeout bounds the wait for the response headers
+    /// and each wait for more of the body, not the whole download; a body
+    /// cut short by the server is an error.
+    pub async fn download<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        method: &str,
+        path: &str,
+        out: &mut W,
+    ) -> Result<Result<u64, AdminResponse>, ClientError> {
+        use tokio::io::AsyncWriteExt;
+        let conn_err = |e: &dyn std::fmt::Display| ClientError::Connect(e.to_string());
+        let mut sender = self.open().await?;
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, format!("{}:{}", self.host, self.port));
+        if let Some(c) = &self.credential {
+            req = req.header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", c.expose()),
+            );
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
+        let resp = tokio::time::timeout(self.timeout, async {
+            sender.ready().await.map_err(|e| conn_err(&e))?;
+            sender.send_request(req).await.map_err(|e| conn_err(&e))
+        })
+        .await
+        .map_err(|_| ClientError::Timeout("HTTPS request"))??;
+        let status = resp.status().as_u16();
+        if status >= 300 {
+            let headers = resp
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect();
+            let body = Limited::new(resp.into_body(), MAX_RESPONSE)
+                .collect()
+                .await
+                .map_err(|e| ClientError::Protocol(e.to_string()))?
+                .to_bytes();
+            return Ok(Err(AdminResponse {
+                status,
+                body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                text: String::from_utf8_lossy(&body).into_owned(),
+                headers,
+            }));
+        }
+        let mut body = resp.into_body();
+        let mut written = 0u64;
+        loop {
+            let frame = tokio::time::timeout(self.timeout, body.frame())
+                .await
+                .map_err(|_| ClientError::Timeout("HTTPS response body"))?;
+            let Some(frame) = frame else { break };
+            let frame = frame.map_err(|e| ClientError::Protocol(e.to_string()))?;
+            if let Ok(data) = frame.into_data() {
+                out.write_all(&data)
+                    .await
+                    .map_err(|e| ClientError::Protocol(format!("writing the download: {e}")))?;
+                written += data.len() as u64;
+            }
+        }
+        out.flush()
+            .await
+            .map_err(|e| ClientError::Protocol(format!("writing the download: {e}")))?;
+        Ok(Ok(written))
+    }
+
     /// Waits for rate limits taken so far by this client, its clones and
     /// their sessions.
     pub fn rate_limit_backoffs(&self) -> u64 {

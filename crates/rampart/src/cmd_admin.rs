@@ -34,7 +34,7 @@ pub(crate) struct HttpArgs {
 }
 
 impl HttpArgs {
-    fn client(&self) -> Result<AdminClient, Failure> {
+    pub(crate) fn client(&self) -> Result<AdminClient, Failure> {
         let mut c = ClientConfig::default();
         c.tls_ca_cert_path = self.ca_cert.clone();
         crate::cmd_client::set_credential(&mut c, self.api_key_file.as_deref())?;

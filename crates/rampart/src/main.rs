@@ -11,6 +11,7 @@
 //! - `cmd_admin`: admin commands over the HTTPS API (`key`, `tenant`,
 //!   `acl`, `token`, `stream`).
 //! - `cmd_audit`: `rampart audit verify|hash|read`.
+//! - `cmd_backup`: `rampart backup` (HTTPS) and `rampart restore` (offline).
 //! - `cmd_incident`: `rampart incident bundle`, a forensic bundle.
 //! - `cmd_keys`: `rampart keys rotate-master|generate`.
 //! - `bench`: `rampart bench pubsub`.
@@ -20,6 +21,7 @@ mod agent;
 mod bench;
 mod cmd_admin;
 mod cmd_audit;
+mod cmd_backup;
 mod cmd_client;
 mod cmd_config;
 mod cmd_incident;
@@ -70,6 +72,10 @@ enum Cmd {
     Stream(cmd_admin::StreamArgs),
     /// The audit log: verify, hash, read.
     Audit(cmd_audit::AuditArgs),
+    /// An encrypted backup of a running server's data directory.
+    Backup(cmd_backup::BackupArgs),
+    /// Restore a backup into a new data directory (server stopped).
+    Restore(cmd_backup::RestoreArgs),
     /// Incident response: a forensic bundle of the audit log and the
     /// redacted configuration.
     Incident(cmd_incident::IncidentArgs),
@@ -146,6 +152,8 @@ fn main() -> ExitCode {
             Cmd::Token(a) => cmd_admin::token(a).await,
             Cmd::Stream(a) => cmd_admin::stream(a).await,
             Cmd::Audit(a) => cmd_audit::run(a).await,
+            Cmd::Backup(a) => cmd_backup::backup(a).await,
+            Cmd::Restore(a) => cmd_backup::restore(a).await,
             Cmd::Incident(a) => cmd_incident::run(a).await,
             Cmd::Keys(a) => cmd_keys::run(a).await,
             Cmd::Bench(a) => bench::run(a).await,

@@ -1,0 +1,81 @@
+//! `rampart backup` (over the HTTPS API, while the server runs) and
+//! `rampart restore` (offline, into a new data directory).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::cmd_admin::HttpArgs;
+use crate::Failure;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct BackupArgs {
+    /// Where to write the archive. It is written to `<FILE>.partial` and
+    /// renamed once the server has sent all of it.
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RestoreArgs {
+    /// The archive `rampart backup` wrote.
+    #[arg(long)]
+    from: PathBuf,
+    /// The data directory to restore into: new, or empty.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The server's configuration file (TOML), for its master key settings
+    /// (`master_key_path`, the provider); RAMPART_* variables apply too.
+    #[arg(long, env = "RAMPART_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+pub(crate) async fn backup(a: BackupArgs) -> Result<ExitCode, Failure> {
+    let client = a.http.client()?;
+    let mut partial = a.out.clone().into_os_string();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let mut opts = tokio::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut file = opts
+        .open(&partial)
+        .await
+        .map_err(|e| Failure(format!("{}: {e}", partial.display())))?;
+    let r = client.download("POST", "/v1/sys/backup", &mut file).await;
+    let result = match r {
+        Ok(Ok(bytes)) => file.sync_all().await.map(|()| bytes).map_err(Failure::from),
+        Ok(Err(resp)) => Err(Failure(format!("HTTP {}: {}", resp.status, resp.error()))),
+        Err(e) => Err(Failure(format!("the backup was cut short: {e}"))),
+    };
+    drop(file);
+    match result {
+        Ok(bytes) => {
+            tokio::fs::rename(&partial, &a.out)
+                .await
+                .map_err(|e| Failure(format!("{}: {e}", a.out.display())))?;
+            eprintln!("backup written: {} ({bytes} bytes)", a.out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(f) => {
+            let _ = tokio::fs::remove_file(&partial).await;
+            Err(f)
+        }
+    }
+}
+
+pub(crate) async fn restore(a: RestoreArgs) -> Result<ExitCode, Failure> {
+    let env = |k: &str| std::env::var(k).ok();
+    let config = rampart_server::Config::load(a.config.as_deref(), &env)?;
+    let report = rampart_server::restore(&config, &a.from, &a.data_dir).await?;
+    eprintln!(
+        "restored {} file(s), {} byte(s) and {} store entries into {}",
+        report.files,
+        report.bytes,
+        report.store_entries,
+        a.data_dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
