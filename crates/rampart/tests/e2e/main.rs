@@ -10,6 +10,7 @@ mod admission;
 mod agent;
 mod audit;
 mod backoff;
+mod backup;
 mod cache;
 mod cli;
 mod config_check;
