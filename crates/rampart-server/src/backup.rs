@@ -405,26 +405,32 @@ pub async fn restore(
     let result = tokio::task::spawn_blocking(move || {
         let r = write_back(input, &header, key.expose(), &target);
         if r.is_err() {
-            // Leave nothing half-restored behind.
-            if let Ok(entries) = fs::read_dir(&target) {
-                for e in entries.flatten() {
-                    let p = e.path();
-                    let _ = if p.is_dir() {
-                        fs::remove_dir_all(&p)
-                    } else {
-                        fs::remove_file(&p)
-                    };
-                }
-            }
+            clear(&target);
         }
         r
     })
     .await
     .map_err(|e| RestoreError::Io(e.to_string()))??;
-    crate::master::verify(master.as_ref(), data_dir)
-        .await
-        .map_err(|e| RestoreError::MasterKey(e.to_string()))?;
+    if let Err(e) = crate::master::verify(master.as_ref(), data_dir).await {
+        clear(data_dir);
+        return Err(RestoreError::MasterKey(e.to_string()));
+    }
     Ok(result)
+}
+
+/// Empties a directory restore filled (it was empty before): a refused
+/// restore leaves nothing half-restored behind.
+fn clear(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            let _ = if p.is_dir() {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            };
+        }
+    }
 }
 
 fn open_master(config: &Config) -> Result<Arc<dyn MasterKeyProvider>, RestoreError> {
