@@ -19,6 +19,7 @@ use crate::permission::{PermSet, Permission};
 /// | create, delete, configure a cache           | `Cache`               | `cache_admin`   |
 /// | list a namespace's streams / caches         | `Namespace`           | `stream_admin` / `cache_admin` |
 /// | create or delete a namespace                | `Namespace`           | `tenant_admin`  |
+/// | disable or enable a namespace               | `Namespace`           | `tenant_admin`  |
 /// | read / write a secret                       | `Secret`              | `secret_read` / `secret_write` |
 /// | manage API keys and tokens                  | `Admin(_, Keys)`      | `key_admin`     |
 /// | apply or remove an ACL document             | `Admin(_, Acl)`       | `acl_admin`     |

@@ -136,6 +136,8 @@ pub(crate) enum RouteName {
     DisableTenant,
     EnableTenant,
     EraseTenant,
+    DisableNamespace,
+    EnableNamespace,
     RotateEncryption,
     EncryptionStatus,
     GetLimits,
@@ -521,6 +523,22 @@ pub(crate) const ROUTES: &[Route] = &[
         "/v1/tenants/{tenant}/namespaces",
         Access::Perm(Permission::TenantAdmin),
         Scope::Tenant,
+    ),
+    // Incident containment inside a tenant: the tenant's own admins
+    // (`tenant_admin` on the namespace) may disable and enable it.
+    route(
+        RouteName::DisableNamespace,
+        "POST",
+        "/v1/tenants/{tenant}/namespaces/{namespace}/disable",
+        Access::Perm(Permission::TenantAdmin),
+        Scope::Namespace,
+    ),
+    route(
+        RouteName::EnableNamespace,
+        "POST",
+        "/v1/tenants/{tenant}/namespaces/{namespace}/enable",
+        Access::Perm(Permission::TenantAdmin),
+        Scope::Namespace,
     ),
     route(
         RouteName::ListStreams,

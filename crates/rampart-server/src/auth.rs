@@ -9,7 +9,7 @@ use std::sync::RwLock;
 use rampart_identity::{
     managed_key_id, ApiKeyStore, KeyHash, Principal, PrincipalKind, TokenClaims, TokenSigner,
 };
-use rampart_proto::{AuthMethod, TenantId};
+use rampart_proto::{AuthMethod, NamespaceName, TenantId};
 use rampart_store::{Catalog, KeyRecord, Revocation, Revoked, StoreError, TenantRecord};
 use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
@@ -196,6 +196,7 @@ impl Identity {
                     created_ms: now,
                     changed_ms: now,
                     erased_ms: None,
+                    disabled_namespaces: Default::default(),
                 })?;
             }
         }
@@ -463,6 +464,16 @@ impl Identity {
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
+    }
+
+    /// Whether `namespace` of `tenant` is disabled (see
+    /// [`TenantRecord::disabled_namespaces`]).
+    pub(crate) fn namespace_disabled(&self, tenant: &TenantId, namespace: &NamespaceName) -> bool {
+        self.tenants
+            .read()
+            .unwrap_or_else(lock_err)
+            .get(tenant.as_str())
+            .is_some_and(|r| r.disabled_namespaces.contains(namespace.as_str()))
     }
 
     pub(crate) fn tenant(&self, name: &str) -> Option<TenantRecord> {

@@ -574,18 +574,24 @@ impl Conn {
     /// After a policy change, ends subscriptions that are no longer allowed.
     async fn recheck_subscriptions(&mut self) {
         let Some(s) = &mut self.session else { return };
-        let denied: Vec<u64> = {
+        let denied: Vec<(u64, String)> = {
             let policy = self.shared.policy.read().unwrap_or_else(|e| e.into_inner());
             self.subscriptions
                 .iter()
-                .filter(|(_, sub)| {
-                    !s.cache
+                .filter_map(|(id, sub)| {
+                    if !s
+                        .cache
                         .check(&policy, &s.subject, &sub.resource, Permission::Subscribe)
+                    {
+                        Some((*id, "permission revoked".to_string()))
+                    } else {
+                        disabled_namespace(&self.shared, &sub.resource)
+                            .map(|ns| (*id, format!("namespace {ns} is disabled")))
+                    }
                 })
-                .map(|(id, _)| *id)
                 .collect()
         };
-        for id in denied {
+        for (id, why) in denied {
             if let Some(sub) = self.subscriptions.remove(&id) {
                 sub.sub.close();
                 sub.task.abort();
@@ -593,7 +599,7 @@ impl Conn {
                     .send(nack(
                         0,
                         ErrorCode::FORBIDDEN,
-                        format!("subscription {id} ended: permission revoked"),
+                        format!("subscription {id} ended: {why}"),
                     ))
                     .await;
                 let _ = self.send(ended(id)).await;
@@ -824,7 +830,10 @@ impl Conn {
                     frame_resource(&frame.msg).ok_or(OpError::Denied(Denied::NotAClientFrame))?;
                 let policy = self.shared.policy.read().unwrap_or_else(|e| e.into_inner());
                 if s.cache.check(&policy, &s.subject, &resource, perm) {
-                    return Ok(());
+                    return match disabled_namespace(&self.shared, &resource) {
+                        Some(ns) => Err(OpError::NamespaceDisabled(ns)),
+                        None => Ok(()),
+                    };
                 }
                 let decision = rampart_authz::decide(&policy, &s.subject, &resource, perm);
                 self.shared.audit.record(
@@ -1390,6 +1399,21 @@ async fn deliver(
         let _ = tx.send(Out::Frame(nack(0, e.code(), message))).await;
     }
     let _ = tx.send(Out::Frame(ended(id))).await;
+}
+
+/// `tenant/namespace` when the namespace a stream or cache resource lies
+/// in is disabled.
+fn disabled_namespace(shared: &Shared, resource: &Resource) -> Option<String> {
+    let (t, ns) = match resource {
+        Resource::Stream(t, ns, _) | Resource::Cache(t, ns, _) | Resource::Namespace(t, ns) => {
+            (t, ns)
+        }
+        _ => return None,
+    };
+    shared
+        .identity
+        .namespace_disabled(t, ns)
+        .then(|| format!("{t}/{ns}"))
 }
 
 /// The frame that tells a client the server ended one of its subscriptions.

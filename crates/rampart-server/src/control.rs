@@ -140,6 +140,7 @@ impl Shared {
             created_ms: now,
             changed_ms: now,
             erased_ms: None,
+            disabled_namespaces: Default::default(),
         };
         self.identity.put_tenant(r.clone())?;
         let key = self.create_key(name, "admin", vec!["admin".into()], None)?;
@@ -174,6 +175,36 @@ impl Shared {
         };
         info!(tenant = %name, disabled, closed, "tenant state changed");
         Ok((r, closed))
+    }
+
+    /// Disables or enables one namespace of a tenant. Requests on a
+    /// disabled namespace are refused on every transport and over HTTPS;
+    /// its open subscriptions end (the tenant's connections re-check them
+    /// at once). Returns the tenant record and whether anything changed.
+    pub(crate) fn set_namespace_disabled(
+        &self,
+        tenant: &TenantId,
+        namespace: &NamespaceName,
+        disabled: bool,
+    ) -> Result<(TenantRecord, bool), ControlError> {
+        let mut r = self
+            .identity
+            .tenant(tenant.as_str())
+            .ok_or(ControlError::NotFound("tenant"))?;
+        let changed = if disabled {
+            r.disabled_namespaces.insert(namespace.to_string())
+        } else {
+            r.disabled_namespaces.remove(namespace.as_str())
+        };
+        if changed {
+            r.changed_ms = now_ms();
+            self.identity.put_tenant(r.clone())?;
+            if disabled {
+                self.registry.policy_changed(tenant.as_str());
+            }
+        }
+        info!(tenant = %tenant, namespace = %namespace, disabled, changed, "namespace state changed");
+        Ok((r, changed))
     }
 
     /// Erases a tenant: closes its connections, deletes its records,

@@ -14,6 +14,8 @@ use crate::session::{nack, nack_after};
 pub(crate) enum OpError {
     Denied(Denied),
     CredentialExpired,
+    /// The namespace (`tenant/namespace`) is disabled.
+    NamespaceDisabled(String),
     AuditUnavailable,
     Internal,
     Broker(BrokerError),
@@ -31,6 +33,7 @@ impl OpError {
             OpError::Denied(Denied::Forbidden) => ErrorCode::FORBIDDEN,
             OpError::Denied(Denied::NotAClientFrame) => ErrorCode::BAD_REQUEST,
             OpError::CredentialExpired => ErrorCode::UNAUTHORIZED,
+            OpError::NamespaceDisabled(_) => ErrorCode::FORBIDDEN,
             OpError::AuditUnavailable => ErrorCode::UNAVAILABLE,
             OpError::Internal => ErrorCode::INTERNAL,
             OpError::Broker(BrokerError::StreamNotFound) => ErrorCode::NOT_FOUND,
@@ -59,6 +62,7 @@ impl OpError {
                 "frame type not accepted from clients".into()
             }
             OpError::CredentialExpired => "credential expired; send AUTH to resume".into(),
+            OpError::NamespaceDisabled(ns) => format!("namespace {ns} is disabled"),
             OpError::AuditUnavailable => "audit log unavailable; try again".into(),
             OpError::Internal => "internal error".into(),
             OpError::Broker(BrokerError::StreamNotFound) => "stream not found".into(),
@@ -97,6 +101,7 @@ impl OpError {
             OpError::Denied(Denied::Forbidden) => "forbidden",
             OpError::Denied(Denied::NotAClientFrame) => "not_a_client_frame",
             OpError::CredentialExpired => "credential_expired",
+            OpError::NamespaceDisabled(_) => "namespace_disabled",
             OpError::AuditUnavailable => "audit_unavailable",
             OpError::Internal => "internal",
             OpError::Broker(BrokerError::StreamNotFound) => "stream_not_found",

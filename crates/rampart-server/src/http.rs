@@ -54,6 +54,8 @@ pub(crate) struct PeerInfo {
 pub(crate) enum ApiError {
     Unauthenticated,
     Forbidden,
+    /// The namespace (`tenant/namespace`) the route touches is disabled.
+    NamespaceDisabled(String),
     NotFound(&'static str),
     BadRequest(String),
     Conflict(String),
@@ -81,6 +83,9 @@ impl IntoResponse for ApiError {
             ApiError::Refused(r) => (StatusCode::TOO_MANY_REQUESTS, r.to_string()),
             ApiError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated".to_string()),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden".to_string()),
+            ApiError::NamespaceDisabled(ns) => {
+                (StatusCode::FORBIDDEN, format!("namespace {ns} is disabled"))
+            }
             ApiError::NotFound(what) => (StatusCode::NOT_FOUND, format!("{what} not found")),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
@@ -326,6 +331,28 @@ impl Authed {
                 ),
             );
             return Err(ApiError::Forbidden);
+        }
+        // A disabled namespace refuses every route that touches it, except
+        // the ones that disable and enable it.
+        if let (Access::Perm(_), Some(t)) = (route.access, &tenant) {
+            let toggles = matches!(
+                route.name,
+                RouteName::DisableNamespace | RouteName::EnableNamespace
+            );
+            if !toggles && matches!(route.scope, Scope::Namespace | Scope::Stream | Scope::Cache) {
+                let ns = path_name(&params, "namespace", NamespaceName::parse)?;
+                if shared.identity.namespace_disabled(t, &ns) {
+                    shared.audit.record(
+                        origin.apply(
+                            audit::by(&principal, "authz.deny", &route_name, Outcome::Denied)
+                                .resource(Resource::Namespace(t.clone(), ns.clone()).to_string())
+                                .meta("reason", "namespace_disabled")
+                                .meta("route", format!("{} {}", route.method, route.path)),
+                        ),
+                    );
+                    return Err(ApiError::NamespaceDisabled(format!("{t}/{ns}")));
+                }
+            }
         }
         // Admin requests are audited before they run; if that cannot be made
         // durable in time, the request is refused rather than run unaudited.
@@ -704,7 +731,7 @@ async fn list_tenants(State(shared): State<Arc<Shared>>, _a: Authed) -> Json<Val
 }
 
 fn tenant_json(t: &rampart_store::TenantRecord) -> Value {
-    json!({ "name": t.name, "disabled": t.disabled, "erased_ms": t.erased_ms, "created_ms": t.created_ms, "changed_ms": t.changed_ms })
+    json!({ "name": t.name, "disabled": t.disabled, "disabled_namespaces": t.disabled_namespaces, "erased_ms": t.erased_ms, "created_ms": t.created_ms, "changed_ms": t.changed_ms })
 }
 
 #[derive(Debug, Deserialize)]
@@ -772,6 +799,52 @@ async fn enable_tenant(
         json!({ "before": { "disabled": true }, "after": { "disabled": false } }),
     );
     Ok(Json(json!({ "tenant": tenant_json(&r) })))
+}
+
+async fn disable_namespace(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    Path(p): Path<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    set_namespace(&shared, &a, &p, true)
+}
+
+async fn enable_namespace(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    Path(p): Path<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    set_namespace(&shared, &a, &p, false)
+}
+
+fn set_namespace(
+    shared: &Shared,
+    a: &Authed,
+    params: &HashMap<String, String>,
+    disabled: bool,
+) -> Result<Json<Value>, ApiError> {
+    let t = a.tenant()?;
+    let ns = path_name(params, "namespace", NamespaceName::parse)?;
+    let (_, changed_now) = shared.set_namespace_disabled(t, &ns, disabled)?;
+    let (event, action) = if disabled {
+        ("namespace.disable", "disable")
+    } else {
+        ("namespace.enable", "enable")
+    };
+    changed(
+        shared,
+        a,
+        event,
+        action,
+        json!({
+            "namespace": ns.as_str(),
+            "before": { "disabled": disabled != changed_now },
+            "after": { "disabled": disabled },
+        }),
+    );
+    Ok(Json(
+        json!({ "tenant": t.as_str(), "namespace": ns.as_str(), "disabled": disabled, "changed": changed_now }),
+    ))
 }
 
 async fn erase_tenant(
@@ -1302,6 +1375,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             RouteName::ListTenants => on(f, list_tenants),
             RouteName::CreateTenant => on(f, create_tenant),
             RouteName::DisableTenant => on(f, disable_tenant),
+            RouteName::DisableNamespace => on(f, disable_namespace),
+            RouteName::EnableNamespace => on(f, enable_namespace),
             RouteName::EnableTenant => on(f, enable_tenant),
             RouteName::EraseTenant => on(f, erase_tenant),
             RouteName::RotateEncryption => on(f, rotate_encryption),

@@ -1,5 +1,6 @@
 //! Typed records of the control plane, stored as JSON in a [`KvStore`].
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -19,6 +20,10 @@ pub struct TenantRecord {
     /// is never reused.
     #[serde(default)]
     pub erased_ms: Option<u64>,
+    /// Namespaces of the tenant that are disabled (incident containment):
+    /// every request on them is refused until they are enabled again.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub disabled_namespaces: BTreeSet<String>,
 }
 
 /// A managed API key. Only the peppered hash of the secret is kept.
@@ -538,9 +543,12 @@ mod tests {
             created_ms: 1,
             changed_ms: 2,
             erased_ms: None,
+            disabled_namespaces: ["prod".to_string()].into(),
         })
         .unwrap();
-        assert!(c.tenant("acme").unwrap().unwrap().disabled);
+        let t = c.tenant("acme").unwrap().unwrap();
+        assert!(t.disabled);
+        assert!(t.disabled_namespaces.contains("prod"));
         c.put_acl(&AclRecord {
             tenant: "acme".into(),
             namespace: "*".into(),

@@ -542,6 +542,55 @@ pub(crate) async fn token(a: TokenArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+// === namespace ===
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct NamespaceArgs {
+    #[command(subcommand)]
+    cmd: NamespaceCmd,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum NamespaceCmd {
+    /// Disable a namespace of a tenant (the tenant's admins or operators):
+    /// every request on it is refused and its subscriptions end; the
+    /// tenant's other namespaces keep working.
+    Disable {
+        #[arg(long)]
+        tenant: String,
+        namespace: String,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// Enable a disabled namespace.
+    Enable {
+        #[arg(long)]
+        tenant: String,
+        namespace: String,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+}
+
+pub(crate) async fn namespace(a: NamespaceArgs) -> Result<ExitCode, Failure> {
+    let (tenant, namespace, http, action) = match a.cmd {
+        NamespaceCmd::Disable {
+            tenant,
+            namespace,
+            http,
+        } => (tenant, namespace, http, "disable"),
+        NamespaceCmd::Enable {
+            tenant,
+            namespace,
+            http,
+        } => (tenant, namespace, http, "enable"),
+    };
+    let path = format!("/v1/tenants/{tenant}/namespaces/{namespace}/{action}");
+    call(&http, "POST", &path, None).await?;
+    eprintln!("rampart: namespace {tenant}/{namespace} {action}d");
+    Ok(ExitCode::SUCCESS)
+}
+
 // === stream ===
 
 #[derive(Debug, clap::Args)]

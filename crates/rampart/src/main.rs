@@ -64,6 +64,8 @@ enum Cmd {
     Key(cmd_key::KeyArgs),
     /// Tenants: list, create, disable, enable.
     Tenant(cmd_admin::TenantArgs),
+    /// Namespaces of a tenant: disable, enable.
+    Namespace(cmd_admin::NamespaceArgs),
     /// Access control documents: apply, get, explain.
     Acl(cmd_admin::AclArgs),
     /// Rampart tokens: create, revoke.
@@ -148,6 +150,7 @@ fn main() -> ExitCode {
             Cmd::Cache(a) => cmd_client::cache(a).await,
             Cmd::Key(a) => cmd_key::run(a).await,
             Cmd::Tenant(a) => cmd_admin::tenant(a).await,
+            Cmd::Namespace(a) => cmd_admin::namespace(a).await,
             Cmd::Acl(a) => cmd_admin::acl(a).await,
             Cmd::Token(a) => cmd_admin::token(a).await,
             Cmd::Stream(a) => cmd_admin::stream(a).await,

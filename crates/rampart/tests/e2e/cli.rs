@@ -467,6 +467,28 @@ fn admin_commands_end_to_end() {
     as_acme(&mut c);
     assert_eq!(run_ok(c.args(["cache", "get", "acme/app/kv", "k"])), "v\n");
 
+    // One namespace of it: disabled by the tenant's own admin, enabled again.
+    let mut c = s.cli(&url);
+    as_acme(&mut c);
+    run_ok(c.args(["namespace", "disable", "--tenant", "acme", "app"]));
+    let mut c = s.cli(&url);
+    as_acme(&mut c);
+    let o = c
+        .args(["cache", "get", "acme/app/kv", "k"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("NACK 403") && err.contains("disabled"),
+        "{err}"
+    );
+    let mut c = s.cli(&url);
+    as_acme(&mut c);
+    run_ok(c.args(["namespace", "enable", "--tenant", "acme", "app"]));
+    let mut c = s.cli(&url);
+    as_acme(&mut c);
+    assert_eq!(run_ok(c.args(["cache", "get", "acme/app/kv", "k"])), "v\n");
+
     // A token from the key works on the wire.
     let mut c = s.cli(&url);
     as_acme(&mut c);

@@ -436,6 +436,125 @@ async fn tenant_disable_and_enable(t: Transport) {
     );
 }
 
+/// Disabling one namespace of a tenant (incident containment by the
+/// tenant's own admin): its requests are refused on the wire and over
+/// HTTPS, its open subscriptions end with the reason, the tenant's other
+/// namespaces carry on, it survives a restart, and enabling restores it.
+async fn namespace_disable_and_enable(t: Transport) {
+    let s = start().await;
+    let admin = s.admin(KEY_ACME);
+    let c = s.client(t, KEY_ACME).await;
+    let mut sub = c.subscribe("acme", "prod", "x").await.unwrap();
+    let mut other = c.subscribe("acme", "staging", "x").await.unwrap();
+    // Another tenant's admin cannot.
+    assert_eq!(
+        status(
+            &s.admin(KEY_GLOBEX),
+            "POST",
+            "/v1/tenants/acme/namespaces/prod/disable",
+            None
+        )
+        .await,
+        403
+    );
+    let r = ok(
+        &admin,
+        "POST",
+        "/v1/tenants/acme/namespaces/prod/disable",
+        None,
+    )
+    .await;
+    assert_eq!(r["disabled"], true);
+    assert_eq!(r["changed"], true);
+
+    // The open subscription ends and the subscriber is told why.
+    tokio::time::timeout(Duration::from_secs(2), async {
+        while sub.next().await.is_some() {}
+    })
+    .await
+    .expect("ended within 2 s");
+    let err = c.take_async_error().expect("the reason is reported");
+    assert!(
+        err.to_string().contains("namespace acme/prod is disabled"),
+        "{err}"
+    );
+    // Publish, subscribe and the cache are refused with 403.
+    let refused = |e: ClientError| {
+        assert_eq!(e.code().map(|c| c.0), Some(403), "{e}");
+        assert!(e.to_string().contains("acme/prod is disabled"), "{e}");
+    };
+    refused(c.publish("acme", "prod", "x", "m").await.unwrap_err());
+    refused(c.subscribe("acme", "prod", "x").await.unwrap_err());
+    refused(
+        c.cache_put("acme", "prod", "sessions", "k", "v", None)
+            .await
+            .unwrap_err(),
+    );
+    refused(
+        c.cache_get("acme", "prod", "sessions", "k")
+            .await
+            .unwrap_err(),
+    );
+    // So are the HTTPS routes of the namespace.
+    let r = admin
+        .call("GET", "/v1/tenants/acme/namespaces/prod/streams", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403);
+    assert!(r.text.contains("acme/prod is disabled"), "{}", r.text);
+    // The tenant's other namespace carries on.
+    c.publish("acme", "staging", "x", "still").await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(2), other.next())
+        .await
+        .unwrap()
+        .expect("delivered");
+    assert_eq!(e.payload, &b"still"[..]);
+    c.cache_put("acme", "staging", "sessions", "k", "v", None)
+        .await
+        .unwrap();
+    drop((c, other));
+
+    // Kept across a restart.
+    let dir = s.stop().await;
+    let s = start_in(dir, |_| {}).await;
+    let admin = s.admin(KEY_ACME);
+    let c = s.client(t, KEY_ACME).await;
+    refused(c.publish("acme", "prod", "x", "m").await.unwrap_err());
+    // The change is in the tenant's audit log.
+    let audit = ok(&admin, "GET", "/v1/tenants/acme/audit", None).await;
+    let records = audit["records"].as_array().unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["event_type"] == "namespace.disable" && r.to_string().contains("\"prod\"")),
+        "{audit}"
+    );
+
+    // Enabling restores it.
+    let r = ok(
+        &admin,
+        "POST",
+        "/v1/tenants/acme/namespaces/prod/enable",
+        None,
+    )
+    .await;
+    assert_eq!(r["disabled"], false);
+    let mut sub = c.subscribe("acme", "prod", "x").await.unwrap();
+    c.publish("acme", "prod", "x", "back").await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(2), sub.next())
+        .await
+        .unwrap()
+        .expect("delivered");
+    assert_eq!(e.payload, &b"back"[..]);
+    ok(
+        &admin,
+        "GET",
+        "/v1/tenants/acme/namespaces/prod/streams",
+        None,
+    )
+    .await;
+}
+
 async fn tokens_over_https_and_the_wire(t: Transport) {
     let s = start().await;
     let admin = s.admin(KEY_ACME);
@@ -722,6 +841,7 @@ both_transports!(
     expired_token_stops_delivery,
     reauth_keeps_subscription_alive,
     tenant_disable_and_enable,
+    namespace_disable_and_enable,
     tokens_over_https_and_the_wire,
     cross_tenant_admin_matrix,
     namespaces_and_caches_over_https,
