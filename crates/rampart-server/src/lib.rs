@@ -69,6 +69,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+#[doc(hidden)]
+pub use archive::fuzz_archive;
 pub use auth::MtlsIdentity;
 pub use backup::{restore, RestoreError, RestoreReport};
 pub use config::{
