@@ -139,17 +139,8 @@ impl AdminClient {
         use tokio::io::AsyncWriteExt;
         let conn_err = |e: &dyn std::fmt::Display| ClientError::Connect(e.to_string());
         let mut sender = self.open().await?;
-        let mut req = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(http::header::HOST, format!("{}:{}", self.host, self.port));
-        if let Some(c) = &self.credential {
-            req = req.header(
-                http::header::AUTHORIZATION,
-                format!("Bearer {}", c.expose()),
-            );
-        }
-        let req = req
+        let req = self
+            .request(method, path)
             .body(Full::new(Bytes::new()))
             .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
         let resp = tokio::time::timeout(self.timeout, async {
@@ -158,24 +149,8 @@ impl AdminClient {
         })
         .await
         .map_err(|_| ClientError::Timeout("HTTPS request"))??;
-        let status = resp.status().as_u16();
-        if status >= 300 {
-            let headers = resp
-                .headers()
-                .iter()
-                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-                .collect();
-            let body = Limited::new(resp.into_body(), MAX_RESPONSE)
-                .collect()
-                .await
-                .map_err(|e| ClientError::Protocol(e.to_string()))?
-                .to_bytes();
-            return Ok(Err(AdminResponse {
-                status,
-                body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-                text: String::from_utf8_lossy(&body).into_owned(),
-                headers,
-            }));
+        if resp.status().as_u16() >= 300 {
+            return Ok(Err(read_response(resp).await?));
         }
         let mut body = resp.into_body();
         let mut written = 0u64;
@@ -279,44 +254,55 @@ impl AdminClient {
             Some(Value::String(text)) => (Some("application/yaml"), Bytes::from(text.clone())),
             Some(v) => (Some("application/json"), Bytes::from(v.to_string())),
         };
-        let mut req = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(http::header::HOST, format!("{}:{}", self.host, self.port));
+        let mut req = self.request(method, path);
         if let Some(ct) = content_type {
             req = req.header(http::header::CONTENT_TYPE, ct);
-        }
-        if let Some(c) = &self.credential {
-            req = req.header(
-                http::header::AUTHORIZATION,
-                format!("Bearer {}", c.expose()),
-            );
         }
         let req = req
             .body(Full::new(bytes))
             .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
         sender.ready().await.map_err(|e| conn_err(&e))?;
         let resp = sender.send_request(req).await.map_err(|e| conn_err(&e))?;
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect();
-        let body = Limited::new(resp.into_body(), MAX_RESPONSE)
-            .collect()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?
-            .to_bytes();
-        let text = String::from_utf8_lossy(&body).into_owned();
-        let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        Ok(AdminResponse {
-            status,
-            body: json,
-            text,
-            headers,
-        })
+        read_response(resp).await
     }
+
+    /// A request to this server with its host and credential headers.
+    fn request(&self, method: &str, path: &str) -> http::request::Builder {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, format!("{}:{}", self.host, self.port));
+        match &self.credential {
+            Some(c) => req.header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", c.expose()),
+            ),
+            None => req,
+        }
+    }
+}
+
+/// A whole response (body capped at `MAX_RESPONSE`), as JSON and text.
+async fn read_response(
+    resp: http::Response<hyper::body::Incoming>,
+) -> Result<AdminResponse, ClientError> {
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let body = Limited::new(resp.into_body(), MAX_RESPONSE)
+        .collect()
+        .await
+        .map_err(|e| ClientError::Protocol(e.to_string()))?
+        .to_bytes();
+    Ok(AdminResponse {
+        status,
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        text: String::from_utf8_lossy(&body).into_owned(),
+        headers,
+    })
 }
 
 /// The wait before sending again a request answered with `r`: for a 429

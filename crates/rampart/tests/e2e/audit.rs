@@ -27,13 +27,7 @@ fn all_audit_text(dir: &Path) -> String {
 }
 
 fn newest_log(dir: &Path) -> PathBuf {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    files.pop().expect("an audit file")
+    audit_logs(dir).pop().expect("an audit file")
 }
 
 async fn records_everything_and_nothing_secret(t: Transport) {

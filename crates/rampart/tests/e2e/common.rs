@@ -262,6 +262,17 @@ pub fn nack_code(f: &Frame) -> Option<u16> {
     }
 }
 
+/// The audit log files (`audit-*.jsonl`) in `dir`, oldest first.
+pub fn audit_logs(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    files
+}
+
 /// Every file under `dir` with its bytes, sorted by path: for before/after
 /// comparisons and raw-byte scans.
 pub fn snapshot(dir: &std::path::Path) -> Vec<(PathBuf, Vec<u8>)> {

@@ -107,12 +107,7 @@ async fn a_bundle_holds_the_verified_audit_log_and_nothing_secret() {
 
     // A record changed after the fact: bundled, said, exit 1.
     let audit = data.path().join("audit");
-    let mut logs: Vec<_> = std::fs::read_dir(&audit)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    logs.sort();
+    let logs = audit_logs(&audit);
     let first = &logs[0];
     let text = std::fs::read_to_string(first).unwrap();
     std::fs::write(first, text.replacen("\"acme\"", "\"acmf\"", 1)).unwrap();

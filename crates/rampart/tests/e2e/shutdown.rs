@@ -4,7 +4,6 @@
 //! past `shutdown_timeout_secs`.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,16 +26,6 @@ async fn create_ledger(s: &TestServer) {
         .await
         .unwrap();
     assert_eq!(r.status, 201, "{}", r.error());
-}
-
-fn audit_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    files
 }
 
 async fn in_flight_publishes_are_answered_and_kept(t: Transport) {
@@ -100,7 +89,7 @@ async fn in_flight_publishes_are_answered_and_kept(t: Transport) {
     let audit = dir.path().join("audit");
     let report = rampart_audit::verify_dir(&audit, None).expect("the audit log verifies");
     assert_eq!(report.unsigned_tail, 0, "{report:?}");
-    let newest = audit_files(&audit).pop().expect("an audit file");
+    let newest = audit_logs(&audit).pop().expect("an audit file");
     let text = std::fs::read_to_string(&newest).unwrap();
     let records: Vec<Value> = text
         .lines()
