@@ -99,6 +99,12 @@ impl Header {
         SystemRandom::new()
             .fill(&mut salt)
             .map_err(|_| io::Error::other("no randomness"))?;
+        Header::with_digest(wrapped_key, salt)
+    }
+
+    /// The header of `wrapped_key` and `salt`, with the digest that binds
+    /// every chunk to it.
+    fn with_digest(wrapped_key: Vec<u8>, salt: [u8; SALT_LEN]) -> io::Result<Header> {
         let mut h = Header {
             wrapped_key,
             salt,
@@ -138,13 +144,7 @@ impl Header {
         let mut salt = [0u8; SALT_LEN];
         read_full(r, &mut wrapped_key).map_err(|_| ArchiveError::Truncated)?;
         read_full(r, &mut salt).map_err(|_| ArchiveError::Truncated)?;
-        let mut h = Header {
-            wrapped_key,
-            salt,
-            digest: [0; 32],
-        };
-        h.digest = digest(&h.encode()?);
-        Ok(h)
+        Ok(Header::with_digest(wrapped_key, salt)?)
     }
 
     fn chunk_key(&self, archive_key: &[u8]) -> io::Result<LessSafeKey> {

@@ -65,15 +65,7 @@ async fn a_backup_taken_while_publishing_restores_into_a_fresh_directory() {
         .unwrap();
     assert_eq!(created.status, 201, "{}", created.error());
     let made_key = created.body["key"].as_str().unwrap().to_string();
-    let r = admin
-        .call(
-            "POST",
-            "/v1/tenants/acme/namespaces/prod/streams",
-            Some(&json!({ "name": "ledger", "durable": true, "sync": "on_commit" })),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, 201, "{}", r.error());
+    create_ledger(&s).await;
 
     // A publisher that goes on through the backup; `acked` counts the
     // messages acknowledged so far (m0, m1, ... in order).

@@ -262,6 +262,20 @@ pub fn nack_code(f: &Frame) -> Option<u16> {
     }
 }
 
+/// Creates the durable `on_commit` stream `acme/prod/ledger`.
+pub async fn create_ledger(s: &TestServer) {
+    let r = s
+        .admin(KEY_ACME)
+        .call(
+            "POST",
+            "/v1/tenants/acme/namespaces/prod/streams",
+            Some(&serde_json::json!({ "name": "ledger", "durable": true, "sync": "on_commit" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.error());
+}
+
 /// The audit log files (`audit-*.jsonl`) in `dir`, oldest first.
 pub fn audit_logs(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)

@@ -8,25 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rampart_client::{StartAt, Transport};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::common::*;
 
 /// No single publish, nor the stop, may take this long: a hang fails.
 const HANG: Duration = Duration::from_secs(30);
-
-async fn create_ledger(s: &TestServer) {
-    let r = s
-        .admin(KEY_ACME)
-        .call(
-            "POST",
-            "/v1/tenants/acme/namespaces/prod/streams",
-            Some(&json!({ "name": "ledger", "durable": true, "sync": "on_commit" })),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, 201, "{}", r.error());
-}
 
 async fn in_flight_publishes_are_answered_and_kept(t: Transport) {
     let s = start().await;
