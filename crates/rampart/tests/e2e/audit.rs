@@ -26,10 +26,6 @@ fn all_audit_text(dir: &Path) -> String {
     out
 }
 
-fn newest_log(dir: &Path) -> PathBuf {
-    audit_logs(dir).pop().expect("an audit file")
-}
-
 async fn records_everything_and_nothing_secret(t: Transport) {
     let s = start().await;
     let admin = s.admin(KEY_ACME);
@@ -149,13 +145,9 @@ async fn broken_audit_disk_fails_admin_fast_but_not_the_data_plane(t: Transport)
             .status,
         200
     );
-    // A full disk: the current file becomes a link to /dev/full (root
-    // ignores permission bits, so chmod would prove nothing here).
+    // A full disk: the current file becomes a link to /dev/full.
     let dir = audit_dir(&s);
-    let log = newest_log(&dir);
-    let aside = log.with_extension("aside");
-    std::fs::rename(&log, &aside).unwrap();
-    std::os::unix::fs::symlink("/dev/full", &log).unwrap();
+    let (log, aside) = fill_audit_disk(&dir);
 
     let started = Instant::now();
     let r = admin

@@ -287,6 +287,19 @@ pub fn audit_logs(dir: &std::path::Path) -> Vec<PathBuf> {
     files
 }
 
+/// A full disk under the audit log: the newest file of the audit directory
+/// `dir` is moved aside and replaced by a link to `/dev/full` (root ignores
+/// permission bits, so chmod would prove nothing). Returns (the file, where
+/// it went); renaming it back mends the disk.
+#[cfg(unix)]
+pub fn fill_audit_disk(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let log = audit_logs(dir).pop().expect("an audit file");
+    let aside = log.with_extension("aside");
+    std::fs::rename(&log, &aside).unwrap();
+    std::os::unix::fs::symlink("/dev/full", &log).unwrap();
+    (log, aside)
+}
+
 /// Every file under `dir` with its bytes, sorted by path: for before/after
 /// comparisons and raw-byte scans.
 pub fn snapshot(dir: &std::path::Path) -> Vec<(PathBuf, Vec<u8>)> {

@@ -5,7 +5,6 @@
 //! stops accepting as soon as shutdown begins, so no probe gets through
 //! over the network to see it.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use rampart_client::{AdminClient, ClientConfig};
@@ -53,16 +52,6 @@ async fn probes_answer_over_https_without_a_token() {
     s.stop().await;
 }
 
-fn newest_audit_log(s: &TestServer) -> PathBuf {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(s.data_dir().join("audit"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    files.pop().expect("an audit file")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_a_failing_audit_disk() {
     let s = start().await;
@@ -79,10 +68,7 @@ async fn readiness_follows_a_failing_audit_disk() {
     // A full disk, as in the audit tests: the current file becomes a link
     // to /dev/full. An admin call needs its audit record, so it fails, and
     // the audit writer now knows its sink is failing.
-    let log = newest_audit_log(&s);
-    let aside = log.with_extension("aside");
-    std::fs::rename(&log, &aside).unwrap();
-    std::os::unix::fs::symlink("/dev/full", &log).unwrap();
+    let (log, aside) = fill_audit_disk(&s.data_dir().join("audit"));
     let r = admin
         .call("GET", "/v1/tenants/acme/keys", None)
         .await
