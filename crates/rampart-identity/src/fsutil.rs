@@ -29,7 +29,8 @@ pub fn create_private_file(path: &Path) -> io::Result<File> {
 }
 
 /// Writes `contents` to a new private file at `path`, replacing any old one
-/// atomically (write to a temporary name, fsync, rename).
+/// atomically and durably (write to a temporary name, fsync, rename, fsync
+/// the directory).
 pub fn write_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
@@ -37,5 +38,14 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
     let mut f = create_private_file(&tmp)?;
     f.write_all(contents)?;
     f.sync_all()?;
-    fs::rename(&tmp, path)
+    fs::rename(&tmp, path)?;
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
+        _ => Ok(()),
+    }
+}
+
+/// Makes the entries of `dir` (a rename, a removal) durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }

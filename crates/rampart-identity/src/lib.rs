@@ -39,6 +39,6 @@ pub use jwt::{
 pub use principal::{Principal, PrincipalKind};
 pub use secret::Secret;
 pub use token::{
-    new_token_id, verify_with, SigningKeyError, TokenClaims, TokenError, TokenSigner,
-    MAX_TOKEN_LEN, TOKEN_PREFIX,
+    new_token_id, signing_key_id, verify_with, RetiredSigningKey, SigningKeyError, TokenClaims,
+    TokenError, TokenKeys, TokenSigner, MAX_TOKEN_LEN, TOKEN_PREFIX,
 };

@@ -174,6 +174,68 @@ impl TokenSigner {
     }
 }
 
+/// A short public name for a token signing key, for logs, audit records
+/// and the rotation report: the first 8 bytes of the SHA-256 of its public
+/// key, in hex.
+pub fn signing_key_id(public_key: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, public_key);
+    hex::encode(&d.as_ref()[..8])
+}
+
+/// The public key a rotation retired, still accepted for tokens it signed
+/// until `until_ms` (the rotation's grace period).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetiredSigningKey {
+    pub public_key: Vec<u8>,
+    pub until_ms: u64,
+}
+
+/// Every key tokens are checked with: the current signer, and during a
+/// rotation's grace period the public key it replaced.
+#[derive(Debug)]
+pub struct TokenKeys {
+    current: TokenSigner,
+    retired: Option<RetiredSigningKey>,
+}
+
+impl TokenKeys {
+    /// The keys after a start or a rotation.
+    pub fn new(current: TokenSigner, retired: Option<RetiredSigningKey>) -> Self {
+        Self { current, retired }
+    }
+
+    /// The key new tokens are signed with.
+    pub fn signer(&self) -> &TokenSigner {
+        &self.current
+    }
+
+    /// The retired key, while a grace period runs.
+    pub fn retired(&self) -> Option<&RetiredSigningKey> {
+        self.retired.as_ref()
+    }
+
+    /// Checks a token's form and signature, not its times. A token signed
+    /// with the current key comes back with `None`; one signed with the
+    /// retired key, before its grace period ends, with the end of that
+    /// period, past which it must be refused whatever its own expiry says.
+    pub fn verify_signature(
+        &self,
+        token: &[u8],
+        now_ms: u64,
+    ) -> Result<(TokenClaims, Option<u64>), TokenError> {
+        match decode_verified(self.current.public_key(), token) {
+            Ok(c) => Ok((c, None)),
+            Err(TokenError::BadSignature) => match &self.retired {
+                Some(r) if now_ms < r.until_ms => {
+                    decode_verified(&r.public_key, token).map(|c| (c, Some(r.until_ms)))
+                }
+                _ => Err(TokenError::BadSignature),
+            },
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// Checks a token's form and signature and returns its claims, whatever
 /// their times say.
 fn decode_verified(public_key: &[u8], token: &[u8]) -> Result<TokenClaims, TokenError> {
@@ -268,6 +330,60 @@ mod tests {
             s.verify(&vec![b'r'; MAX_TOKEN_LEN + 1], 5_000),
             Err(TokenError::Malformed)
         );
+    }
+
+    #[test]
+    fn retired_key_is_accepted_only_during_its_grace() {
+        let old = TokenSigner::ephemeral().unwrap();
+        let new = TokenSigner::ephemeral().unwrap();
+        let by_old = old.issue(&claims(10_000)).expose().clone();
+        let by_new = new.issue(&claims(10_000)).expose().clone();
+        let retired = RetiredSigningKey {
+            public_key: old.public_key().to_vec(),
+            until_ms: 3_000,
+        };
+        let keys = TokenKeys::new(new, Some(retired));
+        assert_eq!(
+            keys.verify_signature(by_new.as_bytes(), 5_000),
+            Ok((claims(10_000), None))
+        );
+        assert_eq!(
+            keys.verify_signature(by_old.as_bytes(), 2_999),
+            Ok((claims(10_000), Some(3_000)))
+        );
+        assert_eq!(
+            keys.verify_signature(by_old.as_bytes(), 3_000),
+            Err(TokenError::BadSignature),
+            "the grace period is over"
+        );
+        let stranger = TokenSigner::ephemeral().unwrap();
+        let by_stranger = stranger.issue(&claims(10_000)).expose().clone();
+        assert_eq!(
+            keys.verify_signature(by_stranger.as_bytes(), 1_000),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            keys.verify_signature(b"garbage", 1_000),
+            Err(TokenError::Malformed)
+        );
+        let no_grace = TokenKeys::new(TokenSigner::ephemeral().unwrap(), None);
+        assert_eq!(
+            no_grace.verify_signature(by_old.as_bytes(), 1_000),
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn key_ids_are_short_and_differ() {
+        let a = TokenSigner::ephemeral().unwrap();
+        let b = TokenSigner::ephemeral().unwrap();
+        let (ia, ib) = (
+            signing_key_id(a.public_key()),
+            signing_key_id(b.public_key()),
+        );
+        assert_eq!(ia.len(), 16);
+        assert_ne!(ia, ib);
+        assert_eq!(ia, signing_key_id(a.public_key()));
     }
 
     #[test]

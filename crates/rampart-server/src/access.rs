@@ -185,6 +185,7 @@ pub(crate) enum RouteName {
     Healthz,
     Readyz,
     Backup,
+    RotateTokenSigning,
 }
 
 pub(crate) const ROUTES: &[Route] = &[
@@ -601,6 +602,14 @@ pub(crate) const ROUTES: &[Route] = &[
         RouteName::Backup,
         "POST",
         "/v1/sys/backup",
+        Access::Operator,
+        Scope::None,
+    ),
+    // The server's own keys: operators only.
+    route(
+        RouteName::RotateTokenSigning,
+        "POST",
+        "/v1/sys/rotate/token-signing",
         Access::Operator,
         Scope::None,
     ),

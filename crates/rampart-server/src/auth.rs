@@ -4,10 +4,10 @@
 //! memory so that authenticating never reads from disk.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use rampart_identity::{
-    managed_key_id, ApiKeyStore, KeyHash, Principal, PrincipalKind, TokenClaims, TokenSigner,
+    managed_key_id, ApiKeyStore, KeyHash, Principal, PrincipalKind, TokenClaims, TokenKeys,
 };
 use rampart_proto::{AuthMethod, NamespaceName, TenantId};
 use rampart_store::{Catalog, KeyRecord, Revocation, Revoked, StoreError, TenantRecord};
@@ -149,7 +149,9 @@ pub(crate) struct Identity {
     managed: RwLock<HashMap<String, KeyRecord>>,
     tenants: RwLock<HashMap<String, TenantRecord>>,
     revoked: RwLock<RevocationSet>,
-    pub(crate) signer: TokenSigner,
+    /// The token signing key, and the one a rotation retired while its
+    /// grace period runs. Replaced whole by a rotation.
+    token_keys: RwLock<Arc<TokenKeys>>,
     pub(crate) jwt: Option<std::sync::Arc<rampart_identity::JwtVerifier>>,
     mtls: Vec<MtlsIdentity>,
     mtls_allowed_cns: Vec<String>,
@@ -158,9 +160,15 @@ pub(crate) struct Identity {
     renewed: RwLock<HashMap<String, u64>>,
     /// Tokens whose signature was verified, by SHA-256 of the token, so a
     /// token used for many requests pays for Ed25519 once. Holds claims
-    /// only; expiry, renewals and revocations are checked on every use.
-    verified: RwLock<HashMap<[u8; 32], rampart_identity::TokenClaims>>,
+    /// and, for a token of a retired key, the end of its grace period;
+    /// expiry, renewals and revocations are checked on every use. Emptied
+    /// by a key rotation.
+    verified: RwLock<HashMap<[u8; 32], Verified>>,
 }
+
+/// A token's claims, and the end of the grace period of the retired key
+/// that signed it, if one did.
+type Verified = (rampart_identity::TokenClaims, Option<u64>);
 
 /// Verified tokens kept at most; the cache starts over when full.
 const VERIFIED_TOKENS: usize = 16_384;
@@ -181,7 +189,7 @@ impl Identity {
         catalog: Catalog,
         static_keys: ApiKeyStore,
         static_tenants: &HashSet<TenantId>,
-        signer: TokenSigner,
+        token_keys: TokenKeys,
         jwt: Option<std::sync::Arc<rampart_identity::JwtVerifier>>,
         mtls: Vec<MtlsIdentity>,
         mtls_allowed_cns: Vec<String>,
@@ -221,7 +229,7 @@ impl Identity {
             managed: RwLock::new(managed),
             tenants: RwLock::new(tenants),
             revoked: RwLock::new(revoked),
-            signer,
+            token_keys: RwLock::new(Arc::new(token_keys)),
             jwt,
             mtls,
             mtls_allowed_cns,
@@ -230,25 +238,43 @@ impl Identity {
         })
     }
 
+    /// The token keys in force.
+    pub(crate) fn token_keys(&self) -> Arc<TokenKeys> {
+        self.token_keys.read().unwrap_or_else(lock_err).clone()
+    }
+
+    /// Puts new token keys in force (a rotation) and forgets every
+    /// signature checked with the old ones.
+    pub(crate) fn set_token_keys(&self, keys: TokenKeys) {
+        let mut cache = self.verified.write().unwrap_or_else(lock_err);
+        *self.token_keys.write().unwrap_or_else(lock_err) = Arc::new(keys);
+        cache.clear();
+    }
+
     /// The claims of a token whose signature checks, from the cache when it
-    /// was checked before.
-    fn verified_claims(&self, token: &[u8]) -> Result<rampart_identity::TokenClaims, AuthFailure> {
+    /// was checked before, and the end of the grace period of the retired
+    /// key that signed it, if one did.
+    pub(crate) fn verified_claims(&self, token: &[u8]) -> Result<Verified, AuthFailure> {
         let digest = ring::digest::digest(&ring::digest::SHA256, token);
         let mut key = [0u8; 32];
         key.copy_from_slice(digest.as_ref());
         if let Some(c) = self.verified.read().unwrap_or_else(lock_err).get(&key) {
             return Ok(c.clone());
         }
-        let claims = self
-            .signer
-            .verify_signature(token)
+        let keys = self.token_keys();
+        let verified = keys
+            .verify_signature(token, now_ms())
             .map_err(AuthFailure::Token)?;
+        // Cached only if no rotation came in between: a rotation swaps the
+        // keys and empties the cache under this same lock.
         let mut cache = self.verified.write().unwrap_or_else(lock_err);
-        if cache.len() >= VERIFIED_TOKENS {
-            cache.clear();
+        if Arc::ptr_eq(&keys, &self.token_keys()) {
+            if cache.len() >= VERIFIED_TOKENS {
+                cache.clear();
+            }
+            cache.insert(key, verified.clone());
         }
-        cache.insert(key, claims.clone());
-        Ok(claims)
+        Ok(verified)
     }
 
     /// The expiry of a token, renewals included.
@@ -348,9 +374,12 @@ impl Identity {
     }
 
     fn token(&self, token: &[u8]) -> Result<Principal, AuthFailure> {
-        let claims = self.verified_claims(token)?;
+        let (claims, key_until) = self.verified_claims(token)?;
         let now = now_ms();
-        let expires = self.token_expiry(&claims);
+        // A token of a retired signing key ends with its grace period.
+        let expires = self
+            .token_expiry(&claims)
+            .min(key_until.unwrap_or(u64::MAX));
         if now >= expires {
             return Err(AuthFailure::Token(rampart_identity::TokenError::Expired));
         }

@@ -35,6 +35,7 @@ use crate::{Config, Shared};
 const TOP_FILES: &[&str] = &[
     "master.check",
     "token_signing.key",
+    "token_signing.retired",
     "audit_signing.key",
     "audit_hmac.key",
 ];

@@ -80,7 +80,7 @@ impl Shared {
             src: p.kind.as_str().to_string(),
             cid,
         };
-        Ok((self.identity.signer.issue(&claims), exp, jti))
+        Ok((self.identity.token_keys().signer().issue(&claims), exp, jti))
     }
 
     /// Revokes one token, or every token of a principal issued until now,

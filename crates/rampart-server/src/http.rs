@@ -593,10 +593,9 @@ async fn token_renew_self(
         "only tokens are renewable; this credential is not a token",
     )?;
     let token = presented_token(&headers);
-    let claims = shared
+    let (claims, _) = shared
         .identity
-        .signer
-        .verify_signature(token.as_bytes())
+        .verified_claims(token.as_bytes())
         .map_err(|_| ApiError::Forbidden)?;
     let increment = match body.as_ref().and_then(|b| b.get("increment")) {
         None => shared.config.token_ttl_secs,
@@ -863,6 +862,34 @@ async fn erase_tenant(
     Ok(Json(
         json!({ "erased": t.as_str(), "connections_closed": closed }),
     ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateSigningBody {
+    /// How long tokens of the old key stay accepted; 0 (the default)
+    /// refuses them at once.
+    #[serde(default)]
+    grace_secs: u64,
+}
+
+/// `POST /v1/sys/rotate/token-signing`: a new token signing key.
+async fn rotate_token_signing(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+    Body(body): Body<Option<RotateSigningBody>>,
+) -> Result<Json<Value>, ApiError> {
+    let grace = Duration::from_secs(body.unwrap_or_default().grace_secs);
+    let r = shared.rotate_token_signing(grace).await?;
+    let report = serde_json::to_value(&r).map_err(|_| ApiError::Internal)?;
+    changed(
+        &shared,
+        &a,
+        "keys.token_signing.rotate",
+        "rotate",
+        report.clone(),
+    );
+    Ok(Json(report))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1405,6 +1432,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             RouteName::GetStream => on(f, get_stream),
             RouteName::EraseStream => on(f, erase_stream),
             RouteName::Backup => on(f, crate::backup::backup),
+            RouteName::RotateTokenSigning => on(f, rotate_token_signing),
         };
         let counted = axum::middleware::from_fn_with_state(shared.clone(), count_request);
         let mr: axum::routing::MethodRouter<Arc<Shared>> = mr.layer(counted);

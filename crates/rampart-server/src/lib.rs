@@ -50,6 +50,7 @@ mod registry;
 mod sealing;
 mod secret_backend;
 mod session;
+mod signing;
 mod streams;
 mod tls;
 mod transport;
@@ -212,8 +213,8 @@ impl ServerSecrets {
                 .await?,
             token_signing: master::wrapped_secret(
                 master,
-                &d.join("token_signing.key"),
-                "rampart:token-signing-key",
+                &d.join(signing::KEY_FILE),
+                signing::KEY_AAD,
                 ed25519,
             )
             .await?,
@@ -455,6 +456,10 @@ impl Server {
         };
         let signer = rampart_identity::TokenSigner::from_pkcs8(secrets.token_signing.expose())
             .map_err(|e| StartError::Keys(e.to_string()))?;
+        let token_keys = rampart_identity::TokenKeys::new(
+            signer,
+            signing::load_retired(&config.data_dir, auth::now_ms()),
+        );
         let jwt = if config.jwt_issuers.is_empty() {
             None
         } else {
@@ -471,7 +476,7 @@ impl Server {
             catalog.clone(),
             keys,
             &known_tenants,
-            signer,
+            token_keys,
             jwt,
             config.mtls_identities.clone(),
             config.mtls_allowed_common_names.clone(),

@@ -139,7 +139,7 @@ pub(crate) async fn verify(
     }
 }
 
-fn encode(wrapped: &[u8]) -> String {
+pub(crate) fn encode(wrapped: &[u8]) -> String {
     format!(
         "{WRAPPED_PREFIX}{}\n",
         base64::engine::general_purpose::STANDARD.encode(wrapped)

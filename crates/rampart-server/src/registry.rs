@@ -54,6 +54,11 @@ impl Registry {
         self.lock().remove(&id);
     }
 
+    /// The principal of every connection, as it is now.
+    pub(crate) fn principals(&self) -> Vec<Principal> {
+        self.lock().values().map(|e| e.principal.clone()).collect()
+    }
+
     /// Tells every connection whose principal matches to close. Returns how
     /// many were told.
     pub(crate) fn close_where(

@@ -21,6 +21,10 @@
 //! of a tenant, at once, over the HTTPS API: its managed API keys (and so
 //! every token issued from them) and every Rampart token issued to it by
 //! any other login (JWT, AppRole, mTLS). Connections using them close.
+//!
+//! `rampart incident rotate-token-key [--grace D]`: a new token signing
+//! key, over the HTTPS API; tokens of the old one are refused at once
+//! (their connections close) or, with `--grace`, until D has passed.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -69,6 +73,18 @@ enum IncidentCmd {
         #[command(flatten)]
         http: HttpArgs,
     },
+    /// Replace the server's token signing key. By default every token
+    /// signed so far is refused at once and the connections that logged in
+    /// with one are closed (a leaked key); `--grace` keeps them working for
+    /// a while instead (a routine rotation).
+    RotateTokenKey {
+        /// How long tokens of the old key stay accepted (e.g. 10m); at
+        /// most `token_max_ttl_secs`.
+        #[arg(long, value_parser = crate::cmd_admin::parse_duration, default_value = "0s")]
+        grace: std::time::Duration,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
 }
 
 pub(crate) async fn run(a: IncidentArgs) -> Result<ExitCode, Failure> {
@@ -90,6 +106,28 @@ pub(crate) async fn run(a: IncidentArgs) -> Result<ExitCode, Failure> {
             principal,
             http,
         } => revoke_principal(&http, &tenant, &principal).await,
+        IncidentCmd::RotateTokenKey { grace, http } => {
+            let r = call(
+                &http,
+                "POST",
+                "/v1/sys/rotate/token-signing",
+                Some(json!({ "grace_secs": grace.as_secs() })),
+            )
+            .await?;
+            let b = &r.body;
+            eprintln!(
+                "rampart: token signing key {} replaces {}; tokens of the old key {}; {} connection(s) closed",
+                b["key_id"].as_str().unwrap_or("?"),
+                b["previous_key_id"].as_str().unwrap_or("?"),
+                if grace.is_zero() {
+                    "are refused from now on".to_string()
+                } else {
+                    format!("are accepted for {}s more", grace.as_secs())
+                },
+                b["connections_closed"].as_u64().unwrap_or(0),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -20,6 +20,7 @@ mod federated;
 mod health;
 mod identity;
 mod incident;
+mod key_rotation;
 mod keys;
 mod limits;
 mod metrics;
