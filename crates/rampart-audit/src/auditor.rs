@@ -4,7 +4,7 @@ use std::fmt;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::thread;
 use std::time::Duration;
 
@@ -80,7 +80,8 @@ struct Inner {
     /// `None` when disabled.
     tx: Option<SyncSender<Msg>>,
     /// `None` only if a disabled auditor could not make throwaway keys.
-    keys: Option<Arc<AuditKeys>>,
+    /// Replaced by a key rotation.
+    keys: RwLock<Option<Arc<AuditKeys>>>,
     counters: Arc<Counters>,
     closed: AtomicBool,
     durable_timeout: Duration,
@@ -151,7 +152,7 @@ impl Auditor {
         Ok(Auditor {
             inner: Arc::new(Inner {
                 tx: Some(tx),
-                keys: Some(keys),
+                keys: RwLock::new(Some(keys)),
                 counters,
                 closed: AtomicBool::new(false),
                 durable_timeout: cfg.durable_timeout,
@@ -168,7 +169,7 @@ impl Auditor {
         Auditor {
             inner: Arc::new(Inner {
                 tx: None,
-                keys: AuditKeys::ephemeral().ok().map(Arc::new),
+                keys: RwLock::new(AuditKeys::ephemeral().ok().map(Arc::new)),
                 counters: Arc::new(Counters::default()),
                 closed: AtomicBool::new(false),
                 durable_timeout: Duration::ZERO,
@@ -308,21 +309,77 @@ impl Auditor {
         }
     }
 
-    /// The raw Ed25519 public key checkpoints are signed with (empty when
-    /// disabled).
+    fn keys(&self) -> Option<Arc<AuditKeys>> {
+        self.inner
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The raw Ed25519 public key checkpoints are signed with now (empty
+    /// when disabled).
     pub fn public_key(&self) -> Vec<u8> {
-        match (&self.inner.keys, self.inner.tx.is_some()) {
+        match (self.keys(), self.inner.tx.is_some()) {
             (Some(keys), true) => keys.public_key().to_vec(),
             _ => Vec::new(),
         }
     }
 
-    /// See [`AuditKeys::hmac_id`].
+    /// See [`AuditKeys::hmac_id`]; with the keys in force now.
     pub fn hmac_id(&self, value: &str) -> String {
-        match &self.inner.keys {
+        match self.keys() {
             Some(keys) => keys.hmac_id(value),
             None => "hmac:unavailable".to_string(),
         }
+    }
+
+    /// [`AuditKeys::hmac_key_id`] of the keys in force now.
+    pub fn hmac_key_id(&self) -> String {
+        self.keys()
+            .map_or_else(|| "unavailable".to_string(), |k| k.hmac_key_id())
+    }
+
+    /// Puts new keys in force. Everything queued before is written and
+    /// signed with the old keys; then a key rotation record, a checkpoint
+    /// signed with `keys` that carries the old key's endorsement of them,
+    /// is written and fsynced; every checkpoint after it is signed with
+    /// `keys`, and pseudonyms ([`Auditor::hmac_id`]) use the new HMAC key.
+    /// [`verify_dir`](crate::verify_dir) follows the rotation. Fails, with
+    /// the old keys still in force, if the rotation could not be made
+    /// durable within the shutdown timeout.
+    pub async fn rotate_keys(&self, keys: AuditKeys) -> Result<(), AuditError> {
+        let keys = Arc::new(keys);
+        if let Some(tx) = &self.inner.tx {
+            let failed = |reason: String| AuditError::Rotation(reason);
+            if self.inner.closed.load(Ordering::Relaxed) {
+                return Err(failed("the audit log is shut down".into()));
+            }
+            let deadline = Instant::now() + self.inner.shutdown_timeout;
+            let (reply, answer) = oneshot::channel();
+            let mut msg = Msg::Rotate {
+                keys: keys.clone(),
+                reply,
+            };
+            loop {
+                match tx.try_send(msg) {
+                    Ok(()) => break,
+                    Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                        msg = back;
+                        tokio::time::sleep(FULL_QUEUE_PAUSE * 5).await;
+                    }
+                    Err(_) => return Err(failed("the audit queue is full or closed".into())),
+                }
+            }
+            match tokio::time::timeout_at(deadline, answer).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(reason))) => return Err(failed(reason)),
+                Ok(Err(_)) => return Err(failed("the audit writer stopped".into())),
+                Err(_) => return Err(failed("timed out; it may still complete".into())),
+            }
+        }
+        *self.inner.keys.write().unwrap_or_else(|e| e.into_inner()) = Some(keys);
+        Ok(())
     }
 
     /// Stops taking records, lets the writer drain the queue, write a final

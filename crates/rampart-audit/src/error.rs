@@ -29,6 +29,9 @@ pub enum AuditError {
     Config(&'static str),
     #[error("cannot start the audit writer thread: {0}")]
     Spawn(#[source] io::Error),
+    /// A key rotation did not happen; the old keys are still in force.
+    #[error("audit key rotation failed: {0}")]
+    Rotation(String),
 }
 
 impl AuditError {

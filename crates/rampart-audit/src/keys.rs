@@ -102,9 +102,28 @@ impl AuditKeys {
         hmac_id(&self.hmac, value)
     }
 
+    /// A public name for the HMAC key, so records can say which key their
+    /// pseudonyms are under without revealing anything of it: the first 8
+    /// bytes of HMAC-SHA256(key, a fixed label), hex.
+    pub fn hmac_key_id(&self) -> String {
+        let tag = hmac::sign(&self.hmac, HMAC_KEY_ID_LABEL);
+        hex::encode(&tag.as_ref()[..8])
+    }
+
     pub(crate) fn sign(&self, msg: &[u8]) -> Vec<u8> {
         self.pair.sign(msg).as_ref().to_vec()
     }
+}
+
+const HMAC_KEY_ID_LABEL: &[u8] = b"rampart-audit-hmac-key-id:v1";
+
+/// [`AuditKeys::hmac_key_id`] of a raw HMAC key.
+pub fn hmac_key_id_for(hmac_key: &[u8]) -> String {
+    let tag = hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA256, hmac_key),
+        HMAC_KEY_ID_LABEL,
+    );
+    hex::encode(&tag.as_ref()[..8])
 }
 
 /// [`AuditKeys::hmac_id`] with the HMAC key of `data_dir`, for the

@@ -30,8 +30,18 @@
 //!     audit-000000000001.jsonl        records from seq 1, 0600
 //!     audit-000000051234.jsonl        the next file starts at seq 51234
 //!     HEAD                            the latest checkpoint (seq, hash, signature)
-//!     audit.pub                       the public key, base64
+//!     audit.pub                       the log's first public key, base64
 //! ```
+//!
+//! [`Auditor::rotate_keys`] puts new keys in force while the log runs: the
+//! rotation is a checkpoint signed with the new key that also carries the
+//! old key's signature over it (its "endorsement", covering the record it
+//! follows, the new public key and the new HMAC key's id). One line, so a
+//! crash leaves it whole or absent. Every checkpoint after it is signed
+//! with the new key; `audit.pub` keeps the first key, and [`verify_dir`]
+//! follows the rotations from it, or accepts the newest key pinned. At
+//! start the log goes on only with the key of its newest checkpoint
+//! ([`key_in_force`] tells which of several keys that is).
 //!
 //! A line is `S` (the JSON object of every field up to `prev_hash`) without
 //! its closing brace, then `,"hash":"<hex SHA-256(S)>"}`. Files rotate at
@@ -74,6 +84,7 @@ pub use auditor::{AuditStats, Auditor, Unavailable};
 pub use config::{AuditConfig, Sink};
 pub use error::AuditError;
 pub use event::{Event, Outcome};
-pub use keys::{hmac_id_with, AuditKeys};
+pub use keys::{hmac_id_with, hmac_key_id_for, AuditKeys};
 pub use read::read_records;
+pub use recovery::key_in_force;
 pub use verify::{verify_dir, VerifyError, VerifyReport};

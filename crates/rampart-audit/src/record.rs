@@ -32,6 +32,18 @@ pub(crate) fn checkpoint_message(signed_seq: u64, signed_hash: &str) -> String {
     format!("rampart-audit-checkpoint:v1:{signed_seq}:{signed_hash}")
 }
 
+/// What the key a rotation retires signs, endorsing its successor: the
+/// record the rotation follows, the new public key and the new HMAC key's
+/// id.
+pub(crate) fn rotation_message(
+    signed_seq: u64,
+    signed_hash: &str,
+    new_public_key_b64: &str,
+    hmac_key_id: &str,
+) -> String {
+    format!("rampart-audit-key-rotation:v1:{signed_seq}:{signed_hash}:{new_public_key_b64}:{hmac_key_id}")
+}
+
 pub(crate) fn signature_ok(
     public_key: &[u8],
     signed_seq: u64,
@@ -168,6 +180,46 @@ impl Chain {
     }
 }
 
+impl Chain {
+    /// Appends a key rotation: a checkpoint signed with the `new` keys that
+    /// also carries the `old` key's endorsement of them. One line, so a
+    /// crash leaves the rotation either whole or absent. `None` if there is
+    /// no record to sign yet.
+    pub(crate) fn append_rotation(
+        &mut self,
+        out: &mut Vec<u8>,
+        old: &AuditKeys,
+        new: &AuditKeys,
+        at_ms: u64,
+    ) -> Option<Head> {
+        let signed_seq = self.next_seq.checked_sub(1).filter(|s| *s > 0)?;
+        let signed_hash = self.last_hash.clone();
+        let new_public = B64.encode(new.public_key());
+        let hmac_key_id = new.hmac_key_id();
+        let signature =
+            B64.encode(new.sign(checkpoint_message(signed_seq, &signed_hash).as_bytes()));
+        let endorsement = B64.encode(old.sign(
+            rotation_message(signed_seq, &signed_hash, &new_public, &hmac_key_id).as_bytes(),
+        ));
+        let ev = Event::new(CHECKPOINT_EVENT, CHECKPOINT_ACTION, Outcome::Success)
+            .meta("signed_seq", signed_seq)
+            .meta("signed_hash", signed_hash.clone())
+            .meta("signature", signature.clone())
+            .meta("public_key", new_public)
+            .meta("previous_public_key", B64.encode(old.public_key()))
+            .meta("endorsement", endorsement)
+            .meta("hmac_key_id", hmac_key_id);
+        let seq = self.append(out, &ev, at_ms).ok()?;
+        Some(Head {
+            seq,
+            hash: self.last_hash.clone(),
+            signed_seq,
+            signed_hash,
+            signature,
+        })
+    }
+}
+
 // === impl Head ===
 
 /// Contents of `<dir>/HEAD`: the latest checkpoint, so that a log cut short
@@ -247,6 +299,62 @@ pub(crate) struct CheckpointMeta {
     pub signed_hash: String,
     pub signature: String,
     pub public_key: String,
+    /// A key rotation: the key before `public_key`, its signature over
+    /// [`rotation_message`], and the new HMAC key's id.
+    #[serde(default)]
+    pub previous_public_key: Option<String>,
+    #[serde(default)]
+    pub endorsement: Option<String>,
+    #[serde(default)]
+    pub hmac_key_id: Option<String>,
+}
+
+/// A base64 Ed25519 public key from a record.
+pub(crate) fn decode_key(b64: &str) -> Result<Vec<u8>, String> {
+    B64.decode(b64)
+        .ok()
+        .filter(|k| k.len() == 32)
+        .ok_or_else(|| "checkpoint names a malformed public key".to_string())
+}
+
+impl CheckpointMeta {
+    /// The checkpoint's own public key, decoded.
+    pub(crate) fn key(&self) -> Result<Vec<u8>, String> {
+        decode_key(&self.public_key)
+    }
+
+    /// For a rotation, checks that `previous` (the key in force before it)
+    /// is the key it names and endorsed it. `Ok(false)` for a plain
+    /// checkpoint.
+    pub(crate) fn check_rotation(&self, previous: &[u8]) -> Result<bool, String> {
+        let (named, endorsement, hmac_key_id) = match (
+            &self.previous_public_key,
+            &self.endorsement,
+            &self.hmac_key_id,
+        ) {
+            (None, None, None) => return Ok(false),
+            (Some(p), Some(e), Some(h)) => (p, e, h),
+            _ => return Err("key rotation is missing a field".into()),
+        };
+        if *named != B64.encode(previous) {
+            return Err("key rotation names another previous key than the one in force".into());
+        }
+        let msg = rotation_message(
+            self.signed_seq,
+            &self.signed_hash,
+            &self.public_key,
+            hmac_key_id,
+        );
+        let ok = B64.decode(endorsement).is_ok_and(|sig| {
+            UnparsedPublicKey::new(&ED25519, previous)
+                .verify(msg.as_bytes(), &sig)
+                .is_ok()
+        });
+        if !ok {
+            return Err("key rotation is not endorsed by the key in force before it".into());
+        }
+        Ok(true)
+    }
 }
 
 /// Why a line is not a valid record, with its seq when that could be read.

@@ -32,17 +32,8 @@ pub(crate) fn open_log(
 ) -> Result<Resume, AuditError> {
     fsutil::create_private_dir(dir).map_err(|e| AuditError::io(dir, e))?;
     warn_if_shared(dir);
-    check_public_key(dir, keys)?;
     let head_path = dir.join(files::HEAD_FILE);
     let head = files::read_head(dir).map_err(|r| AuditError::corrupt(&head_path, r))?;
-    if let Some(h) = &head {
-        if !h.signature_ok(keys.public_key()) {
-            return Err(AuditError::inconsistent(
-                &head_path,
-                "signature does not verify with this server's audit key",
-            ));
-        }
-    }
     let list = files::list_log_files(dir).map_err(|e| AuditError::io(dir, e))?;
     let Some((newest_seq, newest)) = list.last() else {
         if let Some(h) = head {
@@ -54,6 +45,7 @@ pub(crate) fn open_log(
                 ),
             ));
         }
+        check_keys(dir, keys, None, None)?;
         return Ok(Resume {
             chain: Chain::genesis(),
             file_seq: 1,
@@ -99,6 +91,7 @@ pub(crate) fn open_log(
             ),
         ));
     }
+    check_keys(dir, keys, head.as_ref(), last.as_ref())?;
     check_head(dir, keys, head.as_ref(), last.as_ref(), newest)?;
     let since_checkpoint = match &last {
         Some(rec) if !rec.is_checkpoint() => 1,
@@ -145,20 +138,83 @@ fn repair_tail(path: &PathBuf) -> Result<(u64, Option<Vec<u8>>), AuditError> {
     Ok((cut, line))
 }
 
-/// `audit.pub` must hold this server's key; written if missing.
-fn check_public_key(dir: &Path, keys: &AuditKeys) -> Result<(), AuditError> {
+/// Whether the log goes on with the key `public_key`: the key of its
+/// newest checkpoint (the last record when it is one, else the checkpoint
+/// `HEAD` names), or with no checkpoint yet, the log's first key in
+/// `audit.pub`. A key rotation is a checkpoint of the new key, so after
+/// one this is the new key while `audit.pub` keeps the first.
+fn continues_with(
+    public_key: &[u8],
+    head: Option<&Head>,
+    last: Option<&StoredRecord>,
+    first_key: Option<&[u8]>,
+) -> bool {
+    match (last.filter(|r| r.is_checkpoint()), head) {
+        (Some(rec), _) => rec.check_checkpoint(public_key).is_ok(),
+        (None, Some(h)) => h.signature_ok(public_key),
+        (None, None) => first_key.is_none_or(|k| k == public_key),
+    }
+}
+
+/// This server's key must be the one the log goes on with; `audit.pub`
+/// (the log's first key) is written if missing.
+fn check_keys(
+    dir: &Path,
+    keys: &AuditKeys,
+    head: Option<&Head>,
+    last: Option<&StoredRecord>,
+) -> Result<(), AuditError> {
     let path = dir.join(files::PUBLIC_KEY_FILE);
-    match files::read_public_key(dir).map_err(|r| AuditError::corrupt(&path, r))? {
-        Some(k) if k == keys.public_key() => Ok(()),
-        Some(_) => Err(AuditError::inconsistent(
+    let first = files::read_public_key(dir).map_err(|r| AuditError::corrupt(&path, r))?;
+    if !continues_with(keys.public_key(), head, last, first.as_deref()) {
+        return Err(AuditError::inconsistent(
             &path,
             "the log was signed with another key than this server's audit_signing.key; \
              restore that key, or move the audit folder aside to start a new log",
-        )),
-        None => {
-            files::write_public_key(dir, keys.public_key()).map_err(|e| AuditError::io(&path, e))
+        ));
+    }
+    if first.is_none() {
+        files::write_public_key(dir, keys.public_key()).map_err(|e| AuditError::io(&path, e))?;
+    }
+    Ok(())
+}
+
+/// Which of `candidates` the log in `dir` goes on with (see
+/// [`Auditor::start`](crate::Auditor::start)), read without changing
+/// anything: for a server that has the keys before and after a rotation
+/// that may not have finished, to know which ones to keep. `None` if none
+/// of them.
+pub fn key_in_force(dir: &Path, candidates: &[&AuditKeys]) -> Result<Option<usize>, AuditError> {
+    let head_path = dir.join(files::HEAD_FILE);
+    let head = files::read_head(dir).map_err(|r| AuditError::corrupt(&head_path, r))?;
+    let first = files::read_public_key(dir)
+        .map_err(|r| AuditError::corrupt(&dir.join(files::PUBLIC_KEY_FILE), r))?;
+    let list = match files::list_log_files(dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(AuditError::io(dir, e)),
+    };
+    let mut last = None;
+    for (_, path) in list.iter().rev() {
+        let mut f = File::open(path).map_err(|e| AuditError::io(path, e))?;
+        let len = f.metadata().map_err(|e| AuditError::io(path, e))?.len();
+        let (_, line) = files::last_line(&mut f, len).map_err(|e| AuditError::io(path, e))?;
+        if let Some(line) = line {
+            last =
+                Some(record::parse_line(&line).map_err(|e| {
+                    AuditError::corrupt(path, format!("last record: {}", e.reason))
+                })?);
+            break;
         }
     }
+    Ok(candidates.iter().position(|k| {
+        continues_with(
+            k.public_key(),
+            head.as_ref(),
+            last.as_ref(),
+            first.as_deref(),
+        )
+    }))
 }
 
 /// The log may not end before `HEAD`'s checkpoint (it was cut short), and

@@ -28,6 +28,8 @@ pub struct VerifyReport {
     /// write, or a write in progress); it is not counted, and the server
     /// cuts it off at its next start.
     pub torn_tail: bool,
+    /// Key rotations followed (each endorsed by the key before it).
+    pub key_rotations: u64,
 }
 
 /// The first bad record of a log that does not check out. `line` is
@@ -73,12 +75,20 @@ fn fail(file: &Path, line: usize, seq: Option<u64>, reason: impl Into<String>) -
 /// short below it was truncated).
 ///
 /// Signatures are checked with `public_key` if given, else with the key in
-/// `<dir>/audit.pub`. Someone who can write the folder can replace
-/// `audit.pub` and rewrite the whole log with their own key, so only a key
-/// pinned elsewhere (in the config, a ticket, a collector) defends against a
-/// full rewrite. Likewise `HEAD` catches a log cut short, not one cut short
-/// with `HEAD` rolled back to an earlier checkpoint: ship checkpoints off the
-/// host (the stdout sink) for that.
+/// `<dir>/audit.pub` (the log's first key). A key rotation is a checkpoint
+/// of the new key that carries the old key's endorsement of it: the
+/// checkpoints after it are checked with the new key. The trusted key may
+/// also be a later key of the log (pin the newest after an incident that
+/// exposed an older one): each key's own checkpoints cover, through the
+/// hash chain, every record before them, so the log must then run,
+/// rotation by rotation, to that key.
+///
+/// Someone who can write the folder can replace `audit.pub` and rewrite
+/// the whole log with their own key, so only a key pinned elsewhere (in the
+/// config, a ticket, a collector) defends against a full rewrite. Likewise
+/// `HEAD` catches a log cut short, not one cut short with `HEAD` rolled
+/// back to an earlier checkpoint: ship checkpoints off the host (the stdout
+/// sink) for that.
 ///
 /// The log must be complete from seq 1: archive old files along with the
 /// folder, never instead of it (a missing oldest file reads as tampering).
@@ -96,27 +106,56 @@ pub fn verify_dir(dir: &Path, public_key: Option<&[u8]>) -> Result<VerifyReport,
         }
     };
     let list = files::list_log_files(dir).map_err(|e| fail(dir, 0, None, e.to_string()))?;
-    let mut v = Verifier {
-        key,
-        head_seq: head.as_ref().map(|h| h.seq),
-        expected: 1,
-        prev_hash: GENESIS_HASH.to_string(),
-        report: VerifyReport {
-            files: list.len(),
-            ..VerifyReport::default()
-        },
-        last_checkpoint: 0,
-        at_head: None,
-        end: (dir.to_path_buf(), 0),
+    let run = |key: Option<Vec<u8>>, self_declared: bool| {
+        let mut v = Verifier {
+            eras: key.iter().map(|k| (0, k.clone())).collect(),
+            key,
+            self_declared,
+            head_seq: head.as_ref().map(|h| h.seq),
+            expected: 1,
+            prev_hash: GENESIS_HASH.to_string(),
+            report: VerifyReport {
+                files: list.len(),
+                ..VerifyReport::default()
+            },
+            last_checkpoint: 0,
+            at_head: None,
+            end: (dir.to_path_buf(), 0),
+        };
+        for (i, (first_seq, path)) in list.iter().enumerate() {
+            v.file(path, *first_seq, i + 1 == list.len())?;
+        }
+        let keys: Vec<Vec<u8>> = v.eras.iter().map(|(_, k)| k.clone()).collect();
+        v.finish(head.as_ref(), dir).map(|r| (r, keys))
     };
-    for (i, (first_seq, path)) in list.iter().enumerate() {
-        v.file(path, *first_seq, i + 1 == list.len())?;
+    match run(key.clone(), false) {
+        Ok((report, _)) => Ok(report),
+        Err(first) => {
+            // The trusted key may be a later key of a rotated log: check the
+            // log against the keys it names, then that the trusted one is
+            // among them. Otherwise the error that got further stands.
+            let Some(trusted) = key else {
+                return Err(first);
+            };
+            match run(None, true) {
+                Ok((report, keys)) if report.key_rotations > 0 && keys.contains(&trusted) => {
+                    Ok(report)
+                }
+                Err(second) if second.seq > first.seq => Err(second),
+                _ => Err(first),
+            }
+        }
     }
-    v.finish(head.as_ref(), dir)
 }
 
 struct Verifier {
+    /// The key in force: the trusted key, then each key a rotation brings.
     key: Option<Vec<u8>>,
+    /// Take the first key from the log itself (the trusted key is checked
+    /// to be among the log's keys afterwards).
+    self_declared: bool,
+    /// Each key in force and the seq from which it signs.
+    eras: Vec<(u64, Vec<u8>)>,
     head_seq: Option<u64>,
     expected: u64,
     prev_hash: String,
@@ -186,11 +225,28 @@ impl Verifier {
                 }));
             }
             if rec.is_checkpoint() {
+                let meta = rec.checkpoint_meta().map_err(&bad)?;
+                if self.key.is_none() && self.self_declared {
+                    let first = match &meta.previous_public_key {
+                        Some(p) => crate::record::decode_key(p),
+                        None => meta.key(),
+                    }
+                    .map_err(&bad)?;
+                    self.eras.push((0, first.clone()));
+                    self.key = Some(first);
+                }
                 let Some(key) = &self.key else {
                     return Err(bad(
                         "no public key to check this checkpoint (audit.pub missing)".into(),
                     ));
                 };
+                if meta.check_rotation(key).map_err(&bad)? {
+                    let new = meta.key().map_err(&bad)?;
+                    self.eras.push((rec.seq, new.clone()));
+                    self.key = Some(new);
+                    self.report.key_rotations += 1;
+                }
+                let key = self.key.as_deref().unwrap_or_default();
                 rec.check_checkpoint(key).map_err(bad)?;
                 self.report.checkpoints += 1;
                 self.last_checkpoint = rec.seq;
@@ -230,7 +286,14 @@ impl Verifier {
         let last = self.report.last_seq;
         if let Some(h) = head {
             let head_path = dir.join(files::HEAD_FILE);
-            let Some(key) = &self.key else {
+            // The key in force at HEAD's checkpoint.
+            let key = self
+                .eras
+                .iter()
+                .rev()
+                .find(|(from, _)| *from <= h.seq)
+                .map(|(_, k)| k);
+            let Some(key) = key else {
                 return Err(fail(
                     &head_path,
                     0,

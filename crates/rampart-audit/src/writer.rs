@@ -51,6 +51,12 @@ pub(crate) enum Msg {
     },
     /// Drain what is queued, write a final checkpoint, stop.
     Shutdown(oneshot::Sender<()>),
+    /// Write what is queued, then a key rotation, and sign with `keys`
+    /// from then on. Answered once the rotation is durable.
+    Rotate {
+        keys: Arc<AuditKeys>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 const MAX_BATCH_RECORDS: u64 = 8192;
@@ -351,6 +357,19 @@ struct Batch {
     early: Vec<Reply>,
 }
 
+impl Batch {
+    /// A placeholder, replaced before anything is added to it.
+    fn empty() -> Batch {
+        Batch {
+            chain: Chain::genesis(),
+            buf: Vec::new(),
+            records: 0,
+            replies: Vec::new(),
+            early: Vec::new(),
+        }
+    }
+}
+
 impl Writer {
     pub(crate) fn new(
         keys: Arc<AuditKeys>,
@@ -413,6 +432,14 @@ impl Writer {
                         early,
                     } => self.add(&mut batch, &ev, at_ms, reply, early),
                     Msg::Shutdown(done) => stopping.push(done),
+                    Msg::Rotate { keys, reply } => {
+                        // Everything queued before it is signed by the old
+                        // key; the batch after it starts from the rotation.
+                        let before = std::mem::replace(&mut batch, Batch::empty());
+                        self.commit(before, false);
+                        let _ = reply.send(self.rotate(keys));
+                        batch = self.batch();
+                    }
                 }
                 next = if self.full(&batch) {
                     None
@@ -655,6 +682,51 @@ impl Writer {
             }
         }
         self.spare = buf;
+    }
+
+    /// Writes and fsyncs a key rotation (a checkpoint signed by `keys` and
+    /// endorsed by the keys in force), then signs with `keys`. On an empty
+    /// log there is nothing to endorse: `keys` simply become the log's
+    /// first key. On failure the old keys stay in force.
+    fn rotate(&mut self, keys: Arc<AuditKeys>) -> Result<(), String> {
+        let mut buf = Vec::new();
+        let mut chain = self.chain.clone();
+        let Some(head) = chain.append_rotation(&mut buf, &self.keys, &keys, now_ms()) else {
+            if let Output::Files(sink) = &self.out {
+                files::write_public_key(&sink.dir, keys.public_key())
+                    .map_err(|e| format!("audit.pub: {e}"))?;
+            }
+            self.keys = keys;
+            return Ok(());
+        };
+        match self.out.write(&buf, &self.counters, &mut || {}, true) {
+            Ok(()) => {
+                self.chain = chain;
+                self.counters
+                    .last_seq
+                    .store(self.chain.next_seq() - 1, Relaxed);
+                self.synced();
+                self.since_checkpoint = 0;
+                self.last_checkpoint = Instant::now();
+                self.retry_at = None;
+                self.counters.checkpoints.fetch_add(1, Relaxed);
+                self.keys = keys;
+                // The rotation is in the log, which is what counts: a stale
+                // HEAD is brought up to date at the next start.
+                if let Err(e) = self.out.checkpointed(&head, self.chain.next_seq(), false) {
+                    self.failed("HEAD could not be updated", &e);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let reason = e.error().to_string();
+                match &e {
+                    Failed::Write(io) => self.failed("audit key rotation could not be written", io),
+                    Failed::Sync(_) => self.sync_failed(&e),
+                }
+                Err(reason)
+            }
+        }
     }
 
     /// Counts a failure and logs it, at most once every few seconds.

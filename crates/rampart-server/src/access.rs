@@ -186,6 +186,7 @@ pub(crate) enum RouteName {
     Readyz,
     Backup,
     RotateTokenSigning,
+    RotateAuditKeys,
 }
 
 pub(crate) const ROUTES: &[Route] = &[
@@ -610,6 +611,13 @@ pub(crate) const ROUTES: &[Route] = &[
         RouteName::RotateTokenSigning,
         "POST",
         "/v1/sys/rotate/token-signing",
+        Access::Operator,
+        Scope::None,
+    ),
+    route(
+        RouteName::RotateAuditKeys,
+        "POST",
+        "/v1/sys/rotate/audit",
         Access::Operator,
         Scope::None,
     ),

@@ -201,6 +201,13 @@ fn write_entries(
             add(copy_file_entry(w, name, &b)?);
         }
     }
+    // HMAC keys retired by audit key rotations, for searching old records.
+    for path in crate::audit_keys::retired_hmac_files(data_dir) {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if let Some(b) = read_if_present(&path)? {
+            add(copy_file_entry(w, &name, &b)?);
+        }
+    }
     if let Some(b) = read_if_present(&shared.config.pepper_path())? {
         add(copy_file_entry(w, PEPPER, &b)?);
     }

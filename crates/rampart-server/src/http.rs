@@ -892,6 +892,19 @@ async fn rotate_token_signing(
     Ok(Json(report))
 }
 
+/// `POST /v1/sys/rotate/audit`: new audit signing and HMAC keys. The
+/// rotation is itself in the log (a checkpoint of the new key endorsed by
+/// the old one); this record, after it, names both keys.
+async fn rotate_audit_keys(
+    State(shared): State<Arc<Shared>>,
+    a: Authed,
+) -> Result<Json<Value>, ApiError> {
+    let r = shared.rotate_audit_keys().await?;
+    let report = serde_json::to_value(&r).map_err(|_| ApiError::Internal)?;
+    changed(&shared, &a, "keys.audit.rotate", "rotate", report.clone());
+    Ok(Json(report))
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RotateEncryptionBody {
@@ -1433,6 +1446,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             RouteName::EraseStream => on(f, erase_stream),
             RouteName::Backup => on(f, crate::backup::backup),
             RouteName::RotateTokenSigning => on(f, rotate_token_signing),
+            RouteName::RotateAuditKeys => on(f, rotate_audit_keys),
         };
         let counted = axum::middleware::from_fn_with_state(shared.clone(), count_request);
         let mr: axum::routing::MethodRouter<Arc<Shared>> = mr.layer(counted);

@@ -32,6 +32,7 @@
 mod access;
 mod archive;
 mod audit;
+mod audit_keys;
 mod auth;
 mod backup;
 mod config;
@@ -220,15 +221,15 @@ impl ServerSecrets {
             .await?,
             audit_signing: master::wrapped_secret(
                 master,
-                &d.join("audit_signing.key"),
-                "rampart:audit-signing-key",
+                &d.join(audit_keys::SIGNING_FILE),
+                audit_keys::SIGNING_AAD,
                 ed25519,
             )
             .await?,
             audit_hmac: master::wrapped_secret(
                 master,
-                &d.join("audit_hmac.key"),
-                SECRET_AUDIT_HMAC,
+                &d.join(audit_keys::HMAC_FILE),
+                audit_keys::HMAC_AAD,
                 random32,
             )
             .await?,
@@ -237,7 +238,6 @@ impl ServerSecrets {
 }
 
 const SECRET_PEPPER: &str = "rampart:api-key-pepper";
-const SECRET_AUDIT_HMAC: &str = "rampart:audit-hmac-key";
 
 pub use master::rotate_master;
 
@@ -275,13 +275,33 @@ pub async fn server_secret(
         ServerSecret::AuditHmac => {
             master::wrapped_secret(
                 master_key.as_ref(),
-                &config.data_dir.join("audit_hmac.key"),
-                SECRET_AUDIT_HMAC,
+                &config.data_dir.join(audit_keys::HMAC_FILE),
+                audit_keys::HMAC_AAD,
                 || Err("no audit key yet: the server creates it at its first start".into()),
             )
             .await
         }
     }
+}
+
+/// The HMAC keys audit pseudonyms were under before key rotations, by key
+/// id, read with the master key of `config` (for `rampart audit hash`,
+/// which searches older records too).
+pub async fn retired_audit_hmac_keys(
+    config: &Config,
+    dev: bool,
+) -> Result<Vec<(String, Secret<Vec<u8>>)>, StartError> {
+    let master_key = master::open(config, dev)?;
+    master::verify(master_key.as_ref(), &config.data_dir).await?;
+    let mut out = Vec::new();
+    for path in audit_keys::retired_hmac_files(&config.data_dir) {
+        let key = master::wrapped_secret(master_key.as_ref(), &path, audit_keys::HMAC_AAD, || {
+            Err("missing".into())
+        })
+        .await?;
+        out.push((rampart_audit::hmac_key_id_for(key.expose()), key));
+    }
+    Ok(out)
 }
 
 /// How to start a server.
@@ -364,7 +384,14 @@ impl Server {
         // directory before anything under it is opened or written.
         let master_key = master::open(&config, opts.dev)?;
         master::verify(master_key.as_ref(), &config.data_dir).await?;
-        let secrets = ServerSecrets::load(master_key.as_ref(), &config).await?;
+        let mut secrets = ServerSecrets::load(master_key.as_ref(), &config).await?;
+        (secrets.audit_signing, secrets.audit_hmac) = audit_keys::settle(
+            master_key.as_ref(),
+            &config,
+            secrets.audit_signing,
+            secrets.audit_hmac,
+        )
+        .await?;
 
         let keys_err = |e: rampart_identity::KeyError| StartError::Keys(e.to_string());
         let pepper = Pepper::from_bytes(secrets.pepper.expose());

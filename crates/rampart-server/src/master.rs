@@ -195,10 +195,23 @@ fn wrapped_files(config: &Config) -> Vec<(PathBuf, &'static str)> {
     vec![
         (d.join(CHECK_FILE), "rampart:master-check:v1"),
         (config.pepper_path(), "rampart:api-key-pepper"),
-        (d.join("token_signing.key"), "rampart:token-signing-key"),
-        (d.join("audit_signing.key"), "rampart:audit-signing-key"),
-        (d.join("audit_hmac.key"), "rampart:audit-hmac-key"),
+        (d.join(crate::signing::KEY_FILE), crate::signing::KEY_AAD),
+        (
+            d.join(crate::audit_keys::SIGNING_FILE),
+            crate::audit_keys::SIGNING_AAD,
+        ),
+        (
+            d.join(crate::audit_keys::HMAC_FILE),
+            crate::audit_keys::HMAC_AAD,
+        ),
     ]
+    .into_iter()
+    .chain(
+        crate::audit_keys::retired_hmac_files(d)
+            .into_iter()
+            .map(|p| (p, crate::audit_keys::HMAC_AAD)),
+    )
+    .collect()
 }
 
 /// Rotates the master key of a stopped server's data directory: a new

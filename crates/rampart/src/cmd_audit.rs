@@ -70,8 +70,8 @@ pub(crate) async fn run(a: AuditArgs) -> Result<ExitCode, Failure> {
             match rampart_audit::verify_dir(&dir, key.as_deref()) {
                 Ok(r) => {
                     println!(
-                        "ok: {} records in {} file(s), seq {}..{}, {} signed checkpoints, {} record(s) after the last checkpoint",
-                        r.records, r.files, r.first_seq, r.last_seq, r.checkpoints, r.unsigned_tail
+                        "ok: {} records in {} file(s), seq {}..{}, {} signed checkpoints, {} key rotation(s), {} record(s) after the last checkpoint",
+                        r.records, r.files, r.first_seq, r.last_seq, r.checkpoints, r.key_rotations, r.unsigned_tail
                     );
                     Ok(ExitCode::SUCCESS)
                 }
@@ -97,6 +97,13 @@ pub(crate) async fn run(a: AuditArgs) -> Result<ExitCode, Failure> {
                 "{}",
                 rampart_audit::AuditKeys::hmac_id_for(key.expose(), &value)
             );
+            // Records from before an audit key rotation use an older key.
+            for (id, key) in rampart_server::retired_audit_hmac_keys(&config, dev).await? {
+                println!(
+                    "{}\tretired key {id}",
+                    rampart_audit::AuditKeys::hmac_id_for(key.expose(), &value)
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         AuditCmd::Read {

@@ -25,6 +25,9 @@
 //! `rampart incident rotate-token-key [--grace D]`: a new token signing
 //! key, over the HTTPS API; tokens of the old one are refused at once
 //! (their connections close) or, with `--grace`, until D has passed.
+//!
+//! `rampart incident rotate-audit-key`: new audit signing and HMAC keys,
+//! over the HTTPS API; prints the new public key to pin.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -85,6 +88,13 @@ enum IncidentCmd {
         #[command(flatten)]
         http: HttpArgs,
     },
+    /// Replace the audit log's signing and HMAC keys. The log records the
+    /// rotation, endorsed by the old key, and `rampart audit verify`
+    /// follows it; pin the new public key (printed) from now on.
+    RotateAuditKey {
+        #[command(flatten)]
+        http: HttpArgs,
+    },
 }
 
 pub(crate) async fn run(a: IncidentArgs) -> Result<ExitCode, Failure> {
@@ -126,6 +136,17 @@ pub(crate) async fn run(a: IncidentArgs) -> Result<ExitCode, Failure> {
                 },
                 b["connections_closed"].as_u64().unwrap_or(0),
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        IncidentCmd::RotateAuditKey { http } => {
+            let r = call(&http, "POST", "/v1/sys/rotate/audit", None).await?;
+            let b = &r.body;
+            eprintln!(
+                "rampart: audit keys rotated; HMAC key {} replaces {}; checkpoints are now signed with the public key below (pin it)",
+                b["hmac_key_id"].as_str().unwrap_or("?"),
+                b["previous_hmac_key_id"].as_str().unwrap_or("?"),
+            );
+            println!("{}", b["public_key"].as_str().unwrap_or(""));
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,6 +1,6 @@
 //! Rotating the server's own keys while it serves: the token signing key
 //! (`rampart incident rotate-token-key`), at once or with a grace period,
-//! over QUIC and TCP.
+//! over QUIC and TCP; the audit keys (`rampart incident rotate-audit-key`).
 
 use std::process::Command;
 use std::time::Duration;
@@ -193,3 +193,151 @@ both_transports!(
     rotation_refuses_old_tokens_at_once,
     rotation_with_grace_keeps_old_tokens_until_it_ends
 );
+
+/// Copies every file under `from` into `to` (same layout).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    for (path, bytes) in snapshot(from) {
+        let target = to.join(path.strip_prefix(from).unwrap());
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(target, bytes).unwrap();
+    }
+}
+
+fn verify(audit: &std::path::Path, pinned: Option<&std::path::Path>) -> (bool, String) {
+    let mut c = Command::new(BIN);
+    c.args(["audit", "verify"]).arg(audit);
+    if let Some(p) = pinned {
+        c.arg("--public-key").arg(p);
+    }
+    let o = c.output().unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).to_string(),
+    )
+}
+
+/// `rampart incident rotate-audit-key` while serving: the log records the
+/// rotation and verifies with the first key (audit.pub) or the new one
+/// pinned; pseudonyms change key and `rampart audit hash` gives both. A
+/// stop in the middle of a rotation is settled at the next start, either
+/// way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_keys_rotate_while_serving_and_an_interrupted_rotation_settles() {
+    let s = start().await;
+    let data = s.data_dir();
+    let admin = s.admin(&op_key(&s));
+    let r = admin.call("GET", "/v1/tenants", None).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    // The state before the rotation, taken while stopped.
+    let dir = s.stop().await;
+    let before = tempfile::tempdir().unwrap();
+    copy_tree(&data, before.path());
+    let s = start_in(dir, |_| {}).await;
+
+    let key_file = data.join("op.key.test");
+    std::fs::write(&key_file, op_key(&s)).unwrap();
+    let o = Command::new(BIN)
+        .args(["incident", "rotate-audit-key"])
+        .env_clear()
+        .env(
+            "RAMPART_HTTP_URL",
+            format!("https://{}", s.server.http_addr().unwrap()),
+        )
+        .env("RAMPART_CA_CERT", &s.ca)
+        .env("RAMPART_API_KEY_FILE", &key_file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let new_public = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_eq!(new_public.len(), 44, "{new_public}");
+    // Mandatory audit records go on under the new key.
+    let r = s
+        .admin(KEY_ACME)
+        .call(
+            "POST",
+            "/v1/tenants/acme/keys",
+            Some(&json!({ "name": "after-rotation", "roles": ["user"] })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text);
+    let key_id = r.body["id"].as_str().unwrap().to_string();
+    let dir = s.stop().await;
+
+    let audit = data.join("audit");
+    let (ok, said) = verify(&audit, None);
+    assert!(ok && said.contains("1 key rotation(s)"), "{said}");
+    let pinned = before.path().join("new.pub");
+    std::fs::write(&pinned, &new_public).unwrap();
+    let (ok, said) = verify(&audit, Some(&pinned));
+    assert!(ok, "{said}");
+    // The new key's id is recorded under the new HMAC key; `audit hash`
+    // gives that first, then the same value under the retired key.
+    let text: String = audit_logs(&audit)
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    let o = Command::new(BIN)
+        .args(["audit", "hash", &key_id, "--dev", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout).to_string();
+    let lines: Vec<&str> = said.lines().collect();
+    assert_eq!(lines.len(), 2, "{said}");
+    assert!(text.contains(lines[0]), "{said}");
+    assert!(lines[1].contains("retired key"), "{said}");
+    assert!(
+        !text.contains(lines[1].split('\t').next().unwrap()),
+        "{said}"
+    );
+
+    // A stop after the log took the rotation, before the key files moved:
+    // the old files in place, the new ones beside them as `.next`.
+    let after = tempfile::tempdir().unwrap();
+    copy_tree(&data, after.path());
+    for f in ["audit_signing.key", "audit_hmac.key"] {
+        std::fs::copy(data.join(f), data.join(format!("{f}.next"))).unwrap();
+        std::fs::copy(before.path().join(f), data.join(f)).unwrap();
+    }
+    let s = start_in(dir, |_| {}).await;
+    let r = s
+        .admin(&op_key(&s))
+        .call("GET", "/v1/tenants", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    let dir = s.stop().await;
+    assert!(!data.join("audit_signing.key.next").exists());
+    assert_eq!(
+        std::fs::read(data.join("audit_signing.key")).unwrap(),
+        std::fs::read(after.path().join("audit_signing.key")).unwrap(),
+        "the rotation was finished"
+    );
+    assert!(verify(&audit, Some(&pinned)).0);
+
+    // A stop before the log took it: the new keys are dropped, the old go on.
+    std::fs::remove_dir_all(&audit).unwrap();
+    copy_tree(&before.path().join("audit"), &audit);
+    for f in ["audit_signing.key", "audit_hmac.key"] {
+        std::fs::copy(after.path().join(f), data.join(format!("{f}.next"))).unwrap();
+        std::fs::copy(before.path().join(f), data.join(f)).unwrap();
+    }
+    let s = start_in(dir, |_| {}).await;
+    let r = s
+        .admin(&op_key(&s))
+        .call("GET", "/v1/tenants", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    let _dir = s.stop().await;
+    assert!(!data.join("audit_signing.key.next").exists());
+    assert!(!data.join("audit_hmac.key.next").exists());
+    assert_eq!(
+        std::fs::read(data.join("audit_signing.key")).unwrap(),
+        std::fs::read(before.path().join("audit_signing.key")).unwrap(),
+        "the old key stayed"
+    );
+    let (ok, said) = verify(&audit, None);
+    assert!(ok && said.contains("0 key rotation(s)"), "{said}");
+}
