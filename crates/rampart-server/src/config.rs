@@ -197,6 +197,13 @@ pub struct Config {
     /// drain, stream logs and the audit log are flushed, then it exits
     /// whatever is left. Default 30.
     pub shutdown_timeout_secs: u64,
+    /// The first part of a stop: `/readyz` answers 503 while everything
+    /// else goes on serving (new connections included), so that load
+    /// balancers and Kubernetes endpoints stop sending traffic before the
+    /// listeners close. Taken out of `shutdown_timeout_secs`, of which it
+    /// gets half at most; a second `SIGTERM` or `Ctrl-C` ends it early.
+    /// 0 stops at once. Default 5.
+    pub shutdown_drain_secs: u64,
     /// Above this many QUIC handshakes per second, new QUIC clients must
     /// prove their address first (a stateless retry). 0 (the default) =
     /// always: below the threshold the per-IP limits would count an
@@ -324,6 +331,7 @@ impl Default for Config {
             idle_timeout_ms: 300_000,
             http_header_timeout_ms: 10_000,
             shutdown_timeout_secs: 30,
+            shutdown_drain_secs: 5,
             quic_retry_above_per_sec: 0,
         }
     }
@@ -436,6 +444,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("idle_timeout_ms", Kind::Int),
     ("http_header_timeout_ms", Kind::Int),
     ("shutdown_timeout_secs", Kind::Int),
+    ("shutdown_drain_secs", Kind::Int),
     ("quic_retry_above_per_sec", Kind::Int),
 ];
 
@@ -1001,6 +1010,12 @@ impl Config {
         }
     }
 
+    /// How long a stop drains (see `shutdown_drain_secs`) when the whole
+    /// stop may take `timeout`: half of it at most.
+    pub fn shutdown_drain(&self, timeout: Duration) -> Duration {
+        Duration::from_secs(self.shutdown_drain_secs).min(timeout / 2)
+    }
+
     pub fn auth_timeout(&self) -> Duration {
         Duration::from_millis(self.auth_timeout_ms)
     }
@@ -1245,6 +1260,27 @@ mod tests {
         assert_eq!(c.shutdown_timeout_secs, 5);
         let e = Config::load(None, &env(&[("RAMPART_SHUTDOWN_TIMEOUT_SECS", "0")])).unwrap_err();
         assert!(e.to_string().contains("shutdown_timeout_secs"), "{e}");
+    }
+
+    #[test]
+    fn the_shutdown_drain_defaults_to_5_and_takes_half_of_the_timeout_at_most() {
+        let c = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(c.shutdown_drain_secs, 5);
+        assert_eq!(
+            c.shutdown_drain(Duration::from_secs(30)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            c.shutdown_drain(Duration::from_secs(4)),
+            Duration::from_secs(2)
+        );
+        let c = Config::load(None, &env(&[("RAMPART_SHUTDOWN_DRAIN_SECS", "0")])).unwrap();
+        assert_eq!(c.shutdown_drain(Duration::from_secs(30)), Duration::ZERO);
+        let c = Config::parse("shutdown_drain_secs = 12\n", "x.toml", &env(&[])).unwrap();
+        assert_eq!(
+            c.shutdown_drain(Duration::from_secs(30)),
+            Duration::from_secs(12)
+        );
     }
 
     #[test]
