@@ -15,6 +15,7 @@ use crate::config::{AuditConfig, Sink};
 use crate::error::AuditError;
 use crate::event::Event;
 use crate::keys::AuditKeys;
+use crate::latency::AuditLatency;
 use crate::record::Chain;
 use crate::recovery;
 use crate::time::now_ms;
@@ -235,7 +236,14 @@ impl Auditor {
         let Some(tx) = &self.inner.tx else {
             return Ok(());
         };
+        let started = Instant::now();
         let result = self.mandatory_inner(tx, ev, early).await;
+        let waited = if early {
+            &self.inner.counters.written_wait
+        } else {
+            &self.inner.counters.durable_wait
+        };
+        waited.record(started.elapsed());
         if result.is_err() {
             self.inner
                 .counters
@@ -315,6 +323,16 @@ impl Auditor {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// How long batch writes take and how long callers wait for them.
+    pub fn latency(&self) -> AuditLatency {
+        let c = &self.inner.counters;
+        AuditLatency {
+            batch_write: c.batch_write.snapshot(),
+            durable_wait: c.durable_wait.snapshot(),
+            written_wait: c.written_wait.snapshot(),
+        }
     }
 
     /// The raw Ed25519 public key checkpoints are signed with now (empty
@@ -502,6 +520,41 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(*out.0.lock().unwrap(), file);
+    }
+
+    #[tokio::test]
+    async fn latency_counts_every_batch_and_every_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Auditor::start(
+            AuditConfig::new(dir.path().join("audit")),
+            AuditKeys::ephemeral().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(a.latency().batch_write.count, 0);
+        for _ in 0..3 {
+            a.mandatory(Event::new("auth.success", "login", Outcome::Success))
+                .await
+                .unwrap();
+        }
+        // Each caller waited for its own batch, and a durable waiter is
+        // answered only after its batch's write and fsync were counted.
+        let l = a.latency();
+        assert!(l.batch_write.count >= 3, "{l:?}");
+        assert_eq!(l.durable_wait.count, 3);
+        assert_eq!(l.written_wait.count, 0);
+        a.written(Event::new("secret.read", "read", Outcome::Success))
+            .await
+            .unwrap();
+        assert_eq!(a.latency().written_wait.count, 1);
+        // Refused calls are waits too.
+        a.shutdown().await;
+        assert!(a
+            .mandatory(Event::new("x", "y", Outcome::Success))
+            .await
+            .is_err());
+        assert_eq!(a.latency().durable_wait.count, 4);
+        let none = Auditor::disabled().latency();
+        assert_eq!(none.batch_write.count + none.durable_wait.count, 0);
     }
 
     #[tokio::test]

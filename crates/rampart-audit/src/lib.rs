@@ -64,6 +64,8 @@
 //! - `writer`: the writer thread: group commit, fsync, checkpoints,
 //!   rotation, surviving write failures.
 //! - `auditor`: [`Auditor`], the cloneable handle, and its [`AuditStats`].
+//! - `latency`: the histograms of [`AuditLatency`]: batch writes, and how
+//!   long callers wait.
 //! - `verify`: [`verify_dir`], the end-to-end check.
 //! - `read`: [`read_records`], records back as JSON for the admin API.
 
@@ -73,6 +75,7 @@ mod error;
 mod event;
 mod files;
 mod keys;
+mod latency;
 mod read;
 mod record;
 mod recovery;
@@ -85,6 +88,7 @@ pub use config::{AuditConfig, Sink};
 pub use error::AuditError;
 pub use event::{Event, Outcome};
 pub use keys::{hmac_id_with, hmac_key_id_for, AuditKeys};
+pub use latency::{AuditLatency, Latency, LATENCY_BUCKETS_SECS};
 pub use read::read_records;
 pub use recovery::key_in_force;
 pub use verify::{verify_dir, VerifyError, VerifyReport};

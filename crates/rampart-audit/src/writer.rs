@@ -28,6 +28,7 @@ use tokio::sync::oneshot;
 use crate::event::Event;
 use crate::files;
 use crate::keys::AuditKeys;
+use crate::latency::Histogram;
 use crate::record::{Chain, Head};
 use crate::recovery::Resume;
 use crate::time::now_ms;
@@ -89,6 +90,10 @@ pub(crate) struct Counters {
     pub failing_since_ms: AtomicU64,
     pub last_seq: AtomicU64,
     pub stdout_dropped: AtomicU64,
+    /// See [`AuditLatency`](crate::AuditLatency).
+    pub batch_write: Histogram,
+    pub durable_wait: Histogram,
+    pub written_wait: Histogram,
 }
 
 /// Where batches go.
@@ -630,9 +635,11 @@ impl Writer {
             || head.is_some()
             || force
             || self.sync_in() == Some(Duration::ZERO);
+        let started = Instant::now();
         let result = self
             .out
             .write(&buf, &self.counters, &mut answer_early, sync);
+        self.counters.batch_write.record(started.elapsed());
         match result {
             Ok(()) => {
                 self.counters.failing_since_ms.store(0, Relaxed);

@@ -26,7 +26,7 @@ use rampart_proto::StreamPath;
 pub use cache::{Cache, CacheLimits, CachedValue};
 pub use consumer::ConsumerOptions;
 pub use durable::{ConsumerInfo, DurableOptions, DurableStream, Maintenance, Published};
-pub use queue::{QueueLimits, SlowConsumerPolicy};
+pub use queue::{QueueDepths, QueueLimits, SlowConsumerPolicy};
 pub use rampart_log::{
     BlockSealer, Level, Plain, RecoveryReport, ResealReport, RetentionReport, SyncPolicy,
 };
@@ -137,6 +137,16 @@ impl Broker {
     /// Finds a stream without creating it.
     pub fn existing(&self, path: &StreamPath) -> Option<Arc<Stream>> {
         self.streams.existing(path)
+    }
+
+    /// The live subscribers' queues now, summed over every stream. Costs a
+    /// short lock of each queue: for scrapes, not for every message.
+    pub fn queue_depths(&self) -> QueueDepths {
+        let mut d = QueueDepths::default();
+        for s in self.streams.all() {
+            s.add_depths(&mut d);
+        }
+        d
     }
 
     /// How many streams a tenant has (for its quota).
@@ -293,6 +303,60 @@ mod tests {
             ]
         );
         assert_eq!(out[0].first_seq, 7);
+    }
+
+    #[tokio::test]
+    async fn queue_depths_sum_the_live_queues_even_with_a_publisher_blocked() {
+        let broker = Broker::new(BrokerConfig {
+            queue: QueueLimits {
+                max_messages: 4,
+                max_bytes: 1 << 20,
+                policy: SlowConsumerPolicy::Block,
+            },
+            ..BrokerConfig::default()
+        });
+        assert_eq!(broker.queue_depths(), QueueDepths::default());
+        let orders = broker.stream(&path("acme/prod/orders")).unwrap();
+        let audit = broker.stream(&path("globex/prod/audit")).unwrap();
+        let slow = orders.subscribe().await;
+        let idle = audit.subscribe().await;
+        for i in 0..4u8 {
+            let (c, e) = one(&[i]);
+            orders.publish(c, e).await;
+        }
+        let (c, e) = one(b"x");
+        audit.publish(c, e).await;
+        // A fifth message waits for room in `slow`, holding the stream's
+        // lock: the depths are still read.
+        let o = orders.clone();
+        let blocked = tokio::spawn(async move {
+            let (c, e) = one(&[4]);
+            o.publish(c, e).await
+        });
+        // The test runtime has one thread: yielding lets the publisher run
+        // until it waits for room.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!blocked.is_finished(), "the publisher waits for room");
+        let d = broker.queue_depths();
+        assert_eq!(d.subscribers, 2);
+        assert_eq!(d.messages, 5);
+        assert_eq!(d.bytes, 5 * one(b"x").1.len() as u64);
+        assert_eq!(d.max_messages, 4);
+        assert_eq!(d.near_full, 1, "only the full queue of `slow`");
+
+        let mut out = Vec::new();
+        slow.recv(&mut out, usize::MAX).await;
+        tokio::time::timeout(Duration::from_secs(10), blocked)
+            .await
+            .expect("publisher released")
+            .unwrap();
+        drop(idle);
+        let d = broker.queue_depths();
+        assert_eq!(d.subscribers, 1, "a closed subscription is not counted");
+        assert_eq!(d.messages, 1);
+        assert_eq!(d.near_full, 0);
     }
 
     #[tokio::test]

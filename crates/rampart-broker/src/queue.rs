@@ -162,4 +162,48 @@ impl SubQueue {
     pub(crate) fn is_closed(&self) -> bool {
         self.lock().closed
     }
+
+    /// Adds what this queue holds now to `d`; nothing once it is closed.
+    /// Takes the queue's lock once, like a push: for scrapes, not for the
+    /// publish path.
+    pub(crate) fn add_depth(&self, d: &mut QueueDepths) {
+        let (messages, bytes) = {
+            let s = self.lock();
+            if s.closed {
+                return;
+            }
+            (s.messages, s.bytes)
+        };
+        d.subscribers += 1;
+        d.messages += messages as u64;
+        d.bytes += bytes as u64;
+        d.max_messages = d.max_messages.max(messages as u64);
+        // Full by either bound: `messages / max_messages >= 3/4` or the same
+        // for bytes, in integers (the bounds are at least 1).
+        let near = |n: usize, max: usize| (n as u128) * 4 >= (max as u128) * 3;
+        if near(messages, self.limits.max_messages) || near(bytes, self.limits.max_bytes) {
+            d.near_full += 1;
+        }
+    }
+}
+
+/// The queues of live subscribers, summed at one moment: what
+/// [`Broker::queue_depths`](crate::Broker::queue_depths) reports. Durable
+/// readers and consumers have no queue of their own (they read the log),
+/// so they are not in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueDepths {
+    /// Live subscriptions open.
+    pub subscribers: u64,
+    /// Messages queued for them, all together.
+    pub messages: u64,
+    /// Entry bytes queued for them, all together.
+    pub bytes: u64,
+    /// The most messages queued for any one of them.
+    pub max_messages: u64,
+    /// Queues at least three quarters full, by messages or by bytes: the
+    /// subscribers about to slow their publishers down (`block`) or lose
+    /// messages (`drop_oldest`).
+    pub near_full: u64,
 }

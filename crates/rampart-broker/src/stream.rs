@@ -1,7 +1,7 @@
 //! Streams: sequence numbers and live fan-out to subscribers.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
 use rampart_log::Level;
@@ -9,7 +9,7 @@ use rampart_proto::{SharedEvents, StartAt, StreamPath};
 
 use crate::consumer::ConsumerOptions;
 use crate::durable::{Cursor, DurableStream, Member, Published};
-use crate::queue::{Pushed, QueueLimits, SubQueue};
+use crate::queue::{Pushed, QueueDepths, QueueLimits, SubQueue};
 use crate::BrokerError;
 
 #[derive(Debug, Default)]
@@ -36,6 +36,11 @@ pub struct Stream {
     /// Set once the stream is deleted or replaced: holders of this handle
     /// (connections cache them) must look the path up again.
     removed: std::sync::atomic::AtomicBool,
+    /// The subscriber queues again, for [`Stream::add_depths`]: `inner`'s
+    /// lock is held by a publisher waiting for room, exactly when depths
+    /// matter, so scrapes read these instead. Touched when subscribing and
+    /// scraping only, never when publishing.
+    queues: Mutex<Vec<Weak<SubQueue>>>,
 }
 
 impl Stream {
@@ -47,7 +52,13 @@ impl Stream {
             durable,
             unavailable: None,
             removed: std::sync::atomic::AtomicBool::new(false),
+            queues: Mutex::new(Vec::new()),
         }
+    }
+
+    fn queues(&self) -> std::sync::MutexGuard<'_, Vec<Weak<SubQueue>>> {
+        // Only pushes and retains happen under it: never torn.
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn check(&self) -> Result<(), BrokerError> {
@@ -161,6 +172,12 @@ impl Stream {
         let mut inner = self.inner.lock().await;
         inner.subscribers.retain(|s| !s.is_closed());
         inner.subscribers.push(queue.clone());
+        drop(inner);
+        {
+            let mut queues = self.queues();
+            queues.retain(|q| q.upgrade().is_some_and(|q| !q.is_closed()));
+            queues.push(Arc::downgrade(&queue));
+        }
         Subscription {
             source: Source::Live(queue),
             stream: self.clone(),
@@ -176,6 +193,14 @@ impl Stream {
         let mut inner = self.inner.lock().await;
         for s in inner.subscribers.drain(..) {
             s.close();
+        }
+    }
+
+    /// Adds the queues of this stream's live subscribers to `d`.
+    pub(crate) fn add_depths(&self, d: &mut QueueDepths) {
+        let queues: Vec<Arc<SubQueue>> = self.queues().iter().filter_map(Weak::upgrade).collect();
+        for q in queues {
+            q.add_depth(d);
         }
     }
 

@@ -197,6 +197,13 @@ pub struct Config {
     /// drain, stream logs and the audit log are flushed, then it exits
     /// whatever is left. Default 30.
     pub shutdown_timeout_secs: u64,
+    /// The first part of a stop: `/readyz` answers 503 while everything
+    /// else goes on serving (new connections included), so that load
+    /// balancers and Kubernetes endpoints stop sending traffic before the
+    /// listeners close. Taken out of `shutdown_timeout_secs`, of which it
+    /// gets half at most; a second `SIGTERM` or `Ctrl-C` ends it early.
+    /// 0 stops at once. Default 5.
+    pub shutdown_drain_secs: u64,
     /// Above this many QUIC handshakes per second, new QUIC clients must
     /// prove their address first (a stateless retry). 0 (the default) =
     /// always: below the threshold the per-IP limits would count an
@@ -324,6 +331,7 @@ impl Default for Config {
             idle_timeout_ms: 300_000,
             http_header_timeout_ms: 10_000,
             shutdown_timeout_secs: 30,
+            shutdown_drain_secs: 5,
             quic_retry_above_per_sec: 0,
         }
     }
@@ -436,6 +444,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("idle_timeout_ms", Kind::Int),
     ("http_header_timeout_ms", Kind::Int),
     ("shutdown_timeout_secs", Kind::Int),
+    ("shutdown_drain_secs", Kind::Int),
     ("quic_retry_above_per_sec", Kind::Int),
 ];
 
@@ -445,27 +454,145 @@ fn did_you_mean(suggestion: Option<&str>) -> String {
         .unwrap_or_default()
 }
 
-/// The key of [`KEYS`] that `unknown` most likely meant: the shortest
-/// key it begins (when it is at least half of it: `max_frame` for
+/// The key of `known` that `unknown` most likely meant: the shortest key
+/// it begins (when it is at least half of it: `max_frame` for
 /// `max_frame_size`), else the nearest by edit distance if at most a third
-/// of its length away (two edits for short keys). Ties go to the first in
-/// [`KEYS`].
-pub(crate) fn nearest_key(unknown: &str) -> Option<&'static str> {
+/// of its length away (two edits for short keys). Ties go to the first.
+fn nearest_of(
+    unknown: &str,
+    known: impl Iterator<Item = &'static str> + Clone,
+) -> Option<&'static str> {
     let unknown = unknown.to_ascii_lowercase();
-    let cut_short = KEYS
-        .iter()
-        .map(|(k, _)| *k)
+    let cut_short = known
+        .clone()
         .filter(|k| k.starts_with(unknown.as_str()) && unknown.len() * 2 >= k.len())
         .min_by_key(|k| k.len());
     if cut_short.is_some() {
         return cut_short;
     }
     let most = (unknown.chars().count() / 3).max(2);
-    KEYS.iter()
-        .map(|(k, _)| (levenshtein(&unknown, k), *k))
+    known
+        .map(|k| (levenshtein(&unknown, k), k))
         .filter(|(d, _)| *d <= most)
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
+}
+
+// === keys of nested tables ===
+
+/// The keys a table of the configuration may hold, and for those holding a
+/// table or an array of tables, the keys of that.
+#[derive(Clone, Copy)]
+struct Shape {
+    keys: fn() -> Vec<&'static str>,
+    nested: fn(&str) -> Option<Shape>,
+}
+
+/// The top level: [`KEYS`], and the tables under them.
+const TOP: Shape = Shape {
+    keys: || KEYS.iter().map(|(k, _)| *k).collect(),
+    nested: nested_shape,
+};
+
+/// The tables under top-level keys. Their keys come from the types' own
+/// serde field lists, so they cannot drift from what is accepted; a test
+/// checks that every structured ([`Kind::Json`]) key is here.
+fn nested_shape(key: &str) -> Option<Shape> {
+    fn leaf<T: for<'de> Deserialize<'de>>() -> Shape {
+        Shape {
+            keys: fields_of::<T>,
+            nested: |_| None,
+        }
+    }
+    match key {
+        "jwt_issuers" => Some(leaf::<rampart_identity::JwtIssuerConfig>()),
+        "mtls_identities" => Some(leaf::<crate::auth::MtlsIdentity>()),
+        "tenant_limits" | "principal_limits" => Some(leaf::<rampart_limits::LimitSpec>()),
+        _ => None,
+    }
+}
+
+/// The field names serde's derive gives `T` (a struct), found by asking
+/// `T` to deserialize itself from a deserializer that only notes them.
+/// Empty for a type that is not a plain struct.
+fn fields_of<T: for<'de> Deserialize<'de>>() -> Vec<&'static str> {
+    use serde::de::{self, Visitor};
+
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> de::Deserializer<'de> for Probe<'_> {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(de::Error::custom("fields noted"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Probe(&mut fields));
+    fields.to_vec()
+}
+
+/// The first key in `table` (at `path`, `""` for the top) that `shape`
+/// does not know, at any depth, as (its path, the nearest known key).
+/// Values of the wrong type are left to serde, which names them.
+fn unknown_key(
+    table: &toml::Table,
+    path: &str,
+    shape: Shape,
+) -> Option<(String, Option<&'static str>)> {
+    let keys = (shape.keys)();
+    let at = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    for (key, value) in table {
+        if !keys.contains(&key.as_str()) {
+            return Some((at(key), nearest_of(key, keys.iter().copied())));
+        }
+        if let Some(found) =
+            (shape.nested)(key).and_then(|inner| unknown_in(value, &at(key), inner))
+        {
+            return Some(found);
+        }
+    }
+    None
+}
+
+/// [`unknown_key`] for the value at `path`: a table of `shape`, or an
+/// array of them.
+fn unknown_in(
+    value: &toml::Value,
+    path: &str,
+    shape: Shape,
+) -> Option<(String, Option<&'static str>)> {
+    match value {
+        toml::Value::Table(t) => unknown_key(t, path, shape),
+        toml::Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| match v {
+            toml::Value::Table(t) => unknown_key(t, &format!("{path}[{i}]"), shape),
+            _ => None,
+        }),
+        _ => None,
+    }
 }
 
 /// Edits (insertions, deletions, substitutions of a character) that turn
@@ -596,16 +723,13 @@ impl Config {
                 path: origin.to_string(),
                 message: e.message().to_string(),
             })?;
-        // Before serde, whose message would list every key: the nearest
-        // one is more use. Keys of nested tables are left to serde.
-        if let Some(key) = table
-            .keys()
-            .find(|k| !KEYS.iter().any(|(known, _)| known == k))
-        {
+        // Before serde, whose message would list every key (and not say
+        // where a nested one is): the path and the nearest key are more use.
+        if let Some((key, suggestion)) = unknown_key(&table, "", TOP) {
             return Err(ConfigError::UnknownKey {
                 path: origin.to_string(),
-                key: key.clone(),
-                suggestion: nearest_key(key),
+                key,
+                suggestion,
             });
         }
         for (key, kind) in KEYS {
@@ -627,10 +751,21 @@ impl Config {
                     "false" | "0" | "no" => false,
                     _ => return Err(bad(format!("`{raw}` is not true or false"))),
                 }),
-                Kind::Json => serde_json::from_str::<serde_json::Value>(&raw)
-                    .ok()
-                    .and_then(json_to_toml)
-                    .ok_or_else(|| bad("not valid JSON".into()))?,
+                Kind::Json => {
+                    let v = serde_json::from_str::<serde_json::Value>(&raw)
+                        .ok()
+                        .and_then(json_to_toml)
+                        .ok_or_else(|| bad("not valid JSON".into()))?;
+                    // The same check as for the file.
+                    let unknown = nested_shape(key).and_then(|shape| unknown_in(&v, key, shape));
+                    if let Some((path, suggestion)) = unknown {
+                        return Err(bad(format!(
+                            "unknown key `{path}`{}",
+                            did_you_mean(suggestion)
+                        )));
+                    }
+                    v
+                }
                 Kind::List => toml::Value::Array(
                     raw.split(',')
                         .map(str::trim)
@@ -873,6 +1008,12 @@ impl Config {
             lockout_base: Duration::from_millis(self.auth_lockout_base_ms),
             lockout_max: Duration::from_millis(self.auth_lockout_max_ms),
         }
+    }
+
+    /// How long a stop drains (see `shutdown_drain_secs`) when the whole
+    /// stop may take `timeout`: half of it at most.
+    pub fn shutdown_drain(&self, timeout: Duration) -> Duration {
+        Duration::from_secs(self.shutdown_drain_secs).min(timeout / 2)
     }
 
     pub fn auth_timeout(&self) -> Duration {
@@ -1122,6 +1263,27 @@ mod tests {
     }
 
     #[test]
+    fn the_shutdown_drain_defaults_to_5_and_takes_half_of_the_timeout_at_most() {
+        let c = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(c.shutdown_drain_secs, 5);
+        assert_eq!(
+            c.shutdown_drain(Duration::from_secs(30)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            c.shutdown_drain(Duration::from_secs(4)),
+            Duration::from_secs(2)
+        );
+        let c = Config::load(None, &env(&[("RAMPART_SHUTDOWN_DRAIN_SECS", "0")])).unwrap();
+        assert_eq!(c.shutdown_drain(Duration::from_secs(30)), Duration::ZERO);
+        let c = Config::parse("shutdown_drain_secs = 12\n", "x.toml", &env(&[])).unwrap();
+        assert_eq!(
+            c.shutdown_drain(Duration::from_secs(30)),
+            Duration::from_secs(12)
+        );
+    }
+
+    #[test]
     fn environment_overrides_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("rampart.toml");
@@ -1286,7 +1448,7 @@ mod tests {
             ("completely_unrelated", None),
             ("x", None),
         ] {
-            assert_eq!(nearest_key(typo), meant, "{typo}");
+            assert_eq!(nearest_of(typo, (TOP.keys)().into_iter()), meant, "{typo}");
         }
     }
 
@@ -1313,6 +1475,96 @@ mod tests {
             e.to_string(),
             "config file x.toml: unknown key `frobnicate`"
         );
+    }
+
+    #[test]
+    fn unknown_keys_in_nested_tables_are_named_by_path_with_a_suggestion() {
+        let err = |text: &str| {
+            Config::parse(text, "x.toml", &env(&[]))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err("[[jwt_issuers]]\nissuer = \"https://idp\"\naudiencs = [\"rampart\"]\n"),
+            "config file x.toml: unknown key `jwt_issuers[0].audiencs`; did you mean `audiences`?"
+        );
+        // The second rule of an array of tables; the first is fine.
+        let rules = "[[mtls_identities]]\ntenant = \"acme\"\ncommon_names = [\"a\"]\n\
+                     [[mtls_identities]]\ntenant = \"acme\"\ncomon_names = [\"b\"]\n";
+        assert_eq!(
+            err(rules),
+            "config file x.toml: unknown key `mtls_identities[1].comon_names`; did you mean `common_names`?"
+        );
+        // A table, and a key cut short.
+        assert_eq!(
+            err("[tenant_limits]\nmax_conn = 5\n"),
+            "config file x.toml: unknown key `tenant_limits.max_conn`; did you mean `max_connections`?"
+        );
+        // Nothing near: the path alone.
+        assert_eq!(
+            err("[principal_limits]\nfrobnicate = 1\n"),
+            "config file x.toml: unknown key `principal_limits.frobnicate`"
+        );
+        // Known keys at every depth pass this check (and serde's).
+        let good = "[[jwt_issuers]]\nissuer = \"https://idp\"\naudiences = [\"rampart\"]\n\
+                    jwks_path = \"/etc/jwks.json\"\n[tenant_limits]\nburst = 3.0\n";
+        let c = Config::parse(good, "x.toml", &env(&[])).unwrap();
+        assert_eq!(c.jwt_issuers.len(), 1);
+        assert_eq!(c.tenant_limits.burst, Some(3.0));
+    }
+
+    #[test]
+    fn unknown_nested_keys_from_yaml_and_the_environment_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let y = dir.path().join("rampart.yaml");
+        std::fs::write(
+            &y,
+            "jwt_issuers:\n  - issuer: https://idp\n    audiences: [rampart]\n    leway_secs: 5\n",
+        )
+        .unwrap();
+        let e = Config::load(Some(&y), &env(&[])).unwrap_err().to_string();
+        assert!(
+            e.ends_with("unknown key `jwt_issuers[0].leway_secs`; did you mean `leeway_secs`?"),
+            "{e}"
+        );
+        let e = Config::parse(
+            "",
+            "x.toml",
+            &env(&[(
+                "RAMPART_JWT_ISSUERS",
+                r#"[{"issuer":"https://idp","audiencs":["rampart"]}]"#,
+            )]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "environment variable RAMPART_JWT_ISSUERS: unknown key `jwt_issuers[0].audiencs`; did you mean `audiences`?"
+        );
+    }
+
+    /// Every structured key has the keys of its tables checked, and those
+    /// keys are what serde accepts.
+    #[test]
+    fn every_structured_key_knows_its_nested_keys() {
+        for (key, kind) in KEYS {
+            if matches!(kind, Kind::Json) {
+                let shape = nested_shape(key).unwrap_or_else(|| panic!("{key} has no shape"));
+                assert!(!(shape.keys)().is_empty(), "{key}");
+            }
+        }
+        let limits = fields_of::<rampart_limits::LimitSpec>();
+        assert!(limits.contains(&"burst") && limits.contains(&"max_streams"));
+        assert!(fields_of::<crate::auth::MtlsIdentity>().contains(&"san_uri_prefix"));
+        let jwt = fields_of::<rampart_identity::JwtIssuerConfig>();
+        assert!(jwt.contains(&"audiences") && jwt.contains(&"jwks_min_refresh_secs"));
+        // Not a struct: nothing to list.
+        assert!(fields_of::<String>().is_empty());
+        // The top-level list is the same as serde's for `Config`.
+        let mut top = fields_of::<Config>();
+        top.sort_unstable();
+        let mut keys = (TOP.keys)();
+        keys.sort_unstable();
+        assert_eq!(top, keys);
     }
 
     /// The unknown-key check goes by KEYS, so KEYS must name every field

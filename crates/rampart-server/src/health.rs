@@ -121,7 +121,7 @@ impl<S: KvStore> KvStore for TrackedStore<S> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Observed {
     pub(crate) now_ms: u64,
-    /// `Server::shutdown` has begun.
+    /// `Server::shutdown` has begun (its drain included).
     pub(crate) shutting_down: bool,
     /// The data directory is there and is a directory.
     pub(crate) data_dir_ok: bool,
@@ -198,7 +198,7 @@ async fn observe(shared: &Shared) -> Observed {
         .count();
     Observed {
         now_ms: now_ms(),
-        shutting_down: *shared.shutdown.borrow(),
+        shutting_down: shared.stopping.load(Ordering::Acquire) || *shared.shutdown.borrow(),
         data_dir_ok,
         store_failing_since_ms: shared.health.store_failing_since_ms(),
         audit_failing_since_ms: shared.audit.stats().failing_since_ms,

@@ -60,7 +60,7 @@ mod vault_external;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,6 +113,9 @@ pub(crate) struct Shared {
     /// Event counters for `/metrics`.
     pub(crate) metrics: metrics::Metrics,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Set when a stop begins, before the drain (`shutdown_drain_secs`):
+    /// readiness fails from then on while everything else still serves.
+    pub(crate) stopping: AtomicBool,
     active: AtomicUsize,
     /// HTTPS connections open (a clean stop waits for their requests).
     http_active: AtomicUsize,
@@ -356,6 +359,14 @@ impl Server {
     pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
         let mut config = opts.config;
         config.validate()?;
+        let timeout = Duration::from_secs(config.shutdown_timeout_secs);
+        if Duration::from_secs(config.shutdown_drain_secs) > config.shutdown_drain(timeout) {
+            warn!(
+                shutdown_drain_secs = config.shutdown_drain_secs,
+                shutdown_timeout_secs = config.shutdown_timeout_secs,
+                "shutdown_drain_secs is more than half of shutdown_timeout_secs: a stop drains for half of it only"
+            );
+        }
         // The external vault's settings (token, CA) are checked before
         // anything is written.
         let external_vault = secret_backend::external(&config)?;
@@ -600,6 +611,7 @@ impl Server {
             certs,
             metrics: metrics::Metrics::default(),
             shutdown: shutdown_rx,
+            stopping: AtomicBool::new(false),
             active: AtomicUsize::new(0),
             http_active: AtomicUsize::new(0),
         });
@@ -834,31 +846,61 @@ impl Server {
         self.shared.quic_retries.load(Ordering::Relaxed)
     }
 
-    /// Stops the server within `timeout`, in order: stops accepting on
-    /// every listener; lets every connection finish the requests it has
-    /// read (a publish read is answered, ACK or NACK, before its
-    /// connection closes) and close; closes the durable streams (consumer
-    /// positions saved) and fsyncs their logs; records `server.stop` and
-    /// lets the audit writer drain, write a final signed checkpoint and
-    /// fsync. Each step is logged with its duration; a step the deadline
-    /// cuts short is logged as a warning and named in the result. The
-    /// first two steps end a quarter of `timeout` (at most 5 s) early, to
-    /// leave the flushes that time.
+    /// Stops the server within `timeout`, in order: drains for
+    /// `shutdown_drain_secs` (at most half of `timeout`): `/readyz` answers
+    /// 503 while everything else serves as before, so that load balancers
+    /// stop sending traffic; stops accepting on every listener; lets every
+    /// connection finish the requests it has read (a publish read is
+    /// answered, ACK or NACK, before its connection closes) and close;
+    /// closes the durable streams (consumer positions saved) and fsyncs
+    /// their logs; records `server.stop` and lets the audit writer drain,
+    /// write a final signed checkpoint and fsync. Each step is logged with
+    /// its duration; a step the deadline cuts short is logged as a warning
+    /// and named in the result. The steps after the drain that wait for
+    /// others (listeners, connections) end a quarter of what is left (at
+    /// most 5 s) early, to leave the flushes that time.
     pub async fn shutdown(self, timeout: Duration) -> Stopped {
+        self.shutdown_with(timeout, std::future::pending()).await
+    }
+
+    /// [`Server::shutdown`], with the drain ended early when `end_drain`
+    /// completes (`rampart server`: a second `SIGTERM` or `Ctrl-C`).
+    pub async fn shutdown_with(
+        self,
+        timeout: Duration,
+        end_drain: impl std::future::Future<Output = ()>,
+    ) -> Stopped {
         let started = tokio::time::Instant::now();
         let deadline = started + timeout;
-        // Listeners and connections leave the flushes below a share of the
-        // time, so a client that never reads cannot cost the data its fsync.
-        let reserve = (timeout / 4).min(Duration::from_secs(5));
-        let drain_deadline = deadline - reserve;
         let mut stopped = Stopped::default();
         let mut step = Step::new();
+
+        // 0. Drain: not ready, still serving.
+        self.shared.stopping.store(true, Ordering::Release);
+        let drain = self.shared.config.shutdown_drain(timeout);
+        if !drain.is_zero() {
+            info!(
+                drain_ms = drain.as_millis() as u64,
+                "draining: /readyz answers 503; serving until the drain ends"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(drain) => {}
+                () = end_drain => info!("drain ended early"),
+            }
+            step.done(&mut stopped, "drain", true, String::new);
+        }
+
+        // Listeners and connections leave the flushes below a share of the
+        // time, so a client that never reads cannot cost the data its fsync.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let reserve = (left / 4).min(Duration::from_secs(5));
+        let wait_deadline = deadline - reserve;
 
         // 1. Listeners (and the background tasks) stop.
         let _ = self.shutdown.send(true);
         let mut late_tasks = 0;
         for t in self.tasks {
-            if tokio::time::timeout_at(drain_deadline, t).await.is_err() {
+            if tokio::time::timeout_at(wait_deadline, t).await.is_err() {
                 late_tasks += 1;
             }
         }
@@ -871,13 +913,13 @@ impl Server {
             self.shared.active.load(Ordering::Acquire)
                 + self.shared.http_active.load(Ordering::Acquire)
         };
-        while open() > 0 && tokio::time::Instant::now() < drain_deadline {
+        while open() > 0 && tokio::time::Instant::now() < wait_deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let left = open();
         if let Some(q) = &self.quic {
             q.close(0u32.into(), b"server shutting down");
-            let _ = tokio::time::timeout_at(drain_deadline, q.wait_idle()).await;
+            let _ = tokio::time::timeout_at(wait_deadline, q.wait_idle()).await;
         }
         step.done(&mut stopped, "connections", left == 0, || {
             format!("{left} connections still open, closed unfinished")

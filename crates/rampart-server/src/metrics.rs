@@ -256,28 +256,142 @@ pub(crate) fn render(shared: &Shared) -> String {
         "1 while the audit sink is failing (since its last good write), else 0",
         ConstGauge::new(i64::from(a.failing_since_ms.is_some())),
     );
+    register_queues(&mut now, shared);
     let _ = prometheus_text::encode(&mut out, &now);
-    fsync_histogram(&mut out);
+    let h = rampart_log::fsync_latency();
+    histogram(
+        &mut out,
+        "rampart_log_fsync_seconds",
+        "Time one fsync of a durable stream's log took.",
+        &[("", &h.buckets, h.count, h.sum_secs)],
+    );
+    let l = shared.audit.latency();
+    histogram(
+        &mut out,
+        "rampart_audit_batch_write_seconds",
+        "Time the audit writer took to write one batch of records, its fsync included when it had one.",
+        &[(
+            "",
+            &l.batch_write.buckets,
+            l.batch_write.count,
+            l.batch_write.sum_secs,
+        )],
+    );
+    histogram(
+        &mut out,
+        "rampart_audit_wait_seconds",
+        "Time an operation waited for its audit record: level durable (fsynced: admin, logins) or written (vault reads); refusals at audit_durable_timeout_ms included.",
+        &[
+            (
+                "level=\"durable\"",
+                &l.durable_wait.buckets,
+                l.durable_wait.count,
+                l.durable_wait.sum_secs,
+            ),
+            (
+                "level=\"written\"",
+                &l.written_wait.buckets,
+                l.written_wait.count,
+                l.written_wait.sum_secs,
+            ),
+        ],
+    );
     out
 }
 
-/// The stream logs' fsync latency, from `rampart_log`'s process-wide
-/// histogram, as a Prometheus histogram.
-fn fsync_histogram(out: &mut String) {
-    use std::fmt::Write;
-    let h = rampart_log::fsync_latency();
-    let name = "rampart_log_fsync_seconds";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Time one fsync of a durable stream's log took."
-    );
-    let _ = writeln!(out, "# TYPE {name} histogram");
-    for (le, count) in &h.buckets {
-        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {count}");
+/// Subscriber queue depths and durable consumer lag, gathered now by
+/// walking the live subscriptions and the consumers: aggregates only, so
+/// the number of series does not grow with subscribers or connections,
+/// and nothing is counted on the publish path.
+fn register_queues(now: &mut Registry, shared: &Shared) {
+    let gauge = |v: u64| ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+    let q = shared.broker.queue_depths();
+    let queues = [
+        (
+            "subscribers",
+            "Live subscriptions open (readers and consumers of durable streams not included)",
+            q.subscribers,
+        ),
+        (
+            "subscriber_queue_messages",
+            "Messages waiting in live subscribers' queues, all together",
+            q.messages,
+        ),
+        (
+            "subscriber_queue_bytes",
+            "Entry bytes waiting in live subscribers' queues, all together",
+            q.bytes,
+        ),
+        (
+            "subscriber_queue_max_messages",
+            "Messages waiting in the fullest live subscriber queue",
+            q.max_messages,
+        ),
+        (
+            "subscriber_queues_near_full",
+            "Live subscriber queues at least 3/4 full (subscriber_queue_messages or subscriber_queue_bytes): slow consumers about to hold up publishers (block) or lose messages (drop_oldest)",
+            q.near_full,
+        ),
+    ];
+    for (name, help, v) in queues {
+        now.register(name, help, gauge(v));
     }
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
-    let _ = writeln!(out, "{name}_sum {}", h.sum_secs);
-    let _ = writeln!(out, "{name}_count {}", h.count);
+    let (mut consumers, mut lag, mut max_lag) = (0u64, 0u64, 0u64);
+    for d in shared.broker.durable_streams() {
+        let end = d.next_offset();
+        for c in d.consumers() {
+            let behind = end.saturating_sub(c.committed);
+            consumers += 1;
+            lag += behind;
+            max_lag = max_lag.max(behind);
+        }
+    }
+    let lags = [
+        (
+            "durable_consumers",
+            "Named consumers of durable streams",
+            consumers,
+        ),
+        (
+            "durable_consumer_lag_messages",
+            "Messages of durable streams not yet acknowledged by their consumers (the log's end minus the committed position), all consumers together",
+            lag,
+        ),
+        (
+            "durable_consumer_max_lag_messages",
+            "The lag of the consumer furthest behind",
+            max_lag,
+        ),
+    ];
+    for (name, help, v) in lags {
+        now.register(name, help, gauge(v));
+    }
+}
+
+/// One series of a histogram: its labels (`""` for none, else
+/// `name="value"` pairs), cumulative buckets, count and sum.
+type Series<'a> = (&'a str, &'a [(f64, u64)], u64, f64);
+
+/// Writes a histogram of the latency recorders in `rampart_log` and
+/// `rampart_audit` (counted without a metrics library) in the text format.
+fn histogram(out: &mut String, name: &str, help: &str, series: &[Series<'_>]) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (labels, buckets, count, sum) in series {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (le, n) in buckets.iter() {
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
 }
 
 /// Who may scrape: the SHA-256 of the token in `metrics_token_path`, or
@@ -437,6 +551,28 @@ mod tests {
         assert!(ScrapeAuth::token(b"\nsecond").is_none());
         assert!(!format!("{a:?}").contains("s3cret"));
         assert!(ScrapeAuth::ClientCertificate.allows(None));
+    }
+
+    #[test]
+    fn histograms_render_with_and_without_labels() {
+        let buckets = [(0.001, 1), (0.01, 3)];
+        let mut out = String::new();
+        histogram(
+            &mut out,
+            "x_seconds",
+            "Help.",
+            &[
+                ("", &buckets, 4, 0.5),
+                ("level=\"a\"", &buckets[..1], 1, 0.25),
+            ],
+        );
+        let want = "# HELP x_seconds Help.\n# TYPE x_seconds histogram\n\
+            x_seconds_bucket{le=\"0.001\"} 1\nx_seconds_bucket{le=\"0.01\"} 3\n\
+            x_seconds_bucket{le=\"+Inf\"} 4\nx_seconds_sum 0.5\nx_seconds_count 4\n\
+            x_seconds_bucket{level=\"a\",le=\"0.001\"} 1\n\
+            x_seconds_bucket{level=\"a\",le=\"+Inf\"} 1\n\
+            x_seconds_sum{level=\"a\"} 0.25\nx_seconds_count{level=\"a\"} 1\n";
+        assert_eq!(out, want);
     }
 
     #[test]

@@ -299,6 +299,8 @@ impl LocalServer {
             String::new()
         };
         config.dangerous_disable_audit = !audit;
+        // Nothing balances load in front of a benchmark's server.
+        config.shutdown_drain_secs = 0;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {

@@ -31,6 +31,9 @@ pub(crate) async fn run(a: ServerArgs) -> Result<ExitCode, Failure> {
         config.data_dir = d.clone();
     }
     let timeout_secs = config.shutdown_timeout_secs;
+    let drain_secs = config
+        .shutdown_drain(Duration::from_secs(timeout_secs))
+        .as_secs();
     let plain = std::env::var("RAMPART_API_KEYS").ok().map(Secret::new);
     let server = Server::start(ServerOptions::new(config).dev(a.dev).plain_api_keys(plain)).await?;
     if let Some(q) = server.quic_addr() {
@@ -74,7 +77,14 @@ pub(crate) async fn run(a: ServerArgs) -> Result<ExitCode, Failure> {
         server.reload_limits(&fresh)
     };
     wait_for_signal(reload).await;
-    let stopped = server.shutdown(Duration::from_secs(timeout_secs)).await;
+    if drain_secs > 0 {
+        eprintln!(
+            "rampart: stopping: draining for up to {drain_secs} s (shutdown_drain_secs; signal again to skip)"
+        );
+    }
+    let stopped = server
+        .shutdown_with(Duration::from_secs(timeout_secs), stop_signal())
+        .await;
     if stopped.is_clean() {
         Ok(ExitCode::SUCCESS)
     } else {
@@ -111,4 +121,26 @@ async fn wait_for_signal(reload: impl Fn() -> Result<(), rampart_server::ConfigE
     }
     let _ = reload;
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Waits for SIGTERM or Ctrl-C (a second one during a stop ends its
+/// drain); never completes where no handler can be installed.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            },
+            Err(_) => std::future::pending().await,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }

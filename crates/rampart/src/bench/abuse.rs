@@ -160,6 +160,7 @@ impl ChildServer {
         cmd.env("RAMPART_QUIC_BIND", "127.0.0.1:0")
             .env("RAMPART_TCP_BIND", "127.0.0.1:0")
             .env("RAMPART_HTTP_BIND", "127.0.0.1:0")
+            .env("RAMPART_SHUTDOWN_DRAIN_SECS", "0")
             .env("RAMPART_API_KEYS", keys)
             .env("RUST_LOG", "warn");
         for (k, v) in env {

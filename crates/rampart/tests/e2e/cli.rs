@@ -56,6 +56,7 @@ impl DevServer {
             .env("RAMPART_QUIC_BIND", "127.0.0.1:0")
             .env("RAMPART_TCP_BIND", "127.0.0.1:0")
             .env("RAMPART_HTTP_BIND", "127.0.0.1:0")
+            .env("RAMPART_SHUTDOWN_DRAIN_SECS", "0")
             .env("RUST_LOG", "debug")
             .env_remove("RAMPART_API_KEYS")
             .env_remove("RAMPART_CONFIG")

@@ -30,6 +30,8 @@ pub fn base_config(dir: &std::path::Path) -> Config {
     // durable in time, which a 2-core machine running the whole suite in
     // parallel can miss; no test here is about that bound.
     c.audit_durable_timeout_ms = 5_000;
+    // No load balancer to drain: stops are immediate unless a test drains.
+    c.shutdown_drain_secs = 0;
     c
 }
 

@@ -149,6 +149,20 @@ fn config_check_refuses_a_misspelled_key_with_a_suggestion() {
     );
     assert!(!dir.path().join("data").exists());
 
+    // Inside an array of tables, the key is named by its path.
+    std::fs::write(
+        &file,
+        "[[jwt_issuers]]\nissuer = \"https://idp.example\"\naudiencs = [\"rampart\"]\n",
+    )
+    .unwrap();
+    let out = rampart(&["config", "check", path], &[]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("unknown key `jwt_issuers[0].audiencs`; did you mean `audiences`?"),
+        "{stderr}"
+    );
+
     // A bad value names its key; so does a bad environment variable.
     std::fs::write(&file, "max_frame_size = 1\n").unwrap();
     let out = rampart(&["config", "check", path], &[]);

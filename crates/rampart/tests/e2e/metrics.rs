@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rampart_client::{AdminClient, Client, ClientConfig, Transport};
+use rampart_client::{AdminClient, Client, ClientConfig, ConsumeOptions, StartAt, Transport};
+use rampart_server::{Config, SlowConsumer};
 
 use crate::common::*;
 
@@ -167,6 +168,23 @@ async fn metrics_follow_the_traffic(t: Transport) {
     at_least(&m, "rampart_tls_certificate_expiry_seconds", 86_400.0);
     at_least(&m, "rampart_log_fsync_seconds_count", 0.0);
     at_least(&m, "rampart_log_fsync_seconds_bucket{le=\"+Inf\"}", 0.0);
+    // The subscriber's queue (the depth itself is in
+    // `queue_depths_follow_a_slow_subscriber`), and no consumer yet.
+    at_least(&m, "rampart_subscribers", 1.0);
+    at_least(&m, "rampart_subscriber_queue_messages", 0.0);
+    assert_eq!(m.get("rampart_durable_consumers"), Some(&0.0));
+    // Logins waited for their audit records, which were written in batches.
+    at_least(&m, "rampart_audit_batch_write_seconds_count", 1.0);
+    at_least(
+        &m,
+        "rampart_audit_wait_seconds_count{level=\"durable\"}",
+        2.0,
+    );
+    at_least(
+        &m,
+        "rampart_audit_wait_seconds_bucket{level=\"durable\",le=\"+Inf\"}",
+        2.0,
+    );
     // Nothing secret in the output.
     assert!(!r.text.contains(TOKEN) && !r.text.contains(KEY_ACME));
 
@@ -174,6 +192,151 @@ async fn metrics_follow_the_traffic(t: Transport) {
         assert!(out.status.success(), "promtool check metrics: {out:?}");
     }
     drop(sub);
+}
+
+/// A server serving `/metrics` with [`TOKEN`], tweaked by `tweak`; the
+/// token file lives in `dir`.
+async fn start_scraped(dir: &std::path::Path, tweak: impl FnOnce(&mut Config)) -> TestServer {
+    let token_path = dir.join("metrics-token");
+    std::fs::write(&token_path, format!("{TOKEN}\n")).unwrap();
+    start_with(|c| {
+        c.metrics_bind = "127.0.0.1:0".into();
+        c.metrics_token_path = Some(token_path);
+        tweak(c);
+    })
+    .await
+}
+
+async fn scrape(s: &TestServer) -> HashMap<String, f64> {
+    let r = scraper(s, Some(TOKEN))
+        .call("GET", "/metrics", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    parse(&r.text)
+}
+
+/// Scrapes until `done` holds for the metrics, for 30 s at most; returns
+/// them.
+async fn scrape_until(
+    s: &TestServer,
+    what: &str,
+    done: impl Fn(&HashMap<String, f64>) -> bool,
+) -> HashMap<String, f64> {
+    let mut m = HashMap::new();
+    for _ in 0..300 {
+        m = scrape(s).await;
+        if done(&m) {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: not within 30 s; last scrape: {m:#?}");
+}
+
+fn get(m: &HashMap<String, f64>, key: &str) -> f64 {
+    m.get(key).copied().unwrap_or(f64::NAN)
+}
+
+/// A subscriber whose delivery is paced (one batch a second) falls behind
+/// a publisher: its queue, bounded at 4 messages with `drop_oldest`, shows
+/// full in the aggregate gauges; once it leaves, they go back to nothing.
+/// The queues are the broker's whatever the transport, so TCP only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_depths_follow_a_slow_subscriber() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_scraped(dir.path(), |c| {
+        c.subscriber_queue_messages = 4;
+        c.slow_consumer_policy = SlowConsumer::DropOldest;
+        c.tenant_limits.deliver_bytes_per_sec = Some(1);
+        c.tenant_limits.burst = Some(1.0);
+    })
+    .await;
+    let m = scrape(&s).await;
+    assert_eq!(get(&m, "rampart_subscribers"), 0.0);
+    assert_eq!(get(&m, "rampart_subscriber_queue_messages"), 0.0);
+
+    let sub_client = s.client(Transport::Tcp, KEY_ACME).await;
+    let sub = sub_client
+        .subscribe("acme", "prod", "firehose")
+        .await
+        .unwrap();
+    let publisher = s.client(Transport::Tcp, KEY_ACME).await;
+    // The delivery task takes the whole queue once a second: publish more
+    // than it holds, then look, until a look lands before it is taken.
+    let mut full = None;
+    for round in 0..100 {
+        for i in 0..6 {
+            publisher
+                .publish("acme", "prod", "firehose", format!("m{round}-{i}"))
+                .await
+                .unwrap();
+        }
+        let m = scrape(&s).await;
+        if get(&m, "rampart_subscriber_queue_messages") == 4.0 {
+            full = Some(m);
+            break;
+        }
+    }
+    let m = full.expect("the subscriber's queue was seen full (4 messages)");
+    assert_eq!(get(&m, "rampart_subscribers"), 1.0);
+    assert_eq!(get(&m, "rampart_subscriber_queue_max_messages"), 4.0);
+    assert_eq!(get(&m, "rampart_subscriber_queues_near_full"), 1.0);
+    let bytes = get(&m, "rampart_subscriber_queue_bytes");
+    assert!((4.0 * 5.0..1024.0).contains(&bytes), "{bytes}");
+
+    drop(sub);
+    sub_client.close().await;
+    scrape_until(&s, "the closed subscription leaves the gauges", |m| {
+        get(m, "rampart_subscribers") == 0.0
+            && get(m, "rampart_subscriber_queue_messages") == 0.0
+            && get(m, "rampart_subscriber_queues_near_full") == 0.0
+    })
+    .await;
+}
+
+/// Consumer lag is the log's end minus the committed position: 10
+/// published, 5 acknowledged, 5 behind; all acknowledged, none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_lag_follows_acknowledgements() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_scraped(dir.path(), |_| {}).await;
+    create_ledger(&s).await;
+    let c = s.client(Transport::Tcp, KEY_ACME).await;
+    let jobs: Vec<String> = (0..10).map(|i| format!("job-{i}")).collect();
+    c.publish_batch("acme", "prod", "ledger", &jobs)
+        .await
+        .unwrap();
+    let opts = ConsumeOptions {
+        start: StartAt::Earliest,
+        max_in_flight: 100,
+        ack_wait: Duration::from_secs(60),
+    };
+    let mut sub = c
+        .consume("acme", "prod", "ledger", "workers", opts)
+        .await
+        .unwrap();
+    let mut offsets = Vec::new();
+    while offsets.len() < 10 {
+        let e = tokio::time::timeout(Duration::from_secs(20), sub.next())
+            .await
+            .expect("delivered")
+            .expect("open");
+        offsets.push(e.seq);
+    }
+    sub.ack(&offsets[..5]).await.unwrap();
+    let m = scrape_until(&s, "lag 5 after 5 of 10 acknowledged", |m| {
+        get(m, "rampart_durable_consumer_lag_messages") == 5.0
+    })
+    .await;
+    assert_eq!(get(&m, "rampart_durable_consumers"), 1.0);
+    assert_eq!(get(&m, "rampart_durable_consumer_max_lag_messages"), 5.0);
+    sub.ack(&offsets[5..]).await.unwrap();
+    scrape_until(&s, "no lag once all are acknowledged", |m| {
+        get(m, "rampart_durable_consumer_lag_messages") == 0.0
+            && get(m, "rampart_durable_consumer_max_lag_messages") == 0.0
+    })
+    .await;
 }
 
 /// `promtool check metrics` on `text`, if promtool is installed.
