@@ -169,7 +169,20 @@ impl Chain {
             .meta("signed_hash", signed_hash.clone())
             .meta("signature", signature.clone())
             .meta("public_key", B64.encode(keys.public_key()));
-        let seq = self.append(out, &ev, at_ms).ok()?;
+        self.append_signed(out, &ev, at_ms, signed_seq, signed_hash, signature)
+    }
+
+    /// Appends a checkpoint record `ev` and returns its `HEAD`.
+    fn append_signed(
+        &mut self,
+        out: &mut Vec<u8>,
+        ev: &Event,
+        at_ms: u64,
+        signed_seq: u64,
+        signed_hash: String,
+        signature: String,
+    ) -> Option<Head> {
+        let seq = self.append(out, ev, at_ms).ok()?;
         Some(Head {
             seq,
             hash: self.last_hash.clone(),
@@ -209,14 +222,7 @@ impl Chain {
             .meta("previous_public_key", B64.encode(old.public_key()))
             .meta("endorsement", endorsement)
             .meta("hmac_key_id", hmac_key_id);
-        let seq = self.append(out, &ev, at_ms).ok()?;
-        Some(Head {
-            seq,
-            hash: self.last_hash.clone(),
-            signed_seq,
-            signed_hash,
-            signature,
-        })
+        self.append_signed(out, &ev, at_ms, signed_seq, signed_hash, signature)
     }
 }
 

@@ -320,3 +320,23 @@ pub fn snapshot(dir: &std::path::Path) -> Vec<(PathBuf, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// Runs the built `rampart` binary with `args` as an HTTPS admin client of
+/// `s` holding `key` (from a private key file, as operators do), with
+/// nothing else from the environment.
+pub fn admin_cli(s: &TestServer, key: &str, args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("admin.key");
+    std::fs::write(&key_file, key).unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(args)
+        .env_clear()
+        .env(
+            "RAMPART_HTTP_URL",
+            format!("https://{}", s.server.http_addr().unwrap()),
+        )
+        .env("RAMPART_CA_CERT", &s.ca)
+        .env("RAMPART_API_KEY_FILE", &key_file)
+        .output()
+        .unwrap()
+}

@@ -160,27 +160,18 @@ async fn revoke_principal_ends_every_credential_of_one_principal_only() {
     live.publish("acme", "ns", "s", "before").await.unwrap();
     let other = s.client(Transport::Tcp, &bystander).await;
 
-    let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("admin.key");
-    std::fs::write(&key_file, KEY_ACME).unwrap();
-    let o = Command::new(BIN)
-        .args([
+    let o = admin_cli(
+        &s,
+        KEY_ACME,
+        &[
             "incident",
             "revoke-principal",
             "--tenant",
             "acme",
             "--principal",
             "intruder",
-        ])
-        .env_clear()
-        .env(
-            "RAMPART_HTTP_URL",
-            format!("https://{}", s.server.http_addr().unwrap()),
-        )
-        .env("RAMPART_CA_CERT", &s.ca)
-        .env("RAMPART_API_KEY_FILE", &key_file)
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(o.status.success(), "{o:?}");
     let said = String::from_utf8_lossy(&o.stderr);
     assert!(said.contains("2 key(s)"), "{said}");

@@ -72,20 +72,7 @@ async fn rotation_refuses_old_tokens_at_once(t: Transport) {
     by_old.publish("acme", "ns", "s", "before").await.unwrap();
     let by_key = s.client(t, KEY_ACME).await;
 
-    let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("admin.key");
-    std::fs::write(&key_file, op_key(&s)).unwrap();
-    let o = Command::new(BIN)
-        .args(["incident", "rotate-token-key"])
-        .env_clear()
-        .env(
-            "RAMPART_HTTP_URL",
-            format!("https://{}", s.server.http_addr().unwrap()),
-        )
-        .env("RAMPART_CA_CERT", &s.ca)
-        .env("RAMPART_API_KEY_FILE", &key_file)
-        .output()
-        .unwrap();
+    let o = admin_cli(&s, &op_key(&s), &["incident", "rotate-token-key"]);
     assert!(o.status.success(), "{o:?}");
     let said = String::from_utf8_lossy(&o.stderr);
     assert!(said.contains("refused from now on"), "{said}");
@@ -234,19 +221,7 @@ async fn audit_keys_rotate_while_serving_and_an_interrupted_rotation_settles() {
     copy_tree(&data, before.path());
     let s = start_in(dir, |_| {}).await;
 
-    let key_file = data.join("op.key.test");
-    std::fs::write(&key_file, op_key(&s)).unwrap();
-    let o = Command::new(BIN)
-        .args(["incident", "rotate-audit-key"])
-        .env_clear()
-        .env(
-            "RAMPART_HTTP_URL",
-            format!("https://{}", s.server.http_addr().unwrap()),
-        )
-        .env("RAMPART_CA_CERT", &s.ca)
-        .env("RAMPART_API_KEY_FILE", &key_file)
-        .output()
-        .unwrap();
+    let o = admin_cli(&s, &op_key(&s), &["incident", "rotate-audit-key"]);
     assert!(o.status.success(), "{o:?}");
     let new_public = String::from_utf8_lossy(&o.stdout).trim().to_string();
     assert_eq!(new_public.len(), 44, "{new_public}");
