@@ -235,9 +235,14 @@ impl Catalog {
                     .map_err(|_| StoreError("bad tenant in sealed record".into()))?;
                 decode(&sealer.open(tenant, t, key, &rest[len..])?)
             }
-            (Some(_), None) if !matches!(t, Table::Tenants | Table::Revocations) => Err(
-                StoreError(format!("record {}/{key} is not sealed", t.name())),
-            ),
+            // Tenant records, token revocations and meta values are kept in
+            // the clear.
+            (Some(_), None) if !matches!(t, Table::Tenants | Table::Revocations | Table::Meta) => {
+                Err(StoreError(format!(
+                    "record {}/{key} is not sealed",
+                    t.name()
+                )))
+            }
             (None, Some(_)) => Err(StoreError(format!(
                 "record {}/{key} is sealed and this catalog has no keys",
                 t.name()
@@ -662,5 +667,15 @@ mod sealed_tests {
             .unwrap();
         assert_eq!(c.delete_tenant_records("acme").unwrap(), 1);
         assert!(c.acls().unwrap().is_empty());
+    }
+
+    #[test]
+    fn meta_values_read_back_through_a_sealing_catalog() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv: Arc<dyn KvStore> = Arc::new(RedbStore::open(&dir.path().join("s.redb")).unwrap());
+        let c = Catalog::sealed(kv, Arc::new(Toy));
+        c.put_meta_u64("key_rotation/acme", 42).unwrap();
+        assert_eq!(c.meta_u64("key_rotation/acme").unwrap(), Some(42));
+        assert_eq!(c.meta_u64("renew/none").unwrap(), None);
     }
 }
