@@ -441,6 +441,15 @@ impl Server {
                 .map_err(|e| StartError::MasterKey(format!("keys of tenant {t}: {e}")))?;
         }
         let catalog = rampart_store::Catalog::sealed(kv.clone(), sealer.clone());
+        // A store from before the journal: its state becomes the journal's
+        // first events, so `rampart state rebuild` always has all of it.
+        let snapshotted = catalog.open_journal().map_err(storage)?;
+        if snapshotted > 0 {
+            info!(
+                records = snapshotted,
+                "control-plane journal started from the store's current state"
+            );
+        }
         let vault = Arc::new(rampart_vault::Vault::new(
             kv.clone(),
             sealer.clone(),
