@@ -76,4 +76,5 @@ pub use error::AuditError;
 pub use event::{Event, Outcome};
 pub use keys::{hmac_id_with, AuditKeys};
 pub use read::read_records;
+pub use time::{parse_rfc3339_ms, rfc3339_ms};
 pub use verify::{verify_dir, VerifyError, VerifyReport};
