@@ -28,6 +28,8 @@
 //! - `archive`: the backup archive format (encrypted chunks, entries).
 //! - `backup`: `POST /v1/sys/backup` while serving, and the offline
 //!   restore.
+//! - `rebuild`: `rampart state rebuild`, the control-plane journal replayed
+//!   offline and compared with (or written to) the store.
 
 mod access;
 mod archive;
@@ -45,6 +47,7 @@ mod kv_api;
 mod limits;
 mod master;
 mod metrics;
+mod rebuild;
 mod reencrypt;
 mod registry;
 mod sealing;
@@ -239,6 +242,7 @@ const SECRET_PEPPER: &str = "rampart:api-key-pepper";
 const SECRET_AUDIT_HMAC: &str = "rampart:audit-hmac-key";
 
 pub use master::rotate_master;
+pub use rebuild::{state_rebuild, RebuildOptions, RebuildOutcome, WriteOutcome};
 
 /// A server secret the command-line tools need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
