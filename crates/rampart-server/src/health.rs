@@ -110,6 +110,10 @@ impl<S: KvStore> KvStore for TrackedStore<S> {
         r
     }
 
+    fn last(&self, table: Table) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        self.inner.last(table)
+    }
+
     fn apply_appending(
         &self,
         ops: Vec<Op>,

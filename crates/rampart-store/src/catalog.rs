@@ -620,34 +620,60 @@ impl RebuildReport {
 
 impl Catalog {
     /// Applies `ops` and appends `events` to the journal, in one atomic
-    /// batch. The store picks the sequence numbers inside its write, so
-    /// every catalog over the same store (clones or not) appends in commit
-    /// order.
+    /// batch.
     fn commit(&self, ops: Vec<Op>, events: Vec<Event>) -> Result<(), StoreError> {
         self.commit_if(ops, events, false).map(drop)
     }
 
-    /// [`commit`](Self::commit); with `only_if_empty`, appends nothing
-    /// unless the journal is empty at the time of the write. Returns
-    /// whether it appended.
+    /// [`commit`](Self::commit); with `only_if_empty`, writes nothing
+    /// unless the journal is empty. Returns whether it wrote.
+    ///
+    /// Events are sealed before the write, bound to the sequence numbers
+    /// that follow the journal's last entry as read then: sealing may
+    /// itself write to the store (a data key's reservation), which cannot
+    /// happen inside the write. The write checks that the last entry is
+    /// still the one read; if another writer (a clone, or another catalog
+    /// over the same store) appended meanwhile, it writes nothing and this
+    /// seals again after the new last entry. So entries follow commit order
+    /// and no number is used twice.
     fn commit_if(
         &self,
         ops: Vec<Op>,
         events: Vec<Event>,
         only_if_empty: bool,
     ) -> Result<bool, StoreError> {
-        let at_ms = now_ms();
+        const ATTEMPTS: usize = 64;
         let sealer = self.sealer.as_deref();
-        let mut appended = false;
-        self.kv.apply_appending(ops, Table::Events, &mut |last| {
+        for _ in 0..ATTEMPTS {
+            let last = self.kv.last(Table::Events)?;
             if only_if_empty && last.is_some() {
-                // Another writer started the journal meanwhile.
-                return Ok(Vec::new());
+                return Ok(false);
             }
-            appended = true;
-            journal::entries_after(last, at_ms, &events, sealer)
-        })?;
-        Ok(appended)
+            let mut entries = Some(journal::entries_after(
+                last.clone(),
+                now_ms(),
+                &events,
+                sealer,
+            )?);
+            let mut moved = false;
+            let r = self
+                .kv
+                .apply_appending(ops.clone(), Table::Events, &mut |now_last| {
+                    if now_last != last {
+                        moved = true;
+                        return Err(StoreError("the journal moved".into()));
+                    }
+                    Ok(entries.take().unwrap_or_default())
+                });
+            match r {
+                Ok(()) => return Ok(true),
+                Err(_) if moved => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError(format!(
+            "the journal moved {ATTEMPTS} times while appending; nothing was written"
+        )))
     }
 
     /// Starts the journal of a store that predates it: when the journal is
@@ -1382,6 +1408,52 @@ mod journal_tests {
         assert_eq!(then.differences.len(), 1);
         assert_eq!(then.differences[0].kind, DiffKind::Missing);
         assert!(c.repair(&then).is_err(), "a past state is not written");
+    }
+
+    /// Seals like Toy, and writes to the store on every seal, as the real
+    /// sealer does when it reserves a data key's next range.
+    #[derive(Debug)]
+    struct Reserving {
+        toy: Toy,
+        kv: Arc<dyn KvStore>,
+    }
+
+    impl Sealer for Reserving {
+        fn seal(&self, tenant: &str, t: Table, key: &str, p: &[u8]) -> Result<Vec<u8>, StoreError> {
+            self.kv.apply(vec![Op::Put(
+                Table::Keyring,
+                format!("reserve/{tenant}"),
+                b"1".to_vec(),
+            )])?;
+            self.toy.seal(tenant, t, key, p)
+        }
+        fn open(&self, tenant: &str, t: Table, key: &str, s: &[u8]) -> Result<Vec<u8>, StoreError> {
+            self.toy.open(tenant, t, key, s)
+        }
+    }
+
+    #[test]
+    fn a_sealer_that_writes_to_the_store_does_not_deadlock_a_write() {
+        let (_d, kv) = store();
+        let c = Catalog::sealed(
+            kv.clone(),
+            Arc::new(Reserving {
+                toy: Toy::default(),
+                kv: kv.clone(),
+            }),
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Deletes seal only their event, nothing before the write.
+            c.delete_acl("acme", "prod").unwrap();
+            c.delete_stream("acme/p/s").unwrap();
+            c.put_acl(&acl("acme", "prod")).unwrap();
+            let _ = tx.send(c.rebuild_report(Until::everything()).unwrap().matches());
+        });
+        let matches = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the writes finish");
+        assert!(matches);
     }
 
     #[test]

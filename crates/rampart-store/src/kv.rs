@@ -101,11 +101,17 @@ pub trait KvStore: Send + Sync + fmt::Debug {
     fn scan(&self, table: Table, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// Applies every op or none, durably, before returning.
     fn apply(&self, ops: Vec<Op>) -> Result<(), StoreError>;
+    /// The entry with the greatest key of `table`.
+    fn last(&self, table: Table) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        Ok(self.scan(table, "")?.pop())
+    }
     /// Applies `ops` and appends to `table`, every op and entry or none,
     /// durably. `append` is called inside the write, with the last entry
     /// of `table` as of that write, so concurrent appenders see each
-    /// other's entries and never pick the same key. Engines that cannot
-    /// read and write in one atomic step refuse.
+    /// other's entries and never pick the same key; when it fails, nothing
+    /// is written. It runs while the engine holds its write lock: it must
+    /// not use the store itself. Engines that cannot read and write in one
+    /// atomic step refuse.
     fn apply_appending(
         &self,
         ops: Vec<Op>,

@@ -77,6 +77,16 @@ impl KvStore for RedbStore {
         Ok(out)
     }
 
+    fn last(&self, table: Table) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(def(table)).map_err(err)?;
+        let last = t
+            .last()
+            .map_err(err)?
+            .map(|(k, v)| (k.value().to_string(), v.value().to_vec()));
+        Ok(last)
+    }
+
     fn apply(&self, ops: Vec<Op>) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(err)?;
         write_ops(&tx, ops)?;
@@ -90,7 +100,8 @@ impl KvStore for RedbStore {
         append: &mut Appender<'_>,
     ) -> Result<(), StoreError> {
         // redb has one write transaction at a time: the last entry read
-        // here is still the last one when this commits.
+        // here is still the last one when this commits. A failed `append`
+        // drops the transaction, which aborts it.
         let tx = self.db.begin_write().map_err(err)?;
         write_ops(&tx, ops)?;
         {
