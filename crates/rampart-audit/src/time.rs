@@ -10,8 +10,9 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Formats `unix_ms` as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
-pub(crate) fn rfc3339_ms(unix_ms: u64) -> String {
+/// Formats `unix_ms` as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC), the form of an
+/// audit record's timestamp.
+pub fn rfc3339_ms(unix_ms: u64) -> String {
     let ms = unix_ms % 1000;
     let secs = unix_ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
@@ -36,6 +37,52 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (y, m, d)
 }
 
+/// The instant `s` names, in the form [`rfc3339_ms`] writes (an audit
+/// record's timestamp) or the same without milliseconds
+/// (`YYYY-MM-DDTHH:MM:SSZ`); `None` for anything else, dates before 1970
+/// and dates that do not exist.
+pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
+    let (body, ms) = if is_rfc3339_ms(s) {
+        (&s[..19], s[20..23].parse::<u64>().ok()?)
+    } else {
+        const SHAPE: &[u8; 20] = b"dddd-dd-ddTdd:dd:ddZ";
+        let ok = s.len() == SHAPE.len()
+            && s.bytes().zip(SHAPE.iter()).all(|(c, want)| match want {
+                b'd' => c.is_ascii_digit(),
+                _ => c == *want,
+            });
+        if !ok {
+            return None;
+        }
+        (&s[..19], 0)
+    };
+    let num = |r: std::ops::Range<usize>| body[r].parse::<u64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if y < 1970 || !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 59
+    {
+        return None;
+    }
+    let days = days_from_civil(y, m, d);
+    // 2023-02-30 would land in March: refused.
+    if civil_from_days(days) != (y, m, d) {
+        return None;
+    }
+    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + ms)
+}
+
+/// Days from 1970-01-01 to `y-m-d` (`y` >= 1970): the inverse of
+/// [`civil_from_days`], Howard Hinnant's `days_from_civil`.
+fn days_from_civil(y: u64, m: u64, d: u64) -> u64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y / 400;
+    let yoe = y - era * 400; // [0, 399]
+    let mp = if m > 2 { m - 3 } else { m + 9 }; // March = 0
+    let doy = (153 * mp + 2) / 5 + d - 1; // [0, 365]
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy; // [0, 146096]
+    era * 146_097 + doe - 719_468
+}
+
 /// Whether `s` has the shape [`rfc3339_ms`] writes.
 pub(crate) fn is_rfc3339_ms(s: &str) -> bool {
     const SHAPE: &[u8; 24] = b"dddd-dd-ddTdd:dd:dd.dddZ";
@@ -49,6 +96,35 @@ pub(crate) fn is_rfc3339_ms(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_parse_back_to_their_instant() {
+        for ms in [
+            0,
+            1_768_473_045_123,
+            951_782_400_000,
+            4_107_542_400_000,
+            1_709_164_800_999,
+        ] {
+            assert_eq!(parse_rfc3339_ms(&rfc3339_ms(ms)), Some(ms), "{ms}");
+        }
+        assert_eq!(
+            parse_rfc3339_ms("2026-01-15T10:30:45Z"),
+            Some(1_768_473_045_000)
+        );
+        for bad in [
+            "",
+            "2026-01-15",
+            "2026-01-15T10:30:45.12Z",
+            "2026-02-30T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-01-15T24:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "2026-01-15T10:30:45+01:00",
+        ] {
+            assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn known_instants() {

@@ -162,6 +162,14 @@ impl Keyring {
         Ok(self.kv.get(Table::Meta, MASTER_ROTATION)?.is_some())
     }
 
+    /// Whether the keyring holds keys (or the tombstone) of `tenant`, so
+    /// that [`tenant`](Self::tenant) would load rather than create them.
+    /// For offline tools that must not write.
+    pub fn knows_tenant(&self, tenant: &str) -> Result<bool, KeyError> {
+        check_tenant(tenant)?;
+        Ok(self.kv.get(Table::Keyring, &tenant_key(tenant))?.is_some())
+    }
+
     fn cached(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<TenantKeys>>> {
         self.tenants.read().unwrap_or_else(|p| p.into_inner())
     }

@@ -110,6 +110,21 @@ impl<S: KvStore> KvStore for TrackedStore<S> {
         r
     }
 
+    fn last(&self, table: Table) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        self.inner.last(table)
+    }
+
+    fn apply_appending(
+        &self,
+        ops: Vec<Op>,
+        table: Table,
+        append: &mut rampart_store::Appender<'_>,
+    ) -> Result<(), StoreError> {
+        let r = self.inner.apply_appending(ops, table, append);
+        self.health.wrote(r.is_ok());
+        r
+    }
+
     fn snapshot(&self) -> Result<rampart_store::Snapshot, StoreError> {
         self.inner.snapshot()
     }

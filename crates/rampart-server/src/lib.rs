@@ -28,6 +28,8 @@
 //! - `archive`: the backup archive format (encrypted chunks, entries).
 //! - `backup`: `POST /v1/sys/backup` while serving, and the offline
 //!   restore.
+//! - `rebuild`: `rampart state rebuild`, the control-plane journal replayed
+//!   offline and compared with (or written to) the store.
 
 mod access;
 mod archive;
@@ -46,6 +48,7 @@ mod kv_api;
 mod limits;
 mod master;
 mod metrics;
+mod rebuild;
 mod reencrypt;
 mod registry;
 mod sealing;
@@ -243,6 +246,7 @@ impl ServerSecrets {
 const SECRET_PEPPER: &str = "rampart:api-key-pepper";
 
 pub use master::rotate_master;
+pub use rebuild::{state_rebuild, RebuildOptions, RebuildOutcome, WriteOutcome};
 
 /// A server secret the command-line tools need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -480,6 +484,15 @@ impl Server {
                 .map_err(|e| StartError::MasterKey(format!("keys of tenant {t}: {e}")))?;
         }
         let catalog = rampart_store::Catalog::sealed(kv.clone(), sealer.clone());
+        // A store from before the journal: its state becomes the journal's
+        // first events, so `rampart state rebuild` always has all of it.
+        let snapshotted = catalog.open_journal().map_err(storage)?;
+        if snapshotted > 0 {
+            info!(
+                records = snapshotted,
+                "control-plane journal started from the store's current state"
+            );
+        }
         let vault = Arc::new(rampart_vault::Vault::new(
             kv.clone(),
             sealer.clone(),

@@ -9,15 +9,24 @@
 //! - `kv`: the engine interface ([`KvStore`], [`Table`], [`Op`]).
 //! - `redb_store`: the embedded engine.
 //! - `catalog`: typed records (tenants, keys, ACL documents, revocations,
-//!   streams) stored as JSON.
+//!   streams, limits, meta values) stored as JSON; every write also appends
+//!   its event to the journal in the same batch.
+//! - `journal`: the control-plane journal ([`Event`]s, hash-chained, sealed
+//!   per tenant) and its pure [`replay`], from which the catalog's tables
+//!   can be rebuilt and checked ([`Catalog::rebuild_report`]).
 
 mod catalog;
+mod journal;
 mod kv;
 mod redb_store;
 
 pub use catalog::{
-    AclRecord, Catalog, DurableSpec, KeyRecord, LimitRecord, Revocation, Revoked, Sealer,
-    StreamRecord, TenantRecord,
+    AclRecord, Catalog, DurableSpec, KeyRecord, LimitRecord, RebuildReport, Revocation, Revoked,
+    Sealer, StreamRecord, TenantRecord,
 };
-pub use kv::{KvStore, Op, Snapshot, StoreError, Table};
+pub use journal::{
+    replay, ChainBreak, DiffKind, Difference, Event, Projection, Replay, SnapshotRecord, Until,
+    PROJECTED_TABLES,
+};
+pub use kv::{Appender, KvStore, Op, Snapshot, StoreError, Table};
 pub use redb_store::RedbStore;

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::kv::{KvStore, Op, StoreError, Table};
+use crate::kv::{Appender, KvStore, Op, StoreError, Table};
 
 fn def(t: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
     TableDefinition::new(t.name())
@@ -12,6 +12,22 @@ fn def(t: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
 
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
+}
+
+fn write_ops(tx: &redb::WriteTransaction, ops: Vec<Op>) -> Result<(), StoreError> {
+    for op in ops {
+        match op {
+            Op::Put(table, k, v) => {
+                let mut t = tx.open_table(def(table)).map_err(err)?;
+                t.insert(k.as_str(), v.as_slice()).map_err(err)?;
+            }
+            Op::Delete(table, k) => {
+                let mut t = tx.open_table(def(table)).map_err(err)?;
+                t.remove(k.as_str()).map_err(err)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A [`KvStore`] in a single redb file. Every commit is durable (fsynced).
@@ -61,18 +77,41 @@ impl KvStore for RedbStore {
         Ok(out)
     }
 
+    fn last(&self, table: Table) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(def(table)).map_err(err)?;
+        let last = t
+            .last()
+            .map_err(err)?
+            .map(|(k, v)| (k.value().to_string(), v.value().to_vec()));
+        Ok(last)
+    }
+
     fn apply(&self, ops: Vec<Op>) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(err)?;
-        for op in ops {
-            match op {
-                Op::Put(table, k, v) => {
-                    let mut t = tx.open_table(def(table)).map_err(err)?;
-                    t.insert(k.as_str(), v.as_slice()).map_err(err)?;
-                }
-                Op::Delete(table, k) => {
-                    let mut t = tx.open_table(def(table)).map_err(err)?;
-                    t.remove(k.as_str()).map_err(err)?;
-                }
+        write_ops(&tx, ops)?;
+        tx.commit().map_err(err)
+    }
+
+    fn apply_appending(
+        &self,
+        ops: Vec<Op>,
+        table: Table,
+        append: &mut Appender<'_>,
+    ) -> Result<(), StoreError> {
+        // redb has one write transaction at a time: the last entry read
+        // here is still the last one when this commits. A failed `append`
+        // drops the transaction, which aborts it.
+        let tx = self.db.begin_write().map_err(err)?;
+        write_ops(&tx, ops)?;
+        {
+            let mut t = tx.open_table(def(table)).map_err(err)?;
+            let last = t
+                .last()
+                .map_err(err)?
+                .map(|(k, v)| (k.value().to_string(), v.value().to_vec()));
+            for (k, v) in append(last)? {
+                t.insert(k.as_str(), v.as_slice()).map_err(err)?;
             }
         }
         tx.commit().map_err(err)

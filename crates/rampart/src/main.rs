@@ -14,6 +14,8 @@
 //! - `cmd_backup`: `rampart backup` (HTTPS) and `rampart restore` (offline).
 //! - `cmd_incident`: `rampart incident bundle`, a forensic bundle.
 //! - `cmd_keys`: `rampart keys rotate-master|generate`.
+//! - `cmd_state`: `rampart state rebuild`, the control-plane journal
+//!   replayed offline and checked against the store.
 //! - `bench`: `rampart bench pubsub`.
 //! - `agent`: `rampart agent`, which delivers secrets to files.
 
@@ -28,6 +30,7 @@ mod cmd_incident;
 mod cmd_key;
 mod cmd_keys;
 mod cmd_server;
+mod cmd_state;
 
 use std::process::ExitCode;
 
@@ -83,6 +86,9 @@ enum Cmd {
     Incident(cmd_incident::IncidentArgs),
     /// Master key: rotate-master, generate.
     Keys(cmd_keys::KeysArgs),
+    /// Control-plane state: rebuild it from the journal and check the
+    /// store (server stopped).
+    State(cmd_state::StateArgs),
     /// Benchmarks.
     Bench(bench::BenchArgs),
     /// Deliver secrets to files and keep them current.
@@ -159,6 +165,7 @@ fn main() -> ExitCode {
             Cmd::Restore(a) => cmd_backup::restore(a).await,
             Cmd::Incident(a) => cmd_incident::run(a).await,
             Cmd::Keys(a) => cmd_keys::run(a).await,
+            Cmd::State(a) => cmd_state::run(a).await,
             Cmd::Bench(a) => bench::run(a).await,
             Cmd::Agent(a) => agent::run(a).await,
         }

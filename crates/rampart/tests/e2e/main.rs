@@ -27,6 +27,7 @@ mod metrics;
 mod pubsub;
 mod security;
 mod shutdown;
+mod state;
 mod tls_reload;
 mod vault_compat;
 mod vault_external;
