@@ -19,7 +19,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -130,8 +130,12 @@ pub struct DurableStream {
     /// Every offset below it is readable.
     end: Arc<watch::Sender<u64>>,
     closed: watch::Sender<bool>,
-    /// Publishes waiting for the stream's appender (started on first use).
-    appender: OnceLock<mpsc::Sender<Pending>>,
+    /// Publishes waiting for the stream's appender thread: started on
+    /// first use, and again after an idle one has stopped.
+    appender: Mutex<Option<mpsc::Sender<Pending>>>,
+    /// When the last publish was handed to the appender (Unix ms), for
+    /// [`maintain`](Self::maintain) to let an idle appender thread go.
+    last_append_ms: AtomicU64,
     consumers: Mutex<HashMap<String, Arc<Group>>>,
     recovery: RecoveryReport,
 }
@@ -215,7 +219,8 @@ impl DurableStream {
             log: Arc::new(log),
             opts,
             end: Arc::new(watch::Sender::new(next)),
-            appender: OnceLock::new(),
+            appender: Mutex::new(None),
+            last_append_ms: AtomicU64::new(0),
             closed: watch::Sender::new(false),
             consumers: Mutex::new(consumers),
             recovery,
@@ -271,21 +276,34 @@ impl DurableStream {
             });
         }
         let (tx, rx) = oneshot::channel();
-        let queue = self.appender.get_or_init(|| {
-            let (q, pending) = mpsc::channel(APPEND_QUEUE);
-            tokio::spawn(run_appender(
-                Arc::downgrade(&self.log),
-                self.end.clone(),
-                pending,
-            ));
-            q
-        });
-        queue
+        self.last_append_ms.store(now_ms(), Ordering::Relaxed);
+        self.appender_queue()?
             .send(Pending { count, entries, tx })
             .await
             .map_err(|_| BrokerError::Storage("the stream's appender stopped".into()))?;
         rx.await
             .map_err(|_| BrokerError::Storage("the stream's appender stopped".into()))?
+    }
+
+    /// The queue of the stream's appender thread, starting one if none
+    /// runs.
+    fn appender_queue(&self) -> Result<mpsc::Sender<Pending>, BrokerError> {
+        let mut slot = lock(&self.appender);
+        if let Some(q) = slot.as_ref().filter(|q| !q.is_closed()) {
+            return Ok(q.clone());
+        }
+        let (q, pending) = mpsc::channel(APPEND_QUEUE);
+        let log = Arc::downgrade(&self.log);
+        let end = self.end.clone();
+        std::thread::Builder::new()
+            .name("rampart-append".into())
+            .stack_size(APPENDER_STACK)
+            .spawn(move || run_appender(&log, &end, pending))
+            .map_err(|e| {
+                BrokerError::Storage(format!("cannot start the stream's appender: {e}"))
+            })?;
+        *slot = Some(q.clone());
+        Ok(q)
     }
 
     /// The offset a reader starting at `start` begins at.
@@ -384,8 +402,14 @@ impl DurableStream {
         v
     }
 
-    /// Saves consumers whose position moved and applies retention. Blocking.
+    /// Saves consumers whose position moved and applies retention, and lets
+    /// the appender thread go when the stream has been idle a while.
+    /// Blocking.
     pub fn maintain(&self, now_ms: u64) -> Result<Maintenance, BrokerError> {
+        let last = self.last_append_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) >= APPENDER_IDLE_MS {
+            lock(&self.appender).take();
+        }
         let groups: Vec<Arc<Group>> = lock(&self.consumers).values().cloned().collect();
         let mut saved = 0;
         for g in &groups {
@@ -426,6 +450,7 @@ impl DurableStream {
     /// stops) and saves consumer positions.
     pub fn close(&self) {
         self.closed.send_replace(true);
+        lock(&self.appender).take();
         for g in lock(&self.consumers).values() {
             if let Err(e) = g.save() {
                 warn!(stream = %self.path, error = %e, "saving a consumer failed");
@@ -466,20 +491,36 @@ const APPEND_QUEUE: usize = 1024;
 /// Bytes of entries one combined append takes at most.
 const APPEND_BYTES: usize = 4 << 20;
 
-/// The one writer of a stream's log: takes every publish waiting, appends
-/// them as one block (one seal, one write, and with `on_commit` one fsync
-/// for all of them), then answers each with its own offsets. While one
-/// append runs the next publishes queue up, so the busier the stream, the
-/// larger the groups: group commit without waking a thread per publisher.
+/// How long without a publish before [`DurableStream::maintain`] lets the
+/// stream's appender thread go (the next publish starts another): a busy
+/// stream keeps its thread, an idle one holds none.
+const APPENDER_IDLE_MS: u64 = 10_000;
+/// Its stack: appending (framing, sealing, writing) needs little.
+const APPENDER_STACK: usize = 512 << 10;
+
+/// The one writer of a stream's log, on its own thread: takes every publish
+/// waiting, appends them as one block (one seal, one write, and with
+/// `on_commit` one fsync for all of them), then answers each with its own
+/// offsets. While one append runs the next publishes queue up, so the
+/// busier the stream, the larger the groups: group commit without waking a
+/// thread per publisher.
+///
+/// A thread of its own rather than a task that hands each append to the
+/// blocking pool: that hand-off cost two thread wake-ups per group, and
+/// `rampart bench durable --sync on_commit --concurrency 64` measured 12%
+/// more acknowledged publishes without it (median of 5 alternating runs).
 ///
 /// It holds the log weakly, so that dropping the stream closes the log (and
-/// releases what its sealer holds) at once, not when this task next runs.
-async fn run_appender(
-    log: std::sync::Weak<Log>,
-    end: Arc<watch::Sender<u64>>,
+/// releases what its sealer holds) at once, not when this thread next runs.
+fn run_appender(
+    log: &std::sync::Weak<Log>,
+    end: &watch::Sender<u64>,
     mut queue: mpsc::Receiver<Pending>,
 ) {
-    while let Some(first) = queue.recv().await {
+    // Ends once every sender is gone: the stream's (dropped with the
+    // stream, or let go when idle) and those of publishes in progress,
+    // which are all appended first.
+    while let Some(first) = queue.blocking_recv() {
         let mut bytes = first.entries.len();
         let mut group = vec![first];
         while bytes < APPEND_BYTES {
@@ -491,56 +532,60 @@ async fn run_appender(
                 Err(_) => break,
             }
         }
-        let parts: Vec<(u32, Bytes)> = group.iter().map(|p| (p.count, p.entries.clone())).collect();
-        let Some(log2) = log.upgrade() else {
-            for p in group {
-                let _ = p.tx.send(Err(BrokerError::StreamNotFound));
-            }
+        if !append_group(log, end, group) {
             return;
+        }
+    }
+}
+
+/// Appends one group as one block and answers each publish in it. `false`
+/// if the log is gone (every publish is told so).
+fn append_group(log: &std::sync::Weak<Log>, end: &watch::Sender<u64>, group: Vec<Pending>) -> bool {
+    let Some(log) = log.upgrade() else {
+        for p in group {
+            let _ = p.tx.send(Err(BrokerError::StreamNotFound));
+        }
+        return false;
+    };
+    let mut payloads: Vec<Bytes> = Vec::new();
+    for p in &group {
+        let batch = EventBatch {
+            subscription_id: 0,
+            missed: 0,
+            first_seq: 0,
+            count: p.count,
+            entries: p.entries.clone(),
         };
-        let appended = tokio::task::spawn_blocking(move || {
-            let mut payloads: Vec<Bytes> = Vec::new();
-            for (count, entries) in parts {
-                let batch = EventBatch {
-                    subscription_id: 0,
-                    missed: 0,
-                    first_seq: 0,
-                    count,
-                    entries,
-                };
-                payloads.extend(batch.payloads());
+        payloads.extend(batch.payloads());
+    }
+    let slices: Vec<&[u8]> = payloads.iter().map(|p| &p[..]).collect();
+    let appended = log.append(&slices, now_ms()).map_err(log_error);
+    drop(log);
+    match appended {
+        Ok(a) => {
+            let stop = a.first_offset + u64::from(a.count);
+            end.send_if_modified(|e| {
+                let grew = stop > *e;
+                *e = (*e).max(stop);
+                grew
+            });
+            let mut next = a.first_offset;
+            for p in group {
+                let _ = p.tx.send(Ok(Published {
+                    first_seq: next,
+                    count: p.count,
+                    level: a.level,
+                }));
+                next += u64::from(p.count);
             }
-            let slices: Vec<&[u8]> = payloads.iter().map(|p| &p[..]).collect();
-            log2.append(&slices, now_ms())
-        })
-        .await
-        .map_err(|e| BrokerError::Storage(format!("append task failed: {e}")))
-        .and_then(|r| r.map_err(log_error));
-        match appended {
-            Ok(a) => {
-                let stop = a.first_offset + u64::from(a.count);
-                end.send_if_modified(|e| {
-                    let grew = stop > *e;
-                    *e = (*e).max(stop);
-                    grew
-                });
-                let mut next = a.first_offset;
-                for p in group {
-                    let _ = p.tx.send(Ok(Published {
-                        first_seq: next,
-                        count: p.count,
-                        level: a.level,
-                    }));
-                    next += u64::from(p.count);
-                }
-            }
-            Err(e) => {
-                for p in group {
-                    let _ = p.tx.send(Err(e.clone()));
-                }
+        }
+        Err(e) => {
+            for p in group {
+                let _ = p.tx.send(Err(e.clone()));
             }
         }
     }
+    true
 }
 
 /// Cuts consecutive messages into batches of at most `max_bytes` of entries

@@ -370,3 +370,27 @@ async fn damaged_ranges_are_refused_to_readers_and_skipped_by_consumers() {
     assert_eq!(take(&m, 90).await, expect(10..100));
     assert_eq!(d.consumers()[0].lost, 10);
 }
+
+#[tokio::test]
+async fn an_idle_appender_thread_is_let_go_and_the_next_publish_starts_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = DurableStream::open(path(), dir.path(), opts(SyncPolicy::OnCommit)).unwrap();
+    let (c, e) = entries(&["a".to_string()]);
+    assert_eq!(d.append(c, e).await.unwrap().first_seq, 0);
+    let first = lock(&d.appender).as_ref().unwrap().downgrade();
+    let now = now_ms();
+    // Not idle yet: kept.
+    d.maintain(now).unwrap();
+    assert!(first.upgrade().is_some());
+    // Idle: the stream lets the thread's queue go, so the thread ends.
+    d.maintain(now + APPENDER_IDLE_MS + 1).unwrap();
+    assert!(lock(&d.appender).is_none());
+    assert!(first.upgrade().is_none(), "no sender keeps the old thread");
+    let (c, e) = entries(&["b".to_string(), "c".to_string()]);
+    let p = d.append(c, e).await.unwrap();
+    assert_eq!((p.first_seq, p.count, p.level), (1, 2, Level::Fsynced));
+    assert!(lock(&d.appender).is_some(), "a new appender took over");
+    // Closing the stream lets it go too.
+    d.close();
+    assert!(lock(&d.appender).is_none());
+}
