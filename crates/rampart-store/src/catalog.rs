@@ -879,19 +879,7 @@ mod tests {
         (dir, Catalog::new(Arc::new(kv)))
     }
 
-    fn key(id: &str, tenant: &str) -> KeyRecord {
-        KeyRecord {
-            id: id.into(),
-            tenant: tenant.into(),
-            name: "ci".into(),
-            roles: vec!["user".into()],
-            hash: "hmac-sha256:00".into(),
-            created_ms: 1,
-            expires_ms: None,
-            revoked_ms: None,
-            rotated_to: None,
-        }
-    }
+    use crate::fixtures::key;
 
     #[test]
     fn keys_by_tenant_and_usability() {
@@ -1102,30 +1090,7 @@ mod journal_tests {
         (dir, kv)
     }
 
-    fn tenant(name: &str) -> TenantRecord {
-        TenantRecord {
-            name: name.into(),
-            disabled: false,
-            created_ms: 1,
-            changed_ms: 1,
-            erased_ms: None,
-            disabled_namespaces: BTreeSet::new(),
-        }
-    }
-
-    fn key(id: &str, tenant: &str) -> KeyRecord {
-        KeyRecord {
-            id: id.into(),
-            tenant: tenant.into(),
-            name: "ci".into(),
-            roles: vec!["user".into()],
-            hash: "hmac-sha256:CANARY-HASH".into(),
-            created_ms: 1,
-            expires_ms: None,
-            revoked_ms: None,
-            rotated_to: None,
-        }
-    }
+    use crate::fixtures::{key, tenant};
 
     fn acl(tenant: &str, ns: &str) -> AclRecord {
         AclRecord {

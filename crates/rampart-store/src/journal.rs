@@ -681,28 +681,14 @@ mod tests {
 
     fn tenant(name: &str, erased: bool) -> TenantRecord {
         TenantRecord {
-            name: name.into(),
             disabled: erased,
-            created_ms: 1,
             changed_ms: 2,
             erased_ms: erased.then_some(3),
-            disabled_namespaces: BTreeSet::new(),
+            ..crate::fixtures::tenant(name)
         }
     }
 
-    fn key(id: &str, tenant: &str) -> KeyRecord {
-        KeyRecord {
-            id: id.into(),
-            tenant: tenant.into(),
-            name: "ci".into(),
-            roles: vec!["user".into()],
-            hash: "hmac-sha256:00".into(),
-            created_ms: 1,
-            expires_ms: None,
-            revoked_ms: None,
-            rotated_to: None,
-        }
-    }
+    use crate::fixtures::key;
 
     fn keys_of(p: &Projection, t: Table) -> Vec<String> {
         p.keys()

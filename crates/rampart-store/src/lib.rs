@@ -16,6 +16,8 @@
 //!   can be rebuilt and checked ([`Catalog::rebuild_report`]).
 
 mod catalog;
+#[cfg(test)]
+mod fixtures;
 mod journal;
 mod kv;
 mod redb_store;

@@ -190,6 +190,18 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// Starts a server on `dir`, sees it answer an operator, stops it.
+async fn restart_and_serve(dir: tempfile::TempDir) -> tempfile::TempDir {
+    let s = start_in(dir, |_| {}).await;
+    let r = s
+        .admin(&op_key(&s))
+        .call("GET", "/v1/tenants", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    s.stop().await
+}
+
 fn verify(audit: &std::path::Path, pinned: Option<&std::path::Path>) -> (bool, String) {
     let mut c = Command::new(BIN);
     c.args(["audit", "verify"]).arg(audit);
@@ -275,14 +287,7 @@ async fn audit_keys_rotate_while_serving_and_an_interrupted_rotation_settles() {
         std::fs::copy(data.join(f), data.join(format!("{f}.next"))).unwrap();
         std::fs::copy(before.path().join(f), data.join(f)).unwrap();
     }
-    let s = start_in(dir, |_| {}).await;
-    let r = s
-        .admin(&op_key(&s))
-        .call("GET", "/v1/tenants", None)
-        .await
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", r.text);
-    let dir = s.stop().await;
+    let dir = restart_and_serve(dir).await;
     assert!(!data.join("audit_signing.key.next").exists());
     assert_eq!(
         std::fs::read(data.join("audit_signing.key")).unwrap(),
@@ -298,14 +303,7 @@ async fn audit_keys_rotate_while_serving_and_an_interrupted_rotation_settles() {
         std::fs::copy(after.path().join(f), data.join(format!("{f}.next"))).unwrap();
         std::fs::copy(before.path().join(f), data.join(f)).unwrap();
     }
-    let s = start_in(dir, |_| {}).await;
-    let r = s
-        .admin(&op_key(&s))
-        .call("GET", "/v1/tenants", None)
-        .await
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", r.text);
-    let _dir = s.stop().await;
+    let _dir = restart_and_serve(dir).await;
     assert!(!data.join("audit_signing.key.next").exists());
     assert!(!data.join("audit_hmac.key.next").exists());
     assert_eq!(
