@@ -1,9 +1,10 @@
-//! Latency histograms with fixed buckets, counted with a few relaxed atomic
-//! adds and read as snapshots for the server's `/metrics` (this crate does
-//! not depend on a metrics library).
+//! The audit log's latency histograms: fixed buckets counted with a few
+//! relaxed atomic adds ([`rampart_log::Histogram`]), read as snapshots for
+//! the server's `/metrics` (no metrics library here).
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+
+pub use rampart_log::Latency;
 
 /// Upper bounds of the buckets, in seconds (a last, unbounded one follows).
 /// From a fast fsync to past the longest `durable_timeout` callers use.
@@ -11,55 +12,25 @@ pub const LATENCY_BUCKETS_SECS: [f64; 14] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
 ];
 
-/// One histogram being counted.
-#[derive(Debug, Default)]
-pub(crate) struct Histogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS_SECS.len()],
-    count: AtomicU64,
-    sum_nanos: AtomicU64,
+/// One histogram of the audit log, over [`LATENCY_BUCKETS_SECS`]: the log
+/// crate's histogram, with the `Default` the writer's counters want.
+#[derive(Debug)]
+pub(crate) struct Histogram(rampart_log::Histogram<{ LATENCY_BUCKETS_SECS.len() }>);
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram(rampart_log::Histogram::new(LATENCY_BUCKETS_SECS))
+    }
 }
 
 impl Histogram {
     pub(crate) fn record(&self, took: Duration) {
-        let secs = took.as_secs_f64();
-        if let Some(i) = LATENCY_BUCKETS_SECS.iter().position(|&le| secs <= le) {
-            self.buckets[i].fetch_add(1, Relaxed);
-        }
-        self.sum_nanos
-            .fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Relaxed);
-        self.count.fetch_add(1, Relaxed);
+        self.0.record(took);
     }
 
     pub(crate) fn snapshot(&self) -> Latency {
-        let mut total = 0;
-        let buckets = LATENCY_BUCKETS_SECS
-            .iter()
-            .zip(&self.buckets)
-            .map(|(&le, n)| {
-                total += n.load(Relaxed);
-                (le, total)
-            })
-            .collect();
-        // Read after the buckets, so that count >= every bucket.
-        let count = self.count.load(Relaxed).max(total);
-        Latency {
-            buckets,
-            count,
-            sum_secs: self.sum_nanos.load(Relaxed) as f64 / 1e9,
-        }
+        self.0.snapshot()
     }
-}
-
-/// A snapshot of one histogram.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct Latency {
-    /// (upper bound in seconds, observations at most that long):
-    /// cumulative, as Prometheus wants them; the unbounded bucket is
-    /// `count`.
-    pub buckets: Vec<(f64, u64)>,
-    pub count: u64,
-    pub sum_secs: f64,
 }
 
 /// The audit log's latencies, from [`Auditor::latency`](crate::Auditor::latency).

@@ -1,61 +1,94 @@
-//! The fsync latency of every log in the process, as a histogram with fixed
-//! buckets, for the server's `/metrics`. Counting is a few relaxed atomic
-//! adds per fsync.
+//! Latency histograms with fixed buckets, counted with a few relaxed atomic
+//! adds and read as snapshots for the server's `/metrics` (no metrics
+//! library here). [`Histogram`] is also what the audit log counts its
+//! write latencies with; this module keeps the process-wide fsync latency
+//! of every log.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-/// Upper bounds of the buckets, in seconds (a last, unbounded one follows).
+/// Upper bounds of the fsync buckets, in seconds (a last, unbounded one
+/// follows).
 pub const FSYNC_BUCKETS_SECS: [f64; 12] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
-static BUCKETS: [AtomicU64; 12] = [const { AtomicU64::new(0) }; 12];
-static COUNT: AtomicU64 = AtomicU64::new(0);
-static SUM_NANOS: AtomicU64 = AtomicU64::new(0);
+static FSYNC: Histogram<12> = Histogram::new(FSYNC_BUCKETS_SECS);
 
-/// Counts one fsync that took `took`.
-pub(crate) fn record(took: Duration) {
-    let secs = took.as_secs_f64();
-    if let Some(i) = FSYNC_BUCKETS_SECS.iter().position(|&le| secs <= le) {
-        BUCKETS[i].fetch_add(1, Ordering::Relaxed);
-    }
-    SUM_NANOS.fetch_add(
-        u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
-        Ordering::Relaxed,
-    );
-    COUNT.fetch_add(1, Ordering::Relaxed);
+/// A histogram being counted, with `N` bounded buckets and an unbounded
+/// one.
+#[derive(Debug)]
+pub struct Histogram<const N: usize> {
+    bounds: [f64; N],
+    buckets: [AtomicU64; N],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
 }
 
-/// A snapshot of the histogram.
+impl<const N: usize> Histogram<N> {
+    /// An empty histogram whose buckets end at `bounds` (seconds, rising).
+    pub const fn new(bounds: [f64; N]) -> Self {
+        Self {
+            bounds,
+            buckets: [const { AtomicU64::new(0) }; N],
+            count: AtomicU64::new(0),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one observation that took `took`.
+    pub fn record(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        if let Some(i) = self.bounds.iter().position(|&le| secs <= le) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.sum_nanos
+            .fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    /// What was counted so far.
+    pub fn snapshot(&self) -> Latency {
+        let mut total = 0;
+        let buckets = self
+            .bounds
+            .iter()
+            .zip(&self.buckets)
+            .map(|(&le, n)| {
+                total += n.load(Relaxed);
+                (le, total)
+            })
+            .collect();
+        // Read after the buckets, so that count >= every bucket.
+        let count = self.count.load(Relaxed).max(total);
+        Latency {
+            buckets,
+            count,
+            sum_secs: self.sum_nanos.load(Relaxed) as f64 / 1e9,
+        }
+    }
+}
+
+/// A snapshot of one histogram.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub struct FsyncLatency {
-    /// (upper bound in seconds, fsyncs at most that long): cumulative, as
-    /// Prometheus wants them; the unbounded bucket is `count`.
+pub struct Latency {
+    /// (upper bound in seconds, observations at most that long):
+    /// cumulative, as Prometheus wants them; the unbounded bucket is
+    /// `count`.
     pub buckets: Vec<(f64, u64)>,
     pub count: u64,
     pub sum_secs: f64,
 }
 
+/// Counts one fsync that took `took`.
+pub(crate) fn record(took: Duration) {
+    FSYNC.record(took);
+}
+
 /// The fsyncs of every log opened in this process so far.
-pub fn fsync_latency() -> FsyncLatency {
-    let mut total = 0;
-    let buckets = FSYNC_BUCKETS_SECS
-        .iter()
-        .zip(&BUCKETS)
-        .map(|(&le, n)| {
-            total += n.load(Ordering::Relaxed);
-            (le, total)
-        })
-        .collect();
-    // Read after the buckets, so that count >= every bucket.
-    let count = COUNT.load(Ordering::Relaxed).max(total);
-    FsyncLatency {
-        buckets,
-        count,
-        sum_secs: SUM_NANOS.load(Ordering::Relaxed) as f64 / 1e9,
-    }
+pub fn fsync_latency() -> Latency {
+    FSYNC.snapshot()
 }
 
 #[cfg(test)]
@@ -70,7 +103,7 @@ mod tests {
         record(Duration::from_secs(2));
         let after = fsync_latency();
         let grew = |le: f64| {
-            let at = |h: &FsyncLatency| h.buckets.iter().find(|b| b.0 == le).map_or(0, |b| b.1);
+            let at = |h: &Latency| h.buckets.iter().find(|b| b.0 == le).map_or(0, |b| b.1);
             at(&after) - at(&before)
         };
         // Other tests of this process may fsync meanwhile: at least ours.

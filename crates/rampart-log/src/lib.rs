@@ -69,7 +69,7 @@ mod segment;
 mod tests;
 
 pub use error::LogError;
-pub use latency::{fsync_latency, FsyncLatency, FSYNC_BUCKETS_SECS};
+pub use latency::{fsync_latency, Histogram, Latency, FSYNC_BUCKETS_SECS};
 pub use log::{Appended, Log, LogReader, Message, ReadFrom, SegmentCopy};
 pub use options::{Level, LogOptions, SyncPolicy};
 pub use report::{LogStats, RecoveryReport, ResealReport, RetentionReport, StaleCount};
