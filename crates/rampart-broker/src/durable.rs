@@ -133,9 +133,10 @@ pub struct DurableStream {
     /// Publishes waiting for the stream's appender thread: started on
     /// first use, and again after an idle one has stopped.
     appender: Mutex<Option<mpsc::Sender<Pending>>>,
-    /// When the last publish was handed to the appender (Unix ms), for
-    /// [`maintain`](Self::maintain) to let an idle appender thread go.
-    last_append_ms: AtomicU64,
+    /// When the appender thread last appended, or was started (Unix ms),
+    /// for [`maintain`](Self::maintain) to let an idle one go. Written by
+    /// that thread once per group, not by every publish.
+    last_append_ms: Arc<AtomicU64>,
     consumers: Mutex<HashMap<String, Arc<Group>>>,
     recovery: RecoveryReport,
 }
@@ -220,7 +221,7 @@ impl DurableStream {
             opts,
             end: Arc::new(watch::Sender::new(next)),
             appender: Mutex::new(None),
-            last_append_ms: AtomicU64::new(0),
+            last_append_ms: Arc::new(AtomicU64::new(0)),
             closed: watch::Sender::new(false),
             consumers: Mutex::new(consumers),
             recovery,
@@ -276,7 +277,6 @@ impl DurableStream {
             });
         }
         let (tx, rx) = oneshot::channel();
-        self.last_append_ms.store(now_ms(), Ordering::Relaxed);
         self.appender_queue()?
             .send(Pending { count, entries, tx })
             .await
@@ -295,10 +295,12 @@ impl DurableStream {
         let (q, pending) = mpsc::channel(APPEND_QUEUE);
         let log = Arc::downgrade(&self.log);
         let end = self.end.clone();
+        let last = self.last_append_ms.clone();
+        last.store(now_ms(), Ordering::Relaxed);
         std::thread::Builder::new()
             .name("rampart-append".into())
             .stack_size(APPENDER_STACK)
-            .spawn(move || run_appender(&log, &end, pending))
+            .spawn(move || run_appender(&log, &end, &last, pending))
             .map_err(|e| {
                 BrokerError::Storage(format!("cannot start the stream's appender: {e}"))
             })?;
@@ -515,6 +517,7 @@ const APPENDER_STACK: usize = 512 << 10;
 fn run_appender(
     log: &std::sync::Weak<Log>,
     end: &watch::Sender<u64>,
+    last: &AtomicU64,
     mut queue: mpsc::Receiver<Pending>,
 ) {
     // Ends once every sender is gone: the stream's (dropped with the
@@ -532,15 +535,20 @@ fn run_appender(
                 Err(_) => break,
             }
         }
-        if !append_group(log, end, group) {
+        if !append_group(log, end, last, group) {
             return;
         }
     }
 }
 
-/// Appends one group as one block and answers each publish in it. `false`
-/// if the log is gone (every publish is told so).
-fn append_group(log: &std::sync::Weak<Log>, end: &watch::Sender<u64>, group: Vec<Pending>) -> bool {
+/// Appends one group as one block, notes when in `last`, and answers each
+/// publish in it. `false` if the log is gone (every publish is told so).
+fn append_group(
+    log: &std::sync::Weak<Log>,
+    end: &watch::Sender<u64>,
+    last: &AtomicU64,
+    group: Vec<Pending>,
+) -> bool {
     let Some(log) = log.upgrade() else {
         for p in group {
             let _ = p.tx.send(Err(BrokerError::StreamNotFound));
@@ -559,7 +567,9 @@ fn append_group(log: &std::sync::Weak<Log>, end: &watch::Sender<u64>, group: Vec
         payloads.extend(batch.payloads());
     }
     let slices: Vec<&[u8]> = payloads.iter().map(|p| &p[..]).collect();
-    let appended = log.append(&slices, now_ms()).map_err(log_error);
+    let at = now_ms();
+    last.store(at, Ordering::Relaxed);
+    let appended = log.append(&slices, at).map_err(log_error);
     drop(log);
     match appended {
         Ok(a) => {
