@@ -70,7 +70,8 @@ pub(crate) fn retired_hmac_files(data_dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-async fn read_wrapped(
+/// A wrapped key file that must exist (it is never created here).
+pub(crate) async fn read_wrapped(
     master: &dyn MasterKeyProvider,
     path: &Path,
     aad: &str,

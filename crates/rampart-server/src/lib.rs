@@ -302,10 +302,8 @@ pub async fn retired_audit_hmac_keys(
     master::verify(master_key.as_ref(), &config.data_dir).await?;
     let mut out = Vec::new();
     for path in audit_keys::retired_hmac_files(&config.data_dir) {
-        let key = master::wrapped_secret(master_key.as_ref(), &path, audit_keys::HMAC_AAD, || {
-            Err("missing".into())
-        })
-        .await?;
+        let key =
+            audit_keys::read_wrapped(master_key.as_ref(), &path, audit_keys::HMAC_AAD).await?;
         out.push((rampart_audit::hmac_key_id_for(key.expose()), key));
     }
     Ok(out)
