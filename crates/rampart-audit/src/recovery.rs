@@ -150,7 +150,14 @@ fn continues_with(
     first_key: Option<&[u8]>,
 ) -> bool {
     match (last.filter(|r| r.is_checkpoint()), head) {
-        (Some(rec), _) => rec.check_checkpoint(public_key).is_ok(),
+        // A HEAD naming that checkpoint must be signed by the same key; an
+        // older one (a crash before it was rewritten) may be of the key
+        // before a rotation, and is rewritten at start.
+        (Some(rec), h) => {
+            rec.check_checkpoint(public_key).is_ok()
+                && h.filter(|h| h.seq == rec.seq)
+                    .is_none_or(|h| h.signature_ok(public_key))
+        }
         (None, Some(h)) => h.signature_ok(public_key),
         (None, None) => first_key.is_none_or(|k| k == public_key),
     }

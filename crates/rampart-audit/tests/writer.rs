@@ -4,6 +4,8 @@
 
 mod common;
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -126,6 +128,19 @@ async fn start_refuses_a_damaged_or_cut_log_naming_the_file() {
     let other = AuditKeys::ephemeral().unwrap();
     let e = Auditor::start(config(&dir), other).unwrap_err();
     assert!(e.to_string().contains("audit.pub"), "{e}");
+
+    // A HEAD naming the last checkpoint, but not signed by its key.
+    let head = fs::read_to_string(dir.join("HEAD")).unwrap();
+    let mut forged: serde_json::Value = serde_json::from_str(&head).unwrap();
+    forged["signature"] = B64.encode([0u8; 64]).into();
+    fs::write(dir.join("HEAD"), forged.to_string()).unwrap();
+    let e = Auditor::start(config(&dir), keys()).unwrap_err();
+    assert!(matches!(e, AuditError::Inconsistent { .. }), "{e}");
+    fs::write(dir.join("HEAD"), head).unwrap();
+    Auditor::start(config(&dir), keys())
+        .unwrap()
+        .shutdown()
+        .await;
 
     // All files deleted, HEAD left.
     fs::remove_file(&file).unwrap();
