@@ -108,8 +108,7 @@ pub fn verify_dir(dir: &Path, public_key: Option<&[u8]>) -> Result<VerifyReport,
     let list = files::list_log_files(dir).map_err(|e| fail(dir, 0, None, e.to_string()))?;
     let run = |key: Option<Vec<u8>>, self_declared: bool| {
         let mut v = Verifier {
-            eras: key.iter().map(|k| (0, k.clone())).collect(),
-            key,
+            eras: key.into_iter().map(|k| (0, k)).collect(),
             self_declared,
             head_seq: head.as_ref().map(|h| h.seq),
             expected: 1,
@@ -149,12 +148,12 @@ pub fn verify_dir(dir: &Path, public_key: Option<&[u8]>) -> Result<VerifyReport,
 }
 
 struct Verifier {
-    /// The key in force: the trusted key, then each key a rotation brings.
-    key: Option<Vec<u8>>,
     /// Take the first key from the log itself (the trusted key is checked
     /// to be among the log's keys afterwards).
     self_declared: bool,
-    /// Each key in force and the seq from which it signs.
+    /// Each key in force and the seq from which it signs: the trusted key
+    /// (or the log's first, when self-declared), then each key a rotation
+    /// brings. The last one is in force now.
     eras: Vec<(u64, Vec<u8>)>,
     head_seq: Option<u64>,
     expected: u64,
@@ -226,28 +225,26 @@ impl Verifier {
             }
             if rec.is_checkpoint() {
                 let meta = rec.checkpoint_meta().map_err(&bad)?;
-                if self.key.is_none() && self.self_declared {
+                if self.eras.is_empty() && self.self_declared {
                     let first = match &meta.previous_public_key {
                         Some(p) => crate::record::decode_key(p),
                         None => meta.key(),
                     }
                     .map_err(&bad)?;
-                    self.eras.push((0, first.clone()));
-                    self.key = Some(first);
+                    self.eras.push((0, first));
                 }
-                let Some(key) = &self.key else {
+                let Some((_, key)) = self.eras.last() else {
                     return Err(bad(
                         "no public key to check this checkpoint (audit.pub missing)".into(),
                     ));
                 };
                 if meta.check_rotation(key).map_err(&bad)? {
-                    let new = meta.key().map_err(&bad)?;
-                    self.eras.push((rec.seq, new.clone()));
-                    self.key = Some(new);
+                    self.eras.push((rec.seq, meta.key().map_err(&bad)?));
                     self.report.key_rotations += 1;
                 }
-                let key = self.key.as_deref().unwrap_or_default();
-                rec.check_checkpoint(key).map_err(bad)?;
+                if let Some((_, key)) = self.eras.last() {
+                    rec.check_checkpoint(key).map_err(bad)?;
+                }
                 self.report.checkpoints += 1;
                 self.last_checkpoint = rec.seq;
             } else {
