@@ -185,20 +185,20 @@ impl Session {
         self.phase = Phase::Valid;
     }
 
-    /// When the next credential event is due (notice, expiry, close).
-    fn next_event(&self, cfg: &Config) -> Option<Instant> {
+    /// When the next credential event is due (notice, expiry, close), in
+    /// Unix ms: a value that stays the same from one read to the next, so
+    /// the connection re-arms its timer only when it moves.
+    fn next_event_ms(&self, cfg: &Config) -> Option<u64> {
         let exp = self.principal.expires_at_ms?;
-        let now = now_ms();
-        let at = |ms: u64| Instant::now() + Duration::from_millis(ms.saturating_sub(now));
-        match self.phase {
+        Some(match self.phase {
             Phase::Valid => {
-                let lifetime = exp.saturating_sub(now);
+                let lifetime = exp.saturating_sub(now_ms());
                 let notice = cfg.reauth_notice_ms.min(lifetime / 2);
-                Some(at(exp.saturating_sub(notice)))
+                exp.saturating_sub(notice)
             }
-            Phase::Noticed => Some(at(exp)),
-            Phase::Expired => Some(at(exp + cfg.reauth_grace_ms)),
-        }
+            Phase::Noticed => exp,
+            Phase::Expired => exp + cfg.reauth_grace_ms,
+        })
     }
 }
 
@@ -300,6 +300,14 @@ pub(crate) async fn serve<R, W>(
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let idle_timeout = Duration::from_millis(shared.config.idle_timeout_ms);
     let mut last_read = Instant::now();
+    // Two timers that live as long as the connection and are re-armed only
+    // when they fire early or their deadline moves: a timer made afresh for
+    // every read cost a timer-wheel insert and removal per message.
+    let idle_timer = tokio::time::sleep_until(last_read + idle_timeout);
+    tokio::pin!(idle_timer);
+    let credential_timer = tokio::time::sleep_until(last_read);
+    tokio::pin!(credential_timer);
+    let mut credential_at: Option<u64> = None;
     debug!(peer = %peer.addr, transport = peer.transport, "connection open");
 
     let end = 'conn: loop {
@@ -372,11 +380,26 @@ pub(crate) async fn serve<R, W>(
                 _ = shutdown.changed() => break End::Shutdown,
             },
             Some(session) => {
-                let next = session.next_event(&shared.config);
+                let next = session.next_event_ms(&shared.config);
+                if next != credential_at {
+                    if let Some(ms) = next {
+                        let now = now_ms();
+                        credential_timer
+                            .as_mut()
+                            .reset(Instant::now() + Duration::from_millis(ms.saturating_sub(now)));
+                    }
+                    credential_at = next;
+                }
                 let idle = conn.subscriptions.is_empty();
                 tokio::select! {
                     r = rd.read_buf(&mut buf) => r,
-                    _ = tokio::time::sleep_until(last_read + idle_timeout), if idle => {
+                    _ = &mut idle_timer, if idle => {
+                        // Armed for an earlier read: wait on from the last.
+                        let due = last_read + idle_timeout;
+                        if Instant::now() < due {
+                            idle_timer.as_mut().reset(due);
+                            continue;
+                        }
                         let _ = conn.send(nack(0, ErrorCode(408), "idle timeout: nothing sent and no subscription")).await;
                         break End::Idle;
                     }
@@ -397,7 +420,7 @@ pub(crate) async fn serve<R, W>(
                         }
                         continue;
                     }
-                    _ = sleep_until_opt(next) => {
+                    _ = &mut credential_timer, if next.is_some() => {
                         if let Err(end) = conn.credential_event().await {
                             break end;
                         }
@@ -473,13 +496,6 @@ pub(crate) async fn serve<R, W>(
         None => {
             debug!(peer = %peer.addr, transport = peer.transport, reason = ?end, "connection closed before auth")
         }
-    }
-}
-
-async fn sleep_until_opt(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }
 
