@@ -36,12 +36,17 @@ use rampart_identity::Secret;
 const WRITE_COALESCE: usize = 256 * 1024;
 /// Bytes read from a TCP socket at once under TLS.
 const TLS_READ_BUFFER: usize = 32 * 1024;
-const WRITER_QUEUE: usize = 4096;
-/// Bytes of encoded frames queued for the writer and not written yet. A
-/// publisher faster than its connection waits for room here: bounded by
-/// frame count alone, 4096 PUBLISH_BATCH frames of 64 x 64 KiB would be
-/// 16 GiB, and a later request would wait behind all of it.
+/// Bytes of encoded frames queued for the writer and not written yet, each
+/// frame counted with [`QUEUED_OVERHEAD`] more. A publisher faster than its
+/// connection waits for room here; this budget is the queue's only bound
+/// (the channel itself is unbounded, one synchronisation per frame rather
+/// than two): bounded by frame count alone, 4096 PUBLISH_BATCH frames of 64
+/// x 64 KiB would be 16 GiB, and a later request would wait behind all of
+/// it.
 const WRITE_BUDGET: usize = 8 * 1024 * 1024;
+/// What a queued frame costs beyond its bytes, so that tiny frames too are
+/// bounded in number (at most 128 Ki of them).
+const QUEUED_OVERHEAD: usize = 64;
 /// Event batches buffered per subscription before the reader waits.
 const SUBSCRIPTION_QUEUE: usize = 1024;
 /// Bytes of events buffered per subscription before the reader waits (and
@@ -81,6 +86,14 @@ enum Pending {
 #[derive(Default)]
 struct Routes {
     pending: HashMap<u64, Pending>,
+    /// When each request sent waits no longer for its reply, oldest first
+    /// (every request has the same timeout, so sending order is deadline
+    /// order). The connection's sweep answers the overdue ones with
+    /// [`ClientError::Timeout`]: one timer per connection rather than a
+    /// timer-wheel entry made and removed per request. Entries whose
+    /// request was answered are dropped as the sweep passes them, or in a
+    /// compaction once they outnumber the pending requests.
+    deadlines: VecDeque<(tokio::time::Instant, u64)>,
     subscriptions: HashMap<u64, Sink>,
     closed: bool,
     /// First refusal of a request that nobody waits for (ack mode none).
@@ -95,7 +108,7 @@ struct Queued {
 }
 
 struct Inner {
-    tx: mpsc::Sender<Queued>,
+    tx: mpsc::UnboundedSender<Queued>,
     /// [`WRITE_BUDGET`], shared by the frames queued for the writer.
     queued: Arc<Semaphore>,
     routes: Mutex<Routes>,
@@ -137,7 +150,7 @@ impl Inner {
     /// frames queued and not yet written fill [`WRITE_BUDGET`] (a frame
     /// larger than the whole budget waits for all of it).
     async fn enqueue(&self, bytes: Bytes) -> Result<(), ClientError> {
-        let cost = bytes.len().clamp(1, WRITE_BUDGET) as u32;
+        let cost = (bytes.len() + QUEUED_OVERHEAD).min(WRITE_BUDGET) as u32;
         let permit = self
             .queued
             .clone()
@@ -149,7 +162,6 @@ impl Inner {
                 bytes,
                 _permit: Some(permit),
             })
-            .await
             .map_err(|_| ClientError::Closed)
     }
 
@@ -887,13 +899,65 @@ async fn send_and_wait(
         inner.routes().pending.remove(&id);
         return Err(e);
     }
-    match tokio::time::timeout(inner.request_timeout, rx).await {
-        Ok(Ok(reply)) => reply,
-        Ok(Err(_)) => Err(ClientError::Closed),
-        Err(_) => {
-            inner.routes().pending.remove(&id);
-            Err(ClientError::Timeout("reply"))
+    inner.routes().expect_reply_by(id, inner.request_timeout);
+    match rx.await {
+        Ok(reply) => reply,
+        Err(_) => Err(ClientError::Closed),
+    }
+}
+
+impl Routes {
+    /// Notes that request `id` (if still pending) waits for its reply for
+    /// at most `timeout` from now.
+    fn expect_reply_by(&mut self, id: u64, timeout: Duration) {
+        if !self.pending.contains_key(&id) {
+            return;
         }
+        if self.deadlines.len() > 2 * self.pending.len() + 64 {
+            let pending = &self.pending;
+            self.deadlines.retain(|(_, id)| pending.contains_key(id));
+        }
+        self.deadlines
+            .push_back((tokio::time::Instant::now() + timeout, id));
+    }
+
+    /// Answers every request whose reply is overdue at `now` with
+    /// [`ClientError::Timeout`].
+    fn expire(&mut self, now: tokio::time::Instant) {
+        while let Some(&(at, id)) = self.deadlines.front() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            let tx = match self.pending.remove(&id) {
+                Some(Pending::Reply { tx, .. } | Pending::Subscribe { tx, .. }) => tx,
+                None => continue,
+            };
+            let _ = tx.send(Err(ClientError::Timeout("reply")));
+        }
+    }
+}
+
+/// How often a connection looks for requests past their timeout: an
+/// eighth of it, between 1 ms and 1 s, so a request times out at most that
+/// much after `request_timeout`.
+fn sweep_every(request_timeout: Duration) -> Duration {
+    (request_timeout / 8).clamp(Duration::from_millis(1), Duration::from_secs(1))
+}
+
+/// Times out the requests of a connection whose replies are overdue, while
+/// the client lives and its connection is open.
+async fn expire_overdue(inner: std::sync::Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let mut routes = inner.routes();
+        if routes.closed {
+            return;
+        }
+        routes.expire(tokio::time::Instant::now());
     }
 }
 
@@ -902,7 +966,7 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+    let (tx, rx) = mpsc::unbounded_channel();
     let inner = Arc::new(Inner {
         tx,
         queued: Arc::new(Semaphore::new(WRITE_BUDGET)),
@@ -919,6 +983,10 @@ where
     });
     let writer = tokio::spawn(writer(w, rx));
     tokio::spawn(reader(r, Arc::downgrade(&inner)));
+    tokio::spawn(expire_overdue(
+        Arc::downgrade(&inner),
+        sweep_every(config.request_timeout),
+    ));
     if !config.keepalive.is_zero() {
         tokio::spawn(keepalive(Arc::downgrade(&inner), config.keepalive));
     }
@@ -938,7 +1006,7 @@ async fn keepalive(inner: std::sync::Weak<Inner>, every: Duration) {
     }
 }
 
-async fn writer<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Queued>) {
+async fn writer<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedReceiver<Queued>) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     while let Some(first) = rx.recv().await {
         let mut single = Some(first);
@@ -1372,7 +1440,7 @@ impl Drop for Subscription {
                     subscription_id: self.id,
                 },
             );
-            let _ = self.inner.tx.try_send(Queued {
+            let _ = self.inner.tx.send(Queued {
                 bytes: frame.to_bytes(),
                 _permit: None,
             });
@@ -1427,7 +1495,7 @@ mod tests {
     }
 
     fn test_inner() -> Inner {
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = mpsc::unbounded_channel();
         Inner {
             tx,
             queued: Arc::new(Semaphore::new(WRITE_BUDGET)),
@@ -1474,6 +1542,78 @@ mod tests {
             }
         );
         assert!(inner.routes().pending.is_empty());
+    }
+
+    #[test]
+    fn overdue_requests_time_out_and_answered_ones_are_forgotten() {
+        let inner = test_inner();
+        let reply = |tx| Pending::Reply {
+            tx,
+            acks_left: 1,
+            acked: 0,
+            weakest: None,
+        };
+        let (tx1, mut rx1) = oneshot::channel();
+        let (tx2, mut rx2) = oneshot::channel();
+        let start = tokio::time::Instant::now();
+        {
+            let mut routes = inner.routes();
+            routes.pending.insert(1, reply(tx1));
+            routes.pending.insert(2, reply(tx2));
+            routes.expect_reply_by(1, Duration::from_secs(1));
+            routes.expect_reply_by(2, Duration::from_secs(1));
+            // Already answered (or never sent): no deadline.
+            routes.expect_reply_by(3, Duration::from_secs(1));
+            assert_eq!(routes.deadlines.len(), 2);
+        }
+        route(&inner, Frame::new(2, Message::Pong));
+        assert!(rx2.try_recv().expect("answered").is_ok());
+        // Not due yet: nothing happens.
+        inner.routes().expire(start);
+        assert!(rx1.try_recv().is_err());
+        inner.routes().expire(start + Duration::from_secs(2));
+        match rx1.try_recv().expect("timed out") {
+            Err(ClientError::Timeout("reply")) => {}
+            other => panic!("{other:?}"),
+        }
+        let routes = inner.routes();
+        assert!(routes.pending.is_empty() && routes.deadlines.is_empty());
+    }
+
+    #[test]
+    fn deadlines_of_answered_requests_do_not_pile_up() {
+        let inner = test_inner();
+        let mut receivers = Vec::new();
+        for id in 0..10_000u64 {
+            let (tx, rx) = oneshot::channel();
+            receivers.push(rx);
+            let mut routes = inner.routes();
+            routes.pending.insert(
+                id,
+                Pending::Reply {
+                    tx,
+                    acks_left: 1,
+                    acked: 0,
+                    weakest: None,
+                },
+            );
+            routes.expect_reply_by(id, Duration::from_secs(30));
+            drop(routes);
+            // Every request but the first is answered at once, so the
+            // first deadline holds the queue's front for the whole run.
+            if id > 0 {
+                route(&inner, Frame::new(id, Message::Pong));
+            }
+        }
+        let routes = inner.routes();
+        assert_eq!(routes.pending.len(), 1);
+        // Compaction keeps at most twice the pending requests plus 64.
+        assert!(
+            routes.deadlines.len() <= 2 + 64 + 1,
+            "{}",
+            routes.deadlines.len()
+        );
+        assert_eq!(routes.deadlines.front().map(|d| d.1), Some(0));
     }
 
     #[test]

@@ -107,7 +107,11 @@ pub struct ClientConfig {
     /// Bound on TCP/QUIC connect, TLS handshake and authentication.
     pub connect_timeout: Duration,
     /// Bound on waiting for a reply to a request (each attempt, when a
-    /// rate-limited request is sent again).
+    /// rate-limited request is sent again), counted from when the request
+    /// is queued for sending. Each connection looks for overdue requests
+    /// every eighth of this (at least every 1 ms, at most every 1 s), so a
+    /// request fails with [`ClientError::Timeout`](crate::ClientError) up to
+    /// that much later than the bound itself.
     pub request_timeout: Duration,
     /// Bound on the total time one request spends waiting out rate limits.
     /// A request refused with NACK 429 and a retry-after (or HTTP 429 with
