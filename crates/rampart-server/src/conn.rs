@@ -1,6 +1,8 @@
 //! One client connection, whatever the transport: a reader loop that
-//! decodes and dispatches frames, a writer task that coalesces replies and
-//! events into large writes, and one delivery task per subscription.
+//! decodes and dispatches frames and writes its replies itself when the
+//! way out is free, a writer task (see [`crate::outbound`]) that coalesces
+//! whatever is queued into large writes, and one delivery task per
+//! subscription.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,8 +19,8 @@ use rampart_proto::{
     ErrorCode, Frame, FrameDecoder, Message, NamespaceName, ReauthReason, SharedEvents, StreamName,
     StreamPath, Subscribed, TenantId, Token, Unsubscribe, PREAUTH_MAX_FRAME,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -29,17 +31,14 @@ use crate::auth::{now_ms, CertNames};
 use crate::config::Config;
 use crate::error::{frame_error, OpError};
 use crate::limits::Attempt;
+use crate::outbound::{outbound, Out, Outbound, WriterGone};
 use crate::registry::Ctl;
 use crate::session::{nack, nack_after, Handshake, Step};
 use crate::Shared;
 use rampart_audit::Outcome;
 
-/// Bytes the writer gathers before one write call.
-const WRITE_COALESCE: usize = 256 * 1024;
 /// Bytes of batches a delivery task hands the writer at a time.
 const DELIVERY_CHUNK: usize = 256 * 1024;
-/// Items queued between the connection's tasks and its writer.
-const WRITER_QUEUE: usize = 1024;
 /// Bytes of events a connection may have queued for its writer, all
 /// subscriptions together. Past it, delivery waits and the subscriber
 /// queues (with their slow-consumer policy) take the pressure.
@@ -56,63 +55,6 @@ pub(crate) struct Peer {
     pub transport: &'static str,
     /// Names from the verified TLS client certificate, if one was sent.
     pub cert: Option<CertNames>,
-}
-
-enum Out {
-    Frame(Frame),
-    Events {
-        subscription: u64,
-        missed: u64,
-        batches: Vec<SharedEvents>,
-        /// Share of the connection's event budget, returned once encoded.
-        _budget: OwnedSemaphorePermit,
-    },
-    Close,
-}
-
-/// Writes everything the connection sends, in order, gathering whatever is
-/// queued into one buffer per write so small frames share TLS records.
-async fn writer<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Out>) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    let mut closing = false;
-    while let Some(item) = rx.recv().await {
-        closing |= encode(item, &mut buf);
-        while !closing && buf.len() < WRITE_COALESCE {
-            match rx.try_recv() {
-                Ok(item) => closing |= encode(item, &mut buf),
-                Err(_) => break,
-            }
-        }
-        if w.write_all(&buf).await.is_err() || w.flush().await.is_err() {
-            break;
-        }
-        buf.clear();
-        if buf.capacity() > 4 * WRITE_COALESCE {
-            buf = BytesMut::with_capacity(64 * 1024);
-        }
-        if closing {
-            break;
-        }
-    }
-    let _ = w.shutdown().await;
-}
-
-fn encode(item: Out, buf: &mut BytesMut) -> bool {
-    match item {
-        Out::Frame(f) => f.encode(buf),
-        Out::Events {
-            subscription,
-            mut missed,
-            batches,
-            ..
-        } => {
-            for b in &batches {
-                b.write_frame(buf, subscription, std::mem::take(&mut missed));
-            }
-        }
-        Out::Close => return true,
-    }
-    false
 }
 
 /// Why a connection ended, for the log line.
@@ -233,7 +175,7 @@ struct Conn {
     event_budget: Arc<Semaphore>,
     gathered: Option<Gathered>,
     peer: Peer,
-    tx: mpsc::Sender<Out>,
+    out: Outbound,
     ctl_tx: mpsc::UnboundedSender<Ctl>,
     session: Option<Session>,
     /// Open for deliveries while the credential is valid.
@@ -264,8 +206,8 @@ pub(crate) async fn serve<R, W>(
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel(WRITER_QUEUE);
-    let writer = tokio::spawn(writer(wr, rx));
+    let (out, writer) = outbound(wr);
+    let writer = tokio::spawn(writer);
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
     let mut shutdown = shared.shutdown.clone();
     let mut conn = Conn {
@@ -281,7 +223,7 @@ pub(crate) async fn serve<R, W>(
         event_budget: Arc::new(Semaphore::new(EVENT_BUDGET)),
         gathered: None,
         peer: peer.clone(),
-        tx,
+        out,
         ctl_tx,
         session: None,
         gate: watch::Sender::new(true),
@@ -318,7 +260,7 @@ pub(crate) async fn serve<R, W>(
                 Ok(None) => break,
                 Err(e) => {
                     debug!(peer = %peer.addr, error = %e, "closing on broken frame");
-                    let _ = conn.tx.send(Out::Frame(frame_error(&e))).await;
+                    let _ = conn.out.frames([frame_error(&e)]).await;
                     break 'conn End::Refused(e.code().0);
                 }
             };
@@ -460,8 +402,8 @@ pub(crate) async fn serve<R, W>(
     }
     // A peer that does not read fills the queue and stalls the writer:
     // each wait is bounded, and a writer still stuck is stopped.
-    let _ = tokio::time::timeout(CLOSE_WAIT, conn.tx.send(Out::Close)).await;
-    drop(conn.tx);
+    let _ = tokio::time::timeout(CLOSE_WAIT, conn.out.queue(Out::Close)).await;
+    drop(conn.out);
     let stop_writer = writer.abort_handle();
     let written = tokio::time::timeout(CLOSE_WAIT, writer).await.is_ok();
     if !written {
@@ -510,11 +452,19 @@ impl Conn {
         let _ = tokio::time::timeout(CLOSE_WAIT, self.send(f)).await;
     }
 
-    async fn send(&self, f: Frame) -> Result<(), End> {
-        self.tx
-            .send(Out::Frame(f))
+    /// Sends `frames` in order, in one write when they can go directly.
+    async fn send_all(&self, frames: impl IntoIterator<Item = Frame>) -> Result<(), End> {
+        self.out
+            .frames(frames)
             .await
-            .map_err(|_| End::WriterGone)
+            .map_err(|WriterGone| End::WriterGone)
+    }
+
+    async fn send(&self, f: Frame) -> Result<(), End> {
+        self.out
+            .frames([f])
+            .await
+            .map_err(|WriterGone| End::WriterGone)
     }
 
     /// Makes a login's audit record durable. When the audit log cannot,
@@ -930,32 +880,32 @@ impl Conn {
         let (count, entries) = g.entries.finish();
         if let Err(r) = self.charge_publish(&g.stream, count, entries.len()) {
             let e = OpError::Limited(r);
-            for (id, _) in g.acks {
-                self.send(e.to_frame(id, &self.shared.metrics)).await?;
-            }
-            return Ok(());
+            let metrics = &self.shared.metrics;
+            return self
+                .send_all(g.acks.into_iter().map(|(id, _)| e.to_frame(id, metrics)))
+                .await;
         }
         self.published += u64::from(count);
         self.published_bytes += entries.len() as u64;
         match g.stream.publish_acked(count, entries).await {
             Ok(p) => {
                 let durability = durability(p.level);
-                for (id, mode) in g.acks {
-                    if mode != AckMode::None {
-                        self.send(Frame::new(id, Ack::published(1, durability)))
-                            .await?;
-                    }
-                }
+                self.send_all(
+                    g.acks
+                        .into_iter()
+                        .filter(|(_, mode)| *mode != AckMode::None)
+                        .map(|(id, _)| Frame::new(id, Ack::published(1, durability))),
+                )
+                .await
             }
             // Failures are never silent, whatever the ack mode.
             Err(e) => {
                 let e = OpError::Broker(e);
-                for (id, _) in g.acks {
-                    self.send(e.to_frame(id, &self.shared.metrics)).await?;
-                }
+                let metrics = &self.shared.metrics;
+                self.send_all(g.acks.into_iter().map(|(id, _)| e.to_frame(id, metrics)))
+                    .await
             }
         }
-        Ok(())
     }
 
     /// Serves one authenticated frame. Request errors become NACKs here;
@@ -1204,7 +1154,7 @@ impl Conn {
     async fn reply(&self, f: Frame) -> Result<(), OpError> {
         // A dead writer means the connection is going away; the reader
         // notices on its next read.
-        let _ = self.tx.send(Out::Frame(f)).await;
+        let _ = self.out.frames([f]).await;
         Ok(())
     }
 
@@ -1286,7 +1236,7 @@ impl Conn {
         let task = tokio::spawn(deliver(
             sub.clone(),
             sid,
-            self.tx.clone(),
+            self.out.clone(),
             self.event_budget.clone(),
             self.gate.subscribe(),
             self.session.as_ref().map(|s| s.limits.clone()),
@@ -1336,7 +1286,7 @@ struct Counted {
 async fn deliver(
     sub: Arc<Subscription>,
     id: u64,
-    tx: mpsc::Sender<Out>,
+    out: Outbound,
     budget: Arc<Semaphore>,
     mut gate: watch::Receiver<bool>,
     mut limits: Option<Handle>,
@@ -1396,13 +1346,13 @@ async fn deliver(
             .shared
             .metrics
             .delivered(&counted.tenant, messages, bytes as u64);
-        let out = Out::Events {
+        let events = Out::Events {
             subscription: id,
             missed,
             batches: std::mem::take(&mut batches),
             _budget: permit,
         };
-        if tx.send(out).await.is_err() {
+        if out.queue(events).await.is_err() {
             return;
         }
     }
@@ -1412,9 +1362,9 @@ async fn deliver(
     if let Some(e) = sub.ended() {
         let e = OpError::Broker(e);
         let message = format!("subscription {id} ended: {}", e.message());
-        let _ = tx.send(Out::Frame(nack(0, e.code(), message))).await;
+        let _ = out.queue(Out::Frame(nack(0, e.code(), message))).await;
     }
-    let _ = tx.send(Out::Frame(ended(id))).await;
+    let _ = out.queue(Out::Frame(ended(id))).await;
 }
 
 /// `tenant/namespace` when the namespace a stream or cache resource lies

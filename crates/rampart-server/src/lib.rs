@@ -48,6 +48,7 @@ mod kv_api;
 mod limits;
 mod master;
 mod metrics;
+mod outbound;
 mod rebuild;
 mod reencrypt;
 mod registry;
