@@ -25,7 +25,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::set_header::SetResponseHeaderLayer;
 use tracing::{debug, info, warn};
 
 use crate::access::{Access, Route, RouteName, Scope, ROUTES};
@@ -1366,14 +1365,15 @@ fn method_filter(m: &str) -> MethodFilter {
     }
 }
 
-/// The router, built from the route table: one entry, one route.
-/// Counts every routed request by its route and answer, for `/metrics`.
+/// Counts every routed request by its route and answer, for `/metrics`,
+/// and hands the route to the handler and its extractors (one layer per
+/// route for both: each costs a boxed clone and a boxed future per request).
 async fn count_request(
-    State(shared): State<Arc<Shared>>,
-    Extension(route): Extension<&'static crate::access::Route>,
-    req: axum::extract::Request,
+    State((shared, route)): State<(Arc<Shared>, &'static crate::access::Route)>,
+    mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    req.extensions_mut().insert(route);
     let resp = next.run(req).await;
     shared
         .metrics
@@ -1381,6 +1381,7 @@ async fn count_request(
     resp
 }
 
+/// The router, built from the route table: one entry, one route.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let mut r: Router<Arc<Shared>> = Router::new();
     for route in ROUTES {
@@ -1448,37 +1449,72 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             RouteName::RotateTokenSigning => on(f, rotate_token_signing),
             RouteName::RotateAuditKeys => on(f, rotate_audit_keys),
         };
-        let counted = axum::middleware::from_fn_with_state(shared.clone(), count_request);
-        let mr: axum::routing::MethodRouter<Arc<Shared>> = mr.layer(counted);
-        r = r.route(route.path, mr.layer(Extension(route)));
+        let counted = axum::middleware::from_fn_with_state((shared.clone(), route), count_request);
+        r = r.route(route.path, mr.layer(counted));
     }
-    let cors = cors_layer(&shared.config.cors_allowed_origins);
-    let hdr = |name: &'static str, value: &'static str| {
-        SetResponseHeaderLayer::overriding(
-            header::HeaderName::from_static(name),
-            HeaderValue::from_static(value),
-        )
-    };
-    r.fallback(not_found)
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+    r.fallback(not_found).with_state(shared)
+}
+
+/// The headers every answer carries, whatever made it (a handler, the
+/// fallback, CORS, the body limit).
+const SECURITY_HEADERS: [(header::HeaderName, &str); 6] = [
+    (
+        header::STRICT_TRANSPORT_SECURITY,
+        "max-age=63072000; includeSubDomains",
+    ),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
+    (header::REFERRER_POLICY, "no-referrer"),
+    (header::CACHE_CONTROL, "no-store"),
+];
+
+fn security_headers<B>(mut resp: axum::http::Response<B>) -> axum::http::Response<B> {
+    let h = resp.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    resp
+}
+
+/// What the body limit answers with: the router's answer, or its own 413.
+type Limited = axum::http::Response<tower_http::limit::ResponseBody<axum::body::Body>>;
+
+/// The HTTP service of one listener: see [`app`].
+type App = tower::util::MapResponse<
+    tower_http::cors::Cors<
+        tower::util::MapResponse<
+            tower_http::timeout::RequestBodyTimeout<tower_http::limit::RequestBodyLimit<Router>>,
+            fn(Limited) -> Response,
+        >,
+    >,
+    fn(Response) -> Response,
+>;
+
+/// The body limit's answers as the router's, so that CORS covers its 413.
+fn unify(resp: Limited) -> Response {
+    resp.map(axum::body::Body::new)
+}
+
+/// The router inside the layers that hold for every request: the body
+/// limit and body timeout, CORS and the security headers. They wrap the
+/// router once, as one tower stack, rather than through `Router::layer`,
+/// which wraps every route in each (a boxed clone and a boxed future per
+/// layer per request).
+fn app(shared: &Arc<Shared>, router: Router) -> App {
+    tower::ServiceBuilder::new()
+        .map_response(security_headers as fn(Response) -> Response)
+        .layer(cors_layer(&shared.config.cors_allowed_origins))
+        .map_response(unify as fn(Limited) -> Response)
         // A body must arrive as promptly as the headers (slow-body attacks).
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             Duration::from_millis(shared.config.http_header_timeout_ms),
         ))
-        .layer(cors)
-        .layer(hdr(
-            "strict-transport-security",
-            "max-age=63072000; includeSubDomains",
-        ))
-        .layer(hdr("x-content-type-options", "nosniff"))
-        .layer(hdr("x-frame-options", "DENY"))
-        .layer(hdr(
-            "content-security-policy",
-            "default-src 'none'; frame-ancestors 'none'",
-        ))
-        .layer(hdr("referrer-policy", "no-referrer"))
-        .layer(hdr("cache-control", "no-store"))
-        .with_state(shared)
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .service(router)
 }
 
 fn cors_layer(origins: &[String]) -> CorsLayer {
@@ -1496,7 +1532,7 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
 /// Accepts HTTPS connections until shutdown. Admission (caps and rates per
 /// IP) runs in `accept_tcp`, before any TLS work.
 pub(crate) async fn run(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {
-    let app = router(shared.clone());
+    let app = app(&shared, router(shared.clone()));
     let accepting = shared.clone();
     crate::transport::accept_tcp(
         listener,
@@ -1529,7 +1565,7 @@ async fn serve_conn(
     mut ticket: rampart_limits::Ticket,
     deadline: tokio::time::Instant,
     acceptor: TlsAcceptor,
-    app: Router,
+    app: App,
     shared: Arc<Shared>,
 ) {
     // A clean stop waits for the requests in flight.
@@ -1563,7 +1599,13 @@ async fn serve_conn(
         .peer_certificates()
         .and_then(|c| c.first())
         .and_then(CertNames::of);
-    let app = app.layer(Extension(PeerInfo { addr, cert }));
+    let peer = PeerInfo { addr, cert };
+    let app = tower::ServiceBuilder::new()
+        .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(peer.clone());
+            req
+        })
+        .service(app);
     let svc = hyper_util::service::TowerToHyperService::new(app);
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

@@ -536,3 +536,76 @@ async fn https_slow_bodies_are_cut() {
         "{seen}"
     );
 }
+
+/// Sends one raw HTTP/1.1 request over HTTPS and reads the whole answer
+/// (the request asks the server to close after it).
+async fn https_exchange(s: &TestServer, src: IpAddr, request: &str) -> String {
+    let addr = s.server.http_addr().unwrap();
+    let mut c = tls(s, connect_from(src, addr).await, b"http/1.1").await;
+    c.write_all(request.as_bytes()).await.unwrap();
+    c.flush().await.unwrap();
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut seen))
+        .await
+        .expect("answered and closed within 10 s")
+        .unwrap();
+    String::from_utf8_lossy(&seen).to_ascii_lowercase()
+}
+
+/// Answers made before any route (the body limit's 413, a CORS preflight)
+/// carry the security headers and, for an allowed origin, CORS too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_early_answers_are_hardened() {
+    let origin = "https://console.example";
+    let s = start_with(|c| c.cors_allowed_origins = vec![origin.to_string()]).await;
+    let too_large = https_exchange(
+        &s,
+        ip(3),
+        &format!(
+            "POST /v1/auth HTTP/1.1\r\nhost: localhost\r\norigin: {origin}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            8 << 20
+        ),
+    )
+    .await;
+    assert!(too_large.starts_with("http/1.1 413"), "{too_large}");
+    let preflight = https_exchange(
+        &s,
+        ip(4),
+        &format!(
+            "OPTIONS /v1/secret/data/app HTTP/1.1\r\nhost: localhost\r\norigin: {origin}\r\n\
+             access-control-request-method: POST\r\nconnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(preflight.starts_with("http/1.1 200"), "{preflight}");
+    assert!(
+        preflight.contains("access-control-allow-methods:"),
+        "{preflight}"
+    );
+    for answer in [&too_large, &preflight] {
+        assert!(
+            answer.contains(&format!("access-control-allow-origin: {origin}")),
+            "{answer}"
+        );
+        for header in [
+            "strict-transport-security: max-age=",
+            "x-content-type-options: nosniff",
+            "x-frame-options: deny",
+            "content-security-policy: default-src 'none'",
+            "referrer-policy: no-referrer",
+            "cache-control: no-store",
+        ] {
+            assert!(answer.contains(header), "{header} missing: {answer}");
+        }
+    }
+    // An origin not on the list gets no CORS allowance.
+    let other = https_exchange(
+        &s,
+        ip(5),
+        "OPTIONS /v1/secret/data/app HTTP/1.1\r\nhost: localhost\r\norigin: https://evil.example\r\n\
+         access-control-request-method: POST\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(!other.contains("access-control-allow-origin"), "{other}");
+}
