@@ -461,10 +461,7 @@ impl Conn {
     }
 
     async fn send(&self, f: Frame) -> Result<(), End> {
-        self.out
-            .frames([f])
-            .await
-            .map_err(|WriterGone| End::WriterGone)
+        self.send_all([f]).await
     }
 
     /// Makes a login's audit record durable. When the audit log cannot,

@@ -1472,7 +1472,7 @@ const SECURITY_HEADERS: [(header::HeaderName, &str); 6] = [
     (header::CACHE_CONTROL, "no-store"),
 ];
 
-fn security_headers<B>(mut resp: axum::http::Response<B>) -> axum::http::Response<B> {
+fn security_headers(mut resp: Response) -> Response {
     let h = resp.headers_mut();
     for (name, value) in SECURITY_HEADERS {
         h.insert(name, HeaderValue::from_static(value));
