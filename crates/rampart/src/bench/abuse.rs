@@ -239,6 +239,11 @@ impl ChildServer {
         }
     }
 
+    /// The TCP+TLS listener's address.
+    pub(crate) fn tcp_addr(&self) -> SocketAddr {
+        self.tcp
+    }
+
     /// `https://host:port` of the HTTPS API (the Vault-compatible one), if
     /// it listens.
     pub(crate) fn https_url(&self) -> Option<String> {

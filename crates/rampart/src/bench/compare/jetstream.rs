@@ -8,7 +8,7 @@
 //! with a reply inbox to a JetStream stream with file storage and one
 //! replica and waits for the PubAck (`{"stream":..,"seq":..}`). The figure
 //! is acknowledged messages per second; afterwards each side's stream must
-//! hold every acknowledged message. Three rows:
+//! hold every acknowledged message. Four rows:
 //! - Rampart `on_commit` (every ACK [`Durability::Fsynced`]) against
 //!   JetStream with its default `sync_interval` (2 min: a PubAck does not
 //!   wait for an fsync). This row carries the issue's aim, at least
@@ -20,7 +20,11 @@
 //!   nats-server and store: both ACKs mean fsynced;
 //! - Rampart `interval:`[`INTERVAL_MS`] (every ACK [`Durability::Written`],
 //!   fsync in the background) against the default JetStream figure: both
-//!   ACKs mean written, not fsynced.
+//!   ACKs mean written, not fsynced;
+//! - Rampart `on_commit` again, its publishers on bare connections
+//!   ([`BareConn`]: the caller's task writes and reads, as the NATS side's
+//!   requester does) instead of the client library, against the default
+//!   JetStream figure: the same kind of client on both sides.
 //!
 //! **Cache** compares Rampart's in-memory cache with a NATS KV bucket (in
 //! JetStream memory storage, the closest to an in-memory cache): 16
@@ -40,10 +44,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rampart_client::{AdminClient, Client, ClientConfig, Durability};
 use rampart_identity::Secret;
+use rampart_proto::{AckMode, Message, NamespaceName, Publish, StreamName, TenantId};
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 
-use super::nats::{JsSync, NatsServer, Reply, Requester};
+use super::bare::BareConn;
+use super::nats::{tls13_client, BenchCerts, JsSync, NatsServer, Reply, Requester};
 use super::{Better, Env, Report, Row, TENANT};
 use crate::bench::abuse::ChildServer;
 use crate::cmd_client::describe;
@@ -103,6 +109,25 @@ impl Tally {
     fn fail(&mut self, why: String) {
         self.errors += 1;
         self.first_error.get_or_insert(why);
+    }
+
+    /// Counts one durable publish's outcome, its ACK's count and
+    /// durability or its error; false once it failed (a publisher stops at
+    /// its first error).
+    fn acked(&mut self, r: Result<(u32, Durability), String>, promised: Durability) -> bool {
+        match r {
+            Ok((count, durability)) => {
+                if durability != promised || count != 1 {
+                    self.weak += 1;
+                }
+                self.done();
+                true
+            }
+            Err(why) => {
+                self.fail(why);
+                false
+            }
+        }
     }
 
     /// Counts one operation's outcome; false once it failed (a worker stops
@@ -198,6 +223,7 @@ impl Keys {
 struct Rampart {
     server: ChildServer,
     cfg: ClientConfig,
+    key: Secret<String>,
 }
 
 impl Rampart {
@@ -207,7 +233,7 @@ impl Rampart {
         let keys = Secret::new(format!("{TENANT}:{}", key.expose()));
         let server = super::rampart_child(keys.expose(), &[]).await?;
         let cfg = server.config(&key);
-        Ok(Rampart { server, cfg })
+        Ok(Rampart { server, cfg, key })
     }
 
     async fn connect(&self, n: usize) -> Result<Vec<Client>, Failure> {
@@ -222,6 +248,101 @@ impl Rampart {
         }
         Ok(clients)
     }
+
+    /// `n` bare connections (see [`BareConn`]) over TCP+TLS.
+    async fn connect_bare(&self, n: usize) -> Result<Vec<BareConn>, Failure> {
+        let addr = self.server.tcp_addr();
+        let tls = tls13_client(BenchCerts::get()?.ca_der.clone())?;
+        let mut conns = Vec::with_capacity(n);
+        for _ in 0..n {
+            conns.push(BareConn::connect(addr, tls.clone(), &self.key).await?);
+        }
+        Ok(conns)
+    }
+}
+
+/// How the durable section's Rampart publishers reach the server.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Publisher {
+    /// `rampart_client::Client`, the client library.
+    Library,
+    /// [`BareConn`]: one task per connection writes and reads, like the
+    /// NATS side's requester.
+    Bare,
+}
+
+/// One of the durable section's Rampart publishers: publishes one message
+/// and returns its ACK's count and durability, or what went wrong.
+trait DurablePublisher: Send + 'static {
+    fn publish_one(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<(u32, Durability), String>> + Send;
+}
+
+/// A publisher on the client library.
+struct LibraryPublisher {
+    client: Client,
+    payload: Bytes,
+}
+
+impl DurablePublisher for LibraryPublisher {
+    async fn publish_one(&mut self) -> Result<(u32, Durability), String> {
+        self.client
+            .publish(TENANT, NAMESPACE, STREAM, self.payload.clone())
+            .await
+            .map(|ack| (ack.count, ack.durability))
+            .map_err(|e| describe(e).0)
+    }
+}
+
+/// A publisher on a [`BareConn`].
+struct BarePublisher {
+    conn: BareConn,
+    publish: Publish,
+}
+
+impl DurablePublisher for BarePublisher {
+    async fn publish_one(&mut self) -> Result<(u32, Durability), String> {
+        let f = self
+            .conn
+            .request(self.publish.clone().into())
+            .await
+            .map_err(|e| e.0)?;
+        match f.msg {
+            Message::Ack(a) => Ok((a.count, a.durability)),
+            Message::Nack(n) => Err(format!("NACK {}: {}", n.code.as_u16(), n.message)),
+            other => Err(format!("not an ACK: {other:?}")),
+        }
+    }
+}
+
+/// Runs every publisher in its own task for `window`, one publish in
+/// flight each, every ACK checked against `promised`; the publishers
+/// back, their tally and the rate of acknowledged messages.
+async fn publish_until<P: DurablePublisher>(
+    pubs: Vec<P>,
+    window: Duration,
+    promised: Durability,
+) -> Result<(Vec<P>, Tally, f64), Failure> {
+    let start = Instant::now();
+    let deadline = start + window;
+    let tasks = pubs
+        .into_iter()
+        .map(|mut p| {
+            tokio::spawn(async move {
+                let mut t = Tally::default();
+                while Instant::now() < deadline {
+                    if !t.acked(p.publish_one().await, promised) {
+                        break;
+                    }
+                }
+                (p, t)
+            })
+        })
+        .collect();
+    let (pubs, tally) = gather(tasks).await?;
+    let rate = tally.rate(start);
+    Ok((pubs, tally, rate))
 }
 
 /// What Rampart's durable run did, and how many messages its stream held
@@ -240,6 +361,7 @@ async fn rampart_durable(
     window: Duration,
     sync: &str,
     promised: Durability,
+    publisher: Publisher,
 ) -> Result<RampartDurable, Failure> {
     let https = r
         .server
@@ -259,42 +381,45 @@ async fn rampart_durable(
             resp.error()
         )));
     }
-    let clients = r.connect(PUBLISHERS).await?;
     let payload = Bytes::from(vec![0x5au8; SIZE]);
-    let start = Instant::now();
-    let deadline = start + window;
-    let tasks = clients
-        .into_iter()
-        .map(|client| {
-            let payload = payload.clone();
-            tokio::spawn(async move {
-                let mut t = Tally::default();
-                while Instant::now() < deadline {
-                    match client
-                        .publish(TENANT, NAMESPACE, STREAM, payload.clone())
-                        .await
-                    {
-                        Ok(ack) => {
-                            if ack.durability != promised || ack.count != 1 {
-                                t.weak += 1;
-                            }
-                            t.done();
-                        }
-                        Err(e) => {
-                            t.fail(describe(e).0);
-                            break;
-                        }
-                    }
-                }
-                (client, t)
-            })
-        })
-        .collect();
-    let (clients, tally) = gather(tasks).await?;
-    let rate = tally.rate(start);
-    for c in clients {
-        c.close().await;
-    }
+    let (tally, rate) = match publisher {
+        Publisher::Library => {
+            let pubs = r
+                .connect(PUBLISHERS)
+                .await?
+                .into_iter()
+                .map(|client| LibraryPublisher {
+                    client,
+                    payload: payload.clone(),
+                })
+                .collect();
+            let (pubs, tally, rate) = publish_until(pubs, window, promised).await?;
+            for p in pubs {
+                p.client.close().await;
+            }
+            (tally, rate)
+        }
+        Publisher::Bare => {
+            let publish = Publish {
+                ack: AckMode::Message,
+                tenant: TenantId::parse(TENANT).map_err(|e| Failure(e.to_string()))?,
+                namespace: NamespaceName::parse(NAMESPACE).map_err(|e| Failure(e.to_string()))?,
+                stream: StreamName::parse(STREAM).map_err(|e| Failure(e.to_string()))?,
+                payload,
+            };
+            let pubs = r
+                .connect_bare(PUBLISHERS)
+                .await?
+                .into_iter()
+                .map(|conn| BarePublisher {
+                    conn,
+                    publish: publish.clone(),
+                })
+                .collect();
+            let (_, tally, rate) = publish_until(pubs, window, promised).await?;
+            (tally, rate)
+        }
+    };
     // Every acknowledged message is in the stream's log.
     let resp = admin
         .call("GET", &format!("{streams}/{STREAM}"), None)
@@ -646,18 +771,23 @@ async fn rampart_durable_run(
     window: Duration,
     sync: &str,
     promised: Durability,
+    publisher: Publisher,
 ) -> Result<RampartDurable, Failure> {
+    let what = match publisher {
+        Publisher::Library => format!("Rampart durable publish (sync {sync})"),
+        Publisher::Bare => format!("Rampart durable publish (sync {sync}, bare connections)"),
+    };
     let rampart = Rampart::start().await?;
     let r = bounded(
-        &format!("Rampart durable publish (sync {sync})"),
+        &what,
         window,
-        rampart_durable(&rampart, window, sync, promised),
+        rampart_durable(&rampart, window, sync, promised, publisher),
     )
     .await;
     rampart.server.stop().await;
     let r = r?;
     eprintln!(
-        "bench: Rampart durable publish (sync {sync}): {:.0} msg/s, {}{}",
+        "bench: {what}: {:.0} msg/s, {}{}",
         r.rate,
         r.tally.errors_text(),
         promised_text(&r.tally, promised)
@@ -695,7 +825,7 @@ async fn nats_durable_run(
 }
 
 /// The durable section: 64 acknowledged publishers in flight, one server
-/// at a time, in three rows:
+/// at a time, in four rows:
 /// - Rampart `on_commit` against JetStream (file, R1) with its default
 ///   `sync_interval` (2 min: a PubAck does not mean fsynced): the issue's
 ///   aim, at least JetStream's rate; not like for like, since `on_commit`
@@ -705,15 +835,21 @@ async fn nats_durable_run(
 ///   acknowledging;
 /// - Rampart `interval:`[`INTERVAL_MS`] (ACKs [`Durability::Written`], fsync
 ///   in the background) against the default JetStream figure: neither side
-///   fsyncs before acknowledging.
+///   fsyncs before acknowledging;
+/// - `on_commit` again, with [`Publisher::Bare`] connections, against the
+///   default JetStream figure: the same kind of client as the NATS side's.
 pub(super) async fn durable(env: &mut Env, report: &mut Report) -> Result<(), Failure> {
     let nats_bin = env.nats_bin()?;
     let window = env.window;
     let interval = format!("interval:{INTERVAL_MS}");
 
-    let on_commit = rampart_durable_run(window, "on_commit", Durability::Fsynced).await?;
+    let on_commit =
+        rampart_durable_run(window, "on_commit", Durability::Fsynced, Publisher::Library).await?;
     let (js_default, version) = nats_durable_run(&nats_bin, window, JsSync::Default).await?;
-    let rampart_interval = rampart_durable_run(window, &interval, Durability::Written).await?;
+    let bare =
+        rampart_durable_run(window, "on_commit", Durability::Fsynced, Publisher::Bare).await?;
+    let rampart_interval =
+        rampart_durable_run(window, &interval, Durability::Written, Publisher::Library).await?;
     let (js_always, _) = nats_durable_run(&nats_bin, window, JsSync::Always).await?;
 
     report.note(format!(
@@ -726,7 +862,7 @@ pub(super) async fn durable(env: &mut Env, report: &mut Report) -> Result<(), Fa
          PubAck before the next (JetStream's acknowledged publish, one at a time per \
          publisher): {PUBLISHERS} in flight on both sides; {SIZE} B payloads; msg/s = \
          acknowledged messages per second over {} s; afterwards each stream must hold every \
-         acknowledged message. One server at a time, each with its own store. Three rows: \
+         acknowledged message. One server at a time, each with its own store. Four rows: \
          (1) the issue's aim, at least JetStream's rate: Rampart sync `on_commit` (fsync \
          before the ACK, shared by concurrent publishers; every ACK must say Fsynced) against \
          JetStream with its default sync_interval (2 min: a PubAck does not wait for an \
@@ -736,7 +872,12 @@ pub(super) async fn durable(env: &mut Env, report: &mut Report) -> Result<(), Fa
          every write before the PubAck): both ACKs mean fsynced; (3) Rampart sync \
          `{interval}` (the ACK after the write to the page cache, fsync every {INTERVAL_MS} \
          ms in the background; every ACK must say Written) against the default JetStream \
-         figure of (1): both ACKs mean written, not fsynced",
+         figure of (1): both ACKs mean written, not fsynced; (4) as (1), with Rampart's \
+         publishers on bare connections (one task per connection writes each PUBLISH and \
+         reads its ACK, as the NATS side's publishers do) instead of the client library \
+         (whose writer and reader tasks cost each round trip two task hand-offs in the \
+         bench's process, which shares the cores with the server): the same kind of client \
+         on both sides",
         nats_bin.display(),
         window.as_secs()
     ));
@@ -785,6 +926,15 @@ pub(super) async fn durable(env: &mut Env, report: &mut Report) -> Result<(), Fa
         "NATS JetStream (file, R1)",
         &js_default,
         " (PubAck, default sync_interval)",
+        None,
+    ));
+    report.rows.push(row(
+        format!("{PUBLISHERS} in flight, {SIZE} B: on_commit, bare"),
+        &bare,
+        Durability::Fsynced,
+        "NATS JetStream (file, R1)",
+        &js_default,
+        " (PubAck)",
         None,
     ));
     Ok(())

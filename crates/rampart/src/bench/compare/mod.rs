@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use crate::Failure;
 
+mod bare;
 mod chart;
 mod jetstream;
 mod nats;

@@ -163,16 +163,7 @@ impl NatsServer {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
 
-        // The client offers TLS 1.3 only, so a connection proves 1.3.
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca)?;
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let tls = Arc::new(tls);
+        let tls = tls13_client(ca)?;
         Ok(Self {
             child,
             addr,
@@ -690,6 +681,22 @@ impl Requester {
             .and_then(parse_len)
             .is_some_and(|n| n as u64 == self.n)
     }
+}
+
+/// A TLS client configuration that trusts `ca` (the run's CA) and offers
+/// TLS 1.3 only, so that a connection proves 1.3.
+pub(super) fn tls13_client(
+    ca: rustls::pki_types::CertificateDer<'static>,
+) -> Result<Arc<rustls::ClientConfig>, Failure> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca)?;
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(tls))
 }
 
 /// 16 hex digits from the operating system's random source, for inboxes.
