@@ -302,7 +302,7 @@ impl Client {
                 } else {
                     "0.0.0.0:0".parse().map_err(|_| ClientError::Closed)?
                 };
-                let mut endpoint = quinn::Endpoint::client(bind)
+                let mut endpoint = quic_endpoint(bind)
                     .map_err(|e| ClientError::Connect(format!("QUIC endpoint: {e}")))?;
                 let crypto = QuicClientConfig::try_from(tls)
                     .map_err(|e| ClientError::Config(e.to_string()))?;
@@ -764,6 +764,28 @@ impl Drop for Client {
             Err(_) => c.close(0u32.into(), b"bye"),
         }
     }
+}
+
+/// Bytes asked for as a QUIC connection's socket receive buffer: the
+/// kernel's default (about 208 KiB) drops datagrams under a burst of
+/// deliveries, each one retransmitted and shrinking the congestion window.
+/// The kernel caps the request at `net.core.rmem_max`.
+const QUIC_SOCKET_BUFFER: usize = 4 << 20;
+
+/// A client QUIC endpoint on a UDP socket bound to `bind`, its receive
+/// buffer as large as [`QUIC_SOCKET_BUFFER`] where the kernel allows.
+fn quic_endpoint(bind: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+    let socket = std::net::UdpSocket::bind(bind)?;
+    let s = socket2::SockRef::from(&socket);
+    // Best effort: the kernel's default buffer works, only less well.
+    let _ = s.set_recv_buffer_size(QUIC_SOCKET_BUFFER);
+    debug!(
+        receive_buffer = s.recv_buffer_size().unwrap_or(0),
+        "QUIC socket"
+    );
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
 }
 
 /// Sends AUTH and records the new expiry.
