@@ -314,11 +314,16 @@ pub(crate) fn quic_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSock
     // Best effort: a refusal leaves the kernel's default, which works.
     let _ = s.set_recv_buffer_size(QUIC_SOCKET_BUFFER);
     // Linux reports twice what it granted (the doubling covers its own
-    // bookkeeping), so a grant of the whole request reads at least as much.
-    let got = s.recv_buffer_size().unwrap_or(0);
-    if got < QUIC_SOCKET_BUFFER {
+    // bookkeeping).
+    let reported = s.recv_buffer_size().unwrap_or(0);
+    let granted = if cfg!(target_os = "linux") {
+        reported / 2
+    } else {
+        reported
+    };
+    if granted < QUIC_SOCKET_BUFFER {
         warn!(
-            granted_bytes = got,
+            granted_bytes = granted,
             wanted_bytes = QUIC_SOCKET_BUFFER,
             "the QUIC socket's receive buffer is smaller than wanted; under load datagrams \
              will be dropped and retransmitted: raise net.core.rmem_max (sysctl)"

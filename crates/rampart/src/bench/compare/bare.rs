@@ -35,18 +35,17 @@ pub(super) struct BareConn {
     wbuf: BytesMut,
     /// The id of the last request sent.
     id: u64,
-    /// The tenant the API key belongs to (from AUTH_OK).
-    pub(super) tenant: TenantId,
 }
 
 impl BareConn {
     /// TCP, the TLS 1.3 handshake (`tls` trusts the run's CA), HELLO and
-    /// AUTH with the API key `key`.
+    /// AUTH with the API key `key`; the connection and the tenant the key
+    /// belongs to.
     pub(super) async fn connect(
         addr: SocketAddr,
         tls: Arc<rustls::ClientConfig>,
         key: &Secret<String>,
-    ) -> Result<Self, Failure> {
+    ) -> Result<(Self, TenantId), Failure> {
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
         let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
@@ -60,7 +59,6 @@ impl BareConn {
             rbuf: BytesMut::with_capacity(16 * 1024),
             wbuf: BytesMut::with_capacity(1024),
             id: 0,
-            tenant: TenantId::parse("none").map_err(|e| Failure(e.to_string()))?,
         };
         let hello = conn
             .request(Message::Hello(Hello {
@@ -80,10 +78,7 @@ impl BareConn {
             }))
             .await?;
         match ok.msg {
-            Message::AuthOk(ok) => {
-                conn.tenant = ok.tenant;
-                Ok(conn)
-            }
+            Message::AuthOk(ok) => Ok((conn, ok.tenant)),
             Message::Nack(n) => Err(Failure(format!(
                 "AUTH refused: {} {}",
                 n.code.as_u16(),
@@ -140,12 +135,12 @@ mod tests {
             .build()
             .expect("runtime");
         rt.block_on(async {
-            let mut c = BareConn::connect(server.tcp, tls.clone(), &server.key)
+            let (mut c, tenant) = BareConn::connect(server.tcp, tls.clone(), &server.key)
                 .await
                 .expect("connects");
             let publish = Publish {
                 ack: AckMode::Message,
-                tenant: c.tenant.clone(),
+                tenant,
                 namespace: NamespaceName::parse("bench").expect("namespace"),
                 stream: StreamName::parse("bare").expect("stream"),
                 payload: Bytes::from_static(b"hello"),

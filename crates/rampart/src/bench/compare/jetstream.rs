@@ -255,7 +255,7 @@ impl Rampart {
         let tls = tls13_client(BenchCerts::get()?.ca_der.clone())?;
         let mut conns = Vec::with_capacity(n);
         for _ in 0..n {
-            conns.push(BareConn::connect(addr, tls.clone(), &self.key).await?);
+            conns.push(BareConn::connect(addr, tls.clone(), &self.key).await?.0);
         }
         Ok(conns)
     }
