@@ -115,19 +115,12 @@ impl Tally {
     /// durability or its error; false once it failed (a publisher stops at
     /// its first error).
     fn acked(&mut self, r: Result<(u32, Durability), String>, promised: Durability) -> bool {
-        match r {
-            Ok((count, durability)) => {
-                if durability != promised || count != 1 {
-                    self.weak += 1;
-                }
-                self.done();
-                true
-            }
-            Err(why) => {
-                self.fail(why);
-                false
+        if let Ok((count, durability)) = r {
+            if durability != promised || count != 1 {
+                self.weak += 1;
             }
         }
+        self.record(r.map(|_| ()))
     }
 
     /// Counts one operation's outcome; false once it failed (a worker stops
