@@ -50,7 +50,7 @@ use tokio::task::JoinHandle;
 
 use super::bare::BareConn;
 use super::nats::{tls13_client, BenchCerts, JsSync, NatsServer, Reply, Requester};
-use super::{Better, Env, Report, Row, TENANT};
+use super::{median_of, rounds_text, Better, Env, Report, Row, TENANT};
 use crate::bench::abuse::ChildServer;
 use crate::cmd_client::describe;
 use crate::Failure;
@@ -749,13 +749,30 @@ fn promised_text(t: &Tally, promised: Durability) -> String {
 
 /// Whether a durable row's terms held: no errors on either side, every
 /// Rampart ACK as promised, and both streams holding every acknowledged
-/// message. Errors on either side make the ratio meaningless.
-fn durable_clean(r: &RampartDurable, n: &NatsDurable) -> bool {
-    r.tally.errors == 0
-        && r.tally.weak == 0
-        && r.held == Some(r.tally.ops)
-        && n.tally.errors == 0
-        && n.held == Some(n.tally.ops)
+/// message, in every round. Errors on either side make the ratio
+/// meaningless.
+fn durable_clean(r: &[RampartDurable], n: &[NatsDurable]) -> bool {
+    r.iter()
+        .all(|r| r.tally.errors == 0 && r.tally.weak == 0 && r.held == Some(r.tally.ops))
+        && n.iter()
+            .all(|n| n.tally.errors == 0 && n.held == Some(n.tally.ops))
+}
+
+/// The run whose `rate` is the median of `runs` (see [`median_of`]).
+/// `runs` is never empty: a section measures at least one round.
+fn median_run<T>(runs: &[T], rate: impl Fn(&T) -> f64) -> &T {
+    let rates: Vec<f64> = runs.iter().map(rate).collect();
+    &runs[median_of(&rates).expect("at least one round")]
+}
+
+/// `; rounds: a / b / c msg/s` after a figure that is the median of more
+/// than one round; nothing after a single round's.
+fn rounds_detail(rates: impl Iterator<Item = f64>) -> String {
+    let rates: Vec<f64> = rates.collect();
+    if rates.len() < 2 {
+        return String::new();
+    }
+    format!("; rounds: {} msg/s", rounds_text(&rates))
 }
 
 /// One Rampart durable run on its own server (and store): a stream with
@@ -836,14 +853,27 @@ pub(super) async fn durable(env: &mut Env, report: &mut Report) -> Result<(), Fa
     let window = env.window;
     let interval = format!("interval:{INTERVAL_MS}");
 
-    let on_commit =
-        rampart_durable_run(window, "on_commit", Durability::Fsynced, Publisher::Library).await?;
-    let (js_default, version) = nats_durable_run(&nats_bin, window, JsSync::Default).await?;
-    let bare =
-        rampart_durable_run(window, "on_commit", Durability::Fsynced, Publisher::Bare).await?;
-    let rampart_interval =
-        rampart_durable_run(window, &interval, Durability::Written, Publisher::Library).await?;
-    let (js_always, _) = nats_durable_run(&nats_bin, window, JsSync::Always).await?;
+    let rounds = env.rounds;
+    let (mut on_commit, mut js_default, mut bare, mut rampart_interval, mut js_always) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut version = String::new();
+    for round in 1..=rounds {
+        eprintln!("bench: durable round {round} of {rounds}");
+        on_commit.push(
+            rampart_durable_run(window, "on_commit", Durability::Fsynced, Publisher::Library)
+                .await?,
+        );
+        let (n, v) = nats_durable_run(&nats_bin, window, JsSync::Default).await?;
+        js_default.push(n);
+        version = v;
+        bare.push(
+            rampart_durable_run(window, "on_commit", Durability::Fsynced, Publisher::Bare).await?,
+        );
+        rampart_interval.push(
+            rampart_durable_run(window, &interval, Durability::Written, Publisher::Library).await?,
+        );
+        js_always.push(nats_durable_run(&nats_bin, window, JsSync::Always).await?.0);
+    }
 
     report.note(format!(
         "durable publish: Rampart (child `rampart server --dev`, API key, TLS 1.3 over TCP; \
@@ -855,7 +885,9 @@ pub(super) async fn durable(env: &mut Env, report: &mut Report) -> Result<(), Fa
          PubAck before the next (JetStream's acknowledged publish, one at a time per \
          publisher): {PUBLISHERS} in flight on both sides; {SIZE} B payloads; msg/s = \
          acknowledged messages per second over {} s; afterwards each stream must hold every \
-         acknowledged message. One server at a time, each with its own store. Four rows: \
+         acknowledged message. One server at a time, each with its own store; {rounds} \
+         round(s) of the five runs below, in this order, each figure the median of its \
+         rounds (every round's figure in the detail; every round must be clean). Four rows: \
          (1) the issue's aim, at least JetStream's rate: Rampart sync `on_commit` (fsync \
          before the ACK, shared by concurrent publishers; every ACK must say Fsynced) against \
          JetStream with its default sync_interval (2 min: a PubAck does not wait for an \
@@ -876,23 +908,34 @@ pub(super) async fn durable(env: &mut Env, report: &mut Report) -> Result<(), Fa
     ));
 
     let row = |workload: String,
-               r: &RampartDurable,
+               r: &[RampartDurable],
                promised: Durability,
                peer: &str,
-               n: &NatsDurable,
+               n: &[NatsDurable],
                peer_what: &str,
-               aim: Option<f64>| Row {
-        section: "durable publish".into(),
-        workload,
-        unit: "msg/s",
-        better: Better::Higher,
-        rampart: r.rate,
-        peer: peer.into(),
-        peer_value: n.rate,
-        rampart_detail: durable_detail(&r.tally, r.held, &promised_text(&r.tally, promised)),
-        peer_detail: durable_detail(&n.tally, n.held, peer_what),
-        aim,
-        aim_terms_held: durable_clean(r, n),
+               aim: Option<f64>| {
+        let (rm, nm) = (median_run(r, |x| x.rate), median_run(n, |x| x.rate));
+        Row {
+            section: "durable publish".into(),
+            workload,
+            unit: "msg/s",
+            better: Better::Higher,
+            rampart: rm.rate,
+            peer: peer.into(),
+            peer_value: nm.rate,
+            rampart_detail: format!(
+                "{}{}",
+                durable_detail(&rm.tally, rm.held, &promised_text(&rm.tally, promised)),
+                rounds_detail(r.iter().map(|x| x.rate))
+            ),
+            peer_detail: format!(
+                "{}{}",
+                durable_detail(&nm.tally, nm.held, peer_what),
+                rounds_detail(n.iter().map(|x| x.rate))
+            ),
+            aim,
+            aim_terms_held: durable_clean(r, n),
+        }
     };
     report.rows.push(row(
         format!("{PUBLISHERS} in flight, {SIZE} B"),
@@ -1115,9 +1158,36 @@ mod tests {
             rate: 1.0,
             held,
         };
-        assert!(durable_clean(&r(0, Some(10)), &n(Some(10))));
-        assert!(!durable_clean(&r(1, Some(10)), &n(Some(10))));
-        assert!(!durable_clean(&r(0, Some(9)), &n(Some(10))));
-        assert!(!durable_clean(&r(0, Some(10)), &n(None)));
+        let clean = || [r(0, Some(10)), r(0, Some(10))];
+        assert!(durable_clean(&clean(), &[n(Some(10))]));
+        assert!(!durable_clean(&[r(1, Some(10))], &[n(Some(10))]));
+        assert!(!durable_clean(&[r(0, Some(9))], &[n(Some(10))]));
+        assert!(!durable_clean(&[r(0, Some(10))], &[n(None)]));
+        // One bad round of several spoils the row.
+        assert!(!durable_clean(
+            &[r(0, Some(10)), r(0, Some(9)), r(0, Some(10))],
+            &[n(Some(10))]
+        ));
+        assert!(!durable_clean(&clean(), &[n(Some(10)), n(None)]));
+    }
+
+    #[test]
+    fn a_durable_row_reports_its_median_round_and_lists_them_all() {
+        let run = |rate, ops| NatsDurable {
+            tally: Tally {
+                ops,
+                ..Tally::default()
+            },
+            rate,
+            held: Some(ops),
+        };
+        let runs = [run(60000.0, 6), run(41000.0, 4), run(52000.0, 5)];
+        let m = median_run(&runs, |r| r.rate);
+        assert_eq!((m.rate, m.tally.ops), (52000.0, 5));
+        assert_eq!(
+            rounds_detail(runs.iter().map(|r| r.rate)),
+            "; rounds: 60000 / 41000 / 52000 msg/s"
+        );
+        assert_eq!(rounds_detail([52000.0].into_iter()), "");
     }
 }

@@ -86,6 +86,13 @@ pub(crate) struct CompareArgs {
     /// The sections to run (default: all), comma-separated.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Section>,
+    /// Rounds of the latency and durable sections. Each round measures
+    /// every server of its section in turn, so a slow spell of the machine
+    /// falls on one round of each server rather than on one server's only
+    /// measurement; every figure is the median of its rounds, and every
+    /// round's figure is in the detail.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
     /// Payload sizes of the pub/sub throughput workloads, in bytes
     /// (default: 128, 1024, 4096 and 65536), comma-separated.
     #[arg(long, value_delimiter = ',')]
@@ -101,6 +108,8 @@ pub(super) struct Env {
     /// Measuring time of one workload on one server.
     window: Duration,
     batch: usize,
+    /// Rounds of the latency and durable sections (see [`median_of`]).
+    rounds: u32,
     sizes: Vec<usize>,
     nats_bin: Option<PathBuf>,
     /// The OpenBao `bao` binary, once known.
@@ -412,6 +421,30 @@ fn render_markdown(rows: &[Row], notes: &[String], m: &Machine) -> String {
     out
 }
 
+/// The index of the median of `values`: the lower of the two middle ones
+/// for an even count (a NaN sorts above every number). `None` for no
+/// values.
+///
+/// The latency and durable sections measure every server once per round,
+/// in turn, and report each figure's median round: one slow spell of a
+/// shared machine (a stall of tens of milliseconds, an fsync five times
+/// slower for a minute) then moves one round of each series instead of
+/// deciding a ratio.
+pub(super) fn median_of(values: &[f64]) -> Option<usize> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    order.get(values.len().saturating_sub(1) / 2).copied()
+}
+
+/// Every round's figure, in order, as `a / b / c`.
+pub(super) fn rounds_text(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|&v| figure(v))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
 /// What one section measured, and how its servers were set up.
 #[derive(Default)]
 pub(super) struct Report {
@@ -430,8 +463,10 @@ impl Report {
 // === the run ===
 
 pub(crate) async fn run(a: CompareArgs) -> Result<ExitCode, Failure> {
-    if a.seconds == 0 || a.batch == 0 {
-        return Err(Failure("--seconds and --batch must be positive".into()));
+    if a.seconds == 0 || a.batch == 0 || a.rounds == 0 {
+        return Err(Failure(
+            "--seconds, --batch and --rounds must be positive".into(),
+        ));
     }
     let mut sizes = if a.sizes.is_empty() {
         vec![128, 1024, 4096, 65536]
@@ -461,6 +496,7 @@ pub(crate) async fn run(a: CompareArgs) -> Result<ExitCode, Failure> {
     let mut env = Env {
         window: Duration::from_secs(a.seconds),
         batch: a.batch,
+        rounds: a.rounds,
         sizes,
         nats_bin: a.nats_server.clone(),
         bao_bin: a.bao.clone(),
@@ -468,9 +504,11 @@ pub(crate) async fn run(a: CompareArgs) -> Result<ExitCode, Failure> {
     };
     let mut report = Report::default();
     report.note(format!(
-        "rampart bench compare {}: {} s per workload and server; {}",
+        "rampart bench compare {}: {} s per workload and server; latency and durable figures \
+         are the median of {} round(s), each measuring every server in turn; {}",
         env!("CARGO_PKG_VERSION"),
         a.seconds,
+        a.rounds,
         machine.describe()
     ));
     // Every server of the run presents the same certificate.
@@ -598,5 +636,21 @@ mod tests {
         assert_eq!(figure(12.345), "12.3");
         assert_eq!(figure(1.2345), "1.23");
         assert_eq!(figure(f64::NAN), "-");
+    }
+
+    #[test]
+    fn the_median_round_is_the_middle_one() {
+        assert_eq!(median_of(&[]), None);
+        assert_eq!(median_of(&[7.0]), Some(0));
+        assert_eq!(median_of(&[30.0, 10.0, 20.0]), Some(2));
+        // Even count: the lower middle.
+        assert_eq!(median_of(&[4.0, 1.0, 3.0, 2.0]), Some(3));
+        // NaN sorts above every figure.
+        assert_eq!(median_of(&[f64::NAN, 5.0, 1.0]), Some(1));
+        assert_eq!(median_of(&[f64::NAN, f64::NAN, 1.0]), Some(0));
+        assert_eq!(
+            rounds_text(&[58124.0, 61000.4, f64::NAN]),
+            "58124 / 61000 / -"
+        );
     }
 }
