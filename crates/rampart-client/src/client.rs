@@ -24,7 +24,7 @@ use rampart_proto::{
 };
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tracing::debug;
 
 use crate::backoff::{jitter, rate_limited, Backoff, Pacer};
@@ -47,6 +47,12 @@ const WRITE_BUDGET: usize = 8 * 1024 * 1024;
 /// What a queued frame costs beyond its bytes, so that tiny frames too are
 /// bounded in number (at most 128 Ki of them).
 const QUEUED_OVERHEAD: usize = 64;
+
+/// What a queued frame takes of [`WRITE_BUDGET`].
+fn budget_cost(bytes: &Bytes) -> u32 {
+    (bytes.len() + QUEUED_OVERHEAD).min(WRITE_BUDGET) as u32
+}
+
 /// Event batches buffered per subscription before the reader waits.
 const SUBSCRIPTION_QUEUE: usize = 1024;
 /// Bytes of events buffered per subscription before the reader waits (and
@@ -85,7 +91,10 @@ enum Pending {
 
 #[derive(Default)]
 struct Routes {
-    pending: HashMap<u64, Pending>,
+    /// Keyed by request id: this connection's own counter, never a key the
+    /// server picks (those go to `subscriptions`, which keeps the default
+    /// keyed hasher), so a fast unkeyed hash is safe here.
+    pending: HashMap<u64, Pending, rustc_hash::FxBuildHasher>,
     /// When each request sent waits no longer for its reply, oldest first
     /// (every request has the same timeout, so sending order is deadline
     /// order). The connection's sweep answers the overdue ones with
@@ -150,13 +159,31 @@ impl Inner {
     /// frames queued and not yet written fill [`WRITE_BUDGET`] (a frame
     /// larger than the whole budget waits for all of it).
     async fn enqueue(&self, bytes: Bytes) -> Result<(), ClientError> {
-        let cost = (bytes.len() + QUEUED_OVERHEAD).min(WRITE_BUDGET) as u32;
         let permit = self
             .queued
             .clone()
-            .acquire_many_owned(cost)
+            .acquire_many_owned(budget_cost(&bytes))
             .await
             .map_err(|_| ClientError::Closed)?;
+        self.queue(bytes, permit)
+    }
+
+    /// [`WRITE_BUDGET`]'s share for `bytes` if there is room for it now;
+    /// `Ok(None)` if it would have to wait.
+    fn room_now(&self, bytes: &Bytes) -> Result<Option<OwnedSemaphorePermit>, ClientError> {
+        match self
+            .queued
+            .clone()
+            .try_acquire_many_owned(budget_cost(bytes))
+        {
+            Ok(permit) => Ok(Some(permit)),
+            Err(TryAcquireError::NoPermits) => Ok(None),
+            Err(TryAcquireError::Closed) => Err(ClientError::Closed),
+        }
+    }
+
+    /// Hands an encoded frame and its share of the budget to the writer.
+    fn queue(&self, bytes: Bytes, permit: OwnedSemaphorePermit) -> Result<(), ClientError> {
         self.tx
             .send(Queued {
                 bytes,
@@ -633,22 +660,11 @@ impl Client {
         let mut frame = Frame::new(0, msg);
         let mut backoff = Backoff::new(self.inner.rate_limit_max_wait);
         let reply = loop {
-            frame.id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-            let (tx, rx) = oneshot::channel();
-            {
-                let mut routes = self.inner.routes();
-                if routes.closed {
-                    return Err(ClientError::Closed);
-                }
-                routes.pending.insert(
-                    frame.id,
-                    Pending::Subscribe {
-                        tx,
-                        events: events.clone(),
-                    },
-                );
-            }
-            match send_and_wait(&self.inner, &frame, rx).await {
+            let sent = send_and_wait(&self.inner, &mut frame, |tx| Pending::Subscribe {
+                tx,
+                events: events.clone(),
+            });
+            match sent.await {
                 Ok(reply) => break reply,
                 Err(e) => self.inner.wait_out(&mut backoff, e).await?,
             }
@@ -884,44 +900,53 @@ async fn request_once(inner: &Arc<Inner>, msg: Message, acks: u32) -> Result<Fra
 
 /// Sends `frame` once, under a fresh id, and waits for its reply.
 async fn attempt(inner: &Arc<Inner>, frame: &mut Frame, acks: u32) -> Result<Frame, ClientError> {
+    send_and_wait(inner, frame, |tx| Pending::Reply {
+        tx,
+        acks_left: acks,
+        acked: 0,
+        weakest: None,
+    })
+    .await
+}
+
+/// Sends `frame` once, under a fresh id, registered as the pending request
+/// `pending` makes of the reply's sender, and waits for the reply. The
+/// reply's deadline counts from when the frame is queued for the writer.
+///
+/// The request is registered before its frame is queued, since the reply
+/// may come back as soon as the frame is written. When the write budget
+/// has room (the usual case), registering it and starting its deadline
+/// take one lock of the routes.
+async fn send_and_wait(
+    inner: &Arc<Inner>,
+    frame: &mut Frame,
+    pending: impl FnOnce(oneshot::Sender<Reply>) -> Pending,
+) -> Result<Frame, ClientError> {
     frame.id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+    let id = frame.id;
+    let bytes = encode_checked(inner, frame)?;
+    let room = inner.room_now(&bytes)?;
     let (tx, rx) = oneshot::channel();
     {
         let mut routes = inner.routes();
         if routes.closed {
             return Err(ClientError::Closed);
         }
-        routes.pending.insert(
-            frame.id,
-            Pending::Reply {
-                tx,
-                acks_left: acks,
-                acked: 0,
-                weakest: None,
-            },
-        );
-    }
-    send_and_wait(inner, frame, rx).await
-}
-
-async fn send_and_wait(
-    inner: &Arc<Inner>,
-    frame: &Frame,
-    rx: oneshot::Receiver<Reply>,
-) -> Result<Frame, ClientError> {
-    let id = frame.id;
-    let bytes = match encode_checked(inner, frame) {
-        Ok(b) => b,
-        Err(e) => {
-            inner.routes().pending.remove(&id);
-            return Err(e);
+        routes.pending.insert(id, pending(tx));
+        if room.is_some() {
+            routes.expect_reply_by(id, inner.request_timeout);
         }
+    }
+    let queued = match room {
+        Some(permit) => inner.queue(bytes, permit),
+        None => inner.enqueue(bytes).await.map(|()| {
+            inner.routes().expect_reply_by(id, inner.request_timeout);
+        }),
     };
-    if let Err(e) = inner.enqueue(bytes).await {
+    if let Err(e) = queued {
         inner.routes().pending.remove(&id);
         return Err(e);
     }
-    inner.routes().expect_reply_by(id, inner.request_timeout);
     match rx.await {
         Ok(reply) => reply,
         Err(_) => Err(ClientError::Closed),
@@ -1768,9 +1793,12 @@ mod tests {
     }
 
     fn fake(max_wait: Duration) -> (Client, FakeServer) {
+        fake_with(ClientConfig::default().with_rate_limit_max_wait(max_wait))
+    }
+
+    fn fake_with(config: ClientConfig) -> (Client, FakeServer) {
         let (client_io, server_io) = tokio::io::duplex(1 << 20);
         let (r, w) = tokio::io::split(client_io);
-        let config = ClientConfig::default().with_rate_limit_max_wait(max_wait);
         let (inner, writer) = spawn_io(r, w, &config);
         let client = Client {
             inner,
@@ -1822,6 +1850,55 @@ mod tests {
             "{queued} frames queued"
         );
         drop(server);
+    }
+
+    #[tokio::test]
+    async fn unanswered_requests_time_out_whether_queued_at_once_or_after_a_wait() {
+        let mut config = ClientConfig::default().with_rate_limit_max_wait(Duration::ZERO);
+        config.request_timeout = Duration::from_millis(200);
+        let (client, mut server) = fake_with(config);
+        client
+            .inner
+            .max_frame
+            .store(DEFAULT_MAX_FRAME, Ordering::Relaxed);
+        let bound = Duration::from_secs(20);
+        // Room at once: the request is registered and its deadline started
+        // under one lock. The server reads it and never answers.
+        let ping = tokio::time::timeout(bound, client.ping()).await;
+        assert!(
+            matches!(ping, Ok(Err(ClientError::Timeout("reply")))),
+            "{ping:?}"
+        );
+        assert!(matches!(server.next().await.msg, Message::Ping));
+        // No room: with the whole write budget taken (as frames not yet
+        // written would hold it), the next request waits for room before
+        // it is registered with a deadline and queued.
+        let held = client
+            .inner
+            .queued
+            .clone()
+            .try_acquire_many_owned(WRITE_BUDGET as u32)
+            .expect("the budget is free");
+        let waiting = {
+            let c = client.inner.clone();
+            tokio::spawn(async move { request_once(&c, Message::Ping, 1).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "the ping waits for room");
+        drop(held);
+        let sent = tokio::time::timeout(bound, server.next())
+            .await
+            .expect("the ping is sent once there is room");
+        assert!(matches!(sent.msg, Message::Ping));
+        let late = tokio::time::timeout(bound, waiting)
+            .await
+            .expect("the ping ends")
+            .expect("joins");
+        assert!(
+            matches!(late, Err(ClientError::Timeout("reply"))),
+            "{late:?}"
+        );
+        assert!(client.inner.routes().pending.is_empty());
     }
 
     fn too_many(retry_after_ms: u32) -> rampart_proto::Nack {

@@ -1,6 +1,8 @@
 //! The cost of the wire codec on the hot path: encoding and decoding a
 //! single-message PUBLISH frame, a PUBLISH_BATCH of 64 messages, and the
-//! EVENT_BATCH that carries them to a subscriber.
+//! EVENT_BATCH that carries them to a subscriber; and `Frame::to_bytes`
+//! (a new buffer per frame, as the client library encodes each request),
+//! for those and for a 64 KiB PUBLISH.
 
 use std::hint::black_box;
 
@@ -18,6 +20,16 @@ fn frames() -> Vec<(&'static str, u64, Frame)> {
         StreamName::parse("created").expect("stream"),
     );
     let payload = vec![0xab; 128];
+    let large = Frame::new(
+        9,
+        Message::Publish(Publish {
+            ack: AckMode::Message,
+            tenant: tenant.clone(),
+            namespace: ns.clone(),
+            stream: stream.clone(),
+            payload: Bytes::from(vec![0xcd; 64 * 1024]),
+        }),
+    );
     let publish = Frame::new(
         7,
         Message::Publish(Publish {
@@ -57,6 +69,7 @@ fn frames() -> Vec<(&'static str, u64, Frame)> {
         ("PUBLISH 128 B", 1, publish),
         ("PUBLISH_BATCH 64 x 128 B", 64, batch),
         ("EVENT_BATCH 64 x 128 B", 64, events),
+        ("PUBLISH 64 KiB", 1, large),
     ]
 }
 
@@ -71,6 +84,9 @@ fn codec(c: &mut Criterion) {
                 black_box(&frame).encode(&mut out);
                 black_box(out.len())
             })
+        });
+        g.bench_function(format!("to_bytes {name}"), |b| {
+            b.iter(|| black_box(black_box(&frame).to_bytes()))
         });
         let encoded = frame.to_bytes();
         let decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);

@@ -192,12 +192,42 @@ impl Frame {
         out[start..start + 4].copy_from_slice(&body_len.to_be_bytes());
     }
 
-    /// The encoded frame as a new buffer.
+    /// The encoded frame as a new buffer, allocated once.
     pub fn to_bytes(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(64);
+        let mut out = BytesMut::with_capacity(capacity_hint(&self.msg));
         self.encode(&mut out);
         out.freeze()
     }
+}
+
+/// Room for a frame of `msg`: the header and fixed fields, plus the scope
+/// and payload of the messages that carry one, so that encoding them does
+/// not grow (and copy) the buffer on the way. A hint, not a bound: a
+/// message with long strings elsewhere (a NACK's text) may still grow it.
+fn capacity_hint(msg: &Message) -> usize {
+    /// The header and the fixed fields of the messages with a payload,
+    /// with room to spare; enough for most control frames whole.
+    const FIXED: usize = HEADER_LEN + 48;
+    let scope = |t: &TenantId, n: &NamespaceName, x: &str| {
+        t.as_str().len() + n.as_str().len() + x.len() + 3
+    };
+    FIXED
+        + match msg {
+            Message::Publish(p) => {
+                scope(&p.tenant, &p.namespace, p.stream.as_str()) + p.payload.len()
+            }
+            Message::PublishBatch(p) => {
+                scope(&p.tenant, &p.namespace, p.stream.as_str()) + p.entries.len()
+            }
+            Message::EventBatch(e) => e.entries.len(),
+            Message::CachePut(c) => {
+                scope(&c.tenant, &c.namespace, c.cache.as_str())
+                    + c.key.as_str().len()
+                    + 2
+                    + c.value.len()
+            }
+            _ => 0,
+        }
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a character
@@ -799,7 +829,62 @@ mod tests {
             .into(),
         ];
         for (i, m) in msgs.into_iter().enumerate() {
-            round_trip(Frame::new(i as u64, m));
+            let f = Frame::new(i as u64, m);
+            // No frame with a payload outgrows the room `to_bytes`
+            // allocates first.
+            let len = f.to_bytes().len();
+            if matches!(
+                f.msg,
+                Message::Publish(_)
+                    | Message::PublishBatch(_)
+                    | Message::EventBatch(_)
+                    | Message::CachePut(_)
+            ) {
+                assert!(len <= capacity_hint(&f.msg), "{:?}: {len} bytes", f.msg);
+            }
+            round_trip(f);
+        }
+    }
+
+    proptest! {
+        /// A frame that carries a payload is encoded into one allocation
+        /// of the right size, whatever the payload's and the names' sizes.
+        #[test]
+        fn payload_frames_fit_their_first_allocation(
+            len in 0usize..70_000,
+            tenant in "[a-z0-9][a-z0-9_.-]{0,62}",
+            stream in "[a-z][a-z0-9_.-]{0,62}",
+        ) {
+            let t = TenantId::parse(&tenant).unwrap();
+            let n = NamespaceName::parse("production").unwrap();
+            let s = StreamName::parse(&stream).unwrap();
+            let payload = Bytes::from(vec![7u8; len]);
+            let publish = Message::Publish(Publish {
+                ack: AckMode::Message,
+                tenant: t.clone(),
+                namespace: n.clone(),
+                stream: s.clone(),
+                payload: payload.clone(),
+            });
+            let batch = Message::PublishBatch(PublishBatch {
+                ack: AckMode::Batch,
+                tenant: t,
+                namespace: n,
+                stream: s,
+                count: 1,
+                entries: {
+                    let mut e = BytesMut::new();
+                    e.put_u32(len as u32);
+                    e.put_slice(&payload);
+                    e.freeze()
+                },
+            });
+            for m in [publish, batch] {
+                let hint = capacity_hint(&m);
+                let bytes = Frame::new(1, m).to_bytes();
+                prop_assert!(bytes.len() <= hint, "{} > {hint}", bytes.len());
+                prop_assert!(hint - bytes.len() <= 64, "{hint} for {}", bytes.len());
+            }
         }
     }
 
