@@ -662,11 +662,13 @@ impl Writer {
                         self.since_checkpoint = 0;
                         self.last_checkpoint = Instant::now();
                         self.retry_at = None;
-                        self.counters.checkpoints.fetch_add(1, Relaxed);
                         if let Err(e) = self.out.checkpointed(&head, self.chain.next_seq(), rotate)
                         {
                             self.failed("HEAD could not be updated", &e);
                         }
+                        // Counted once HEAD names it, so that whoever sees
+                        // the count finds a directory that verifies.
+                        self.counters.checkpoints.fetch_add(1, Relaxed);
                     }
                     None => self.since_checkpoint = pending,
                 }
@@ -716,13 +718,13 @@ impl Writer {
                 self.since_checkpoint = 0;
                 self.last_checkpoint = Instant::now();
                 self.retry_at = None;
-                self.counters.checkpoints.fetch_add(1, Relaxed);
                 self.keys = keys;
                 // The rotation is in the log, which is what counts: a stale
                 // HEAD is brought up to date at the next start.
                 if let Err(e) = self.out.checkpointed(&head, self.chain.next_seq(), false) {
                     self.failed("HEAD could not be updated", &e);
                 }
+                self.counters.checkpoints.fetch_add(1, Relaxed);
                 Ok(())
             }
             Err(e) => {
