@@ -50,7 +50,7 @@ use tokio::task::JoinHandle;
 
 use super::bare::BareConn;
 use super::nats::{tls13_client, BenchCerts, JsSync, NatsServer, Reply, Requester};
-use super::{median_of, rounds_text, Better, Env, Report, Row, TENANT};
+use super::{median_of, rounds_detail, Better, Env, Report, Row, TENANT};
 use crate::bench::abuse::ChildServer;
 use crate::cmd_client::describe;
 use crate::Failure;
@@ -758,21 +758,12 @@ fn durable_clean(r: &[RampartDurable], n: &[NatsDurable]) -> bool {
             .all(|n| n.tally.errors == 0 && n.held == Some(n.tally.ops))
 }
 
-/// The run whose `rate` is the median of `runs` (see [`median_of`]).
-/// `runs` is never empty: a section measures at least one round.
-fn median_run<T>(runs: &[T], rate: impl Fn(&T) -> f64) -> &T {
+/// The run whose `rate` is the median of `runs` (see [`median_of`]), and
+/// every run's rate in order. `runs` is never empty: a section measures
+/// at least one round.
+fn median_run<T>(runs: &[T], rate: impl Fn(&T) -> f64) -> (&T, Vec<f64>) {
     let rates: Vec<f64> = runs.iter().map(rate).collect();
-    &runs[median_of(&rates).expect("at least one round")]
-}
-
-/// `; rounds: a / b / c msg/s` after a figure that is the median of more
-/// than one round; nothing after a single round's.
-fn rounds_detail(rates: impl Iterator<Item = f64>) -> String {
-    let rates: Vec<f64> = rates.collect();
-    if rates.len() < 2 {
-        return String::new();
-    }
-    format!("; rounds: {} msg/s", rounds_text(&rates))
+    (&runs[median_of(&rates).expect("at least one round")], rates)
 }
 
 /// One Rampart durable run on its own server (and store): a stream with
@@ -914,7 +905,7 @@ pub(super) async fn durable(env: &mut Env, report: &mut Report) -> Result<(), Fa
                n: &[NatsDurable],
                peer_what: &str,
                aim: Option<f64>| {
-        let (rm, nm) = (median_run(r, |x| x.rate), median_run(n, |x| x.rate));
+        let ((rm, r_rates), (nm, n_rates)) = (median_run(r, |x| x.rate), median_run(n, |x| x.rate));
         Row {
             section: "durable publish".into(),
             workload,
@@ -926,12 +917,12 @@ pub(super) async fn durable(env: &mut Env, report: &mut Report) -> Result<(), Fa
             rampart_detail: format!(
                 "{}{}",
                 durable_detail(&rm.tally, rm.held, &promised_text(&rm.tally, promised)),
-                rounds_detail(r.iter().map(|x| x.rate))
+                rounds_detail(&r_rates, "msg/s")
             ),
             peer_detail: format!(
                 "{}{}",
                 durable_detail(&nm.tally, nm.held, peer_what),
-                rounds_detail(n.iter().map(|x| x.rate))
+                rounds_detail(&n_rates, "msg/s")
             ),
             aim,
             aim_terms_held: durable_clean(r, n),
@@ -1182,12 +1173,11 @@ mod tests {
             held: Some(ops),
         };
         let runs = [run(60000.0, 6), run(41000.0, 4), run(52000.0, 5)];
-        let m = median_run(&runs, |r| r.rate);
+        let (m, rates) = median_run(&runs, |r| r.rate);
         assert_eq!((m.rate, m.tally.ops), (52000.0, 5));
         assert_eq!(
-            rounds_detail(runs.iter().map(|r| r.rate)),
+            rounds_detail(&rates, "msg/s"),
             "; rounds: 60000 / 41000 / 52000 msg/s"
         );
-        assert_eq!(rounds_detail([52000.0].into_iter()), "");
     }
 }

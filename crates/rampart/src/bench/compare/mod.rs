@@ -436,13 +436,15 @@ pub(super) fn median_of(values: &[f64]) -> Option<usize> {
     order.get(values.len().saturating_sub(1) / 2).copied()
 }
 
-/// Every round's figure, in order, as `a / b / c`.
-pub(super) fn rounds_text(values: &[f64]) -> String {
-    values
-        .iter()
-        .map(|&v| figure(v))
-        .collect::<Vec<_>>()
-        .join(" / ")
+/// `; rounds: a / b / c UNIT`, every round's figure in order, after a
+/// figure that is the median of more than one round; nothing after a
+/// single round's.
+pub(super) fn rounds_detail(values: &[f64], unit: &str) -> String {
+    if values.len() < 2 {
+        return String::new();
+    }
+    let each: Vec<String> = values.iter().map(|&v| figure(v)).collect();
+    format!("; rounds: {} {unit}", each.join(" / "))
 }
 
 /// What one section measured, and how its servers were set up.
@@ -649,8 +651,9 @@ mod tests {
         assert_eq!(median_of(&[f64::NAN, 5.0, 1.0]), Some(1));
         assert_eq!(median_of(&[f64::NAN, f64::NAN, 1.0]), Some(0));
         assert_eq!(
-            rounds_text(&[58124.0, 61000.4, f64::NAN]),
-            "58124 / 61000 / -"
+            rounds_detail(&[58124.0, 61000.4, f64::NAN], "msg/s"),
+            "; rounds: 58124 / 61000 / - msg/s"
         );
+        assert_eq!(rounds_detail(&[52000.0], "msg/s"), "");
     }
 }

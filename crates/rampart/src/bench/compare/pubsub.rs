@@ -24,7 +24,7 @@ use rampart_identity::Secret;
 use tokio::sync::watch;
 
 use super::nats::{NatsConn, NatsEvents, NatsServer, NatsSub, NATS_WRITE};
-use super::{median_of, rounds_text, Better, Env, Report, Row, TENANT};
+use super::{median_of, rounds_detail, Better, Env, Report, Row, TENANT};
 use crate::bench::abuse::ChildServer;
 use crate::bench::Net;
 use crate::cmd_client::describe;
@@ -860,10 +860,7 @@ fn latency_rounds<'a>(
     let Some(m) = median_of(&values) else {
         return (f64::NAN, "no rounds".into(), false);
     };
-    let mut detail = latency_detail(ok[m]);
-    if values.len() > 1 {
-        detail += &format!("; rounds: {} us", rounds_text(&values));
-    }
+    let detail = latency_detail(ok[m]) + &rounds_detail(&values, "us");
     let held = ok.iter().all(|l| l.measured.lost() == 0 && l.bad == 0);
     (values[m], detail, held)
 }
