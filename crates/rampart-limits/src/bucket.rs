@@ -56,6 +56,11 @@ impl Bucket {
         self.per_sec
     }
 
+    /// The most units one take can charge in full.
+    pub(crate) fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
     /// Takes `n` units, or says how long until they would be there.
     #[inline]
     pub(crate) fn take(&self, n: u64) -> Result<(), Duration> {

@@ -504,6 +504,21 @@ impl Handle {
         self.prules.rates[k.index()].is_some() || self.trules.rates[k.index()].is_some()
     }
 
+    /// The most units of rate `k` that one [`rate`](Self::rate) charges in
+    /// full (the smaller bucket of the two levels); `None` when nothing
+    /// limits it. A larger cost is charged as a full bucket, so a caller
+    /// that must spend it at the rate (delivery pacing) charges it in
+    /// pieces of this size.
+    pub fn rate_burst(&mut self, k: RateKind) -> Option<u64> {
+        self.refresh();
+        let i = k.index();
+        [&self.prules.rates[i], &self.trules.rates[i]]
+            .into_iter()
+            .flatten()
+            .map(|b| u64::from(b.capacity()))
+            .min()
+    }
+
     /// Takes one of a counted quota (connections, subscriptions) at both
     /// levels; given back when the guard drops.
     pub fn acquire(&mut self, k: QuotaKind) -> Result<QuotaGuard, Rejection> {
@@ -680,6 +695,30 @@ mod tests {
         assert!(counts
             .iter()
             .any(|c| c.level == Level::Tenant && c.count == 1));
+    }
+
+    #[test]
+    fn the_burst_is_the_smaller_bucket_and_a_piece_of_it_is_charged_in_full() {
+        let l = Limits::new(
+            spec(|s| {
+                s.deliver_bytes_per_sec = Some(4000);
+                s.burst = Some(1.0);
+            }),
+            spec(|s| {
+                s.deliver_bytes_per_sec = Some(1000);
+                s.burst = Some(2.0);
+            }),
+        );
+        let mut h = l.handle("acme", "alice");
+        assert_eq!(h.rate_burst(RateKind::DeliverBytes), Some(2000));
+        assert_eq!(h.rate_burst(RateKind::PublishMsgs), None);
+        // A cost above the burst passes as a full bucket...
+        h.rate(RateKind::DeliverBytes, 5000).unwrap();
+        assert!(h.rate(RateKind::DeliverBytes, 1).is_err());
+        // ...while pieces of the burst are each charged in full.
+        let mut other = l.handle("globex", "bob");
+        other.rate(RateKind::DeliverBytes, 2000).unwrap();
+        assert!(other.rate(RateKind::DeliverBytes, 2000).is_err());
     }
 
     #[test]

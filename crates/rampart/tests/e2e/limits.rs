@@ -371,12 +371,13 @@ async fn delivery_is_paced_not_dropped(t: Transport) {
     let mut sub = subscriber.subscribe("acme", "prod", "paced").await.unwrap();
     let publisher = s.client(t, KEY_ACME).await;
     let started = std::time::Instant::now();
-    for i in 0..8u8 {
-        publisher
-            .publish("acme", "prod", "paced", vec![i; 1000])
-            .await
-            .unwrap();
-    }
+    // One batch of 8 KB, twice the bucket: delivered as one, and charged
+    // in full, not as the one bucket it would empty.
+    let batch: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 1000]).collect();
+    publisher
+        .publish_batch("acme", "prod", "paced", batch)
+        .await
+        .unwrap();
     for i in 0..8u8 {
         let e = tokio::time::timeout(Duration::from_secs(20), sub.next())
             .await
