@@ -97,6 +97,75 @@ pub struct Published {
     pub level: Level,
 }
 
+/// A publish that has its place in its stream: awaiting it gives the level
+/// reached and the offsets taken, or why the append failed (see
+/// [`DurableStream::append_queued`] and [`Stream::publish_queued`](crate::Stream::publish_queued)).
+/// Dropping it does not undo the publish.
+#[must_use = "a commit says whether the publish reached its level"]
+#[derive(Debug)]
+pub struct Commit(CommitState);
+
+#[derive(Debug)]
+enum CommitState {
+    /// Known already (a live stream's publish, an empty block); taken by
+    /// the poll that returns it.
+    Done(Option<Result<Published, BrokerError>>),
+    /// The appender's answer.
+    Waiting(oneshot::Receiver<Result<Published, BrokerError>>),
+}
+
+impl Commit {
+    pub(crate) fn done(r: Result<Published, BrokerError>) -> Self {
+        Commit(CommitState::Done(Some(r)))
+    }
+
+    /// The outcome if it is known already, without waiting; once taken,
+    /// it is not given again.
+    pub fn try_take(&mut self) -> Option<Result<Published, BrokerError>> {
+        let r = match &mut self.0 {
+            CommitState::Done(r) => return r.take(),
+            CommitState::Waiting(rx) => match rx.try_recv() {
+                Ok(r) => r,
+                Err(oneshot::error::TryRecvError::Empty) => return None,
+                Err(oneshot::error::TryRecvError::Closed) => Err(appender_stopped()),
+            },
+        };
+        self.0 = CommitState::Done(None);
+        Some(r)
+    }
+}
+
+impl std::future::Future for Commit {
+    type Output = Result<Published, BrokerError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let r =
+            match &mut self.0 {
+                CommitState::Done(r) => {
+                    return Poll::Ready(r.take().unwrap_or_else(|| {
+                        Err(BrokerError::Storage("commit awaited twice".into()))
+                    }))
+                }
+                CommitState::Waiting(rx) => match std::pin::Pin::new(rx).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(r) => r.unwrap_or_else(|_| Err(appender_stopped())),
+                },
+            };
+        // A oneshot receiver must not be polled again once it answered.
+        self.0 = CommitState::Done(None);
+        Poll::Ready(r)
+    }
+}
+
+/// What a publish learns when its stream's appender is gone.
+fn appender_stopped() -> BrokerError {
+    BrokerError::Storage("the stream's appender stopped".into())
+}
+
 /// One consumer of a durable stream, as [`DurableStream::consumers`] lists
 /// it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,6 +331,18 @@ impl DurableStream {
     /// Appends `count` messages (an entries block) as one block and returns
     /// once the stream's sync level is reached.
     pub async fn append(&self, count: u32, entries: Bytes) -> Result<Published, BrokerError> {
+        self.append_queued(count, entries).await?.await
+    }
+
+    /// Queues `count` messages (an entries block) for the stream's
+    /// appender and returns once they have their place in the stream,
+    /// before they reach its sync level: awaiting the [`Commit`] gives what
+    /// [`append`](Self::append) would. Blocks queued one after another are
+    /// appended in that order, so a publisher can queue its next block
+    /// while an earlier one is still being written or fsynced (the
+    /// appender then commits them together). Waits only while the
+    /// appender's queue is full.
+    pub async fn append_queued(&self, count: u32, entries: Bytes) -> Result<Commit, BrokerError> {
         if *self.closed.borrow() {
             return Err(BrokerError::StreamNotFound);
         }
@@ -270,19 +351,18 @@ impl DurableStream {
                 SyncPolicy::OnCommit => Level::Fsynced,
                 _ => Level::Written,
             };
-            return Ok(Published {
+            return Ok(Commit::done(Ok(Published {
                 first_seq: self.log.next_offset(),
                 count: 0,
                 level,
-            });
+            })));
         }
         let (tx, rx) = oneshot::channel();
         self.appender_queue()?
             .send(Pending { count, entries, tx })
             .await
-            .map_err(|_| BrokerError::Storage("the stream's appender stopped".into()))?;
-        rx.await
-            .map_err(|_| BrokerError::Storage("the stream's appender stopped".into()))?
+            .map_err(|_| appender_stopped())?;
+        Ok(Commit(CommitState::Waiting(rx)))
     }
 
     /// The queue of the stream's appender thread, starting one if none

@@ -25,7 +25,7 @@ use rampart_proto::StreamPath;
 
 pub use cache::{Cache, CacheLimits, CachedValue};
 pub use consumer::ConsumerOptions;
-pub use durable::{ConsumerInfo, DurableOptions, DurableStream, Maintenance, Published};
+pub use durable::{Commit, ConsumerInfo, DurableOptions, DurableStream, Maintenance, Published};
 pub use queue::{QueueDepths, QueueLimits, SlowConsumerPolicy};
 pub use rampart_log::{
     BlockSealer, Level, Plain, RecoveryReport, ResealReport, RetentionReport, SyncPolicy,

@@ -8,7 +8,7 @@ use rampart_log::Level;
 use rampart_proto::{SharedEvents, StartAt, StreamPath};
 
 use crate::consumer::ConsumerOptions;
-use crate::durable::{Cursor, DurableStream, Member, Published};
+use crate::durable::{Commit, Cursor, DurableStream, Member, Published};
 use crate::queue::{Pushed, QueueDepths, QueueLimits, SubQueue};
 use crate::BrokerError;
 
@@ -95,14 +95,25 @@ impl Stream {
         count: u32,
         entries: Bytes,
     ) -> Result<Published, BrokerError> {
+        self.publish_queued(count, entries).await?.await
+    }
+
+    /// Publishes without waiting for the level: returns once the messages
+    /// have their place in the stream, with a [`Commit`] that resolves to
+    /// what [`publish_acked`](Self::publish_acked) returns. A live stream's
+    /// publish is complete when this returns; a durable one's commit
+    /// resolves once the sync policy's level is reached, and publishes
+    /// queued one after another keep their order (see
+    /// [`DurableStream::append_queued`]).
+    pub async fn publish_queued(&self, count: u32, entries: Bytes) -> Result<Commit, BrokerError> {
         self.check()?;
         match &self.durable {
-            Some(d) => d.append(count, entries).await,
-            None => Ok(Published {
+            Some(d) => d.append_queued(count, entries).await,
+            None => Ok(Commit::done(Ok(Published {
                 first_seq: self.publish(count, entries).await,
                 count,
                 level: Level::Memory,
-            }),
+            }))),
         }
     }
 

@@ -3,15 +3,25 @@
 //! way out is free, a writer task (see [`crate::outbound`]) that coalesces
 //! whatever is queued into large writes, and one delivery task per
 //! subscription.
+//!
+//! Publishes are pipelined: consecutive PUBLISH frames to one stream are
+//! gathered into a batch, and a batch is handed to its stream without
+//! waiting for its level (a durable stream's fsync); the loop reads on,
+//! and the next batches join the stream's next commit. Answers still keep
+//! the order of the frames: ACKs go out oldest batch first, and every
+//! batch in flight is answered before any later frame that is not a
+//! PUBLISH (a refusal included).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rampart_authz::{DecisionCache, Permission, Resource, Subject};
-use rampart_broker::{BrokerError, ConsumerOptions, Level, Stream, Subscription};
+use rampart_broker::{
+    BrokerError, Commit, ConsumerOptions, Level, Published, Stream, Subscription,
+};
 use rampart_identity::Principal;
 use rampart_limits::{Handle, QuotaGuard, QuotaKind, RateKind, Rejection};
 use rampart_proto::{
@@ -157,6 +167,19 @@ struct Gathered {
 /// Bytes gathered before a batch is published regardless.
 const GATHER_LIMIT: usize = 256 * 1024;
 
+/// A published batch whose level is not reached yet, and the frames it
+/// answers.
+struct InFlight {
+    commit: Commit,
+    acks: Vec<(u64, AckMode)>,
+}
+
+/// Published batches a connection may have waiting for their level (a
+/// durable stream's fsync, say) while it reads on: batches of at most
+/// [`GATHER_LIMIT`] bytes, so at most 1 MiB of payloads per connection.
+/// Beyond it, the connection waits for the oldest before reading more.
+const COMMITS_IN_FLIGHT: usize = 4;
+
 struct Subscribed_ {
     sub: Arc<Subscription>,
     task: JoinHandle<()>,
@@ -174,6 +197,10 @@ struct Conn {
     subscribed: u64,
     event_budget: Arc<Semaphore>,
     gathered: Option<Gathered>,
+    /// Published batches waiting for their level, oldest first: their
+    /// ACKs are sent in this order, and before the answer to any later
+    /// frame that is not a PUBLISH.
+    commits: VecDeque<InFlight>,
     peer: Peer,
     out: Outbound,
     ctl_tx: mpsc::UnboundedSender<Ctl>,
@@ -191,6 +218,17 @@ struct Conn {
     /// this, so a client that ignores `retry_after` is held back by TCP
     /// (or QUIC) flow control instead of costing a NACK per frame.
     throttled_until: Option<Instant>,
+}
+
+/// The outcome of the oldest batch in `commits` (cancel-safe: the commit
+/// stays in place until [`Conn::answer_oldest`] takes it). Never ready
+/// while `commits` is empty.
+async fn oldest(commits: &mut VecDeque<InFlight>) -> Result<Published, BrokerError> {
+    std::future::poll_fn(|cx| match commits.front_mut() {
+        Some(f) => std::future::Future::poll(std::pin::Pin::new(&mut f.commit), cx),
+        None => std::task::Poll::Pending,
+    })
+    .await
 }
 
 /// Serves one connection until it ends. `deadline` bounds the whole
@@ -222,6 +260,7 @@ pub(crate) async fn serve<R, W>(
         subscribed: 0,
         event_budget: Arc::new(Semaphore::new(EVENT_BUDGET)),
         gathered: None,
+        commits: VecDeque::new(),
         peer: peer.clone(),
         out,
         ctl_tx,
@@ -280,7 +319,7 @@ pub(crate) async fn serve<R, W>(
             let result = if conn.session.is_some() {
                 match frame.msg {
                     Message::Publish(_) => conn.gather(frame).await,
-                    _ => match conn.flush_gathered().await {
+                    _ => match conn.settle().await {
                         Ok(()) => conn.dispatch(frame).await,
                         Err(e) => Err(e),
                     },
@@ -298,12 +337,19 @@ pub(crate) async fn serve<R, W>(
         // Stopping: every whole frame read so far is answered (above);
         // nothing more is read.
         if *shutdown.borrow() {
+            if let Err(end) = conn.answer_all().await {
+                break end;
+            }
             if conn.session.is_some() {
                 conn.tell_shutdown().await;
             }
             break End::Shutdown;
         }
         if let Some(until) = conn.throttled_until.take() {
+            // What is in flight is answered before the pause, not after.
+            if let Err(end) = conn.answer_all().await {
+                break end;
+            }
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => {}
                 _ = shutdown.changed() => break End::Shutdown,
@@ -333,8 +379,15 @@ pub(crate) async fn serve<R, W>(
                     credential_at = next;
                 }
                 let idle = conn.subscriptions.is_empty();
+                let waiting = !conn.commits.is_empty();
                 tokio::select! {
                     r = rd.read_buf(&mut buf) => r,
+                    done = oldest(&mut conn.commits), if waiting => {
+                        if let Err(end) = conn.answer_oldest(done).await {
+                            break end;
+                        }
+                        continue;
+                    }
                     _ = &mut idle_timer, if idle => {
                         // Armed for an earlier read: wait on from the last.
                         let due = last_read + idle_timeout;
@@ -348,6 +401,7 @@ pub(crate) async fn serve<R, W>(
                     ctl = ctl_rx.recv() => {
                         match ctl {
                             Some(Ctl::Close(reason)) => {
+                                let _ = conn.answer_all().await;
                                 conn.tell(reason, 0).await;
                                 if let Some(s) = &conn.session {
                                     shared.audit.record(conn.origin.apply(
@@ -369,6 +423,7 @@ pub(crate) async fn serve<R, W>(
                         continue;
                     }
                     _ = shutdown.changed() => {
+                        let _ = conn.answer_all().await;
                         conn.tell_shutdown().await;
                         break End::Shutdown;
                     }
@@ -382,6 +437,9 @@ pub(crate) async fn serve<R, W>(
         }
     };
 
+    // Batches published before the end are still answered (the peer may
+    // only have closed its sending side), as long as the writer takes them.
+    let _ = tokio::time::timeout(CLOSE_WAIT, conn.answer_all()).await;
     for (_, s) in conn.subscriptions.drain() {
         s.sub.close();
         s.task.abort();
@@ -826,7 +884,7 @@ impl Conn {
     async fn gather(&mut self, frame: Frame) -> Result<(), End> {
         let id = frame.id;
         if let Err(e) = self.check(&frame) {
-            self.flush_gathered().await?;
+            self.settle().await?;
             return self.send(e.to_frame(id, &self.shared.metrics)).await;
         }
         let Message::Publish(p) = &frame.msg else {
@@ -846,7 +904,10 @@ impl Conn {
             };
             let stream = match self.stream(path.clone()) {
                 Ok(s) => s,
-                Err(e) => return self.send(e.to_frame(id, &self.shared.metrics)).await,
+                Err(e) => {
+                    self.answer_all().await?;
+                    return self.send(e.to_frame(id, &self.shared.metrics)).await;
+                }
             };
             self.gathered = Some(Gathered {
                 path,
@@ -869,13 +930,19 @@ impl Conn {
         Ok(())
     }
 
-    /// Publishes the gathered batch and sends its acknowledgements in order.
+    /// Publishes the gathered batch without waiting for its level: its
+    /// acknowledgements follow once the level is reached (see
+    /// [`answer_oldest`](Self::answer_oldest)), so that a connection with
+    /// many publishes in flight keeps reading while a durable stream
+    /// fsyncs, and its next batches join the next commit. Waits for the
+    /// oldest batch only beyond [`COMMITS_IN_FLIGHT`].
     async fn flush_gathered(&mut self) -> Result<(), End> {
         let Some(mut g) = self.gathered.take() else {
             return Ok(());
         };
         let (count, entries) = g.entries.finish();
         if let Err(r) = self.charge_publish(&g.stream, count, entries.len()) {
+            self.answer_all().await?;
             let e = OpError::Limited(r);
             let metrics = &self.shared.metrics;
             return self
@@ -884,12 +951,65 @@ impl Conn {
         }
         self.published += u64::from(count);
         self.published_bytes += entries.len() as u64;
-        match g.stream.publish_acked(count, entries).await {
+        let commit = match g.stream.publish_queued(count, entries).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.answer_all().await?;
+                return self.answer(g.acks, Err(e)).await;
+            }
+        };
+        self.commits.push_back(InFlight {
+            commit,
+            acks: g.acks,
+        });
+        // Answered at once when already done (a live stream's publish).
+        while let Some(done) = self.commits.front_mut().and_then(|f| f.commit.try_take()) {
+            self.answer_oldest(done).await?;
+        }
+        while self.commits.len() > COMMITS_IN_FLIGHT {
+            let done = oldest(&mut self.commits).await;
+            self.answer_oldest(done).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes what is gathered and answers every batch in flight: what
+    /// comes before answering a frame that is not a PUBLISH, so that
+    /// answers keep the order of the frames.
+    async fn settle(&mut self) -> Result<(), End> {
+        self.flush_gathered().await?;
+        self.answer_all().await
+    }
+
+    /// Waits for every batch in flight, oldest first, and answers each.
+    async fn answer_all(&mut self) -> Result<(), End> {
+        while !self.commits.is_empty() {
+            let done = oldest(&mut self.commits).await;
+            self.answer_oldest(done).await?;
+        }
+        Ok(())
+    }
+
+    /// Answers the oldest batch in flight, whose commit came to `done`.
+    async fn answer_oldest(&mut self, done: Result<Published, BrokerError>) -> Result<(), End> {
+        match self.commits.pop_front() {
+            Some(f) => self.answer(f.acks, done).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Sends a published batch's acknowledgements in order, or its
+    /// failure to every frame of it.
+    async fn answer(
+        &self,
+        acks: Vec<(u64, AckMode)>,
+        done: Result<Published, BrokerError>,
+    ) -> Result<(), End> {
+        match done {
             Ok(p) => {
                 let durability = durability(p.level);
                 self.send_all(
-                    g.acks
-                        .into_iter()
+                    acks.into_iter()
                         .filter(|(_, mode)| *mode != AckMode::None)
                         .map(|(id, _)| Frame::new(id, Ack::published(1, durability))),
                 )
@@ -899,7 +1019,7 @@ impl Conn {
             Err(e) => {
                 let e = OpError::Broker(e);
                 let metrics = &self.shared.metrics;
-                self.send_all(g.acks.into_iter().map(|(id, _)| e.to_frame(id, metrics)))
+                self.send_all(acks.into_iter().map(|(id, _)| e.to_frame(id, metrics)))
                     .await
             }
         }
@@ -1325,10 +1445,18 @@ async fn deliver(
             }
         }
         // Over deliver_bytes_per_sec, delivery waits: the messages stay in
-        // the subscriber queue, under its slow-consumer policy.
+        // the subscriber queue, under its slow-consumer policy. Charged in
+        // pieces no larger than the bucket, so that batches bigger than
+        // the burst still take their time at the rate.
         if let Some(h) = &mut limits {
-            while let Err(r) = h.rate(RateKind::DeliverBytes, bytes as u64) {
-                tokio::time::sleep(r.retry_after.unwrap_or(Duration::from_millis(10))).await;
+            let mut left = bytes as u64;
+            let piece = h.rate_burst(RateKind::DeliverBytes).unwrap_or(left).max(1);
+            while left > 0 {
+                let n = left.min(piece);
+                while let Err(r) = h.rate(RateKind::DeliverBytes, n) {
+                    tokio::time::sleep(r.retry_after.unwrap_or(Duration::from_millis(10))).await;
+                }
+                left -= n;
             }
         }
         if missed > 0 {

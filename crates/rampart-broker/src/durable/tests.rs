@@ -85,6 +85,54 @@ async fn appends_report_the_sync_level() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_publishes_keep_their_order_and_resolve_at_the_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_b, s) = open(dir.path(), opts(SyncPolicy::OnCommit));
+    // Eight blocks queued before any is awaited: the offsets follow the
+    // queueing order whatever order the commits are awaited in.
+    let mut commits = Vec::new();
+    for i in 0..8usize {
+        let (c, e) = entries(&[format!("m{}", 2 * i), format!("m{}", 2 * i + 1)]);
+        commits.push(s.publish_queued(c, e).await.unwrap());
+    }
+    let mut results = Vec::new();
+    for c in commits.into_iter().rev() {
+        results.push(c.await.unwrap());
+    }
+    results.reverse();
+    for (i, p) in results.iter().enumerate() {
+        assert_eq!(
+            (p.first_seq, p.count, p.level),
+            (2 * i as u64, 2, Level::Fsynced)
+        );
+    }
+    let sub = s.subscribe_at(StartAt::Earliest).await.unwrap();
+    assert_eq!(take(&sub, 16).await, expect(0..16));
+
+    // try_take: nothing before the commit is known, the outcome once, then
+    // nothing more.
+    let (c, e) = entries(&["m16".to_string()]);
+    let mut commit = s.publish_queued(c, e).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let p = loop {
+        if let Some(r) = commit.try_take() {
+            break r.unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "commit in time");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    assert_eq!((p.first_seq, p.level), (16, Level::Fsynced));
+    assert!(commit.try_take().is_none());
+
+    // A live stream's publish is complete when it is queued.
+    let b = Broker::new(BrokerConfig::default());
+    let live = b.stream(&path()).unwrap();
+    let (c, e) = entries(&["x".to_string()]);
+    let mut commit = live.publish_queued(c, e).await.unwrap();
+    assert_eq!(commit.try_take().unwrap().unwrap().level, Level::Memory);
+}
+
 #[tokio::test]
 async fn replay_from_earliest_offset_and_time_then_follow_live() {
     let dir = tempfile::tempdir().unwrap();

@@ -418,7 +418,99 @@ async fn deleting_a_durable_stream_removes_its_files(t: Transport) {
     assert!(!dir.exists());
 }
 
+/// What a pipelined frame's answer must be.
+enum Answer {
+    Ack(rampart_proto::Durability),
+    Nack(u16),
+    Pong,
+}
+
+/// Many PUBLISH frames in one write, as a client with many publishes in
+/// flight sends them: the server keeps reading while a durable stream
+/// fsyncs, yet answers every frame in frame order (a live publish, a
+/// refusal and a PING in between), and still answers the publishes in
+/// flight when the peer stops sending. The stream holds the messages in
+/// the order sent.
+async fn pipelined_publishes_are_answered_in_frame_order(t: Transport) {
+    use bytes::{Bytes, BytesMut};
+    use rampart_proto::{AckMode, Frame, Message, Publish};
+    use tokio::io::AsyncWriteExt;
+
+    let s = start().await;
+    create(&s, "ledger", json!({ "sync": "on_commit" })).await;
+    let mut raw = s.raw(t).await;
+    raw.send(&hello()).await;
+    raw.recv().await.unwrap();
+    raw.send(&auth(KEY_ACME)).await;
+    raw.recv().await.unwrap();
+
+    let mut bytes = BytesMut::new();
+    let mut want = Vec::new();
+    let mut stored = Vec::new();
+    let mut id = 10u64;
+    let mut push = |msg: Message, answer: Answer| {
+        if let (Message::Publish(p), Answer::Ack(_)) = (&msg, &answer) {
+            if p.stream.as_str() == "ledger" {
+                stored.push(String::from_utf8(p.payload.to_vec()).unwrap());
+            }
+        }
+        Frame::new(id, msg).encode(&mut bytes);
+        want.push((id, answer));
+        id += 1;
+    };
+    let publish = |tenant: &str, stream: &str, n: usize| {
+        Message::Publish(Publish {
+            ack: AckMode::Message,
+            tenant: tenant.parse().unwrap(),
+            namespace: "prod".parse().unwrap(),
+            stream: stream.parse().unwrap(),
+            payload: Bytes::from(format!("m{n}")),
+        })
+    };
+    use rampart_proto::Durability as D;
+    for n in 0..100 {
+        push(publish("acme", "ledger", n), Answer::Ack(D::Fsynced));
+    }
+    push(publish("acme", "live", 0), Answer::Ack(D::Memory));
+    push(publish("globex", "ledger", 0), Answer::Nack(403));
+    for n in 100..150 {
+        push(publish("acme", "ledger", n), Answer::Ack(D::Fsynced));
+    }
+    push(Message::Ping, Answer::Pong);
+    for n in 150..190 {
+        push(publish("acme", "ledger", n), Answer::Ack(D::Fsynced));
+    }
+    raw.wr.write_all(&bytes).await.unwrap();
+    // Nothing more comes from this side: what is in flight is answered.
+    raw.wr.shutdown().await.unwrap();
+
+    for (id, answer) in want {
+        let f = raw.recv().await.expect("every frame answered");
+        assert_eq!(f.id, id, "answers in frame order");
+        match (answer, &f.msg) {
+            (Answer::Ack(d), Message::Ack(a)) => assert_eq!((a.count, a.durability), (1, d)),
+            (Answer::Nack(code), Message::Nack(n)) => assert_eq!(n.code.0, code),
+            (Answer::Pong, Message::Pong) => {}
+            (_, other) => panic!("frame {id}: unexpected {other:?}"),
+        }
+    }
+    assert!(raw.recv().await.is_none(), "closed after the answers");
+
+    let c = s.client(t, KEY_ACME).await;
+    let mut all = c
+        .subscribe_from("acme", "prod", "ledger", StartAt::Earliest)
+        .await
+        .unwrap();
+    let got: Vec<String> = take(&mut all, stored.len())
+        .await
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    assert_eq!(got, stored);
+}
+
 both_transports!(
+    pipelined_publishes_are_answered_in_frame_order,
     acks_levels_replay_and_restart,
     replay_by_time_and_catch_up_while_publishing,
     consumers_redeliver_what_a_crashed_member_did_not_ack,
