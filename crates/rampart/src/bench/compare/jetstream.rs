@@ -8,7 +8,7 @@
 //! with a reply inbox to a JetStream stream with file storage and one
 //! replica and waits for the PubAck (`{"stream":..,"seq":..}`). The figure
 //! is acknowledged messages per second; afterwards each side's stream must
-//! hold every acknowledged message. Four rows:
+//! hold every acknowledged message. Six rows:
 //! - Rampart `on_commit` (every ACK [`Durability::Fsynced`]) against
 //!   JetStream with its default `sync_interval` (2 min: a PubAck does not
 //!   wait for an fsync). This row carries the issue's aim, at least
@@ -24,7 +24,15 @@
 //! - Rampart `on_commit` again, its publishers on bare connections
 //!   ([`BareConn`]: the caller's task writes and reads, as the NATS side's
 //!   requester does) instead of the client library, against the default
-//!   JetStream figure: the same kind of client on both sides.
+//!   JetStream figure: the same kind of client on both sides;
+//! - 64 in flight on **one connection** each side, in runs of their own:
+//!   Rampart's 64 publishers share one `Client` (the library multiplexes
+//!   them), NATS publishes as its clients' async publish does (one
+//!   connection keeps 64 PUBs with reply subjects outstanding and sends
+//!   the next as each PubAck arrives, see [`Requester::pipeline`]),
+//!   against JetStream with its default `sync_interval`: once with Rampart
+//!   `on_commit` (not like for like, as in the first row) and once with
+//!   `interval:`[`INTERVAL_MS`] (both ACKs mean written).
 //!
 //! **Cache** compares Rampart's in-memory cache with a NATS KV bucket (in
 //! JetStream memory storage, the closest to an in-memory cache): 16
@@ -257,8 +265,12 @@ impl Rampart {
 /// How the durable section's Rampart publishers reach the server.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Publisher {
-    /// `rampart_client::Client`, the client library.
+    /// `rampart_client::Client`, the client library, a connection for
+    /// each publisher.
     Library,
+    /// One `rampart_client::Client` that every publisher shares: the
+    /// library multiplexes their publishes over one connection.
+    OneConnection,
     /// [`BareConn`]: one task per connection writes and reads, like the
     /// NATS side's requester.
     Bare,
@@ -272,9 +284,10 @@ trait DurablePublisher: Send + 'static {
     ) -> impl std::future::Future<Output = Result<(u32, Durability), String>> + Send;
 }
 
-/// A publisher on the client library.
+/// A publisher on the client library (its connection its own, or shared
+/// with the others).
 struct LibraryPublisher {
-    client: Client,
+    client: Arc<Client>,
     payload: Bytes,
 }
 
@@ -338,6 +351,16 @@ async fn publish_until<P: DurablePublisher>(
     Ok((pubs, tally, rate))
 }
 
+/// How the durable section's JetStream publishers send.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum JsPublish {
+    /// A connection for each publisher, one request in flight on each.
+    OneAtATime,
+    /// One connection with every publish in flight on it: a NATS client's
+    /// async publish (see [`Requester::pipeline`]).
+    Async,
+}
+
 /// What Rampart's durable run did, and how many messages its stream held
 /// afterwards.
 struct RampartDurable {
@@ -376,10 +399,18 @@ async fn rampart_durable(
     }
     let payload = Bytes::from(vec![0x5au8; SIZE]);
     let (tally, rate) = match publisher {
-        Publisher::Library => {
-            let pubs = r
-                .connect(PUBLISHERS)
-                .await?
+        Publisher::Library | Publisher::OneConnection => {
+            let clients: Vec<Arc<Client>> = if publisher == Publisher::Library {
+                r.connect(PUBLISHERS)
+                    .await?
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect()
+            } else {
+                let one = Arc::new(r.connect(1).await?.remove(0));
+                vec![one; PUBLISHERS]
+            };
+            let pubs = clients
                 .into_iter()
                 .map(|client| LibraryPublisher {
                     client,
@@ -387,8 +418,11 @@ async fn rampart_durable(
                 })
                 .collect();
             let (pubs, tally, rate) = publish_until(pubs, window, promised).await?;
+            // A shared client is closed by the last of its publishers.
             for p in pubs {
-                p.client.close().await;
+                if let Ok(client) = Arc::try_unwrap(p.client) {
+                    client.close().await;
+                }
             }
             (tally, rate)
         }
@@ -592,7 +626,11 @@ struct NatsDurable {
     held: Option<u64>,
 }
 
-async fn nats_durable(nats: &NatsServer, window: Duration) -> Result<NatsDurable, Failure> {
+async fn nats_durable(
+    nats: &NatsServer,
+    window: Duration,
+    how: JsPublish,
+) -> Result<NatsDurable, Failure> {
     let mut admin = nats.requester().await?;
     js_api(
         &mut admin,
@@ -600,8 +638,12 @@ async fn nats_durable(nats: &NatsServer, window: Duration) -> Result<NatsDurable
         &durable_stream_config(),
     )
     .await?;
-    let mut pubs = Vec::with_capacity(PUBLISHERS);
-    for _ in 0..PUBLISHERS {
+    let conns = match how {
+        JsPublish::OneAtATime => PUBLISHERS,
+        JsPublish::Async => 1,
+    };
+    let mut pubs = Vec::with_capacity(conns);
+    for _ in 0..conns {
         pubs.push(nats.requester().await?);
     }
     let payload = Bytes::from(vec![0x5au8; SIZE]);
@@ -613,10 +655,24 @@ async fn nats_durable(nats: &NatsServer, window: Duration) -> Result<NatsDurable
             let payload = payload.clone();
             tokio::spawn(async move {
                 let mut t = Tally::default();
-                while Instant::now() < deadline {
-                    let acked = r.request(JS_SUBJECT, &payload).await;
-                    if !t.record(acked.map_err(|e| e.0).and_then(|reply| pub_ack(&reply))) {
-                        break;
+                match how {
+                    JsPublish::OneAtATime => {
+                        while Instant::now() < deadline {
+                            let acked = r.request(JS_SUBJECT, &payload).await;
+                            let acked = acked.map_err(|e| e.0);
+                            if !t.record(acked.and_then(|reply| pub_ack(&reply))) {
+                                break;
+                            }
+                        }
+                    }
+                    JsPublish::Async => {
+                        let on_reply = |reply: Reply| t.record(pub_ack(&reply));
+                        let sent = r
+                            .pipeline(JS_SUBJECT, &payload, PUBLISHERS, deadline, on_reply)
+                            .await;
+                        if let Err(e) = sent {
+                            t.fail(e.0);
+                        }
                     }
                 }
                 (r, t)
@@ -777,6 +833,9 @@ async fn rampart_durable_run(
     let what = match publisher {
         Publisher::Library => format!("Rampart durable publish (sync {sync})"),
         Publisher::Bare => format!("Rampart durable publish (sync {sync}, bare connections)"),
+        Publisher::OneConnection => {
+            format!("Rampart durable publish (sync {sync}, one connection)")
+        }
     };
     let rampart = Rampart::start().await?;
     let r = bounded(
@@ -802,17 +861,20 @@ async fn nats_durable_run(
     bin: &std::path::Path,
     window: Duration,
     sync: JsSync,
+    how: JsPublish,
 ) -> Result<(NatsDurable, String), Failure> {
-    let what = match sync {
-        JsSync::Default => "default sync_interval",
-        JsSync::Always => "sync_interval always",
+    let what = match (sync, how) {
+        (JsSync::Default, JsPublish::OneAtATime) => "default sync_interval",
+        (JsSync::Always, JsPublish::OneAtATime) => "sync_interval always",
+        (JsSync::Default, JsPublish::Async) => "default sync_interval, async on one connection",
+        (JsSync::Always, JsPublish::Async) => "sync_interval always, async on one connection",
     };
     let nats = NatsServer::start_jetstream_with(bin, sync).await?;
     let version = nats.version.clone();
     let n = bounded(
         &format!("NATS JetStream durable publish ({what})"),
         window,
-        nats_durable(&nats, window),
+        nats_durable(&nats, window, how),
     )
     .await;
     nats.stop().await;
@@ -826,7 +888,7 @@ async fn nats_durable_run(
 }
 
 /// The durable section: 64 acknowledged publishers in flight, one server
-/// at a time, in four rows:
+/// at a time, in six rows:
 /// - Rampart `on_commit` against JetStream (file, R1) with its default
 ///   `sync_interval` (2 min: a PubAck does not mean fsynced): the issue's
 ///   aim, at least JetStream's rate; not like for like, since `on_commit`
@@ -838,7 +900,10 @@ async fn nats_durable_run(
 ///   in the background) against the default JetStream figure: neither side
 ///   fsyncs before acknowledging;
 /// - `on_commit` again, with [`Publisher::Bare`] connections, against the
-///   default JetStream figure: the same kind of client as the NATS side's.
+///   default JetStream figure: the same kind of client as the NATS side's;
+/// - `on_commit` and `interval:`[`INTERVAL_MS`] with
+///   [`Publisher::OneConnection`] against JetStream's async publish on one
+///   connection ([`JsPublish::Async`]), default `sync_interval`.
 pub(super) async fn durable(env: &mut Env, report: &mut Report) -> Result<(), Failure> {
     let nats_bin = env.nats_bin()?;
     let window = env.window;
@@ -847,6 +912,7 @@ pub(super) async fn durable(env: &mut Env, report: &mut Report) -> Result<(), Fa
     let rounds = env.rounds;
     let (mut on_commit, mut js_default, mut bare, mut rampart_interval, mut js_always) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut one_conn, mut one_conn_interval, mut js_async) = (Vec::new(), Vec::new(), Vec::new());
     let mut version = String::new();
     for round in 1..=rounds {
         eprintln!("bench: durable round {round} of {rounds}");
@@ -854,7 +920,8 @@ pub(super) async fn durable(env: &mut Env, report: &mut Report) -> Result<(), Fa
             rampart_durable_run(window, "on_commit", Durability::Fsynced, Publisher::Library)
                 .await?,
         );
-        let (n, v) = nats_durable_run(&nats_bin, window, JsSync::Default).await?;
+        let (n, v) =
+            nats_durable_run(&nats_bin, window, JsSync::Default, JsPublish::OneAtATime).await?;
         js_default.push(n);
         version = v;
         bare.push(
@@ -863,7 +930,34 @@ pub(super) async fn durable(env: &mut Env, report: &mut Report) -> Result<(), Fa
         rampart_interval.push(
             rampart_durable_run(window, &interval, Durability::Written, Publisher::Library).await?,
         );
-        js_always.push(nats_durable_run(&nats_bin, window, JsSync::Always).await?.0);
+        js_always.push(
+            nats_durable_run(&nats_bin, window, JsSync::Always, JsPublish::OneAtATime)
+                .await?
+                .0,
+        );
+        one_conn.push(
+            rampart_durable_run(
+                window,
+                "on_commit",
+                Durability::Fsynced,
+                Publisher::OneConnection,
+            )
+            .await?,
+        );
+        one_conn_interval.push(
+            rampart_durable_run(
+                window,
+                &interval,
+                Durability::Written,
+                Publisher::OneConnection,
+            )
+            .await?,
+        );
+        js_async.push(
+            nats_durable_run(&nats_bin, window, JsSync::Default, JsPublish::Async)
+                .await?
+                .0,
+        );
     }
 
     report.note(format!(
@@ -877,8 +971,8 @@ pub(super) async fn durable(env: &mut Env, report: &mut Report) -> Result<(), Fa
          publisher): {PUBLISHERS} in flight on both sides; {SIZE} B payloads; msg/s = \
          acknowledged messages per second over {} s; afterwards each stream must hold every \
          acknowledged message. One server at a time, each with its own store; {rounds} \
-         round(s) of the five runs below, in this order, each figure the median of its \
-         rounds (every round's figure in the detail; every round must be clean). Four rows: \
+         round(s) of the eight runs below, in this order, each figure the median of its \
+         rounds (every round's figure in the detail; every round must be clean). Six rows: \
          (1) the issue's aim, at least JetStream's rate: Rampart sync `on_commit` (fsync \
          before the ACK, shared by concurrent publishers; every ACK must say Fsynced) against \
          JetStream with its default sync_interval (2 min: a PubAck does not wait for an \
@@ -893,7 +987,14 @@ pub(super) async fn durable(env: &mut Env, report: &mut Report) -> Result<(), Fa
          reads its ACK, as the NATS side's publishers do) instead of the client library \
          (whose writer and reader tasks cost each round trip two task hand-offs in the \
          bench's process, which shares the cores with the server): the same kind of client \
-         on both sides",
+         on both sides; (5) {PUBLISHERS} in flight on one connection each side: Rampart \
+         on_commit, the {PUBLISHERS} publishers sharing one client library connection (it \
+         multiplexes their publishes), against JetStream's async publish as NATS clients \
+         send it (`PublishAsync` with {PUBLISHERS} pending: one connection keeps \
+         {PUBLISHERS} PUBs with reply subjects outstanding and sends the next as each PubAck \
+         arrives), default sync_interval: not like for like, as in (1); (6) as (5), with \
+         Rampart sync `{interval}`: both ACKs mean written; (5) and (6) are the last three \
+         runs of each round (Rampart on_commit, Rampart {interval}, JetStream)",
         nats_bin.display(),
         window.as_secs()
     ));
@@ -962,6 +1063,24 @@ pub(super) async fn durable(env: &mut Env, report: &mut Report) -> Result<(), Fa
         "NATS JetStream (file, R1)",
         &js_default,
         " (PubAck)",
+        None,
+    ));
+    report.rows.push(row(
+        format!("{PUBLISHERS} in flight on one connection, {SIZE} B: on_commit"),
+        &one_conn,
+        Durability::Fsynced,
+        "NATS JetStream (file, R1, async publish)",
+        &js_async,
+        " (PubAck, async publish)",
+        None,
+    ));
+    report.rows.push(row(
+        format!("{PUBLISHERS} in flight on one connection, {SIZE} B: {interval}"),
+        &one_conn_interval,
+        Durability::Written,
+        "NATS JetStream (file, R1, async publish)",
+        &js_async,
+        " (PubAck, async publish)",
         None,
     ));
     Ok(())

@@ -625,19 +625,7 @@ impl Requester {
         subject: &str,
         payload: &[u8],
     ) -> Result<Reply, Failure> {
-        use std::io::Write as _;
-        self.n += 1;
-        self.line.clear();
-        let _ = write!(
-            self.line,
-            "PUB {subject} {}{} {}\r\n",
-            self.inbox,
-            self.n,
-            payload.len()
-        );
-        self.conn.queue(&self.line);
-        self.conn.queue(payload);
-        self.conn.queue(b"\r\n");
+        self.queue_request(subject, payload);
         self.conn.flush().await?;
         loop {
             while let Some(op) = next_reply_op(&mut self.conn.rbuf).map_err(Failure)? {
@@ -674,13 +662,113 @@ impl Requester {
         }
     }
 
+    /// Queues `PUB <subject> <inbox><n> <len>` and `payload` under the
+    /// next request number `n` (nothing is written yet).
+    fn queue_request(&mut self, subject: &str, payload: &[u8]) {
+        use std::io::Write as _;
+        self.n += 1;
+        self.line.clear();
+        let _ = write!(
+            self.line,
+            "PUB {subject} {}{} {}\r\n",
+            self.inbox,
+            self.n,
+            payload.len()
+        );
+        self.conn.queue(&self.line);
+        self.conn.queue(payload);
+        self.conn.queue(b"\r\n");
+    }
+
     /// Whether `subject` is the reply subject of the last request.
     fn is_reply(&self, subject: &[u8]) -> bool {
-        subject
-            .strip_prefix(self.inbox.as_bytes())
-            .and_then(parse_len)
-            .is_some_and(|n| n as u64 == self.n)
+        inbox_number(&self.inbox, subject) == Some(self.n)
     }
+
+    /// Pipelined requests, as a NATS client's async publish sends them
+    /// (JetStream's `PublishAsync` with a pending limit): keeps `in_flight`
+    /// PUBs to `subject` outstanding on this one connection, each with its
+    /// own reply subject, and sends another as each reply arrives, until
+    /// `deadline`; then waits for the outstanding replies. `on_reply` sees
+    /// every reply, and returning false stops the sending (the outstanding
+    /// replies are still awaited). Replies to requests sent before this
+    /// call are skipped.
+    pub(super) async fn pipeline(
+        &mut self,
+        subject: &str,
+        payload: &[u8],
+        in_flight: usize,
+        deadline: Instant,
+        mut on_reply: impl FnMut(Reply) -> bool,
+    ) -> Result<(), Failure> {
+        let first = self.n + 1;
+        let mut outstanding = 0usize;
+        let mut sending = true;
+        loop {
+            if Instant::now() >= deadline {
+                sending = false;
+            }
+            while sending && outstanding < in_flight {
+                self.queue_request(subject, payload);
+                outstanding += 1;
+            }
+            self.conn.flush().await?;
+            if outstanding == 0 {
+                return Ok(());
+            }
+            if !self.conn.fill().await? {
+                return Err(Failure(
+                    "nats-server closed a publisher's connection".into(),
+                ));
+            }
+            while let Some(op) = next_reply_op(&mut self.conn.rbuf).map_err(Failure)? {
+                let (subject, reply) = match op {
+                    ServerOp::MsgOn { subject, payload } => (
+                        subject,
+                        Reply {
+                            headers: None,
+                            payload,
+                        },
+                    ),
+                    ServerOp::HMsg {
+                        subject,
+                        headers,
+                        payload,
+                    } => (
+                        subject,
+                        Reply {
+                            headers: Some(headers),
+                            payload,
+                        },
+                    ),
+                    ServerOp::Ping => {
+                        self.conn.queue(b"PONG\r\n");
+                        continue;
+                    }
+                    ServerOp::Err(e) => return Err(Failure(format!("nats-server: -ERR {e}"))),
+                    _ => continue,
+                };
+                if !inbox_number(&self.inbox, &subject)
+                    .is_some_and(|n| (first..=self.n).contains(&n))
+                {
+                    continue;
+                }
+                outstanding -= 1;
+                if !on_reply(reply) {
+                    sending = false;
+                }
+            }
+        }
+    }
+}
+
+/// The request number of reply subject `subject` on inbox `inbox`
+/// (`_INBOX.<random>.`), if it is one.
+fn inbox_number(inbox: &str, subject: &[u8]) -> Option<u64> {
+    subject
+        .strip_prefix(inbox.as_bytes())
+        .and_then(parse_len)
+        .map(|n| n as u64)
 }
 
 /// A TLS client configuration that trusts `ca` (the run's CA) and offers
@@ -1088,6 +1176,10 @@ mod tests {
             );
         }
         assert_eq!(parse_len(b"1048576"), Some(1 << 20));
+        assert_eq!(inbox_number("_INBOX.ab.", b"_INBOX.ab.17"), Some(17));
+        assert_eq!(inbox_number("_INBOX.ab.", b"_INBOX.abc.17"), None);
+        assert_eq!(inbox_number("_INBOX.ab.", b"_INBOX.ab."), None);
+        assert_eq!(inbox_number("_INBOX.ab.", b"_INBOX.ab.1x"), None);
         assert_eq!(parse_len(b""), None);
         assert_eq!(parse_len(b"-1"), None);
     }
