@@ -187,7 +187,7 @@ fn advantage(
         )
         .margin(12)
         .x_label_area_size(40)
-        .y_label_area_size(500)
+        .y_label_area_size(720)
         .build_cartesian_2d(
             (lo..hi).log_scale(),
             (0..n as i32 * SLOT).with_key_points(keys),
