@@ -629,28 +629,13 @@ impl Requester {
         self.conn.flush().await?;
         loop {
             while let Some(op) = next_reply_op(&mut self.conn.rbuf).map_err(Failure)? {
-                match op {
-                    ServerOp::MsgOn { subject, payload } if self.is_reply(&subject) => {
-                        return Ok(Reply {
-                            headers: None,
-                            payload,
-                        });
-                    }
-                    ServerOp::HMsg {
-                        subject,
-                        headers,
-                        payload,
-                    } if self.is_reply(&subject) => {
-                        return Ok(Reply {
-                            headers: Some(headers),
-                            payload,
-                        });
-                    }
-                    ServerOp::Ping => {
+                match as_reply(op) {
+                    Ok((subject, reply)) if self.is_reply(&subject) => return Ok(reply),
+                    Err(ServerOp::Ping) => {
                         self.conn.queue(b"PONG\r\n");
                         self.conn.flush().await?;
                     }
-                    ServerOp::Err(e) => return Err(Failure(format!("nats-server: -ERR {e}"))),
+                    Err(ServerOp::Err(e)) => return Err(Failure(format!("nats-server: -ERR {e}"))),
                     _ => {}
                 }
             }
@@ -722,31 +707,14 @@ impl Requester {
                 ));
             }
             while let Some(op) = next_reply_op(&mut self.conn.rbuf).map_err(Failure)? {
-                let (subject, reply) = match op {
-                    ServerOp::MsgOn { subject, payload } => (
-                        subject,
-                        Reply {
-                            headers: None,
-                            payload,
-                        },
-                    ),
-                    ServerOp::HMsg {
-                        subject,
-                        headers,
-                        payload,
-                    } => (
-                        subject,
-                        Reply {
-                            headers: Some(headers),
-                            payload,
-                        },
-                    ),
-                    ServerOp::Ping => {
+                let (subject, reply) = match as_reply(op) {
+                    Ok(r) => r,
+                    Err(ServerOp::Ping) => {
                         self.conn.queue(b"PONG\r\n");
                         continue;
                     }
-                    ServerOp::Err(e) => return Err(Failure(format!("nats-server: -ERR {e}"))),
-                    _ => continue,
+                    Err(ServerOp::Err(e)) => return Err(Failure(format!("nats-server: -ERR {e}"))),
+                    Err(_) => continue,
                 };
                 if !inbox_number(&self.inbox, &subject)
                     .is_some_and(|n| (first..=self.n).contains(&n))
@@ -759,6 +727,32 @@ impl Requester {
                 }
             }
         }
+    }
+}
+
+/// A `MSG` or `HMSG` (as [`next_reply_op`] parses them) as its subject
+/// and a [`Reply`]; any other operation back as it came.
+fn as_reply(op: ServerOp) -> Result<(Bytes, Reply), ServerOp> {
+    match op {
+        ServerOp::MsgOn { subject, payload } => Ok((
+            subject,
+            Reply {
+                headers: None,
+                payload,
+            },
+        )),
+        ServerOp::HMsg {
+            subject,
+            headers,
+            payload,
+        } => Ok((
+            subject,
+            Reply {
+                headers: Some(headers),
+                payload,
+            },
+        )),
+        other => Err(other),
     }
 }
 
@@ -1176,6 +1170,18 @@ mod tests {
             );
         }
         assert_eq!(parse_len(b"1048576"), Some(1 << 20));
+        let msg = ServerOp::MsgOn {
+            subject: Bytes::from_static(b"_INBOX.ab.3"),
+            payload: Bytes::from_static(b"{}"),
+        };
+        let (subject, reply) = as_reply(msg).unwrap();
+        assert_eq!(
+            (&subject[..], reply.headers, &reply.payload[..]),
+            (&b"_INBOX.ab.3"[..], None, &b"{}"[..])
+        );
+        let (_, reply) = as_reply(hmsg(b"s", b"NATS/1.0 503\r\n\r\n", b"")).unwrap();
+        assert_eq!(reply.status(), Some(503));
+        assert_eq!(as_reply(ServerOp::Ping), Err(ServerOp::Ping));
         assert_eq!(inbox_number("_INBOX.ab.", b"_INBOX.ab.17"), Some(17));
         assert_eq!(inbox_number("_INBOX.ab.", b"_INBOX.abc.17"), None);
         assert_eq!(inbox_number("_INBOX.ab.", b"_INBOX.ab."), None);
