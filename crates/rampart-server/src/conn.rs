@@ -5,12 +5,12 @@
 //! subscription.
 //!
 //! Publishes are pipelined: consecutive PUBLISH frames to one stream are
-//! gathered into a batch, and a batch is handed to its stream without
-//! waiting for its level (a durable stream's fsync); the loop reads on,
-//! and the next batches join the stream's next commit. Answers still keep
-//! the order of the frames: ACKs go out oldest batch first, and every
-//! batch in flight is answered before any later frame that is not a
-//! PUBLISH (a refusal included).
+//! gathered into a batch, and a batch (or a PUBLISH_BATCH frame) is handed
+//! to its stream without waiting for its level (a durable stream's
+//! fsync); the loop reads on, and the next batches join the stream's next
+//! commit. Answers still keep the order of the frames: ACKs go out oldest
+//! batch first, and every batch in flight is answered before any later
+//! frame that is not a publish, and before a refusal.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -171,14 +171,30 @@ const GATHER_LIMIT: usize = 256 * 1024;
 /// answers.
 struct InFlight {
     commit: Commit,
-    acks: Vec<(u64, AckMode)>,
+    answers: Answers,
+    /// Its payload bytes.
+    bytes: usize,
+}
+
+/// The frames a published batch answers.
+enum Answers {
+    /// Gathered single-message PUBLISH frames: each one's id and ack mode.
+    Publishes(Vec<(u64, AckMode)>),
+    /// One PUBLISH_BATCH frame of `count` messages.
+    Batch { id: u64, mode: AckMode, count: u32 },
 }
 
 /// Published batches a connection may have waiting for their level (a
-/// durable stream's fsync, say) while it reads on: batches of at most
-/// [`GATHER_LIMIT`] bytes, so at most 1 MiB of payloads per connection.
-/// Beyond it, the connection waits for the oldest before reading more.
+/// durable stream's fsync, say) while it reads on. Beyond it, or beyond
+/// [`IN_FLIGHT_BYTES`], the connection waits for the oldest before
+/// reading more.
 const COMMITS_IN_FLIGHT: usize = 4;
+
+/// Payload bytes a connection may have waiting for their level: 1 MiB,
+/// four full gathered batches ([`GATHER_LIMIT`]). Beyond it the
+/// connection waits for the oldest, down to the newest batch alone (a
+/// PUBLISH_BATCH frame may be larger, up to the frame size).
+const IN_FLIGHT_BYTES: usize = 4 * GATHER_LIMIT;
 
 struct Subscribed_ {
     sub: Arc<Subscription>,
@@ -201,6 +217,8 @@ struct Conn {
     /// ACKs are sent in this order, and before the answer to any later
     /// frame that is not a PUBLISH.
     commits: VecDeque<InFlight>,
+    /// The payload bytes of `commits`.
+    in_flight_bytes: usize,
     peer: Peer,
     out: Outbound,
     ctl_tx: mpsc::UnboundedSender<Ctl>,
@@ -261,6 +279,7 @@ pub(crate) async fn serve<R, W>(
         event_budget: Arc::new(Semaphore::new(EVENT_BUDGET)),
         gathered: None,
         commits: VecDeque::new(),
+        in_flight_bytes: 0,
         peer: peer.clone(),
         out,
         ctl_tx,
@@ -319,6 +338,7 @@ pub(crate) async fn serve<R, W>(
             let result = if conn.session.is_some() {
                 match frame.msg {
                     Message::Publish(_) => conn.gather(frame).await,
+                    Message::PublishBatch(_) => conn.publish_batch(frame).await,
                     _ => match conn.settle().await {
                         Ok(()) => conn.dispatch(frame).await,
                         Err(e) => Err(e),
@@ -941,32 +961,89 @@ impl Conn {
             return Ok(());
         };
         let (count, entries) = g.entries.finish();
-        if let Err(r) = self.charge_publish(&g.stream, count, entries.len()) {
+        let answers = Answers::Publishes(g.acks);
+        let bytes = entries.len();
+        if let Err(r) = self.charge_publish(&g.stream, count, bytes) {
             self.answer_all().await?;
-            let e = OpError::Limited(r);
-            let metrics = &self.shared.metrics;
-            return self
-                .send_all(g.acks.into_iter().map(|(id, _)| e.to_frame(id, metrics)))
-                .await;
+            return self.refuse(answers, OpError::Limited(r)).await;
         }
         self.published += u64::from(count);
         self.published_bytes += entries.len() as u64;
-        let commit = match g.stream.publish_queued(count, entries).await {
-            Ok(c) => c,
+        match g.stream.publish_queued(count, entries).await {
+            Ok(commit) => self.in_flight(commit, answers, bytes).await,
             Err(e) => {
                 self.answer_all().await?;
-                return self.answer(g.acks, Err(e)).await;
+                self.refuse(answers, OpError::Broker(e)).await
             }
+        }
+    }
+
+    /// Publishes a PUBLISH_BATCH frame like a gathered batch: after what
+    /// is gathered, without waiting for its level, answered in frame
+    /// order. A refusal waits for the batches in flight, then is sent.
+    async fn publish_batch(&mut self, frame: Frame) -> Result<(), End> {
+        self.flush_gathered().await?;
+        let id = frame.id;
+        let queued = match (self.check(&frame), frame.msg) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Message::PublishBatch(p)) => {
+                let answers = Answers::Batch {
+                    id,
+                    mode: p.ack,
+                    count: p.count,
+                };
+                let bytes = p.entries.len();
+                self.queue_batch(p)
+                    .await
+                    .map(|commit| (commit, answers, bytes))
+            }
+            (Ok(()), _) => Err(OpError::Denied(Denied::NotAClientFrame)),
         };
+        match queued {
+            Ok((commit, answers, bytes)) => self.in_flight(commit, answers, bytes).await,
+            Err(e) => {
+                self.answer_all().await?;
+                self.send(e.to_frame(id, &self.shared.metrics)).await
+            }
+        }
+    }
+
+    /// A PUBLISH_BATCH's messages charged and queued on their stream.
+    async fn queue_batch(&mut self, p: rampart_proto::PublishBatch) -> Result<Commit, OpError> {
+        let path = StreamPath {
+            tenant: p.tenant,
+            namespace: p.namespace,
+            stream: p.stream,
+        };
+        let stream = self.stream(path)?;
+        self.charge_publish(&stream, p.count, p.entries.len())?;
+        self.published += u64::from(p.count);
+        self.published_bytes += p.entries.len() as u64;
+        Ok(stream.publish_queued(p.count, p.entries).await?)
+    }
+
+    /// Keeps a published batch of `bytes` payload bytes until its level
+    /// is reached: answered at once if it already is (a live stream's
+    /// publish), and the oldest waited for beyond [`COMMITS_IN_FLIGHT`]
+    /// or [`IN_FLIGHT_BYTES`].
+    async fn in_flight(
+        &mut self,
+        commit: Commit,
+        answers: Answers,
+        bytes: usize,
+    ) -> Result<(), End> {
         self.commits.push_back(InFlight {
             commit,
-            acks: g.acks,
+            answers,
+            bytes,
         });
-        // Answered at once when already done (a live stream's publish).
+        self.in_flight_bytes += bytes;
         while let Some(done) = self.commits.front_mut().and_then(|f| f.commit.try_take()) {
             self.answer_oldest(done).await?;
         }
-        while self.commits.len() > COMMITS_IN_FLIGHT {
+        while self.commits.len() > COMMITS_IN_FLIGHT
+            || (self.commits.len() > 1 && self.in_flight_bytes > IN_FLIGHT_BYTES)
+        {
             let done = oldest(&mut self.commits).await;
             self.answer_oldest(done).await?;
         }
@@ -992,22 +1069,21 @@ impl Conn {
 
     /// Answers the oldest batch in flight, whose commit came to `done`.
     async fn answer_oldest(&mut self, done: Result<Published, BrokerError>) -> Result<(), End> {
-        match self.commits.pop_front() {
-            Some(f) => self.answer(f.acks, done).await,
-            None => Ok(()),
+        let Some(f) = self.commits.pop_front() else {
+            return Ok(());
+        };
+        self.in_flight_bytes -= f.bytes;
+        match done {
+            Ok(p) => self.acknowledge(f.answers, durability(p.level)).await,
+            Err(e) => self.refuse(f.answers, OpError::Broker(e)).await,
         }
     }
 
-    /// Sends a published batch's acknowledgements in order, or its
-    /// failure to every frame of it.
-    async fn answer(
-        &self,
-        acks: Vec<(u64, AckMode)>,
-        done: Result<Published, BrokerError>,
-    ) -> Result<(), End> {
-        match done {
-            Ok(p) => {
-                let durability = durability(p.level);
+    /// Sends a published batch's acknowledgements in order, as each
+    /// frame's ack mode asks.
+    async fn acknowledge(&self, answers: Answers, durability: Durability) -> Result<(), End> {
+        match answers {
+            Answers::Publishes(acks) => {
                 self.send_all(
                     acks.into_iter()
                         .filter(|(_, mode)| *mode != AckMode::None)
@@ -1015,13 +1091,30 @@ impl Conn {
                 )
                 .await
             }
-            // Failures are never silent, whatever the ack mode.
-            Err(e) => {
-                let e = OpError::Broker(e);
-                let metrics = &self.shared.metrics;
+            Answers::Batch { id, mode, count } => match mode {
+                AckMode::None => Ok(()),
+                AckMode::Batch => {
+                    self.send(Frame::new(id, Ack::published(count, durability)))
+                        .await
+                }
+                AckMode::Message => {
+                    self.send_all((0..count).map(|_| Frame::new(id, Ack::published(1, durability))))
+                        .await
+                }
+            },
+        }
+    }
+
+    /// Sends a refusal to every frame of a batch: failures are never
+    /// silent, whatever the ack mode.
+    async fn refuse(&self, answers: Answers, e: OpError) -> Result<(), End> {
+        let metrics = &self.shared.metrics;
+        match answers {
+            Answers::Publishes(acks) => {
                 self.send_all(acks.into_iter().map(|(id, _)| e.to_frame(id, metrics)))
                     .await
             }
+            Answers::Batch { id, .. } => self.send(e.to_frame(id, metrics)).await,
         }
     }
 
@@ -1144,19 +1237,6 @@ impl Conn {
                 ))
                 .await
             }
-            Message::PublishBatch(p) => {
-                let path = StreamPath {
-                    tenant: p.tenant,
-                    namespace: p.namespace,
-                    stream: p.stream,
-                };
-                let stream = self.stream(path)?;
-                self.charge_publish(&stream, p.count, p.entries.len())?;
-                self.published += u64::from(p.count);
-                self.published_bytes += p.entries.len() as u64;
-                let done = stream.publish_acked(p.count, p.entries).await?;
-                self.ack(id, p.ack, p.count, durability(done.level)).await
-            }
             Message::Subscribe(s) => {
                 let (stream, resource, quota) =
                     self.subscription_target(s.tenant, s.namespace, s.stream)?;
@@ -1273,29 +1353,6 @@ impl Conn {
         // notices on its next read.
         let _ = self.out.frames([f]).await;
         Ok(())
-    }
-
-    async fn ack(
-        &self,
-        id: u64,
-        mode: AckMode,
-        count: u32,
-        durability: Durability,
-    ) -> Result<(), OpError> {
-        match mode {
-            AckMode::None => Ok(()),
-            AckMode::Batch => {
-                self.reply(Frame::new(id, Ack::published(count, durability)))
-                    .await
-            }
-            AckMode::Message => {
-                for _ in 0..count {
-                    self.reply(Frame::new(id, Ack::published(1, durability)))
-                        .await?;
-                }
-                Ok(())
-            }
-        }
     }
 
     /// The stream a SUBSCRIBE or CONSUME names, and the resource its

@@ -418,22 +418,35 @@ async fn deleting_a_durable_stream_removes_its_files(t: Transport) {
     assert!(!dir.exists());
 }
 
-/// What a pipelined frame's answer must be.
+/// What a pipelined frame's answers must be.
 enum Answer {
-    Ack(rampart_proto::Durability),
+    /// `n` ACKs of `count` messages each.
+    Acks {
+        n: u32,
+        count: u32,
+        durability: rampart_proto::Durability,
+    },
     Nack(u16),
     Pong,
 }
 
-/// Many PUBLISH frames in one write, as a client with many publishes in
-/// flight sends them: the server keeps reading while a durable stream
-/// fsyncs, yet answers every frame in frame order (a live publish, a
-/// refusal and a PING in between), and still answers the publishes in
-/// flight when the peer stops sending. The stream holds the messages in
-/// the order sent.
+fn acks(durability: rampart_proto::Durability) -> Answer {
+    Answer::Acks {
+        n: 1,
+        count: 1,
+        durability,
+    }
+}
+
+/// Many PUBLISH and PUBLISH_BATCH frames in one write, as a client with
+/// many publishes in flight sends them: the server keeps reading while a
+/// durable stream fsyncs, yet answers every frame in frame order (a live
+/// publish, a refusal and a PING in between), and still answers the
+/// publishes in flight when the peer stops sending. The stream holds the
+/// messages in the order sent.
 async fn pipelined_publishes_are_answered_in_frame_order(t: Transport) {
     use bytes::{Bytes, BytesMut};
-    use rampart_proto::{AckMode, Frame, Message, Publish};
+    use rampart_proto::{AckMode, Frame, Message, Publish, PublishBatch};
     use tokio::io::AsyncWriteExt;
 
     let s = start().await;
@@ -449,9 +462,24 @@ async fn pipelined_publishes_are_answered_in_frame_order(t: Transport) {
     let mut stored = Vec::new();
     let mut id = 10u64;
     let mut push = |msg: Message, answer: Answer| {
-        if let (Message::Publish(p), Answer::Ack(_)) = (&msg, &answer) {
-            if p.stream.as_str() == "ledger" {
-                stored.push(String::from_utf8(p.payload.to_vec()).unwrap());
+        if let Answer::Acks { .. } = answer {
+            match &msg {
+                Message::Publish(p) if p.stream.as_str() == "ledger" => {
+                    stored.push(String::from_utf8(p.payload.to_vec()).unwrap());
+                }
+                Message::PublishBatch(b) if b.stream.as_str() == "ledger" => {
+                    let batch = rampart_proto::EventBatch {
+                        subscription_id: 0,
+                        missed: 0,
+                        first_seq: 0,
+                        count: b.count,
+                        entries: b.entries.clone(),
+                    };
+                    for p in batch.payloads() {
+                        stored.push(String::from_utf8(p.to_vec()).unwrap());
+                    }
+                }
+                _ => {}
             }
         }
         Frame::new(id, msg).encode(&mut bytes);
@@ -467,31 +495,87 @@ async fn pipelined_publishes_are_answered_in_frame_order(t: Transport) {
             payload: Bytes::from(format!("m{n}")),
         })
     };
+    let padded_batch = |mode: AckMode, from: usize, n: usize, pad: usize| {
+        let payloads: Vec<String> = (from..from + n)
+            .map(|i| format!("m{i}{}", "x".repeat(pad)))
+            .collect();
+        Message::PublishBatch(PublishBatch::from_payloads(
+            mode,
+            "acme".parse().unwrap(),
+            "prod".parse().unwrap(),
+            "ledger".parse().unwrap(),
+            payloads.iter().map(String::as_bytes),
+        ))
+    };
+    let batch = |mode: AckMode, from: usize, n: usize| padded_batch(mode, from, n, 0);
     use rampart_proto::Durability as D;
     for n in 0..100 {
-        push(publish("acme", "ledger", n), Answer::Ack(D::Fsynced));
+        push(publish("acme", "ledger", n), acks(D::Fsynced));
     }
-    push(publish("acme", "live", 0), Answer::Ack(D::Memory));
+    push(publish("acme", "live", 0), acks(D::Memory));
     push(publish("globex", "ledger", 0), Answer::Nack(403));
     for n in 100..150 {
-        push(publish("acme", "ledger", n), Answer::Ack(D::Fsynced));
+        push(publish("acme", "ledger", n), acks(D::Fsynced));
+    }
+    let per_message = Answer::Acks {
+        n: 3,
+        count: 1,
+        durability: D::Fsynced,
+    };
+    push(batch(AckMode::Message, 150, 3), per_message);
+    let whole = Answer::Acks {
+        n: 1,
+        count: 2,
+        durability: D::Fsynced,
+    };
+    push(batch(AckMode::Batch, 153, 2), whole);
+    // Batches of 800 KB: more than a connection keeps waiting (1 MiB), so
+    // it waits for the older ones before reading on.
+    for from in [2000, 2010, 2020] {
+        let big = Answer::Acks {
+            n: 1,
+            count: 4,
+            durability: D::Fsynced,
+        };
+        push(padded_batch(AckMode::Batch, from, 4, 200_000), big);
     }
     push(Message::Ping, Answer::Pong);
-    for n in 150..190 {
-        push(publish("acme", "ledger", n), Answer::Ack(D::Fsynced));
+    for n in 155..190 {
+        push(publish("acme", "ledger", n), acks(D::Fsynced));
+        if n % 10 == 0 {
+            push(
+                batch(AckMode::Batch, 1000 + n, 4),
+                Answer::Acks {
+                    n: 1,
+                    count: 4,
+                    durability: D::Fsynced,
+                },
+            );
+        }
     }
     raw.wr.write_all(&bytes).await.unwrap();
     // Nothing more comes from this side: what is in flight is answered.
     raw.wr.shutdown().await.unwrap();
 
     for (id, answer) in want {
-        let f = raw.recv().await.expect("every frame answered");
-        assert_eq!(f.id, id, "answers in frame order");
-        match (answer, &f.msg) {
-            (Answer::Ack(d), Message::Ack(a)) => assert_eq!((a.count, a.durability), (1, d)),
-            (Answer::Nack(code), Message::Nack(n)) => assert_eq!(n.code.0, code),
-            (Answer::Pong, Message::Pong) => {}
-            (_, other) => panic!("frame {id}: unexpected {other:?}"),
+        let n = match answer {
+            Answer::Acks { n, .. } => n,
+            _ => 1,
+        };
+        for _ in 0..n {
+            let f = raw.recv().await.expect("every frame answered");
+            assert_eq!(f.id, id, "answers in frame order");
+            match (&answer, &f.msg) {
+                (
+                    Answer::Acks {
+                        count, durability, ..
+                    },
+                    Message::Ack(a),
+                ) => assert_eq!((a.count, a.durability), (*count, *durability)),
+                (Answer::Nack(code), Message::Nack(n)) => assert_eq!(n.code.0, *code),
+                (Answer::Pong, Message::Pong) => {}
+                (_, other) => panic!("frame {id}: unexpected {other:?}"),
+            }
         }
     }
     assert!(raw.recv().await.is_none(), "closed after the answers");
