@@ -8,7 +8,9 @@
 //! - `stream`: [`Stream`] numbering and fan-out, [`Subscription`].
 //! - `queue`: the bounded per-subscriber queue and [`SlowConsumerPolicy`].
 //! - `durable`: [`DurableStream`]: a stream's log, readers replaying it,
-//!   consumers.
+//!   consumers; [`Commit`], a publish queued on its stream whose level
+//!   (written, fsynced) is awaited later, so that a connection can keep
+//!   publishing while an earlier block is fsynced.
 //! - `consumer`: the pure bookkeeping of one durable consumer (in flight,
 //!   acknowledged, committed, redelivery).
 //! - `cache`: [`Cache`], per-tenant memory budget and TTL expiry.
