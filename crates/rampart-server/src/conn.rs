@@ -217,8 +217,6 @@ struct Conn {
     /// ACKs are sent in this order, and before the answer to any later
     /// frame that is not a PUBLISH.
     commits: VecDeque<InFlight>,
-    /// The payload bytes of `commits`.
-    in_flight_bytes: usize,
     peer: Peer,
     out: Outbound,
     ctl_tx: mpsc::UnboundedSender<Ctl>,
@@ -279,7 +277,6 @@ pub(crate) async fn serve<R, W>(
         event_budget: Arc::new(Semaphore::new(EVENT_BUDGET)),
         gathered: None,
         commits: VecDeque::new(),
-        in_flight_bytes: 0,
         peer: peer.clone(),
         out,
         ctl_tx,
@@ -963,19 +960,27 @@ impl Conn {
         let (count, entries) = g.entries.finish();
         let answers = Answers::Publishes(g.acks);
         let bytes = entries.len();
-        if let Err(r) = self.charge_publish(&g.stream, count, bytes) {
-            self.answer_all().await?;
-            return self.refuse(answers, OpError::Limited(r)).await;
-        }
-        self.published += u64::from(count);
-        self.published_bytes += entries.len() as u64;
-        match g.stream.publish_queued(count, entries).await {
+        match self.publish_on(&g.stream, count, entries).await {
             Ok(commit) => self.in_flight(commit, answers, bytes).await,
             Err(e) => {
                 self.answer_all().await?;
-                self.refuse(answers, OpError::Broker(e)).await
+                self.refuse(answers, e).await
             }
         }
+    }
+
+    /// Charges `count` messages to the session's limits, counts them, and
+    /// queues them on `stream`: what every publish does before it waits.
+    async fn publish_on(
+        &mut self,
+        stream: &Stream,
+        count: u32,
+        entries: Bytes,
+    ) -> Result<Commit, OpError> {
+        self.charge_publish(stream, count, entries.len())?;
+        self.published += u64::from(count);
+        self.published_bytes += entries.len() as u64;
+        Ok(stream.publish_queued(count, entries).await?)
     }
 
     /// Publishes a PUBLISH_BATCH frame like a gathered batch: after what
@@ -1016,10 +1021,7 @@ impl Conn {
             stream: p.stream,
         };
         let stream = self.stream(path)?;
-        self.charge_publish(&stream, p.count, p.entries.len())?;
-        self.published += u64::from(p.count);
-        self.published_bytes += p.entries.len() as u64;
-        Ok(stream.publish_queued(p.count, p.entries).await?)
+        self.publish_on(&stream, p.count, p.entries).await
     }
 
     /// Keeps a published batch of `bytes` payload bytes until its level
@@ -1037,15 +1039,14 @@ impl Conn {
             answers,
             bytes,
         });
-        self.in_flight_bytes += bytes;
         while let Some(done) = self.commits.front_mut().and_then(|f| f.commit.try_take()) {
             self.answer_oldest(done).await?;
         }
         while self.commits.len() > COMMITS_IN_FLIGHT
-            || (self.commits.len() > 1 && self.in_flight_bytes > IN_FLIGHT_BYTES)
+            || (self.commits.len() > 1
+                && self.commits.iter().map(|f| f.bytes).sum::<usize>() > IN_FLIGHT_BYTES)
         {
-            let done = oldest(&mut self.commits).await;
-            self.answer_oldest(done).await?;
+            self.answer_next().await?;
         }
         Ok(())
     }
@@ -1061,10 +1062,15 @@ impl Conn {
     /// Waits for every batch in flight, oldest first, and answers each.
     async fn answer_all(&mut self) -> Result<(), End> {
         while !self.commits.is_empty() {
-            let done = oldest(&mut self.commits).await;
-            self.answer_oldest(done).await?;
+            self.answer_next().await?;
         }
         Ok(())
+    }
+
+    /// Waits for the oldest batch in flight and answers it.
+    async fn answer_next(&mut self) -> Result<(), End> {
+        let done = oldest(&mut self.commits).await;
+        self.answer_oldest(done).await
     }
 
     /// Answers the oldest batch in flight, whose commit came to `done`.
@@ -1072,7 +1078,6 @@ impl Conn {
         let Some(f) = self.commits.pop_front() else {
             return Ok(());
         };
-        self.in_flight_bytes -= f.bytes;
         match done {
             Ok(p) => self.acknowledge(f.answers, durability(p.level)).await,
             Err(e) => self.refuse(f.answers, OpError::Broker(e)).await,
