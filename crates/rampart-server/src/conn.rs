@@ -196,6 +196,59 @@ const COMMITS_IN_FLIGHT: usize = 4;
 /// PUBLISH_BATCH frame may be larger, up to the frame size).
 const IN_FLIGHT_BYTES: usize = 4 * GATHER_LIMIT;
 
+/// What a quiet connection reads into (see [`ReadSize`]).
+const READ_MIN: usize = 4 * 1024;
+/// What a busy one reads into at most at once (a larger frame still gets
+/// the room it needs).
+const READ_MAX: usize = 64 * 1024;
+
+/// How much a connection reads at once. Most connections of a broker are
+/// quiet most of the time (idle subscribers, clients between requests),
+/// and a read buffer kept at its high-water mark would cost each of them
+/// that much for good (with mimalloc's huge pages, allocated is
+/// resident). So a connection reads into [`READ_MIN`]; each read that
+/// fills what it was given doubles the next, up to [`READ_MAX`]; a read
+/// that does not (the socket is drained) brings it back down, and a buffer
+/// grown past the minimum is let go once every frame in it is served.
+#[derive(Debug, Clone, Copy)]
+struct ReadSize {
+    next: usize,
+    /// The buffer's allocation may be larger than [`READ_MIN`].
+    grown: bool,
+}
+
+impl Default for ReadSize {
+    fn default() -> Self {
+        ReadSize {
+            next: READ_MIN,
+            grown: false,
+        }
+    }
+}
+
+impl ReadSize {
+    /// Before a read: room in `buf` for the next one.
+    fn prepare(&mut self, buf: &mut BytesMut) {
+        if buf.is_empty() && self.grown && self.next == READ_MIN {
+            *buf = BytesMut::with_capacity(READ_MIN);
+            self.grown = false;
+        }
+        if buf.capacity() - buf.len() < self.next / 2 {
+            self.grown |= self.next > READ_MIN || !buf.is_empty();
+            buf.reserve(self.next);
+        }
+    }
+
+    /// After a read of `n` bytes into `spare` bytes of room.
+    fn read(&mut self, n: usize, spare: usize) {
+        self.next = if n >= spare {
+            (self.next * 2).min(READ_MAX)
+        } else {
+            READ_MIN
+        };
+    }
+}
+
 struct Subscribed_ {
     sub: Arc<Subscription>,
     task: JoinHandle<()>,
@@ -294,7 +347,8 @@ pub(crate) async fn serve<R, W>(
         shared.config.max_frame_size,
     );
     let mut decoder = FrameDecoder::new(PREAUTH_MAX_FRAME);
-    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut buf = BytesMut::with_capacity(READ_MIN);
+    let mut reads = ReadSize::default();
     let idle_timeout = Duration::from_millis(shared.config.idle_timeout_ms);
     let mut last_read = Instant::now();
     // Two timers that live as long as the connection and are re-armed only
@@ -372,9 +426,8 @@ pub(crate) async fn serve<R, W>(
                 _ = shutdown.changed() => break End::Shutdown,
             }
         }
-        if buf.capacity() - buf.len() < 8 * 1024 {
-            buf.reserve(64 * 1024);
-        }
+        reads.prepare(&mut buf);
+        let spare = buf.capacity() - buf.len();
         let read = match &conn.session {
             None => tokio::select! {
                 r = rd.read_buf(&mut buf) => r,
@@ -449,7 +502,10 @@ pub(crate) async fn serve<R, W>(
         };
         match read {
             Ok(0) => break End::PeerClosed,
-            Ok(_) => last_read = Instant::now(),
+            Ok(n) => {
+                reads.read(n, spare);
+                last_read = Instant::now();
+            }
             Err(_) => break End::ReadError,
         }
     };
@@ -1572,4 +1628,67 @@ fn disabled_namespace(shared: &Shared, resource: &Resource) -> Option<String> {
 /// The frame that tells a client the server ended one of its subscriptions.
 fn ended(subscription_id: u64) -> Frame {
     Frame::new(0, Unsubscribe { subscription_id })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One read of up to `n` bytes into the room `reads` prepared, all of it
+    /// served at once; returns the room the read was given.
+    fn read(reads: &mut ReadSize, buf: &mut BytesMut, n: usize) -> usize {
+        reads.prepare(buf);
+        let spare = buf.capacity() - buf.len();
+        let got = n.min(spare);
+        buf.extend_from_slice(&vec![1u8; got]);
+        reads.read(got, spare);
+        drop(buf.split());
+        spare
+    }
+
+    #[test]
+    fn a_burst_grows_the_reads_and_a_quiet_connection_lets_the_buffer_go() {
+        let mut reads = ReadSize::default();
+        let mut buf = BytesMut::with_capacity(READ_MIN);
+        // Quiet: small reads keep to the minimum, on the same allocation.
+        for _ in 0..100 {
+            assert!(read(&mut reads, &mut buf, 200) <= READ_MIN);
+        }
+        // A burst: every read fills its room, so the next one doubles.
+        let mut rooms = Vec::new();
+        for _ in 0..8 {
+            rooms.push(read(&mut reads, &mut buf, usize::MAX));
+        }
+        assert!(
+            rooms.windows(2).take(3).all(|w| w[1] >= 2 * w[0]),
+            "{rooms:?}"
+        );
+        assert!(rooms.iter().all(|&r| r <= 2 * READ_MAX), "{rooms:?}");
+        assert!(*rooms.last().unwrap() >= READ_MAX, "{rooms:?}");
+        // The socket drained: the next read is back to the minimum, and the
+        // burst's buffer is let go before it.
+        read(&mut reads, &mut buf, 100);
+        reads.prepare(&mut buf);
+        assert!(buf.capacity() <= READ_MIN, "{}", buf.capacity());
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_reads_still_gets_its_room() {
+        let mut reads = ReadSize::default();
+        let mut buf = BytesMut::with_capacity(READ_MIN);
+        let frame = 300 * 1024;
+        // The frame stays in the buffer until all of it is read.
+        while buf.len() < frame {
+            reads.prepare(&mut buf);
+            let spare = buf.capacity() - buf.len();
+            let got = spare.min(frame - buf.len());
+            buf.extend_from_slice(&vec![2u8; got]);
+            reads.read(got, spare);
+        }
+        assert_eq!(buf.len(), frame);
+        drop(buf.split());
+        reads.read(10, 4096);
+        reads.prepare(&mut buf);
+        assert!(buf.capacity() <= READ_MIN, "{}", buf.capacity());
+    }
 }

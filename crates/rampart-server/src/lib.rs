@@ -49,6 +49,7 @@ mod limits;
 mod master;
 mod metrics;
 mod outbound;
+mod read_ahead;
 mod rebuild;
 mod reencrypt;
 mod registry;

@@ -31,9 +31,15 @@ use tokio::sync::{mpsc, Mutex, OwnedSemaphorePermit};
 const WRITE_COALESCE: usize = 256 * 1024;
 /// Items queued between the connection's tasks and its writer.
 const WRITER_QUEUE: usize = 1024;
-/// The write buffer's usual size; one grown past four times the coalescing
-/// size (a large frame) is let go after its write.
-const BUFFER: usize = 64 * 1024;
+/// The most write buffer a connection keeps once nothing more is waiting
+/// to be written. One grown past it for a burst (or a large frame) is let
+/// go after its write unless more is queued: most connections of a broker
+/// are quiet most of the time, and a buffer kept at its high-water mark
+/// would cost each of them that much for good (with mimalloc's huge pages,
+/// allocated is resident). The writer task sizes the next burst's buffer
+/// from the last one, so a busy connection pays one allocation per write,
+/// not a doubling series.
+const WRITE_KEEP: usize = 16 * 1024;
 
 /// What goes out through the queue.
 pub(crate) enum Out {
@@ -71,6 +77,9 @@ struct Shared {
 struct WriteSide {
     w: Box<dyn AsyncWrite + Send + Unpin>,
     buf: BytesMut,
+    /// Bytes of the last write, what the writer task reserves for the
+    /// next one.
+    last: usize,
     /// A write failed or the half is shut: nothing more is written.
     done: bool,
 }
@@ -84,12 +93,20 @@ impl WriteSide {
             return false;
         }
         let ok = self.w.write_all(&self.buf).await.is_ok() && self.w.flush().await.is_ok();
+        self.last = self.buf.len();
         self.buf.clear();
-        if self.buf.capacity() > 4 * WRITE_COALESCE {
-            self.buf = BytesMut::with_capacity(BUFFER);
-        }
         self.done = !ok;
         ok
+    }
+
+    /// After a write: lets a buffer grown past [`WRITE_KEEP`] go unless
+    /// `more` is waiting to be written (and one grown for a frame larger
+    /// than a whole gathered write in any case).
+    fn settle(&mut self, more: bool) {
+        let cap = self.buf.capacity();
+        if cap > 4 * WRITE_COALESCE || (!more && cap > WRITE_KEEP) {
+            self.buf = BytesMut::new();
+        }
     }
 }
 
@@ -103,7 +120,8 @@ where
     let shared = Arc::new(Shared {
         side: Mutex::new(WriteSide {
             w: Box::new(w),
-            buf: BytesMut::with_capacity(BUFFER),
+            buf: BytesMut::new(),
+            last: 0,
             done: false,
         }),
         queued: AtomicUsize::new(0),
@@ -131,7 +149,9 @@ impl Outbound {
                     for f in frames {
                         f.encode(&mut side.buf);
                     }
-                    return side.write_buffered().await.then_some(()).ok_or(WriterGone);
+                    let ok = side.write_buffered().await;
+                    side.settle(false);
+                    return ok.then_some(()).ok_or(WriterGone);
                 }
             }
         }
@@ -158,6 +178,8 @@ impl Outbound {
 async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Out>) {
     while let Some(item) = rx.recv().await {
         let mut side = shared.side.lock().await;
+        let reserve = side.last.min(WRITE_COALESCE);
+        side.buf.reserve(reserve);
         let mut taken = 1;
         let mut closing = encode(item, &mut side.buf);
         while !closing && side.buf.len() < WRITE_COALESCE {
@@ -170,6 +192,7 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Out>) {
             }
         }
         let ok = side.write_buffered().await;
+        side.settle(!rx.is_empty());
         shared.queued.fetch_sub(taken, Ordering::AcqRel);
         if !ok || closing {
             break;
@@ -276,6 +299,62 @@ mod tests {
             let want: Vec<u64> = (0..500).map(|i| s * 1_000 + i).collect();
             assert_eq!(mine, want, "sender {s}");
         }
+    }
+
+    /// A frame of `len` payload bytes.
+    fn big(id: u64, len: usize) -> Frame {
+        Frame::new(
+            id,
+            Message::Publish(rampart_proto::Publish {
+                ack: rampart_proto::AckMode::None,
+                tenant: rampart_proto::TenantId::parse("acme").unwrap(),
+                namespace: rampart_proto::NamespaceName::parse("prod").unwrap(),
+                stream: rampart_proto::StreamName::parse("orders").unwrap(),
+                payload: vec![7u8; len].into(),
+            }),
+        )
+    }
+
+    fn held(out: &Outbound) -> usize {
+        out.shared
+            .side
+            .try_lock()
+            .map_or(usize::MAX, |s| s.buf.capacity())
+    }
+
+    #[tokio::test]
+    async fn a_quiet_connection_keeps_little_write_buffer() {
+        let (w, mut r) = tokio::io::duplex(1 << 22);
+        let (out, task) = outbound(w);
+        let writer = tokio::spawn(task);
+        // Written directly: a large reply, then nothing.
+        out.frames([big(1, 200_000)]).await.unwrap();
+        assert!(held(&out) <= WRITE_KEEP, "{}", held(&out));
+        // Through the writer task: a burst, then nothing.
+        for id in 2..40 {
+            out.queue(Out::Frame(big(id, 30_000))).await.unwrap();
+        }
+        let mut sink = vec![0u8; 1 << 16];
+        let mut read = 0;
+        while read < 200_000 + 38 * 30_000 {
+            read += r.read(&mut sink).await.unwrap();
+        }
+        for _ in 0..100 {
+            if out.shared.queued.load(Ordering::Acquire) == 0 && held(&out) <= WRITE_KEEP {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(out.shared.queued.load(Ordering::Acquire), 0);
+        assert!(held(&out) <= WRITE_KEEP, "{}", held(&out));
+        // Small replies keep their small buffer (no allocation per write).
+        out.frames([ping(100)]).await.unwrap();
+        let small = held(&out);
+        assert!(small > 0 && small <= WRITE_KEEP, "{small}");
+        out.frames([ping(101)]).await.unwrap();
+        assert_eq!(held(&out), small);
+        drop(out);
+        writer.await.unwrap();
     }
 
     #[tokio::test]

@@ -22,6 +22,7 @@ use tracing::{debug, trace, warn};
 
 use crate::auth::CertNames;
 use crate::conn::{serve, Peer};
+use crate::read_ahead::ReadAhead;
 use crate::Shared;
 
 /// Connections the kernel may queue for accept: room for a burst of
@@ -241,9 +242,6 @@ pub(crate) async fn run_tcp(listener: TcpListener, acceptor: TlsAcceptor, shared
     .await;
 }
 
-/// Bytes read from a TCP socket at once under TLS (see [`handle_tcp`]).
-const TLS_READ_BUFFER: usize = 32 * 1024;
-
 async fn handle_tcp(
     stream: TcpStream,
     addr: SocketAddr,
@@ -252,9 +250,10 @@ async fn handle_tcp(
     acceptor: TlsAcceptor,
     shared: Arc<Shared>,
 ) {
-    // rustls reads the socket 4 KiB at a time; a read buffer under it turns
-    // a burst of records into one recv instead of one per 4 KiB.
-    let stream = tokio::io::BufReader::with_capacity(TLS_READ_BUFFER, stream);
+    // rustls reads the socket 4 KiB at a time; during a burst of records a
+    // read-ahead buffer under it turns them into one recv instead of one
+    // per 4 KiB, and a quiet connection holds no such buffer.
+    let stream = ReadAhead::new(stream);
     let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => {
             shared.metrics.handshake("tcp", "ok");
