@@ -16,6 +16,8 @@
 //! - `error`: request errors turned into NACK frames, in one place.
 //! - `conn`: the connection driver shared by every transport.
 //! - `transport`: QUIC and TCP listeners.
+//! - `read_ahead`: the read buffer under TLS, held only during bursts.
+//! - `outbound`: a connection's way out, gathered writes.
 //! - `http`: the HTTPS API (`/v1/auth`, admin routes).
 //! - `health`: `/healthz` and `/readyz`, and the tracking of store writes
 //!   readiness reads.

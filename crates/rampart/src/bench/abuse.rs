@@ -262,7 +262,7 @@ impl ChildServer {
     }
 
     /// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
-    fn memory_kib(&self, field: &str) -> Option<u64> {
+    pub(crate) fn memory_kib(&self, field: &str) -> Option<u64> {
         proc_status_kib(&format!("/proc/{}/status", self.pid()), field)
     }
 
@@ -309,7 +309,7 @@ impl Drop for ChildServer {
     }
 }
 
-fn proc_status_kib(path: &str, field: &str) -> Option<u64> {
+pub(crate) fn proc_status_kib(path: &str, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))

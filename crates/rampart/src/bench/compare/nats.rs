@@ -197,6 +197,11 @@ impl NatsServer {
             })
     }
 
+    /// A `/proc/<pid>/status` field of the server in KiB (`VmRSS`).
+    pub(super) fn memory_kib(&self, field: &str) -> Option<u64> {
+        crate::bench::abuse::proc_status_kib(&format!("/proc/{}/status", self.child.id()), field)
+    }
+
     /// SIGTERM, then SIGKILL (on drop) if it has not stopped within 5 s.
     pub(super) async fn stop(mut self) {
         crate::bench::abuse::stop_child(&mut self.child, "nats-server", Duration::from_secs(5))
