@@ -1650,7 +1650,7 @@ mod tests {
     fn a_burst_grows_the_reads_and_a_quiet_connection_lets_the_buffer_go() {
         let mut reads = ReadSize::default();
         let mut buf = BytesMut::with_capacity(READ_MIN);
-        // Quiet: small reads keep to the minimum, on the same allocation.
+        // Quiet: small reads keep to the minimum.
         for _ in 0..100 {
             assert!(read(&mut reads, &mut buf, 200) <= READ_MIN);
         }

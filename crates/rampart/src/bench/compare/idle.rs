@@ -126,34 +126,18 @@ async fn rampart() -> Result<Grown, Failure> {
     .await?;
     let addr = server.tcp_addr();
     let tls = tls13_client(BenchCerts::get()?.ca_der.clone())?;
-    let mut conns = Vec::with_capacity(CONNECTIONS + 1);
-    let mut before = 0;
-    for i in 0..=CONNECTIONS {
-        let (mut c, tenant) = BareConn::connect(addr, tls.clone(), &key).await?;
-        subscribe(&mut c, tenant).await?;
-        conns.push(c);
-        if i == 0 {
-            tokio::time::sleep(SETTLE).await;
-            before = rss(server.memory_kib("VmRSS"))?;
-        }
-    }
-    tokio::time::sleep(SETTLE).await;
-    let after = rss(server.memory_kib("VmRSS"))?;
-    let mut alive = 0;
-    for c in conns.iter_mut().skip(1) {
-        if matches!(c.request(Message::Ping).await, Ok(f) if matches!(f.msg, Message::Pong)) {
-            alive += 1;
-        }
-    }
-    drop(conns);
+    let grown = measure(
+        async || {
+            let (mut c, tenant) = BareConn::connect(addr, tls.clone(), &key).await?;
+            subscribe(&mut c, tenant).await?;
+            Ok(c)
+        },
+        || server.memory_kib("VmRSS"),
+    )
+    .await;
     server.stop().await;
-    Ok(Grown {
-        before,
-        after,
-        alive,
-    })
+    grown
 }
-
 /// SUBSCRIBE to the live stream `idle/quiet` of `tenant`.
 async fn subscribe(c: &mut BareConn, tenant: TenantId) -> Result<(), Failure> {
     let name = |e: rampart_proto::NameError| Failure(e.to_string());
@@ -172,24 +156,60 @@ async fn subscribe(c: &mut BareConn, tenant: TenantId) -> Result<(), Failure> {
 }
 
 async fn nats_side(nats: &NatsServer) -> Result<Grown, Failure> {
-    let mut conns: Vec<NatsConn> = Vec::with_capacity(CONNECTIONS + 1);
+    let mut sid = 0u32;
+    measure(
+        async || {
+            let mut c = nats.connect().await?;
+            sid += 1;
+            c.queue(format!("SUB idle.quiet {sid}\r\nPING\r\n").as_bytes());
+            c.round_trip().await?;
+            Ok(c)
+        },
+        || nats.memory_kib("VmRSS"),
+    )
+    .await
+}
+
+/// A connection that can show it is still open.
+trait Quiet {
+    /// `true` if it answered a PING.
+    async fn ping(&mut self) -> bool;
+}
+
+impl Quiet for BareConn {
+    async fn ping(&mut self) -> bool {
+        matches!(self.request(Message::Ping).await, Ok(f) if matches!(f.msg, Message::Pong))
+    }
+}
+
+impl Quiet for NatsConn {
+    async fn ping(&mut self) -> bool {
+        self.queue(b"PING\r\n");
+        self.round_trip().await.is_ok()
+    }
+}
+
+/// Opens a warm-up connection and then [`CONNECTIONS`] more with `open`,
+/// reads the server's memory a [`SETTLE`] after the first and after the
+/// last, then counts the measured connections that still answer a PING.
+async fn measure<C: Quiet>(
+    mut open: impl AsyncFnMut() -> Result<C, Failure>,
+    memory: impl Fn() -> Option<u64>,
+) -> Result<Grown, Failure> {
+    let mut conns = Vec::with_capacity(CONNECTIONS + 1);
     let mut before = 0;
     for i in 0..=CONNECTIONS {
-        let mut c = nats.connect().await?;
-        c.queue(format!("SUB idle.quiet {}\r\nPING\r\n", i + 1).as_bytes());
-        c.round_trip().await?;
-        conns.push(c);
+        conns.push(open().await?);
         if i == 0 {
             tokio::time::sleep(SETTLE).await;
-            before = rss(nats.memory_kib("VmRSS"))?;
+            before = rss(memory())?;
         }
     }
     tokio::time::sleep(SETTLE).await;
-    let after = rss(nats.memory_kib("VmRSS"))?;
+    let after = rss(memory())?;
     let mut alive = 0;
     for c in conns.iter_mut().skip(1) {
-        c.queue(b"PING\r\n");
-        if c.round_trip().await.is_ok() {
+        if c.ping().await {
             alive += 1;
         }
     }
