@@ -627,7 +627,7 @@ fn verdict(met: bool) -> &'static str {
     }
 }
 
-fn new_key() -> Result<Secret<String>, Failure> {
+pub(crate) fn new_key() -> Result<Secret<String>, Failure> {
     rampart_identity::generate_api_key("rk_bench_").map_err(|e| Failure(e.to_string()))
 }
 

@@ -21,7 +21,7 @@ use rampart_proto::{Message, NamespaceName, StartAt, StreamName, Subscribe, Tena
 
 use super::bare::BareConn;
 use super::nats::{tls13_client, BenchCerts, NatsConn, NatsServer};
-use super::{Better, Env, Report, Row, TENANT};
+use super::{within, Better, Env, Report, Row};
 use crate::Failure;
 
 /// Quiet connections measured on each side.
@@ -58,7 +58,7 @@ impl Grown {
 
 pub(super) async fn idle(env: &mut Env, report: &mut Report) -> Result<(), Failure> {
     let nats_bin = env.nats_bin()?;
-    let r = within("Rampart", rampart()).await?;
+    let r = within("memory: Rampart", BOUND, rampart()).await?;
     let nats = NatsServer::start(&nats_bin).await?;
     report.note(format!(
         "memory: one warm-up connection, then {CONNECTIONS} more, each authenticated over TLS \
@@ -72,7 +72,7 @@ pub(super) async fn idle(env: &mut Env, report: &mut Report) -> Result<(), Failu
         nats_bin.display(),
         SETTLE.as_secs()
     ));
-    let n = within("NATS", nats_side(&nats)).await;
+    let n = within("memory: NATS", BOUND, nats_side(&nats)).await;
     nats.stop().await;
     let n = n?;
     eprintln!(
@@ -98,31 +98,16 @@ pub(super) async fn idle(env: &mut Env, report: &mut Report) -> Result<(), Failu
     Ok(())
 }
 
-async fn within<T>(
-    what: &str,
-    f: impl std::future::Future<Output = Result<T, Failure>>,
-) -> Result<T, Failure> {
-    tokio::time::timeout(BOUND, f)
-        .await
-        .map_err(|_| Failure(format!("memory: {what} took over {} s", BOUND.as_secs())))?
-}
-
 fn rss(kib: Option<u64>) -> Result<u64, Failure> {
     kib.ok_or_else(|| Failure("memory: cannot read the server's VmRSS".into()))
 }
 
 async fn rampart() -> Result<Grown, Failure> {
-    let key =
-        rampart_identity::generate_api_key("rk_bench_").map_err(|e| Failure(e.to_string()))?;
-    let keys = rampart_identity::Secret::new(format!("{TENANT}:{}", key.expose()));
     let above = (CONNECTIONS + 64).to_string();
-    let server = super::rampart_child(
-        keys.expose(),
-        &[
-            ("RAMPART_MAX_CONNECTIONS_PER_IP", above.clone()),
-            ("RAMPART_NEW_CONNECTIONS_PER_IP_PER_SEC", above),
-        ],
-    )
+    let (server, key) = super::rampart_child(&[
+        ("RAMPART_MAX_CONNECTIONS_PER_IP", above.clone()),
+        ("RAMPART_NEW_CONNECTIONS_PER_IP_PER_SEC", above),
+    ])
     .await?;
     let addr = server.tcp_addr();
     let tls = tls13_client(BenchCerts::get()?.ca_der.clone())?;

@@ -194,10 +194,7 @@ async fn bounded<T>(
     busy: Duration,
     f: impl std::future::Future<Output = Result<T, Failure>>,
 ) -> Result<T, Failure> {
-    let limit = busy + SETUP;
-    tokio::time::timeout(limit, f)
-        .await
-        .map_err(|_| Failure(format!("{what}: no end after {} s", limit.as_secs())))?
+    super::within(what, busy + SETUP, f).await
 }
 
 /// A small xorshift generator: the cache workers' keys, the same sequence
@@ -229,10 +226,7 @@ struct Rampart {
 
 impl Rampart {
     async fn start() -> Result<Self, Failure> {
-        let key =
-            rampart_identity::generate_api_key("rk_bench_").map_err(|e| Failure(e.to_string()))?;
-        let keys = Secret::new(format!("{TENANT}:{}", key.expose()));
-        let server = super::rampart_child(keys.expose(), &[]).await?;
+        let (server, key) = super::rampart_child(&[]).await?;
         let cfg = server.config(&key);
         Ok(Rampart { server, cfg, key })
     }

@@ -141,13 +141,37 @@ impl Env {
 }
 
 /// A Rampart child server (`rampart server --dev`) presenting the run's
-/// certificate ([`nats::BenchCerts`]), the one the peers present too.
+/// certificate ([`nats::BenchCerts`]), the one the peers present too, with
+/// one new API key for [`TENANT`] (returned with it) and `env`'s extra
+/// `RAMPART_*` settings.
 async fn rampart_child(
-    keys: &str,
     env: &[(&str, String)],
-) -> Result<crate::bench::abuse::ChildServer, Failure> {
+) -> Result<
+    (
+        crate::bench::abuse::ChildServer,
+        rampart_identity::Secret<String>,
+    ),
+    Failure,
+> {
+    let key = crate::bench::abuse::new_key()?;
+    let keys = format!("{TENANT}:{}", key.expose());
     let c = nats::BenchCerts::get()?;
-    crate::bench::abuse::ChildServer::start_with_tls(keys, env, &c.cert, &c.key, &c.ca).await
+    let server =
+        crate::bench::abuse::ChildServer::start_with_tls(&keys, env, &c.cert, &c.key, &c.ca)
+            .await?;
+    Ok((server, key))
+}
+
+/// `f`, or a failure naming `what` if it has not ended within `limit`:
+/// every section bounds its servers' setup and workloads this way.
+pub(super) async fn within<T>(
+    what: &str,
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    tokio::time::timeout(limit, f)
+        .await
+        .map_err(|_| Failure(format!("{what}: no end after {} s", limit.as_secs())))?
 }
 
 /// The peer binary that `scripts/peers.sh <verb>` installs (into

@@ -27,7 +27,7 @@ use rampart_identity::Secret;
 use serde_json::json;
 
 use super::nats::{quoted, BenchCerts};
-use super::{Better, Env, Report, Row, TENANT};
+use super::{within, Better, Env, Report, Row};
 use crate::bench::abuse::{kill_child, stop_child};
 use crate::bench::vault::{self, field, must, Measured, Op, Setup, READ_PATH};
 use crate::cmd_client::describe;
@@ -163,15 +163,7 @@ async fn measure_openbao(bin: &Path, window: Duration) -> Result<Vec<Measured>, 
 }
 
 async fn measure_rampart(window: Duration) -> Result<Vec<Measured>, Failure> {
-    let key =
-        rampart_identity::generate_api_key("rk_bench_").map_err(|e| Failure(e.to_string()))?;
-    let keys = Secret::new(format!("{TENANT}:{}", key.expose()));
-    let server = within(
-        "starting Rampart",
-        SETUP,
-        super::rampart_child(keys.expose(), &[]),
-    )
-    .await?;
+    let (server, key) = within("starting Rampart", SETUP, super::rampart_child(&[])).await?;
     let r = async {
         let url = server
             .https_url()
@@ -187,17 +179,6 @@ async fn measure_rampart(window: Duration) -> Result<Vec<Measured>, Failure> {
     .await;
     server.stop().await;
     r
-}
-
-/// Runs `f` for at most `limit`.
-async fn within<T>(
-    what: &str,
-    limit: Duration,
-    f: impl std::future::Future<Output = Result<T, Failure>>,
-) -> Result<T, Failure> {
-    tokio::time::timeout(limit, f)
-        .await
-        .map_err(|_| Failure(format!("{what}: no end after {} s", limit.as_secs())))?
 }
 
 // === the OpenBao server ===

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use rampart_client::{AckMode, Client, ClientConfig};
-use rampart_identity::Secret;
 use tokio::sync::watch;
 
 use super::nats::{NatsConn, NatsEvents, NatsServer, NatsSub, NATS_WRITE};
@@ -359,10 +358,7 @@ async fn nats_throughput(
 
 /// A bench Rampart server with one API key for [`TENANT`].
 async fn start_rampart() -> Result<(ChildServer, ClientConfig), Failure> {
-    let key =
-        rampart_identity::generate_api_key("rk_bench_").map_err(|e| Failure(e.to_string()))?;
-    let keys = Secret::new(format!("{TENANT}:{}", key.expose()));
-    let server = super::rampart_child(keys.expose(), &[]).await?;
+    let (server, key) = super::rampart_child(&[]).await?;
     let cfg = server.config(&key);
     Ok((server, cfg))
 }
@@ -373,10 +369,7 @@ async fn bounded<T>(
     window: Duration,
     f: impl std::future::Future<Output = Result<T, Failure>>,
 ) -> Result<T, Failure> {
-    let limit = window + DRAIN + SETUP;
-    tokio::time::timeout(limit, f)
-        .await
-        .map_err(|_| Failure(format!("{what}: no end after {} s", limit.as_secs())))?
+    super::within(&what, window + DRAIN + SETUP, f).await
 }
 
 /// After a Rampart publisher's last message: a ping round trip shows that
