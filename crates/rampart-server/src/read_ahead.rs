@@ -16,7 +16,7 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The read-ahead buffer's size during a burst.
-pub(crate) const READ_AHEAD: usize = 32 * 1024;
+const READ_AHEAD: usize = 32 * 1024;
 
 /// `S` with reads buffered only during bursts; writes go straight through.
 pub(crate) struct ReadAhead<S> {
@@ -85,28 +85,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             me.buf = vec![0; READ_AHEAD];
         }
         let mut rb = ReadBuf::new(&mut me.buf);
-        match Pin::new(&mut me.inner).poll_read(cx, &mut rb) {
-            Poll::Pending => {
-                // Drained after all: wait without the buffer.
-                me.bursting = false;
-                me.buf = Vec::new();
-                return Poll::Pending;
-            }
-            Poll::Ready(Err(e)) => {
-                me.bursting = false;
-                me.buf = Vec::new();
-                return Poll::Ready(Err(e));
-            }
-            Poll::Ready(Ok(())) => {}
-        }
+        let res = Pin::new(&mut me.inner).poll_read(cx, &mut rb);
         let n = rb.filled().len();
+        if n == 0 || !matches!(res, Poll::Ready(Ok(()))) {
+            // Drained after all, failed or at the end: no burst to buffer.
+            me.bursting = false;
+            me.buf = Vec::new();
+            return res;
+        }
         me.bursting = n == READ_AHEAD;
         me.pos = 0;
         me.filled = n;
-        if n == 0 {
-            me.buf = Vec::new();
-            return Poll::Ready(Ok(()));
-        }
         me.give(out);
         Poll::Ready(Ok(()))
     }
