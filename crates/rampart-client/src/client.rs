@@ -1,5 +1,7 @@
-//! The client: one connection, a writer task, a reader task that routes
-//! replies by correlation id and events by subscription id.
+//! The client: one connection, its write side shared by the callers and a
+//! writer task (`outbox`: a lone request is written by its caller), a
+//! reader task that routes replies by correlation id and events by
+//! subscription id.
 //!
 //! A request refused for a rate limit (NACK 429 with a retry-after) is sent
 //! again by its caller's task after the wait, under a fresh id, until
@@ -23,17 +25,17 @@ use rampart_proto::{
     TenantId, TokenRequest, Unsubscribe, DEFAULT_MAX_FRAME, HEADER_LEN, PROTOCOL_VERSION,
 };
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tracing::debug;
 
 use crate::backoff::{jitter, rate_limited, Backoff, Pacer};
 use crate::config::{ClientConfig, Credential, CredentialProvider, Transport};
 use crate::error::ClientError;
+use crate::outbox::{self, Outbox};
 use crate::tls::client_config;
 use rampart_identity::Secret;
 
-const WRITE_COALESCE: usize = 256 * 1024;
 /// Bytes read from a TCP socket at once under TLS.
 const TLS_READ_BUFFER: usize = 32 * 1024;
 /// Bytes of encoded frames queued for the writer and not written yet, each
@@ -109,15 +111,8 @@ struct Routes {
     async_error: Option<ClientError>,
 }
 
-/// An encoded frame on its way to the writer, holding its share of
-/// [`WRITE_BUDGET`] until it is written.
-struct Queued {
-    bytes: Bytes,
-    _permit: Option<OwnedSemaphorePermit>,
-}
-
 struct Inner {
-    tx: mpsc::UnboundedSender<Queued>,
+    out: Arc<Outbox>,
     /// [`WRITE_BUDGET`], shared by the frames queued for the writer.
     queued: Arc<Semaphore>,
     routes: Mutex<Routes>,
@@ -137,6 +132,14 @@ struct Inner {
     /// Expiry of the current credential (Unix ms; 0 = none).
     expires_at_ms: AtomicU64,
     reauth_running: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Inner {
+    /// The last of the client: the writer task writes out what is queued,
+    /// then closes the stream.
+    fn drop(&mut self) {
+        self.out.close();
+    }
 }
 
 #[derive(Clone)]
@@ -165,7 +168,7 @@ impl Inner {
             .acquire_many_owned(budget_cost(&bytes))
             .await
             .map_err(|_| ClientError::Closed)?;
-        self.queue(bytes, permit)
+        self.out.put(bytes, Some(permit), false)
     }
 
     /// [`WRITE_BUDGET`]'s share for `bytes` if there is room for it now;
@@ -180,16 +183,6 @@ impl Inner {
             Err(TryAcquireError::NoPermits) => Ok(None),
             Err(TryAcquireError::Closed) => Err(ClientError::Closed),
         }
-    }
-
-    /// Hands an encoded frame and its share of the budget to the writer.
-    fn queue(&self, bytes: Bytes, permit: OwnedSemaphorePermit) -> Result<(), ClientError> {
-        self.tx
-            .send(Queued {
-                bytes,
-                _permit: Some(permit),
-            })
-            .map_err(|_| ClientError::Closed)
     }
 
     fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
@@ -927,7 +920,7 @@ async fn send_and_wait(
     let bytes = encode_checked(inner, frame)?;
     let room = inner.room_now(&bytes)?;
     let (tx, rx) = oneshot::channel();
-    {
+    let alone = {
         let mut routes = inner.routes();
         if routes.closed {
             return Err(ClientError::Closed);
@@ -936,9 +929,12 @@ async fn send_and_wait(
         if room.is_some() {
             routes.expect_reply_by(id, inner.request_timeout);
         }
-    }
+        routes.pending.len() == 1
+    };
     let queued = match room {
-        Some(permit) => inner.queue(bytes, permit),
+        // Alone, the caller may write it itself (see `outbox`); with other
+        // requests in flight, the writer task gathers them.
+        Some(permit) => inner.out.put(bytes, Some(permit), alone),
         None => inner.enqueue(bytes).await.map(|()| {
             inner.routes().expect_reply_by(id, inner.request_timeout);
         }),
@@ -1013,9 +1009,9 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let out = Arc::new(Outbox::new(w));
     let inner = Arc::new(Inner {
-        tx,
+        out: out.clone(),
         queued: Arc::new(Semaphore::new(WRITE_BUDGET)),
         routes: Mutex::new(Routes::default()),
         next_id: AtomicU64::new(1),
@@ -1028,7 +1024,7 @@ where
         expires_at_ms: AtomicU64::new(0),
         reauth_running: std::sync::atomic::AtomicBool::new(false),
     });
-    let writer = tokio::spawn(writer(w, rx));
+    let writer = tokio::spawn(outbox::writer(out));
     tokio::spawn(reader(r, Arc::downgrade(&inner)));
     tokio::spawn(expire_overdue(
         Arc::downgrade(&inner),
@@ -1051,31 +1047,6 @@ async fn keepalive(inner: std::sync::Weak<Inner>, every: Duration) {
             return;
         }
     }
-}
-
-async fn writer<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedReceiver<Queued>) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    while let Some(first) = rx.recv().await {
-        let mut single = Some(first);
-        while let Ok(next) = rx.try_recv() {
-            if let Some(f) = single.take() {
-                buf.extend_from_slice(&f.bytes);
-            }
-            buf.extend_from_slice(&next.bytes);
-            if buf.len() >= WRITE_COALESCE {
-                break;
-            }
-        }
-        let res = match &single {
-            Some(f) => w.write_all(&f.bytes).await,
-            None => w.write_all(&buf).await,
-        };
-        if res.is_err() || w.flush().await.is_err() {
-            break;
-        }
-        buf.clear();
-    }
-    let _ = w.shutdown().await;
 }
 
 fn nack_error(m: &rampart_proto::Nack) -> ClientError {
@@ -1487,10 +1458,7 @@ impl Drop for Subscription {
                     subscription_id: self.id,
                 },
             );
-            let _ = self.inner.tx.send(Queued {
-                bytes: frame.to_bytes(),
-                _permit: None,
-            });
+            let _ = self.inner.out.put(frame.to_bytes(), None, false);
         }
     }
 }
@@ -1521,6 +1489,7 @@ fn offsets_per_frame(max_frame: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
 
     #[test]
     fn urls() {
@@ -1542,9 +1511,8 @@ mod tests {
     }
 
     fn test_inner() -> Inner {
-        let (tx, _rx) = mpsc::unbounded_channel();
         Inner {
-            tx,
+            out: Arc::new(Outbox::new(tokio::io::sink())),
             queued: Arc::new(Semaphore::new(WRITE_BUDGET)),
             routes: Mutex::new(Routes::default()),
             next_id: AtomicU64::new(1),

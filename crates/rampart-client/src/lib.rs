@@ -34,6 +34,9 @@
 //!   again, and the bound on the total (no IO).
 //! - `client`: [`Client`], [`Subscription`], durable consumers
 //!   ([`ConsumeOptions`]) and the connection tasks.
+//! - `outbox`: a connection's write side, shared by the callers and the
+//!   writer task: a lone request is written by its own caller, a burst
+//!   is gathered by the writer task.
 //! - `tls`: TLS 1.3 client settings.
 //! - `error`: [`ClientError`], which keeps the server's NACK code.
 //! - `admin`: [`AdminClient`] for the HTTPS API.
@@ -43,6 +46,7 @@ mod backoff;
 mod client;
 mod config;
 mod error;
+mod outbox;
 mod tls;
 
 pub use admin::{AdminClient, AdminResponse, AdminSession};
