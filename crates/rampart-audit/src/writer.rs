@@ -18,7 +18,7 @@ use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -409,9 +409,20 @@ impl Writer {
     /// sender is gone.
     pub(crate) fn run(mut self, rx: Receiver<Msg>) {
         let mut stopping: Vec<oneshot::Sender<()>> = Vec::new();
+        // Whether the last message came within [`SPIN`] of the writer
+        // being ready for it: only then is polling for the next worth it.
+        let mut quick = false;
         loop {
             let first = if stopping.is_empty() {
-                match rx.recv_timeout(self.wait()) {
+                let ready = Instant::now();
+                let spun = if quick {
+                    spin_for(&rx)
+                } else {
+                    rx.try_recv().ok()
+                };
+                let got = spun.map_or_else(|| rx.recv_timeout(self.wait()), Ok);
+                quick = ready.elapsed() < SPIN;
+                match got {
                     Ok(msg) => msg,
                     Err(RecvTimeoutError::Timeout) => {
                         self.tick();
@@ -763,6 +774,32 @@ impl Writer {
     }
 }
 
+/// How long the writer polls for the next message before it sleeps, when
+/// the last one came that soon too. Under a steady stream of records
+/// (vault reads) the next one mostly comes within this, and neither the
+/// writer's sleep nor the sender's wake-up of it (both system calls, and a
+/// cross-CPU interrupt) happens: `bench vault --ops read` +3% to +16% reads
+/// and a lower p50 at the same p99 (see docs/performance.md). Records
+/// further apart (logins, which wait for an fsync) do not start it, and an
+/// idle server does not poll.
+const SPIN: Duration = Duration::from_micros(20);
+
+/// The next message if one comes within [`SPIN`].
+fn spin_for<T>(rx: &Receiver<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        match rx.try_recv() {
+            Ok(m) => return Some(m),
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) => {}
+        }
+        if start.elapsed() >= SPIN {
+            return None;
+        }
+        std::thread::yield_now();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -772,5 +809,18 @@ mod tests {
     fn a_queue_slot_is_about_300_bytes() {
         let size = std::mem::size_of::<Msg>();
         assert!((200..=320).contains(&size), "{size}");
+    }
+
+    #[test]
+    fn the_writer_polls_briefly_before_it_sleeps() {
+        let (tx, rx) = sync_channel::<u32>(4);
+        tx.send(7).expect("send");
+        assert_eq!(spin_for(&rx), Some(7), "a queued message was missed");
+        let start = Instant::now();
+        assert_eq!(spin_for(&rx), None);
+        assert!(start.elapsed() >= SPIN, "gave up before the spin was over");
+        // The senders gone: no message either.
+        drop(tx);
+        assert_eq!(spin_for(&rx), None);
     }
 }
