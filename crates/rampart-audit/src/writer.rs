@@ -415,11 +415,9 @@ impl Writer {
         loop {
             let first = if stopping.is_empty() {
                 let ready = Instant::now();
-                let spun = if quick {
-                    spin_for(&rx)
-                } else {
-                    rx.try_recv().ok()
-                };
+                // Without polling, `recv_timeout` takes a queued message
+                // at once.
+                let spun = if quick { spin_for(&rx) } else { None };
                 let got = spun.map_or_else(|| rx.recv_timeout(self.wait()), Ok);
                 quick = ready.elapsed() < SPIN;
                 match got {
