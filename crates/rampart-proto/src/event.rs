@@ -133,8 +133,19 @@ impl SharedEvents {
     /// per-subscriber part is the 32-byte head (header, subscription id,
     /// missed count); the rest is a straight copy of the shared bytes.
     pub fn write_frame(&self, out: &mut BytesMut, subscription_id: u64, missed: u64) {
+        out.reserve(HEAD_LEN + self.entries.len());
+        self.write_head(out, subscription_id, missed);
+        out.put_slice(&self.entries);
+    }
+
+    /// Writes everything of the frame [`write_frame`](Self::write_frame)
+    /// writes but the shared `entries`, which must follow it on the wire:
+    /// a writer that can send several buffers in one call (a vectored
+    /// write) then sends the shared bytes as they are, with no copy per
+    /// subscriber.
+    pub fn write_head(&self, out: &mut BytesMut, subscription_id: u64, missed: u64) {
         let body_len = 8 + 8 + self.encoded_len();
-        out.reserve(HEADER_LEN + body_len);
+        out.reserve(HEAD_LEN);
         out.put_u32(body_len as u32);
         out.put_u8(PROTOCOL_VERSION);
         out.put_u8(FrameType::EventBatch as u8);
@@ -144,9 +155,11 @@ impl SharedEvents {
         out.put_u64(missed);
         out.put_u64(self.first_seq);
         out.put_u32(self.count);
-        out.put_slice(&self.entries);
     }
 }
+
+/// The bytes [`SharedEvents::write_head`] writes.
+const HEAD_LEN: usize = HEADER_LEN + 8 + 8 + 8 + 4;
 
 #[cfg(test)]
 mod tests {
@@ -167,5 +180,26 @@ mod tests {
         let got: Vec<Bytes> = Entries::new(bytes, count).collect();
         assert_eq!(got, vec![&b"one"[..], &b""[..], &b"three"[..]]);
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn a_head_and_the_shared_entries_make_the_whole_frame() {
+        let mut b = EntriesBuilder::new();
+        b.push(b"one");
+        b.push(b"two");
+        let (count, entries) = b.finish();
+        let shared = SharedEvents {
+            first_seq: 9,
+            count,
+            entries,
+        };
+        let mut whole = BytesMut::new();
+        shared.write_frame(&mut whole, 3, 1);
+        let mut head = BytesMut::new();
+        shared.write_head(&mut head, 3, 1);
+        assert_eq!(head.len(), HEAD_LEN);
+        head.extend_from_slice(&shared.entries);
+        assert_eq!(head, whole);
+        assert_eq!(whole.len(), HEADER_LEN + 8 + 8 + shared.encoded_len());
     }
 }

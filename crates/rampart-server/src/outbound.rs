@@ -1,6 +1,9 @@
 //! A connection's way out. Everything it sends goes through one writer
 //! half, in order, gathered into large writes so that small frames share
-//! TLS records.
+//! TLS records. Where the writer half takes several buffers per call (TLS
+//! over TCP), a large event batch shared by every subscriber of a stream
+//! goes into that write as it is, next to the subscriber's own frame head,
+//! instead of being copied into the buffer once per subscriber.
 //!
 //! Two paths lead there:
 //! - the **queue** to the connection's writer task, for subscription
@@ -22,7 +25,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
 use rampart_proto::{Frame, SharedEvents};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Mutex, OwnedSemaphorePermit};
@@ -40,6 +45,14 @@ const WRITER_QUEUE: usize = 1024;
 /// from the last one, so a busy connection pays one allocation per write,
 /// not a doubling series.
 const WRITE_KEEP: usize = 16 * 1024;
+/// Shared event bytes at least this long go out by reference, next to the
+/// subscriber's own frame head, through a vectored write: the TLS layer
+/// copies them once, into its records, instead of twice. Shorter ones are
+/// copied into the buffer, where a slice of their own would cost more than
+/// the copy.
+const BY_REFERENCE: usize = 1024;
+/// Buffers handed to one vectored write at most.
+const SLICES: usize = 64;
 
 /// What goes out through the queue.
 pub(crate) enum Out {
@@ -76,6 +89,13 @@ struct Shared {
 
 struct WriteSide {
     w: Box<dyn AsyncWrite + Send + Unpin>,
+    /// `w` takes several buffers in one call (TLS over TCP does; a QUIC
+    /// stream takes one at a time, so everything is gathered into `buf`).
+    vectored: bool,
+    /// What goes out before `buf`, in order: frame heads split off `buf`
+    /// and the shared event bytes that follow them. Empty unless `w` is
+    /// vectored.
+    chunks: Vec<Bytes>,
     buf: BytesMut,
     /// Bytes of the last write, what the writer task reserves for the
     /// next one.
@@ -89,14 +109,44 @@ impl WriteSide {
     /// failed or was shut.
     async fn write_buffered(&mut self) -> bool {
         if self.done {
+            self.chunks.clear();
             self.buf.clear();
             return false;
         }
-        let ok = self.w.write_all(&self.buf).await.is_ok() && self.w.flush().await.is_ok();
         self.last = self.buf.len();
+        let written = if self.chunks.is_empty() {
+            self.w.write_all(&self.buf).await
+        } else {
+            if !self.buf.is_empty() {
+                self.chunks.push(self.buf.split().freeze());
+            }
+            write_chunks(&mut self.w, &mut self.chunks).await
+        };
+        let ok = written.is_ok() && self.w.flush().await.is_ok();
+        self.chunks.clear();
         self.buf.clear();
         self.done = !ok;
         ok
+    }
+
+    /// Adds one subscriber's frames of `batches`: the shared bytes of a
+    /// large batch by reference when `w` is vectored, copied otherwise.
+    fn events(&mut self, subscription: u64, mut missed: u64, batches: &[SharedEvents]) {
+        for b in batches {
+            let missed = std::mem::take(&mut missed);
+            if self.vectored && b.entries.len() >= BY_REFERENCE {
+                b.write_head(&mut self.buf, subscription, missed);
+                self.chunks.push(self.buf.split().freeze());
+                self.chunks.push(b.entries.clone());
+            } else {
+                b.write_frame(&mut self.buf, subscription, missed);
+            }
+        }
+    }
+
+    /// Bytes waiting to be written.
+    fn pending(&self) -> usize {
+        self.chunks.iter().map(Bytes::len).sum::<usize>() + self.buf.len()
     }
 
     /// After a write: lets a buffer grown past [`WRITE_KEEP`] go unless
@@ -117,9 +167,12 @@ where
     W: AsyncWrite + Send + Unpin + 'static,
 {
     let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+    let vectored = w.is_write_vectored();
     let shared = Arc::new(Shared {
         side: Mutex::new(WriteSide {
             w: Box::new(w),
+            vectored,
+            chunks: Vec::new(),
             buf: BytesMut::new(),
             last: 0,
             done: false,
@@ -181,12 +234,12 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Out>) {
         let reserve = side.last.min(WRITE_COALESCE);
         side.buf.reserve(reserve);
         let mut taken = 1;
-        let mut closing = encode(item, &mut side.buf);
-        while !closing && side.buf.len() < WRITE_COALESCE {
+        let mut closing = encode(item, &mut side);
+        while !closing && side.pending() < WRITE_COALESCE {
             match rx.try_recv() {
                 Ok(item) => {
                     taken += 1;
-                    closing |= encode(item, &mut side.buf);
+                    closing |= encode(item, &mut side);
                 }
                 Err(_) => break,
             }
@@ -205,23 +258,54 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Out>) {
     }
 }
 
-/// Encodes `item` into `buf`; `true` for [`Out::Close`].
-fn encode(item: Out, buf: &mut BytesMut) -> bool {
+/// Adds `item` to what `side` writes next; `true` for [`Out::Close`].
+fn encode(item: Out, side: &mut WriteSide) -> bool {
     match item {
-        Out::Frame(f) => f.encode(buf),
+        Out::Frame(f) => f.encode(&mut side.buf),
         Out::Events {
             subscription,
-            mut missed,
+            missed,
             batches,
             ..
-        } => {
-            for b in &batches {
-                b.write_frame(buf, subscription, std::mem::take(&mut missed));
-            }
-        }
+        } => side.events(subscription, missed, &batches),
         Out::Close => return true,
     }
     false
+}
+
+/// Writes all of `chunks`, in order, [`SLICES`] buffers per call at most.
+async fn write_chunks(
+    w: &mut Box<dyn AsyncWrite + Send + Unpin>,
+    chunks: &mut [Bytes],
+) -> std::io::Result<()> {
+    let mut first = 0;
+    loop {
+        while chunks.get(first).is_some_and(Bytes::is_empty) {
+            first += 1;
+        }
+        if first == chunks.len() {
+            return Ok(());
+        }
+        let mut slices = [IoSlice::new(&[]); SLICES];
+        let mut count = 0;
+        for (slot, chunk) in slices.iter_mut().zip(&chunks[first..]) {
+            *slot = IoSlice::new(chunk);
+            count += 1;
+        }
+        let mut n = w.write_vectored(&slices[..count]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let chunk = &mut chunks[first];
+            let step = n.min(chunk.len());
+            chunk.advance(step);
+            n -= step;
+            if chunk.is_empty() {
+                first += 1;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -369,5 +453,128 @@ mod tests {
         let _ = out.queue(Out::Frame(ping(2))).await;
         drop(out);
         writer.await.unwrap();
+    }
+
+    /// A writer that takes several buffers per call, at most `per_call`
+    /// bytes, and notes where every buffer it was handed lives.
+    struct Vectored {
+        data: Arc<std::sync::Mutex<(Vec<u8>, Vec<usize>)>>,
+        per_call: usize,
+    }
+
+    impl AsyncWrite for Vectored {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let mut data = self.data.lock().unwrap();
+            let mut left = self.per_call;
+            for b in bufs {
+                data.1.push(b.as_ptr() as usize);
+                let n = left.min(b.len());
+                data.0.extend_from_slice(&b[..n]);
+                left -= n;
+                if left == 0 {
+                    break;
+                }
+            }
+            std::task::Poll::Ready(Ok(self.per_call - left))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    fn events(first_seq: u64, payloads: &[&[u8]]) -> SharedEvents {
+        let mut b = rampart_proto::EntriesBuilder::new();
+        for p in payloads {
+            b.push(p);
+        }
+        let (count, entries) = b.finish();
+        SharedEvents {
+            first_seq,
+            count,
+            entries,
+        }
+    }
+
+    #[tokio::test]
+    async fn large_shared_events_go_out_by_reference_and_whole() {
+        let data = Arc::new(std::sync::Mutex::new((Vec::new(), Vec::new())));
+        // 700 bytes per call: heads and entries are cut mid-way.
+        let w = Vectored {
+            data: data.clone(),
+            per_call: 700,
+        };
+        let (out, task) = outbound(w);
+        let budget = Arc::new(tokio::sync::Semaphore::new(8));
+        let small = events(1, &[b"tiny", b"small"]);
+        let large = events(3, &[&[5u8; 3000], &[6u8; 10]]);
+        out.queue(Out::Frame(ping(1))).await.unwrap();
+        out.queue(Out::Events {
+            subscription: 7,
+            missed: 2,
+            batches: vec![small.clone(), large.clone()],
+            _budget: budget.clone().acquire_owned().await.unwrap(),
+        })
+        .await
+        .unwrap();
+        out.queue(Out::Frame(ping(2))).await.unwrap();
+        out.queue(Out::Close).await.unwrap();
+        drop(out);
+        task.await;
+
+        let (bytes, handed) = std::mem::take(&mut *data.lock().unwrap());
+        assert!(
+            handed.contains(&(large.entries.as_ptr() as usize)),
+            "the large batch's shared bytes were handed over as they are"
+        );
+        assert!(
+            !handed.contains(&(small.entries.as_ptr() as usize)),
+            "the small batch was copied into the buffer"
+        );
+        let mut buf = BytesMut::from(&bytes[..]);
+        let decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let mut got = Vec::new();
+        while let Some(d) = decoder.decode(&mut buf).unwrap() {
+            got.push(d.frame.unwrap());
+        }
+        assert!(buf.is_empty());
+        assert_eq!(got.len(), 4);
+        assert_eq!((got[0].id, got[3].id), (1, 2));
+        for (frame, (want, missed)) in got[1..3].iter().zip([(&small, 2), (&large, 0)]) {
+            let Message::EventBatch(e) = &frame.msg else {
+                panic!("an event batch, got {:?}", frame.msg);
+            };
+            assert_eq!(
+                (e.subscription_id, e.missed, e.first_seq, e.count),
+                (7, missed, want.first_seq, want.count)
+            );
+            assert_eq!(e.entries, want.entries);
+        }
     }
 }
