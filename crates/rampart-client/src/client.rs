@@ -558,33 +558,53 @@ impl Client {
         I: IntoIterator<Item = P>,
         P: AsRef<[u8]>,
     {
-        let mut b = rampart_proto::EntriesBuilder::new();
+        let tenant = TenantId::parse(tenant)?;
+        let namespace = NamespaceName::parse(namespace)?;
+        let stream = StreamName::parse(stream)?;
+        // Gathered first (the payloads themselves are not copied), so that
+        // the frame is sized once and each payload copied into it once.
+        let payloads: Vec<P> = payloads.into_iter().collect();
+        let count = u32::try_from(payloads.len())
+            .map_err(|_| ClientError::InvalidArgument("too many payloads in one batch".into()))?;
+        let acks = match ack {
+            AckMode::None => {
+                // Encoded straight into the frame: nothing waits for a
+                // reply, so nothing is ever sent again from a message.
+                let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+                let bytes = rampart_proto::encode_publish_batch(
+                    id, ack, &tenant, &namespace, &stream, &payloads,
+                );
+                drop(payloads);
+                check_size(&self.inner, bytes.len())?;
+                self.inner.enqueue(bytes).await?;
+                return Ok(Acked {
+                    count,
+                    durability: Durability::None,
+                });
+            }
+            AckMode::Batch => 1,
+            AckMode::Message => count.max(1),
+        };
+        let size = payloads.iter().map(|p| 4 + p.as_ref().len()).sum();
+        let mut b = rampart_proto::EntriesBuilder::with_capacity(size);
         for p in payloads {
             b.push(p.as_ref());
         }
         let (count, entries) = b.finish();
         let msg = Message::PublishBatch(PublishBatch {
             ack,
-            tenant: TenantId::parse(tenant)?,
-            namespace: NamespaceName::parse(namespace)?,
-            stream: StreamName::parse(stream)?,
+            tenant,
+            namespace,
+            stream,
             count,
             entries,
         });
-        match ack {
-            AckMode::None => {
-                send_only(&self.inner, msg).await?;
-                Ok(Acked {
-                    count,
-                    durability: Durability::None,
-                })
-            }
-            AckMode::Batch => acked_of(request(&self.inner, msg, 1).await?),
-            AckMode::Message => {
-                let acked = acked_of(request(&self.inner, msg, count.max(1)).await?)?;
-                Ok(Acked { count, ..acked })
-            }
-        }
+        let acked = acked_of(request(&self.inner, msg, acks).await?)?;
+        Ok(match ack {
+            // One ACK per message: the last one's count is 1.
+            AckMode::Message => Acked { count, ..acked },
+            _ => acked,
+        })
     }
 
     /// Subscribes to a stream; messages published from now on arrive on the
@@ -854,14 +874,19 @@ fn reauthenticate_in_background(inner: Arc<Inner>) {
 /// Encodes a frame, refusing one the server would not accept.
 fn encode_checked(inner: &Inner, frame: &Frame) -> Result<Bytes, ClientError> {
     let bytes = frame.to_bytes();
+    check_size(inner, bytes.len())?;
+    Ok(bytes)
+}
+
+/// Refuses a request of `len` bytes larger than the server's frame limit.
+fn check_size(inner: &Inner, len: usize) -> Result<(), ClientError> {
     let max = inner.max_frame.load(Ordering::Acquire);
-    if bytes.len() > max {
+    if len > max {
         return Err(ClientError::InvalidArgument(format!(
-            "request of {} bytes is larger than the server's frame limit of {max} bytes",
-            bytes.len()
+            "request of {len} bytes is larger than the server's frame limit of {max} bytes"
         )));
     }
-    Ok(bytes)
+    Ok(())
 }
 
 async fn send_only(inner: &Arc<Inner>, msg: Message) -> Result<(), ClientError> {

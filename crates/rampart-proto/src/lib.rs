@@ -20,7 +20,8 @@ mod names;
 
 pub use code::ErrorCode;
 pub use codec::{
-    decode_exact, BodyError, DecodeExactError, Decoded, FrameDecoder, FrameError, Header,
+    decode_exact, encode_publish_batch, BodyError, DecodeExactError, Decoded, FrameDecoder,
+    FrameError, Header,
 };
 pub use event::{Entries, EntriesBuilder, SharedEvents};
 pub use frame::{
