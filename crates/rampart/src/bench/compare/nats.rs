@@ -427,6 +427,11 @@ pub(super) struct NatsConn {
 }
 
 impl NatsConn {
+    /// The TLS cipher suite the server picked for this connection.
+    pub(super) fn cipher_suite(&self) -> String {
+        suite_name(self.tls.get_ref().1)
+    }
+
     /// TCP, the server's INFO (plain text), the TLS 1.3 handshake, CONNECT
     /// with the token (no echo; with `headers`, announcing headers and
     /// no-responders support), and a PING answered by PONG.
@@ -784,6 +789,26 @@ pub(super) fn tls13_client(
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(Arc::new(tls))
+}
+
+/// The cipher suite the TLS server at `addr` (Rampart's TCP listener)
+/// picks from what [`tls13_client`] offers, which is what the bench's
+/// NATS client and `rampart_client` offer too: rustls's default order.
+pub(super) async fn cipher_suite_at(
+    addr: SocketAddr,
+    ca: rustls::pki_types::CertificateDer<'static>,
+) -> Result<String, Failure> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let tls = TlsConnector::from(tls13_client(ca)?)
+        .connect(name, tcp)
+        .await?;
+    Ok(suite_name(tls.get_ref().1))
+}
+
+fn suite_name(c: &rustls::ClientConnection) -> String {
+    c.negotiated_cipher_suite()
+        .map_or_else(|| "none".into(), |s| format!("{:?}", s.suite()))
 }
 
 /// 16 hex digits from the operating system's random source, for inboxes.

@@ -423,6 +423,21 @@ pub(super) async fn throughput(env: &mut Env, report: &mut Report) -> Result<(),
     let (rampart, cfg) = start_rampart().await?;
     let nats = NatsServer::start(&nats_bin).await?;
     let events = Arc::new(NatsEvents::default());
+    // The same offer gets different suites: each server picks its own.
+    let offer = rustls::crypto::ring::default_provider()
+        .cipher_suites
+        .iter()
+        .filter(|s| matches!(s, rustls::SupportedCipherSuite::Tls13(_)))
+        .map(|s| format!("{:?}", s.suite()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let ca = super::nats::BenchCerts::get()?.ca_der.clone();
+    report.note(format!(
+        "TLS over TCP: the clients (the bench's and rampart_client alike) offer TLS 1.3 \
+         with {offer}, in that order; Rampart picked {}, NATS {}",
+        super::nats::cipher_suite_at(rampart.tcp_addr(), ca).await?,
+        nats.connect().await?.cipher_suite(),
+    ));
     let mode = match env.batch {
         1 => "single-message PUBLISH frames".to_string(),
         n => format!("PUBLISH_BATCH frames of {n}"),
