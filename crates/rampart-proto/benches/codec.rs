@@ -2,15 +2,17 @@
 //! single-message PUBLISH frame, a PUBLISH_BATCH of 64 messages, and the
 //! EVENT_BATCH that carries them to a subscriber; and `Frame::to_bytes`
 //! (a new buffer per frame, as the client library encodes each request),
-//! for those and for a 64 KiB PUBLISH.
+//! for those and for a 64 KiB PUBLISH; and a PUBLISH_BATCH made from
+//! payloads, through the message or straight into the frame
+//! (`encode_publish_batch`, the client library's fire-and-forget path).
 
 use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use rampart_proto::{
-    AckMode, EntriesBuilder, EventBatch, Frame, FrameDecoder, Message, NamespaceName, Publish,
-    PublishBatch, StreamName, TenantId, DEFAULT_MAX_FRAME,
+    encode_publish_batch, AckMode, EntriesBuilder, EventBatch, Frame, FrameDecoder, Message,
+    NamespaceName, Publish, PublishBatch, StreamName, TenantId, DEFAULT_MAX_FRAME,
 };
 
 fn frames() -> Vec<(&'static str, u64, Frame)> {
@@ -104,5 +106,50 @@ fn codec(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec);
+/// A PUBLISH_BATCH of 64 payloads, from the payloads to the encoded frame.
+fn batch_from_payloads(c: &mut Criterion) {
+    let (tenant, ns, stream) = (
+        TenantId::parse("acme").expect("tenant"),
+        NamespaceName::parse("orders").expect("namespace"),
+        StreamName::parse("created").expect("stream"),
+    );
+    let mut g = c.benchmark_group("publish_batch");
+    for size in [128, 4096] {
+        let payloads: Vec<Bytes> = (0..64).map(|_| Bytes::from(vec![0xab; size])).collect();
+        g.throughput(Throughput::Bytes((64 * size) as u64));
+        g.bench_function(format!("64 x {size} B through the message"), |b| {
+            b.iter(|| {
+                let mut e = EntriesBuilder::new();
+                for p in &payloads {
+                    e.push(p);
+                }
+                let (count, entries) = e.finish();
+                let batch = PublishBatch {
+                    ack: AckMode::None,
+                    tenant: tenant.clone(),
+                    namespace: ns.clone(),
+                    stream: stream.clone(),
+                    count,
+                    entries,
+                };
+                black_box(Frame::new(1, Message::PublishBatch(batch)).to_bytes())
+            })
+        });
+        g.bench_function(format!("64 x {size} B straight into the frame"), |b| {
+            b.iter(|| {
+                black_box(encode_publish_batch(
+                    1,
+                    AckMode::None,
+                    &tenant,
+                    &ns,
+                    &stream,
+                    &payloads,
+                ))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, codec, batch_from_payloads);
 criterion_main!(benches);
