@@ -286,13 +286,20 @@ async fn write_chunks(
         if first == chunks.len() {
             return Ok(());
         }
-        let mut slices = [IoSlice::new(&[]); SLICES];
-        let mut count = 0;
-        for (slot, chunk) in slices.iter_mut().zip(&chunks[first..]) {
-            *slot = IoSlice::new(chunk);
-            count += 1;
-        }
-        let mut n = w.write_vectored(&slices[..count]).await?;
+        // The slices are made afresh on each poll, on the poll's stack: an
+        // array of them held across the await would sit in the writer
+        // task's future, about 1 KiB more on every connection.
+        let rest = &chunks[first..];
+        let mut n = std::future::poll_fn(|cx| {
+            let mut slices = [IoSlice::new(&[]); SLICES];
+            let mut count = 0;
+            for (slot, chunk) in slices.iter_mut().zip(rest) {
+                *slot = IoSlice::new(chunk);
+                count += 1;
+            }
+            std::pin::Pin::new(&mut **w).poll_write_vectored(cx, &slices[..count])
+        })
+        .await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
@@ -576,5 +583,16 @@ mod tests {
             );
             assert_eq!(e.entries, want.entries);
         }
+    }
+
+    /// The writer task lives as long as its connection, and its future is
+    /// allocated whole for that time: what it holds across an await (an
+    /// array of slices for a vectored write once made it 1,336 bytes
+    /// instead of 424) costs every quiet connection.
+    #[test]
+    fn the_writer_task_is_small() {
+        let (_out, task) = outbound(tokio::io::sink());
+        let size = std::mem::size_of_val(&task);
+        assert!(size < 1024, "the writer future is {size} bytes");
     }
 }
