@@ -117,8 +117,12 @@ impl WriteSide {
         let written = if self.chunks.is_empty() {
             self.w.write_all(&self.buf).await
         } else {
-            if !self.buf.is_empty() {
-                self.chunks.push(self.buf.split().freeze());
+            // Taken whole, spare room and all: the heads split off it share
+            // its allocation, which is let go with them once written
+            // (`settle` would see only the room left after the splits).
+            let rest = std::mem::take(&mut self.buf);
+            if !rest.is_empty() {
+                self.chunks.push(rest.freeze());
             }
             write_chunks(&mut self.w, &mut self.chunks).await
         };
