@@ -182,11 +182,8 @@ impl Frame {
     /// Appends the encoded frame to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
         let start = out.len();
-        out.put_u32(0);
-        out.put_u8(PROTOCOL_VERSION);
-        out.put_u8(self.msg.frame_type() as u8);
-        out.put_u16(0);
-        out.put_u64(self.id);
+        // The length is written once the body is there.
+        put_header(out, 0, self.msg.frame_type(), self.id);
         encode_body(&self.msg, out);
         let body_len = (out.len() - start - HEADER_LEN) as u32;
         out[start..start + 4].copy_from_slice(&body_len.to_be_bytes());
@@ -219,17 +216,12 @@ pub fn encode_publish_batch<P: AsRef<[u8]>>(
     payloads: &[P],
 ) -> Bytes {
     let entries: usize = payloads.iter().map(|p| 4 + p.as_ref().len()).sum();
-    let scope = tenant.as_str().len() + namespace.as_str().len() + stream.as_str().len() + 3;
-    let body_len = 1 + scope + 4 + entries;
+    let body_len = 1 + scope_len(tenant, namespace, stream.as_str()) + 4 + entries;
     let mut out = BytesMut::with_capacity(HEADER_LEN + body_len);
-    out.put_u32(u32::try_from(body_len).expect("frame under 4 GiB"));
-    out.put_u8(PROTOCOL_VERSION);
-    out.put_u8(FrameType::PublishBatch as u8);
-    out.put_u16(0);
-    out.put_u64(id);
-    out.put_u8(ack as u8);
-    put_scope(&mut out, tenant, namespace, stream.as_str());
-    out.put_u32(u32::try_from(payloads.len()).expect("under 4 Gi payloads"));
+    let len = u32::try_from(body_len).expect("frame under 4 GiB");
+    put_header(&mut out, len, FrameType::PublishBatch, id);
+    let count = u32::try_from(payloads.len()).expect("under 4 Gi payloads");
+    put_batch_head(&mut out, ack, tenant, namespace, stream, count);
     for p in payloads {
         let p = p.as_ref();
         out.put_u32(u32::try_from(p.len()).expect("payload under 4 GiB"));
@@ -247,20 +239,17 @@ fn capacity_hint(msg: &Message) -> usize {
     /// The header and the fixed fields of the messages with a payload,
     /// with room to spare; enough for most control frames whole.
     const FIXED: usize = HEADER_LEN + 48;
-    let scope = |t: &TenantId, n: &NamespaceName, x: &str| {
-        t.as_str().len() + n.as_str().len() + x.len() + 3
-    };
     FIXED
         + match msg {
             Message::Publish(p) => {
-                scope(&p.tenant, &p.namespace, p.stream.as_str()) + p.payload.len()
+                scope_len(&p.tenant, &p.namespace, p.stream.as_str()) + p.payload.len()
             }
             Message::PublishBatch(p) => {
-                scope(&p.tenant, &p.namespace, p.stream.as_str()) + p.entries.len()
+                scope_len(&p.tenant, &p.namespace, p.stream.as_str()) + p.entries.len()
             }
             Message::EventBatch(e) => e.entries.len(),
             Message::CachePut(c) => {
-                scope(&c.tenant, &c.namespace, c.cache.as_str())
+                scope_len(&c.tenant, &c.namespace, c.cache.as_str())
                     + c.key.as_str().len()
                     + 2
                     + c.value.len()
@@ -316,6 +305,35 @@ fn put_scope(out: &mut BytesMut, t: &TenantId, n: &NamespaceName, x: &str) {
     put_str8(out, x);
 }
 
+/// The bytes [`put_scope`] writes.
+fn scope_len(t: &TenantId, n: &NamespaceName, x: &str) -> usize {
+    t.as_str().len() + n.as_str().len() + x.len() + 3
+}
+
+/// Appends a frame header: the body's length, the version, the type, no
+/// flags, the id.
+pub(crate) fn put_header(out: &mut BytesMut, body_len: u32, frame_type: FrameType, id: u64) {
+    out.put_u32(body_len);
+    out.put_u8(PROTOCOL_VERSION);
+    out.put_u8(frame_type as u8);
+    out.put_u16(0);
+    out.put_u64(id);
+}
+
+/// The fields of a PUBLISH_BATCH body before its entries.
+fn put_batch_head(
+    out: &mut BytesMut,
+    ack: AckMode,
+    t: &TenantId,
+    n: &NamespaceName,
+    s: &StreamName,
+    count: u32,
+) {
+    out.put_u8(ack as u8);
+    put_scope(out, t, n, s.as_str());
+    out.put_u32(count);
+}
+
 fn encode_body(msg: &Message, out: &mut BytesMut) {
     match msg {
         Message::Hello(h) => {
@@ -359,9 +377,7 @@ fn encode_body(msg: &Message, out: &mut BytesMut) {
             out.put_slice(&p.payload);
         }
         Message::PublishBatch(p) => {
-            out.put_u8(p.ack as u8);
-            put_scope(out, &p.tenant, &p.namespace, p.stream.as_str());
-            out.put_u32(p.count);
+            put_batch_head(out, p.ack, &p.tenant, &p.namespace, &p.stream, p.count);
             out.put_slice(&p.entries);
         }
         Message::Subscribe(s) => {

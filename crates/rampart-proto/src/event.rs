@@ -3,7 +3,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::frame::{FrameType, HEADER_LEN, PROTOCOL_VERSION};
+use crate::codec::put_header;
+use crate::frame::{FrameType, HEADER_LEN};
 
 /// Builds an entries block.
 #[derive(Debug, Default)]
@@ -146,11 +147,7 @@ impl SharedEvents {
     pub fn write_head(&self, out: &mut BytesMut, subscription_id: u64, missed: u64) {
         let body_len = 8 + 8 + self.encoded_len();
         out.reserve(HEAD_LEN);
-        out.put_u32(body_len as u32);
-        out.put_u8(PROTOCOL_VERSION);
-        out.put_u8(FrameType::EventBatch as u8);
-        out.put_u16(0);
-        out.put_u64(0);
+        put_header(out, body_len as u32, FrameType::EventBatch, 0);
         out.put_u64(subscription_id);
         out.put_u64(missed);
         out.put_u64(self.first_seq);
