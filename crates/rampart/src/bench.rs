@@ -688,11 +688,16 @@ struct DurableArgs {
         default_values = ["none", "interval:10", "on_commit"]
     )]
     sync: Vec<SyncPolicyArg>,
-    /// Concurrent publishers, comma-separated. Each has its own connection
-    /// and one publish in flight: it sends a message, awaits its ACK, and
-    /// only then sends the next.
+    /// Concurrent publishers, comma-separated. Each has one publish in
+    /// flight: it sends a message, awaits its ACK, and only then sends the
+    /// next.
     #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 64])]
     concurrency: Vec<usize>,
+    /// Client connections the publishers share, taken in turn: `1` puts
+    /// every publish of a cell on one multiplexed connection, as a NATS
+    /// client's async publish does. Default: one per publisher.
+    #[arg(long)]
+    connections: Option<usize>,
     /// Transport of the publishers' connections.
     #[arg(long, value_enum, default_value = "tcp")]
     transport: Net,
@@ -758,6 +763,7 @@ struct DurableRow {
     sync: String,
     transport: &'static str,
     concurrency: usize,
+    connections: usize,
     size: usize,
     durability: Durability,
     messages: u64,
@@ -780,6 +786,9 @@ async fn bench_durable(a: DurableArgs) -> Result<ExitCode, Failure> {
     }
     if a.duration_secs == 0 {
         return Err(Failure("--duration-secs must be positive".into()));
+    }
+    if a.connections == Some(0) {
+        return Err(Failure("--connections must be positive".into()));
     }
     let modes: &[bool] = match a.sealing {
         Sealing::Sealed => &[true],
@@ -910,10 +919,15 @@ async fn durable_cell(
     n: usize,
     cell: u32,
 ) -> Result<DurableRow, Failure> {
-    let mut clients = Vec::with_capacity(n);
-    for _ in 0..n {
-        clients.push(Client::connect(url, cfg.clone()).await.map_err(describe)?);
+    let conns = a.connections.map_or(n, |c| c.min(n));
+    let mut connected = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        connected.push(Arc::new(
+            Client::connect(url, cfg.clone()).await.map_err(describe)?,
+        ));
     }
+    let clients: Vec<Arc<Client>> = (0..n).map(|i| connected[i % conns].clone()).collect();
+    drop(connected);
     let tenant = clients[0].tenant().to_string();
     let stream = format!("durable-{}-{cell}", std::process::id());
     let streams = format!("/v1/tenants/{tenant}/namespaces/bench/streams");
@@ -960,7 +974,10 @@ async fn durable_cell(
                 hist.saturating_record(((last - sent).as_micros() as u64).max(1));
                 acked += 1;
             }
-            client.close().await;
+            // A shared connection is closed by the last of its publishers.
+            if let Ok(client) = Arc::try_unwrap(client) {
+                client.close().await;
+            }
             Ok::<_, Failure>((acked, last, hist))
         }));
     }
@@ -993,6 +1010,7 @@ async fn durable_cell(
         sync: sync.spec.clone(),
         transport,
         concurrency: n,
+        connections: conns,
         size: a.size,
         durability: sync.promises,
         messages,
@@ -1005,14 +1023,15 @@ async fn durable_cell(
 fn print_durable(rows: &[DurableRow], format: Format) {
     match format {
         Format::Csv => {
-            println!("sealed,sync,transport,concurrency,size,durability,messages,seconds,p50_us,p99_us,msgs_per_s");
+            println!("sealed,sync,transport,concurrency,connections,size,durability,messages,seconds,p50_us,p99_us,msgs_per_s");
             for r in rows {
                 println!(
-                    "{},{},{},{},{},{},{},{:.3},{},{},{:.0}",
+                    "{},{},{},{},{},{},{},{},{:.3},{},{},{:.0}",
                     r.sealed,
                     r.sync,
                     r.transport,
                     r.concurrency,
+                    r.connections,
                     r.size,
                     r.durability.as_str(),
                     r.messages,
@@ -1025,11 +1044,12 @@ fn print_durable(rows: &[DurableRow], format: Format) {
         }
         Format::Table => {
             println!(
-                "{:<9} {:<12} {:<9} {:>5} {:>6} {:<10} {:>10} {:>8} {:>10} {:>9} {:>9}",
+                "{:<9} {:<12} {:<9} {:>5} {:>5} {:>6} {:<10} {:>10} {:>8} {:>10} {:>9} {:>9}",
                 "sealing",
                 "sync",
                 "transport",
                 "conc",
+                "conns",
                 "size",
                 "acks said",
                 "messages",
@@ -1040,11 +1060,12 @@ fn print_durable(rows: &[DurableRow], format: Format) {
             );
             for r in rows {
                 println!(
-                    "{:<9} {:<12} {:<9} {:>5} {:>6} {:<10} {:>10} {:>8.3} {:>10.0} {:>9} {:>9}",
+                    "{:<9} {:<12} {:<9} {:>5} {:>5} {:>6} {:<10} {:>10} {:>8.3} {:>10.0} {:>9} {:>9}",
                     if r.sealed { "sealed" } else { "unsealed" },
                     r.sync,
                     r.transport,
                     r.concurrency,
+                    r.connections,
                     r.size,
                     r.durability.as_str(),
                     r.messages,
@@ -1113,6 +1134,11 @@ mod tests {
         assert_eq!(d.concurrency, [1, 64]);
         assert_eq!(d.transport, Net::Tcp);
         assert_eq!((d.size, d.duration_secs), (128, 3));
+        assert_eq!(d.connections, None);
+        assert_eq!(
+            durable(&["--connections", "1"]).unwrap().connections,
+            Some(1)
+        );
 
         let d = durable(&["--sync", "on_commit,interval:5", "--concurrency", "8"]).unwrap();
         let specs: Vec<_> = d.sync.iter().map(|s| s.spec.as_str()).collect();
