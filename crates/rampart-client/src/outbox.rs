@@ -17,7 +17,8 @@
 //!
 //! Queued frames stay whole until the writer task takes them: one frame
 //! alone is written as it is, several are gathered into one buffer, up to
-//! [`GATHER`] bytes. A queued frame holds its share of the connection's
+//! [`GATHER`] bytes. The writer task yields once before each take, so that
+//! senders already woken queue their frames first and share the write. A queued frame holds its share of the connection's
 //! write budget until its last byte is written, and a gathering buffer
 //! grown by a burst is let go once the burst is written out.
 
@@ -92,6 +93,15 @@ struct Stream {
     gathered: BytesMut,
     /// `gathered` grew past [`GATHER_KEEP`] during this burst.
     grown: bool,
+    /// The writer task has yielded since it last took frames. It yields
+    /// once before each take, so that the tasks already woken to send
+    /// (say the callers whose replies one read just handed out) queue
+    /// their frames first and go out in the same write. Without it, 64
+    /// publishes in flight on one connection went out about one frame per
+    /// `writev` (a loopback round of its own, each waking the server);
+    /// with it, `rampart bench durable --sync interval:1000
+    /// --connections 1` acknowledged about 30% more.
+    yielded: bool,
 }
 
 /// How far a caller's own write went.
@@ -181,6 +191,7 @@ impl Outbox {
                 taken: Vec::new(),
                 gathered: BytesMut::new(),
                 grown: false,
+                yielded: false,
             }),
         }
     }
@@ -256,10 +267,11 @@ impl Outbox {
     }
 
     /// The writer task's work: writes out the queue and finishes flushes
-    /// while the writing is its own, waiting for work otherwise; ready once
-    /// the queue is written out after [`Outbox::close`], or when a write
-    /// fails.
-    pub(crate) fn poll_write_out(&self, cx: &mut Context<'_>) -> Poll<()> {
+    /// while the writing is its own, waiting for work otherwise. Ready with
+    /// [`Step::Yield`] before it takes frames from the queue (the task
+    /// yields, then polls again), with [`Step::Done`] once the queue is
+    /// written out after [`Outbox::close`], or when a write fails.
+    pub(crate) fn poll_write_out(&self, cx: &mut Context<'_>) -> Poll<Step> {
         let mut st = self.stream();
         let st = &mut *st;
         loop {
@@ -268,12 +280,12 @@ impl Outbox {
                 st.shares.clear();
                 let mut q = self.queue();
                 if q.failed {
-                    return Poll::Ready(());
+                    return Poll::Ready(Step::Done);
                 }
                 if q.writing != Writing::Task {
                     if q.writing == Writing::Idle && q.closing {
                         drop(q);
-                        return st.w.as_mut().poll_shutdown(cx).map(|_| ());
+                        return st.w.as_mut().poll_shutdown(cx).map(|_| Step::Done);
                     }
                     if !q.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                         q.waker = Some(cx.waker().clone());
@@ -286,7 +298,7 @@ impl Outbox {
                         Poll::Ready(Ok(())) => {}
                         Poll::Ready(Err(_)) => {
                             self.queue().failed = true;
-                            return Poll::Ready(());
+                            return Poll::Ready(Step::Done);
                         }
                         Poll::Pending => return Poll::Pending,
                     }
@@ -300,6 +312,11 @@ impl Outbox {
                     }
                     continue;
                 }
+                if !st.yielded {
+                    st.yielded = true;
+                    return Poll::Ready(Step::Yield);
+                }
+                st.yielded = false;
                 take_frames(&mut q.frames, &mut st.taken);
                 drop(q);
                 st.take_current();
@@ -315,7 +332,7 @@ impl Outbox {
                 }
                 Poll::Ready(_) => {
                     self.queue().failed = true;
-                    return Poll::Ready(());
+                    return Poll::Ready(Step::Done);
                 }
                 Poll::Pending => return Poll::Pending,
             }
@@ -325,7 +342,19 @@ impl Outbox {
 
 /// The writer task of a connection.
 pub(crate) async fn writer(out: Arc<Outbox>) {
-    std::future::poll_fn(|cx| out.poll_write_out(cx)).await;
+    while let Step::Yield = std::future::poll_fn(|cx| out.poll_write_out(cx)).await {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Why [`Outbox::poll_write_out`] returned.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Frames are queued: the writer task lets the tasks ready to run go
+    /// first, then takes them (see [`Stream::yielded`]).
+    Yield,
+    /// The queue is written out after [`Outbox::close`], or a write failed.
+    Done,
 }
 
 #[cfg(test)]
@@ -454,6 +483,30 @@ mod tests {
         writer.await.expect("writer ends");
         assert_eq!(pipe.got(), [vec![1; 8], vec![2; 4]].concat());
         assert_eq!(budget.available_permits(), 100);
+    }
+
+    #[test]
+    fn the_writer_lets_ready_senders_queue_before_it_takes_frames() {
+        let pipe = Shared::default();
+        pipe.open(100);
+        let out = Outbox::new(pipe.clone());
+        let mut cx = Context::from_waker(Waker::noop());
+        // Replies are awaited: the frame is queued for the writer task.
+        out.put(frame(1, 4), None, false).expect("put");
+        // Polled now, it yields before taking anything...
+        assert_eq!(out.poll_write_out(&mut cx), Poll::Ready(Step::Yield));
+        assert_eq!(pipe.writes(), 0);
+        // ...so the frames of senders that ran meanwhile join the write.
+        out.put(frame(2, 3), None, false).expect("put");
+        out.put(frame(3, 2), None, false).expect("put");
+        assert_eq!(out.poll_write_out(&mut cx), Poll::Pending);
+        assert_eq!(pipe.writes(), 1, "one write for the three frames");
+        assert_eq!(pipe.got(), [vec![1; 4], vec![2; 3], vec![3; 2]].concat());
+        // The next frame waits for a yield of its own.
+        out.put(frame(4, 1), None, false).expect("put");
+        assert_eq!(out.poll_write_out(&mut cx), Poll::Ready(Step::Yield));
+        assert_eq!(out.poll_write_out(&mut cx), Poll::Pending);
+        assert_eq!(pipe.writes(), 2);
     }
 
     #[test]
