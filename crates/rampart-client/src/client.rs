@@ -25,7 +25,7 @@ use rampart_proto::{
     TenantId, TokenRequest, Unsubscribe, DEFAULT_MAX_FRAME, HEADER_LEN, PROTOCOL_VERSION,
 };
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tracing::debug;
 
@@ -1032,7 +1032,7 @@ async fn expire_overdue(inner: std::sync::Weak<Inner>, every: Duration) {
 fn spawn_io<R, W>(r: R, w: W, config: &ClientConfig) -> (Arc<Inner>, tokio::task::JoinHandle<()>)
 where
     R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
+    W: outbox::FrameWrite + Unpin + 'static,
 {
     let out = Arc::new(Outbox::new(w));
     let inner = Arc::new(Inner {

@@ -23,6 +23,8 @@
 //! grown by a burst is let go once the burst is written out.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -80,8 +82,45 @@ impl Queue {
     }
 }
 
+/// A connection's write half, as the writer takes it.
+pub(crate) trait FrameWrite: AsyncWrite + Send {
+    /// Writes from the front of `buf` as [`AsyncWrite::poll_write`] does,
+    /// but may keep a reference to `buf` instead of copying it: a QUIC
+    /// stream queues [`Bytes`] as they are. TLS copies what it is given
+    /// into its records anyway, so the default writes the slice.
+    fn poll_write_bytes(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &Bytes,
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Send> FrameWrite for tokio::io::WriteHalf<T> {}
+#[cfg(test)]
+impl FrameWrite for tokio::io::Sink {}
+#[cfg(test)]
+impl FrameWrite for tokio::io::DuplexStream {}
+
+impl FrameWrite for quinn::SendStream {
+    /// quinn's `write_chunks` moves the chunk into the stream's send
+    /// buffer; `poll_write` would copy it there. Polled once and dropped,
+    /// as `poll_write` itself does with `write`: quinn writes nothing
+    /// unless the future resolves.
+    fn poll_write_bytes(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &Bytes,
+    ) -> Poll<io::Result<usize>> {
+        let mut chunks = [buf.clone()];
+        let polled = std::pin::pin!(self.get_mut().write_chunks(&mut chunks)).poll(cx);
+        polled.map(|r| r.map(|w| w.bytes).map_err(io::Error::from))
+    }
+}
+
 struct Stream {
-    w: Pin<Box<dyn AsyncWrite + Send>>,
+    w: Pin<Box<dyn FrameWrite>>,
     /// What the writer task is writing, not yet taken by `w`: one frame,
     /// or several gathered.
     current: Bytes,
@@ -117,11 +156,15 @@ impl Stream {
     /// Writes `bytes` and flushes as far as `w` goes without waiting. The
     /// writer task takes over where it would wait, and its own poll
     /// registers its own waker: the caller's is never needed.
-    fn write_now(&mut self, bytes: &[u8]) -> Wrote {
+    fn write_now(&mut self, bytes: &Bytes) -> Wrote {
         let mut cx = Context::from_waker(Waker::noop());
         let mut from = 0;
         while from < bytes.len() {
-            match self.w.as_mut().poll_write(&mut cx, &bytes[from..]) {
+            match self
+                .w
+                .as_mut()
+                .poll_write_bytes(&mut cx, &bytes.slice(from..))
+            {
                 Poll::Ready(Ok(n)) if n > 0 => from += n,
                 Poll::Ready(_) => return Wrote::Failed,
                 Poll::Pending => return Wrote::Part(from),
@@ -175,7 +218,7 @@ fn wake(waker: Option<Waker>) {
 }
 
 impl Outbox {
-    pub(crate) fn new<W: AsyncWrite + Send + 'static>(w: W) -> Outbox {
+    pub(crate) fn new<W: FrameWrite + 'static>(w: W) -> Outbox {
         Outbox {
             queue: Mutex::new(Queue {
                 frames: VecDeque::new(),
@@ -321,7 +364,7 @@ impl Outbox {
                 drop(q);
                 st.take_current();
             }
-            match st.w.as_mut().poll_write(cx, &st.current) {
+            match st.w.as_mut().poll_write_bytes(cx, &st.current) {
                 Poll::Ready(Ok(n)) if n > 0 => {
                     st.current.advance(n);
                     if st.current.is_empty() {
@@ -392,6 +435,8 @@ mod tests {
             self.0.lock().unwrap().writes
         }
     }
+
+    impl FrameWrite for Shared {}
 
     impl AsyncWrite for Shared {
         fn poll_write(
