@@ -29,7 +29,7 @@ use rampart_proto::{
     ErrorCode, Frame, FrameDecoder, Message, NamespaceName, ReauthReason, SharedEvents, StreamName,
     StreamPath, Subscribed, TenantId, Token, Unsubscribe, PREAUTH_MAX_FRAME,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -311,7 +311,7 @@ pub(crate) async fn serve<R, W>(
     ticket: Option<rampart_limits::Ticket>,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
+    W: crate::outbound::ChunkWrite + 'static,
 {
     let (out, writer) = outbound(wr);
     let writer = tokio::spawn(writer);

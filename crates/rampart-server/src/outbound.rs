@@ -1,9 +1,12 @@
 //! A connection's way out. Everything it sends goes through one writer
 //! half, in order, gathered into large writes so that small frames share
-//! TLS records. Where the writer half takes several buffers per call (TLS
-//! over TCP), a large event batch shared by every subscriber of a stream
-//! goes into that write as it is, next to the subscriber's own frame head,
-//! instead of being copied into the buffer once per subscriber.
+//! TLS records. Where the writer half takes several buffers per call
+//! ([`ChunkWrite`]: TLS over TCP through a vectored write, a QUIC stream
+//! by keeping the [`Bytes`] themselves), a large event batch shared by
+//! every subscriber of a stream goes into that write as it is, next to the
+//! subscriber's own frame head, instead of being copied into the buffer
+//! once per subscriber. A QUIC stream also takes the gathered buffer
+//! itself, where it would otherwise copy it into its own.
 //!
 //! Two paths lead there:
 //! - the **queue** to the connection's writer task, for subscription
@@ -25,7 +28,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use std::future::Future;
 use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use rampart_proto::{Frame, SharedEvents};
@@ -88,10 +94,13 @@ struct Shared {
 }
 
 struct WriteSide {
-    w: Box<dyn AsyncWrite + Send + Unpin>,
-    /// `w` takes several buffers in one call (TLS over TCP does; a QUIC
-    /// stream takes one at a time, so everything is gathered into `buf`).
+    w: Box<dyn ChunkWrite>,
+    /// `w` takes several buffers in one call, so shared event bytes go to
+    /// it by reference.
     vectored: bool,
+    /// `w` keeps the `Bytes` it is given (a QUIC stream), so the buffer
+    /// goes to it as it is too, instead of being copied.
+    owns: bool,
     /// What goes out before `buf`, in order: frame heads split off `buf`
     /// and the shared event bytes that follow them. Empty unless `w` is
     /// vectored.
@@ -114,7 +123,7 @@ impl WriteSide {
             return false;
         }
         self.last = self.buf.len();
-        let written = if self.chunks.is_empty() {
+        let written = if self.chunks.is_empty() && !self.owns {
             self.w.write_all(&self.buf).await
         } else {
             // Taken whole, spare room and all: the heads split off it share
@@ -168,14 +177,16 @@ impl WriteSide {
 /// task to spawn for its queue.
 pub(crate) fn outbound<W>(w: W) -> (Outbound, impl std::future::Future<Output = ()>)
 where
-    W: AsyncWrite + Send + Unpin + 'static,
+    W: ChunkWrite + 'static,
 {
     let (tx, rx) = mpsc::channel(WRITER_QUEUE);
-    let vectored = w.is_write_vectored();
+    let owns = w.owns_chunks();
+    let vectored = owns || w.is_write_vectored();
     let shared = Arc::new(Shared {
         side: Mutex::new(WriteSide {
             w: Box::new(w),
             vectored,
+            owns,
             chunks: Vec::new(),
             buf: BytesMut::new(),
             last: 0,
@@ -277,11 +288,77 @@ fn encode(item: Out, side: &mut WriteSide) -> bool {
     false
 }
 
-/// Writes all of `chunks`, in order, [`SLICES`] buffers per call at most.
-async fn write_chunks(
-    w: &mut Box<dyn AsyncWrite + Send + Unpin>,
-    chunks: &mut [Bytes],
-) -> std::io::Result<()> {
+/// A connection's writer half, as the writer task takes it.
+pub(crate) trait ChunkWrite: AsyncWrite + Send + Unpin {
+    /// `true` when [`poll_write_chunks`](Self::poll_write_chunks) keeps the
+    /// `Bytes` it is given instead of copying them (a QUIC stream).
+    fn owns_chunks(&self) -> bool {
+        false
+    }
+
+    /// Writes from the front of `chunks`, advancing them past what was
+    /// written; ready with an error if nothing could be. By default one
+    /// vectored write of at most [`SLICES`] buffers, whose slices are made
+    /// afresh on each poll, on the poll's stack: an array of them held
+    /// across an await would sit in the writer task's future, about 1 KiB
+    /// more on every connection.
+    fn poll_write_chunks(
+        &mut self,
+        cx: &mut Context<'_>,
+        chunks: &mut [Bytes],
+    ) -> Poll<std::io::Result<()>> {
+        let mut slices = [IoSlice::new(&[]); SLICES];
+        let mut count = 0;
+        for (slot, chunk) in slices.iter_mut().zip(chunks.iter()) {
+            *slot = IoSlice::new(chunk);
+            count += 1;
+        }
+        let mut n = match Pin::new(&mut *self).poll_write_vectored(cx, &slices[..count]) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => n,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        };
+        for chunk in chunks.iter_mut() {
+            let step = n.min(chunk.len());
+            chunk.advance(step);
+            n -= step;
+            if n == 0 {
+                break;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Send> ChunkWrite for tokio::io::WriteHalf<T> {}
+#[cfg(test)]
+impl ChunkWrite for tokio::io::DuplexStream {}
+#[cfg(test)]
+impl ChunkWrite for tokio::io::Sink {}
+
+impl ChunkWrite for quinn::SendStream {
+    fn owns_chunks(&self) -> bool {
+        true
+    }
+
+    /// quinn's `write_chunks` moves whole chunks into the stream's send
+    /// buffer (and advances a chunk it took part of); `poll_write` would
+    /// copy them there. Polled once and dropped, as quinn's own
+    /// `poll_write` does with `write`: nothing is written unless the future
+    /// resolves.
+    fn poll_write_chunks(
+        &mut self,
+        cx: &mut Context<'_>,
+        chunks: &mut [Bytes],
+    ) -> Poll<std::io::Result<()>> {
+        let polled = std::pin::pin!(self.write_chunks(chunks)).poll(cx);
+        polled.map(|r| r.map(|_| ()).map_err(std::io::Error::from))
+    }
+}
+
+/// Writes all of `chunks`, in order.
+async fn write_chunks(w: &mut Box<dyn ChunkWrite>, chunks: &mut [Bytes]) -> std::io::Result<()> {
     let mut first = 0;
     loop {
         while chunks.get(first).is_some_and(Bytes::is_empty) {
@@ -290,32 +367,8 @@ async fn write_chunks(
         if first == chunks.len() {
             return Ok(());
         }
-        // The slices are made afresh on each poll, on the poll's stack: an
-        // array of them held across the await would sit in the writer
-        // task's future, about 1 KiB more on every connection.
-        let rest = &chunks[first..];
-        let mut n = std::future::poll_fn(|cx| {
-            let mut slices = [IoSlice::new(&[]); SLICES];
-            let mut count = 0;
-            for (slot, chunk) in slices.iter_mut().zip(rest) {
-                *slot = IoSlice::new(chunk);
-                count += 1;
-            }
-            std::pin::Pin::new(&mut **w).poll_write_vectored(cx, &slices[..count])
-        })
-        .await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        while n > 0 {
-            let chunk = &mut chunks[first];
-            let step = n.min(chunk.len());
-            chunk.advance(step);
-            n -= step;
-            if chunk.is_empty() {
-                first += 1;
-            }
-        }
+        let rest = &mut chunks[first..];
+        std::future::poll_fn(|cx| w.poll_write_chunks(cx, rest)).await?;
     }
 }
 
@@ -473,6 +526,8 @@ mod tests {
         per_call: usize,
     }
 
+    impl ChunkWrite for Vectored {}
+
     impl AsyncWrite for Vectored {
         fn poll_write(
             self: std::pin::Pin<&mut Self>,
@@ -585,6 +640,115 @@ mod tests {
                 (e.subscription_id, e.missed, e.first_seq, e.count),
                 (7, missed, want.first_seq, want.count)
             );
+            assert_eq!(e.entries, want.entries);
+        }
+    }
+
+    /// A writer that keeps the `Bytes` it is handed, at most `per_call`
+    /// bytes per call, as a QUIC stream does; its copying `poll_write`
+    /// only counts how often it was used.
+    struct Keeps {
+        kept: Arc<std::sync::Mutex<Vec<Bytes>>>,
+        copied: Arc<AtomicUsize>,
+        per_call: usize,
+    }
+
+    impl ChunkWrite for Keeps {
+        fn owns_chunks(&self) -> bool {
+            true
+        }
+
+        fn poll_write_chunks(
+            &mut self,
+            _cx: &mut Context<'_>,
+            chunks: &mut [Bytes],
+        ) -> Poll<std::io::Result<()>> {
+            let mut kept = self.kept.lock().unwrap();
+            let mut left = self.per_call;
+            for chunk in chunks.iter_mut() {
+                let n = left.min(chunk.len());
+                kept.push(chunk.split_to(n));
+                left -= n;
+                if left == 0 {
+                    break;
+                }
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Keeps {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.copied.fetch_add(1, Ordering::Relaxed);
+            self.kept.lock().unwrap().push(Bytes::copy_from_slice(buf));
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_keeps_chunks_is_handed_everything_as_it_is() {
+        let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let copied = Arc::new(AtomicUsize::new(0));
+        let w = Keeps {
+            kept: kept.clone(),
+            copied: copied.clone(),
+            per_call: 900,
+        };
+        let (out, task) = outbound(w);
+        let writer = tokio::spawn(task);
+        // Direct, then queued: both hand their buffer over.
+        out.frames([ping(1)]).await.unwrap();
+        let budget = Arc::new(tokio::sync::Semaphore::new(8));
+        let small = events(1, &[b"tiny", b"small"]);
+        let large = events(3, &[&[5u8; 3000], &[6u8; 10]]);
+        out.queue(Out::Events {
+            subscription: 7,
+            missed: 0,
+            batches: vec![small.clone(), large.clone()],
+            _budget: budget.clone().acquire_owned().await.unwrap(),
+        })
+        .await
+        .unwrap();
+        out.queue(Out::Frame(ping(2))).await.unwrap();
+        out.queue(Out::Close).await.unwrap();
+        drop(out);
+        writer.await.unwrap();
+
+        assert_eq!(copied.load(Ordering::Relaxed), 0, "something was copied");
+        let kept = std::mem::take(&mut *kept.lock().unwrap());
+        assert!(
+            kept.iter().any(|c| c.as_ptr() == large.entries.as_ptr()),
+            "the large batch's shared bytes were handed over as they are"
+        );
+        let mut buf = BytesMut::new();
+        for c in &kept {
+            buf.extend_from_slice(c);
+        }
+        let decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let mut got = Vec::new();
+        while let Some(d) = decoder.decode(&mut buf).unwrap() {
+            got.push(d.frame.unwrap());
+        }
+        assert!(buf.is_empty());
+        assert_eq!(got.len(), 4);
+        assert_eq!((got[0].id, got[3].id), (1, 2));
+        for (frame, want) in got[1..3].iter().zip([&small, &large]) {
+            let Message::EventBatch(e) = &frame.msg else {
+                panic!("an event batch, got {:?}", frame.msg);
+            };
+            assert_eq!((e.first_seq, e.count), (want.first_seq, want.count));
             assert_eq!(e.entries, want.entries);
         }
     }
