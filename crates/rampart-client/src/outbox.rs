@@ -18,9 +18,10 @@
 //! Queued frames stay whole until the writer task takes them: one frame
 //! alone is written as it is, several are gathered into one buffer, up to
 //! [`GATHER`] bytes. The writer task yields once before each take, so that
-//! senders already woken queue their frames first and share the write. A queued frame holds its share of the connection's
-//! write budget until its last byte is written, and a gathering buffer
-//! grown by a burst is let go once the burst is written out.
+//! senders already woken queue their frames first and share the write. A
+//! queued frame holds its share of the connection's write budget until its
+//! last byte is written, and a gathering buffer grown by a burst is let go
+//! once the burst is written out.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -160,11 +161,16 @@ impl Stream {
         let mut cx = Context::from_waker(Waker::noop());
         let mut from = 0;
         while from < bytes.len() {
-            match self
-                .w
-                .as_mut()
-                .poll_write_bytes(&mut cx, &bytes.slice(from..))
-            {
+            // A slice only for the rest of a partial write: slicing a
+            // `Bytes` made from a `Vec` allocates its shared header.
+            let rest;
+            let chunk = if from == 0 {
+                bytes
+            } else {
+                rest = bytes.slice(from..);
+                &rest
+            };
+            match self.w.as_mut().poll_write_bytes(&mut cx, chunk) {
                 Poll::Ready(Ok(n)) if n > 0 => from += n,
                 Poll::Ready(_) => return Wrote::Failed,
                 Poll::Pending => return Wrote::Part(from),
