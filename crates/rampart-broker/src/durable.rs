@@ -754,7 +754,13 @@ impl Cursor {
             }
             let end = *st.end.borrow_and_update();
             if st.pos < end {
-                let want = (max_bytes / st.avg_len.max(1)).clamp(1, MAX_READ);
+                // Never past `end`: the log may hold blocks written but
+                // not yet at the stream's sync level (an `on_commit` block
+                // between its write and its fsync).
+                let acked = usize::try_from(end - st.pos).unwrap_or(usize::MAX);
+                let want = (max_bytes / st.avg_len.max(1))
+                    .clamp(1, MAX_READ)
+                    .min(acked);
                 match self.stream.read(st.pos, want).await {
                     Ok(msgs) if !msgs.is_empty() => {
                         let used = batch_up(&msgs, max_bytes, out);

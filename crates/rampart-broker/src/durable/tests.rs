@@ -442,3 +442,29 @@ async fn an_idle_appender_thread_is_let_go_and_the_next_publish_starts_another()
     d.close();
     assert!(lock(&d.appender).is_none());
 }
+
+#[tokio::test]
+async fn a_reader_stops_at_the_acknowledged_end_not_at_what_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_b, s) = open(dir.path(), opts(SyncPolicy::OnCommit));
+    publish(&s, 0, 10).await;
+    // Written to the log but not yet through the appender: what a block
+    // is between its write and its fsync. No reader may see it yet.
+    let log = s.durable().unwrap().log().clone();
+    let unacked: Vec<String> = (10..15).map(|i| format!("m{i}")).collect();
+    let slices: Vec<&[u8]> = unacked.iter().map(String::as_bytes).collect();
+    log.append(&slices, now_ms()).unwrap();
+    assert_eq!(log.next_offset(), 15);
+
+    let sub = s.subscribe_at(StartAt::Earliest).await.unwrap();
+    assert_eq!(take(&sub, 10).await, expect(0..10));
+    let mut out = Vec::new();
+    let early = tokio::time::timeout(Duration::from_millis(100), sub.recv(&mut out, 4096)).await;
+    assert!(
+        early.is_err(),
+        "delivered past the acknowledged end: {out:?}"
+    );
+
+    publish(&s, 15, 5).await;
+    assert_eq!(take(&sub, 10).await, expect(10..20));
+}
