@@ -103,6 +103,12 @@ pub(crate) struct CompareArgs {
     /// (default: 128, 1024, 4096 and 65536), comma-separated.
     #[arg(long, value_delimiter = ',')]
     sizes: Vec<usize>,
+    /// Offered rates of the latency section, as shares of NATS's best
+    /// 1->1 128 B rate in the run (default: 0.25, 0.5 and 0.75),
+    /// comma-separated. The aim's row is the one at 0.5; `--only latency
+    /// --shares 0.5 --rounds 10` looks at its tails round by round.
+    #[arg(long, value_delimiter = ',')]
+    shares: Vec<f64>,
     /// Where to write the results: `compare.csv`, `compare.md` and the
     /// chart `compare.png`.
     #[arg(long, default_value = "target/bench")]
@@ -117,6 +123,8 @@ pub(super) struct Env {
     /// Rounds of the latency and durable sections (see [`median_of`]).
     rounds: u32,
     sizes: Vec<usize>,
+    /// The latency section's rates, as shares of NATS's best 1->1 rate.
+    shares: Vec<f64>,
     nats_bin: Option<PathBuf>,
     /// The OpenBao `bao` binary, once known.
     bao_bin: Option<PathBuf>,
@@ -494,6 +502,24 @@ impl Report {
 
 // === the run ===
 
+/// The latency section's rates from `--shares`: the defaults when none is
+/// given, else ascending without repeats, each above 0 and at most 2
+/// (twice NATS's best rate is past what either server delivers here).
+fn latency_shares(given: &[f64]) -> Result<Vec<f64>, Failure> {
+    if given.is_empty() {
+        return Ok(vec![0.25, 0.5, 0.75]);
+    }
+    if let Some(s) = given.iter().find(|s| !(**s > 0.0 && **s <= 2.0)) {
+        return Err(Failure(format!(
+            "--shares: {s} is not a share of NATS's rate above 0 and at most 2"
+        )));
+    }
+    let mut shares = given.to_vec();
+    shares.sort_by(f64::total_cmp);
+    shares.dedup();
+    Ok(shares)
+}
+
 pub(crate) async fn run(a: CompareArgs) -> Result<ExitCode, Failure> {
     if a.seconds == 0 || a.batch == 0 || a.rounds == 0 {
         return Err(Failure(
@@ -510,6 +536,7 @@ pub(crate) async fn run(a: CompareArgs) -> Result<ExitCode, Failure> {
     if let Some(s) = sizes.iter().find(|&&s| !(8..=512 * 1024).contains(&s)) {
         return Err(Failure(format!("--sizes: {s} is outside 8 B..=512 KiB")));
     }
+    let shares = latency_shares(&a.shares)?;
     let mut sections = if a.only.is_empty() {
         vec![
             Section::Pubsub,
@@ -531,6 +558,7 @@ pub(crate) async fn run(a: CompareArgs) -> Result<ExitCode, Failure> {
         batch: a.batch,
         rounds: a.rounds,
         sizes,
+        shares,
         nats_bin: a.nats_server.clone(),
         bao_bin: a.bao.clone(),
         nats_max_1to1: std::sync::Mutex::new(None),
@@ -611,6 +639,16 @@ mod tests {
             peer_detail: "75.000% delivered, lost 1000".into(),
             aim,
             aim_terms_held: true,
+        }
+    }
+
+    #[test]
+    fn latency_shares_default_sort_and_refuse_what_is_no_share() {
+        assert_eq!(latency_shares(&[]).unwrap(), vec![0.25, 0.5, 0.75]);
+        assert_eq!(latency_shares(&[0.5, 0.1, 0.5]).unwrap(), vec![0.1, 0.5]);
+        for bad in [0.0, -0.5, 2.5, f64::NAN] {
+            let e = latency_shares(&[0.5, bad]).unwrap_err();
+            assert!(e.0.contains("--shares"), "{}", e.0);
         }
     }
 

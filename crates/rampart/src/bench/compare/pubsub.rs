@@ -37,8 +37,6 @@ const SETUP: Duration = Duration::from_secs(30);
 const NATS_CHUNK: u64 = 256;
 /// Latency: what is sent before the histogram starts recording.
 const WARMUP: Duration = Duration::from_millis(500);
-/// Latency: the offered rates, as shares of NATS's best 1->1 128 B rate.
-const SHARES: [f64; 3] = [0.25, 0.5, 0.75];
 /// The publisher/subscriber shapes of the throughput section.
 const SHAPES: [(usize, usize); 3] = [(1, 1), (4, 4), (1, 16)];
 
@@ -744,7 +742,7 @@ async fn nats_latency(
     })
 }
 
-/// The latency section: 1->1 128 B at [`SHARES`] of NATS's best 1->1 rate
+/// The latency section: 1->1 128 B at `--shares` of NATS's best 1->1 rate
 /// (measured here first if the throughput section did not run), on
 /// Rampart over TCP and QUIC and on NATS; p50, p99 and p99.9 rows.
 pub(super) async fn latency(env: &mut Env, report: &mut Report) -> Result<(), Failure> {
@@ -780,11 +778,11 @@ pub(super) async fn latency(env: &mut Env, report: &mut Report) -> Result<(), Fa
          one message per PUBLISH frame or PUB, sent on a 1 ms schedule; latency = arrival minus \
          the scheduled send time (corrected for coordinated omission), after {} ms of warm-up, \
          in an HdrHistogram (3 significant digits)",
-        SHARES,
+        env.shares,
         WARMUP.as_millis()
     ));
     let mut run = 100u32;
-    for share in SHARES {
+    for share in env.shares.clone() {
         let rate = (max * share).round();
         // Per round: Rampart over TCP, over QUIC, then NATS.
         let (mut tcp, mut quic, mut peer) = (Vec::new(), Vec::new(), Vec::new());
