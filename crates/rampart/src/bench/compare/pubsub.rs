@@ -782,7 +782,7 @@ pub(super) async fn latency(env: &mut Env, report: &mut Report) -> Result<(), Fa
         WARMUP.as_millis()
     ));
     let mut run = 100u32;
-    for share in env.shares.clone() {
+    for &share in &env.shares {
         let rate = (max * share).round();
         // Per round: Rampart over TCP, over QUIC, then NATS.
         let (mut tcp, mut quic, mut peer) = (Vec::new(), Vec::new(), Vec::new());
