@@ -550,10 +550,17 @@ impl DurableStream {
             .map_err(log_error)
     }
 
-    /// Reads messages from `from` into batches of at most `max_bytes` each
-    /// (one message always fits). Returns the batches and the offset after
-    /// the last message read.
+    /// Up to `max_messages` messages from `from` on, never past the
+    /// stream's `end`: the log may hold blocks written but not yet at the
+    /// stream's sync level (an `on_commit` block between its write and its
+    /// fsync), and no reader may see those.
     async fn read(&self, from: u64, max_messages: usize) -> Result<Vec<Message>, LogError> {
+        let end = *self.end.borrow();
+        let max_messages =
+            max_messages.min(usize::try_from(end.saturating_sub(from)).unwrap_or(usize::MAX));
+        if max_messages == 0 {
+            return Ok(Vec::new());
+        }
         let log = self.log.clone();
         tokio::task::spawn_blocking(move || log.read(from, max_messages))
             .await
@@ -754,13 +761,7 @@ impl Cursor {
             }
             let end = *st.end.borrow_and_update();
             if st.pos < end {
-                // Never past `end`: the log may hold blocks written but
-                // not yet at the stream's sync level (an `on_commit` block
-                // between its write and its fsync).
-                let acked = usize::try_from(end - st.pos).unwrap_or(usize::MAX);
-                let want = (max_bytes / st.avg_len.max(1))
-                    .clamp(1, MAX_READ)
-                    .min(acked);
+                let want = (max_bytes / st.avg_len.max(1)).clamp(1, MAX_READ);
                 match self.stream.read(st.pos, want).await {
                     Ok(msgs) if !msgs.is_empty() => {
                         let used = batch_up(&msgs, max_bytes, out);
