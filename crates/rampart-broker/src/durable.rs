@@ -389,6 +389,11 @@ impl DurableStream {
     }
 
     /// The offset a reader starting at `start` begins at.
+    ///
+    /// "New" is the next offset to be assigned, not the acknowledged end:
+    /// with `on_commit`, a block written and still waiting for its fsync
+    /// was published before the reader came, so the reader does not get
+    /// it. Its reads wait until the acknowledged end passes its position.
     fn start_offset(&self, start: StartAt) -> u64 {
         match start {
             StartAt::Earliest => self.log.first_offset(),

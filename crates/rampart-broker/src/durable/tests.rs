@@ -468,3 +468,25 @@ async fn a_reader_stops_at_the_acknowledged_end_not_at_what_is_written() {
     publish(&s, 15, 5).await;
     assert_eq!(take(&sub, 10).await, expect(10..20));
 }
+
+/// "New" starts after everything written, acknowledged or not: a block
+/// between its write and its fsync was published before the subscriber
+/// came, so only what is published after reaches it, once acknowledged.
+#[tokio::test]
+async fn a_new_reader_starts_after_what_is_written_and_waits_for_the_acknowledged_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_b, s) = open(dir.path(), opts(SyncPolicy::OnCommit));
+    publish(&s, 0, 10).await;
+    let log = s.durable().unwrap().log().clone();
+    let unacked: Vec<String> = (10..15).map(|i| format!("m{i}")).collect();
+    let slices: Vec<&[u8]> = unacked.iter().map(String::as_bytes).collect();
+    log.append(&slices, now_ms()).unwrap();
+
+    let sub = s.subscribe_at(StartAt::New).await.unwrap();
+    let mut out = Vec::new();
+    let early = tokio::time::timeout(Duration::from_millis(100), sub.recv(&mut out, 4096)).await;
+    assert!(early.is_err(), "delivered before a publish: {out:?}");
+
+    publish(&s, 15, 5).await;
+    assert_eq!(take(&sub, 5).await, expect(15..20));
+}
