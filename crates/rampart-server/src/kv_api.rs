@@ -36,6 +36,7 @@ use crate::access::{Route, RouteName};
 use crate::audit;
 use crate::auth::now_ms;
 use crate::http::{ApiError, Authed, Body, PeerInfo};
+use crate::secret_backend::blocking;
 use crate::vault_api::rfc3339;
 use crate::Shared;
 
@@ -664,7 +665,9 @@ pub(crate) async fn role(
                 );
             }
             spec.bound_cidrs = cidrs;
-            shared.vault.create_role(&p.tenant, spec, now_ms())?;
+            let tenant = p.tenant.clone();
+            let now = now_ms();
+            blocking(&shared.vault, move |v| v.create_role(&tenant, spec, now)).await?;
             let ev = audit::by(&p, "approle.write", "write", Outcome::Success)
                 .meta("role", name.as_str().to_string());
             shared.audit.record(a.origin().apply(ev));
@@ -684,7 +687,8 @@ pub(crate) async fn role(
             }))
         }
         Method::DELETE => {
-            match shared.vault.delete_role(&p.tenant, &name) {
+            let (tenant, role) = (p.tenant.clone(), name.clone());
+            match blocking(&shared.vault, move |v| v.delete_role(&tenant, &role)).await {
                 Ok(()) | Err(VaultError::NotFound) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -718,7 +722,11 @@ pub(crate) async fn secret_id(
     let p = may_manage_roles(&shared, &a)?;
     let name = role_name(&params)?;
     let now = now_ms();
-    let (sid, meta) = shared.vault.generate_secret_id(&p.tenant, &name, now)?;
+    let (tenant, role) = (p.tenant.clone(), name.clone());
+    let (sid, meta) = blocking(&shared.vault, move |v| {
+        v.generate_secret_id(&tenant, &role, now)
+    })
+    .await?;
     let ev = audit::by(&p, "approle.secret_id", "create", Outcome::Success)
         .meta("role", name.as_str().to_string())
         .meta("accessor", meta.accessor.clone());
@@ -762,7 +770,22 @@ pub(crate) async fn approle_token(
     attempt
         .check(&shared.admission)
         .map_err(|r| KvError::Api(ApiError::Refused(r)))?;
-    let login = match shared.vault.login(role_id, secret_id, Some(peer), now_ms()) {
+    // Most logins change nothing and answer on this thread; one that
+    // counts a use (or tidies an expired secret id) commits, and waits for
+    // that on the blocking pool, not on an async worker.
+    let now = now_ms();
+    let quick = shared.vault.try_login(role_id, secret_id, Some(peer), now);
+    let result = match quick {
+        Some(r) => r,
+        None => {
+            let (role_id, secret_id) = (role_id.to_string(), secret_id.clone());
+            blocking(&shared.vault, move |v| {
+                v.login(&role_id, &secret_id, Some(peer), now)
+            })
+            .await
+        }
+    };
+    let login = match result {
         Ok(l) => l,
         Err(e) => {
             attempt.failed(&shared.admission);

@@ -202,6 +202,24 @@ impl GroupCommit {
         out
     }
 
+    /// Runs `f` as [`run`](Self::run) would, if that would not block: if
+    /// `f` pushed changes or read a staged value, nothing is staged or
+    /// waited for and this returns `None` (run it again with `run` where
+    /// blocking is fine); otherwise `f`'s result.
+    pub(crate) fn run_now<R>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<R, VaultError>,
+    ) -> Option<Result<R, VaultError>> {
+        let _guard = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut txn = Txn {
+            gc: self,
+            seen: None,
+            ops: Vec::new(),
+        };
+        let out = f(&mut txn);
+        (txn.ops.is_empty() && txn.seen.is_none()).then_some(out)
+    }
+
     /// Appends `ops` to the open batch and the overlay. Called under the
     /// write lock.
     fn stage(&self, epoch: u64, ops: Vec<Op>) -> Result<Arc<Outcome>, VaultError> {

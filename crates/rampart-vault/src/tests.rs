@@ -749,6 +749,44 @@ fn approle_uses_are_counted_then_the_secret_id_is_gone() {
 }
 
 #[test]
+fn try_login_answers_only_what_needs_no_commit() {
+    let (f, acme, name, rec) = role_fixture(|_| {});
+    let (unlimited, _) = f.vault.generate_secret_id(&acme, &name, 1).unwrap();
+    let login = f
+        .vault
+        .try_login(&rec.role_id, &unlimited, None, 2)
+        .expect("an unlimited secret id needs no commit")
+        .unwrap();
+    assert_eq!(login.role, name);
+    assert_eq!(
+        f.vault
+            .try_login(&rec.role_id, &Secret::new("wrong".to_string()), None, 2)
+            .expect("a wrong secret id changes nothing"),
+        Err(VaultError::LoginDenied)
+    );
+    assert_eq!(
+        f.vault
+            .try_login("", &unlimited, None, 2)
+            .expect("an empty role id is refused at once"),
+        Err(VaultError::LoginDenied)
+    );
+
+    // A counted use is a change: not answered, and nothing used up.
+    let (f, acme, name, rec) = role_fixture(|s| s.secret_id_num_uses = 2);
+    let (counted, _) = f.vault.generate_secret_id(&acme, &name, 1).unwrap();
+    assert!(f.vault.try_login(&rec.role_id, &counted, None, 2).is_none());
+    assert_eq!(
+        f.vault.list_secret_ids(&acme, &name).unwrap()[0].uses_left,
+        Some(2)
+    );
+    f.vault.login(&rec.role_id, &counted, None, 3).unwrap();
+    assert_eq!(
+        f.vault.list_secret_ids(&acme, &name).unwrap()[0].uses_left,
+        Some(1)
+    );
+}
+
+#[test]
 fn approle_cidr_binding_v4_and_v6() {
     let (f, acme, name, rec) = role_fixture(|s| {
         s.secret_id_num_uses = 10;

@@ -66,6 +66,13 @@ fn secret_key(tenant: &TenantId, path: &SecretPath) -> String {
     format!("{tenant}/{path}")
 }
 
+/// Whether a role id and secret id are of a length a login looks up at
+/// all (neither empty nor over [`MAX_CREDENTIAL_LEN`]).
+fn credentials_fit(role_id: &str, secret_id: &str) -> bool {
+    let fits = |s: &str| !s.is_empty() && s.len() <= MAX_CREDENTIAL_LEN;
+    fits(role_id) && fits(secret_id)
+}
+
 fn role_prefix(tenant: &TenantId) -> String {
     format!("{tenant}/role/")
 }
@@ -661,11 +668,7 @@ impl Vault {
         now_ms: u64,
     ) -> Result<RoleLogin, VaultError> {
         let sid = secret_id.expose();
-        if role_id.is_empty()
-            || sid.is_empty()
-            || role_id.len() > MAX_CREDENTIAL_LEN
-            || sid.len() > MAX_CREDENTIAL_LEN
-        {
+        if !credentials_fit(role_id, sid) {
             return Err(VaultError::LoginDenied);
         }
         // The outer result is the transaction's (its change, if any, is
@@ -673,6 +676,32 @@ impl Vault {
         // that a refused login still tidies an expired secret id.
         self.commits
             .run(|tx| self.login_in(tx, role_id, sid, client_ip, now_ms))?
+    }
+
+    /// [`login`](Self::login), if it can answer without blocking its
+    /// thread: `None` when the login would change the store (a secret id
+    /// with limited uses, an expired one to tidy away) or answer from a
+    /// change not committed yet. Call `login` then, where blocking is fine
+    /// (an async server on its blocking pool). Most logins (a secret id
+    /// without a use limit) answer here, without a hand-off.
+    pub fn try_login(
+        &self,
+        role_id: &str,
+        secret_id: &Secret<String>,
+        client_ip: Option<IpAddr>,
+        now_ms: u64,
+    ) -> Option<Result<RoleLogin, VaultError>> {
+        let sid = secret_id.expose();
+        if !credentials_fit(role_id, sid) {
+            return Some(Err(VaultError::LoginDenied));
+        }
+        match self
+            .commits
+            .run_now(|tx| self.login_in(tx, role_id, sid, client_ip, now_ms))?
+        {
+            Ok(login) => Some(login),
+            Err(e) => Some(Err(e)),
+        }
     }
 
     fn login_in(
