@@ -443,27 +443,34 @@ async fn an_idle_appender_thread_is_let_go_and_the_next_publish_starts_another()
     assert!(lock(&d.appender).is_none());
 }
 
-#[tokio::test]
-async fn a_reader_stops_at_the_acknowledged_end_not_at_what_is_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_b, s) = open(dir.path(), opts(SyncPolicy::OnCommit));
+/// An `on_commit` stream holding messages 0..10, acknowledged, and 10..15
+/// written to its log behind the appender's back: what a block is between
+/// its write and its fsync, which no reader may see yet.
+async fn ten_acknowledged_and_five_written(dir: &Path) -> (Broker, Arc<Stream>) {
+    let (b, s) = open(dir, opts(SyncPolicy::OnCommit));
     publish(&s, 0, 10).await;
-    // Written to the log but not yet through the appender: what a block
-    // is between its write and its fsync. No reader may see it yet.
     let log = s.durable().unwrap().log().clone();
     let unacked: Vec<String> = (10..15).map(|i| format!("m{i}")).collect();
     let slices: Vec<&[u8]> = unacked.iter().map(String::as_bytes).collect();
     log.append(&slices, now_ms()).unwrap();
     assert_eq!(log.next_offset(), 15);
+    (b, s)
+}
 
-    let sub = s.subscribe_at(StartAt::Earliest).await.unwrap();
-    assert_eq!(take(&sub, 10).await, expect(0..10));
+/// Waits 100 ms for a delivery on `sub` and fails if one comes.
+async fn nothing_for_a_while(sub: &Subscription, why: &str) {
     let mut out = Vec::new();
     let early = tokio::time::timeout(Duration::from_millis(100), sub.recv(&mut out, 4096)).await;
-    assert!(
-        early.is_err(),
-        "delivered past the acknowledged end: {out:?}"
-    );
+    assert!(early.is_err(), "{why}: {out:?}");
+}
+
+#[tokio::test]
+async fn a_reader_stops_at_the_acknowledged_end_not_at_what_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_b, s) = ten_acknowledged_and_five_written(dir.path()).await;
+    let sub = s.subscribe_at(StartAt::Earliest).await.unwrap();
+    assert_eq!(take(&sub, 10).await, expect(0..10));
+    nothing_for_a_while(&sub, "delivered past the acknowledged end").await;
 
     publish(&s, 15, 5).await;
     assert_eq!(take(&sub, 10).await, expect(10..20));
@@ -475,17 +482,9 @@ async fn a_reader_stops_at_the_acknowledged_end_not_at_what_is_written() {
 #[tokio::test]
 async fn a_new_reader_starts_after_what_is_written_and_waits_for_the_acknowledged_end() {
     let dir = tempfile::tempdir().unwrap();
-    let (_b, s) = open(dir.path(), opts(SyncPolicy::OnCommit));
-    publish(&s, 0, 10).await;
-    let log = s.durable().unwrap().log().clone();
-    let unacked: Vec<String> = (10..15).map(|i| format!("m{i}")).collect();
-    let slices: Vec<&[u8]> = unacked.iter().map(String::as_bytes).collect();
-    log.append(&slices, now_ms()).unwrap();
-
+    let (_b, s) = ten_acknowledged_and_five_written(dir.path()).await;
     let sub = s.subscribe_at(StartAt::New).await.unwrap();
-    let mut out = Vec::new();
-    let early = tokio::time::timeout(Duration::from_millis(100), sub.recv(&mut out, 4096)).await;
-    assert!(early.is_err(), "delivered before a publish: {out:?}");
+    nothing_for_a_while(&sub, "delivered before a publish").await;
 
     publish(&s, 15, 5).await;
     assert_eq!(take(&sub, 5).await, expect(15..20));
