@@ -16,7 +16,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::Arc;
@@ -229,7 +229,7 @@ impl FileSink {
     }
 
     fn sync(&mut self, f: &std::fs::File) -> Result<(), Failed> {
-        if let Err(e) = f.sync_data() {
+        if let Err(e) = fsync(&self.dir, f) {
             self.len = self.synced_len;
             self.dirty = f.set_len(self.len).and_then(|()| f.sync_data()).is_err();
             return Err(Failed::Sync(e));
@@ -237,6 +237,20 @@ impl FileSink {
         self.synced_len = self.len;
         Ok(())
     }
+}
+
+/// `f.sync_data()`. A test can make the next one in a folder fail (after
+/// it really ran), to check the writer's answer to a failed fsync: no
+/// file system here fails one on demand.
+fn fsync(dir: &Path, f: &std::fs::File) -> io::Result<()> {
+    let r = f.sync_data();
+    #[cfg(test)]
+    if r.is_ok() && tests::failing_fsync::take(dir) {
+        return Err(io::Error::other("injected fsync failure"));
+    }
+    #[cfg(not(test))]
+    let _ = dir;
+    r
 }
 
 /// Why a batch did not make it.
@@ -801,6 +815,71 @@ fn spin_for<T>(rx: &Receiver<T>) -> Option<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{read_records, verify_dir, AuditConfig, AuditKeys, Auditor, Event, Outcome};
+
+    /// Folders whose next fsync fails, once each (see [`fsync`]).
+    pub(super) mod failing_fsync {
+        use std::path::{Path, PathBuf};
+        use std::sync::Mutex;
+
+        static NEXT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+        pub(crate) fn arm(dir: &Path) {
+            NEXT.lock().unwrap().push(dir.to_path_buf());
+        }
+
+        pub(crate) fn take(dir: &Path) -> bool {
+            let mut next = NEXT.lock().unwrap();
+            let found = next.iter().position(|d| d == dir);
+            found.map(|i| next.remove(i)).is_some()
+        }
+    }
+
+    fn event(i: u64) -> Event {
+        Event::new("secret.read", "read", Outcome::Success).meta("i", i)
+    }
+
+    /// A failed fsync: the waiting caller is told no (the server answers
+    /// 503), the records since the last good fsync are cut off the file
+    /// and counted lost, and the log goes on from there with a chain that
+    /// still verifies, without the refused record.
+    #[tokio::test]
+    async fn a_failed_fsync_refuses_its_waiter_and_the_log_goes_on_from_the_last_good_one() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("audit");
+        // No checkpoint before the shutdown's: the armed failure must hit
+        // the refused record's fsync, not a timed checkpoint's.
+        let mut cfg = AuditConfig::new(&dir);
+        cfg.checkpoint_every = 1_000;
+        cfg.checkpoint_interval = Duration::from_secs(3600);
+        let a = Auditor::start(cfg, AuditKeys::load_or_create(data.path()).unwrap()).unwrap();
+        for i in 0..3 {
+            a.mandatory(event(i)).await.unwrap();
+        }
+        let before = a.stats();
+
+        failing_fsync::arm(&dir);
+        assert_eq!(a.mandatory(event(10)).await, Err(crate::Unavailable));
+        let s = a.stats();
+        assert!(s.lost >= 1, "{s:?}");
+        assert!(s.failures > before.failures, "{s:?}");
+        assert!(s.failing_since_ms.is_some(), "{s:?}");
+
+        for i in 20..23 {
+            a.mandatory(event(i)).await.unwrap();
+        }
+        assert_eq!(a.stats().failing_since_ms, None, "a good fsync clears it");
+        a.shutdown().await;
+
+        let report = verify_dir(&dir, Some(&a.public_key())).unwrap();
+        assert_eq!(report.records, 6, "{report:?}");
+        let kept: Vec<u64> = read_records(&dir, None, 0, 100)
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["metadata"]["i"].as_u64())
+            .collect();
+        assert_eq!(kept, [0, 1, 2, 20, 21, 22]);
+    }
 
     /// Keeps the memory figure in `AuditConfig::queue`'s docs honest.
     #[test]
