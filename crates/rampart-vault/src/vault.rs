@@ -695,13 +695,11 @@ impl Vault {
         if !credentials_fit(role_id, sid) {
             return Some(Err(VaultError::LoginDenied));
         }
-        match self
+        // The transaction's result, then the login's, as in `login`.
+        let ran = self
             .commits
-            .run_now(|tx| self.login_in(tx, role_id, sid, client_ip, now_ms))?
-        {
-            Ok(login) => Some(login),
-            Err(e) => Some(Err(e)),
-        }
+            .run_now(|tx| self.login_in(tx, role_id, sid, client_ip, now_ms))?;
+        Some(ran.and_then(|login| login))
     }
 
     fn login_in(
