@@ -489,6 +489,44 @@ impl Client {
         acked_of(request(&self.inner, msg, 1).await?)
     }
 
+    /// Publishes one message without waiting for its acknowledgement: returns
+    /// as soon as the frame is queued for sending (first waiting while the
+    /// connection's write budget is full), with a [`PendingAck`] that
+    /// resolves to the ACK. One task can keep many publishes in flight on
+    /// one connection this way, as NATS clients' async publish does;
+    /// messages one task publishes are stored in the order it called this.
+    ///
+    /// Unlike [`Client::publish`], a publish refused for a rate limit is not
+    /// sent again: the refusal (`ClientError::Nack` with its
+    /// `retry_after`) is what its [`PendingAck`] resolves to, and the caller
+    /// decides, since a message sent again would land after the ones
+    /// published behind it. Its reply's deadline
+    /// ([`ClientConfig::request_timeout`]) counts from when it is queued.
+    pub async fn publish_async(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        stream: &str,
+        data: impl Into<Bytes>,
+    ) -> Result<PendingAck, ClientError> {
+        let msg = Message::Publish(Publish {
+            ack: AckMode::Message,
+            tenant: TenantId::parse(tenant)?,
+            namespace: NamespaceName::parse(namespace)?,
+            stream: StreamName::parse(stream)?,
+            payload: data.into(),
+        });
+        self.inner.paced().await;
+        let rx = send_registered(&self.inner, &mut Frame::new(0, msg), |tx| Pending::Reply {
+            tx,
+            acks_left: 1,
+            acked: 0,
+            weakest: None,
+        })
+        .await?;
+        Ok(PendingAck { rx })
+    }
+
     /// Publishes several messages in one frame, in order, and waits for one
     /// acknowledgement. Returns how many were acknowledged. A batch refused
     /// for a rate limit is sent again whole after the server's wait; one
@@ -940,6 +978,20 @@ async fn send_and_wait(
     frame: &mut Frame,
     pending: impl FnOnce(oneshot::Sender<Reply>) -> Pending,
 ) -> Result<Frame, ClientError> {
+    let rx = send_registered(inner, frame, pending).await?;
+    match rx.await {
+        Ok(reply) => reply,
+        Err(_) => Err(ClientError::Closed),
+    }
+}
+
+/// The sending half of [`send_and_wait`]: returns once the frame is
+/// queued for the writer, with the receiver its reply will arrive on.
+async fn send_registered(
+    inner: &Arc<Inner>,
+    frame: &mut Frame,
+    pending: impl FnOnce(oneshot::Sender<Reply>) -> Pending,
+) -> Result<oneshot::Receiver<Reply>, ClientError> {
     frame.id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     let id = frame.id;
     let bytes = encode_checked(inner, frame)?;
@@ -968,10 +1020,7 @@ async fn send_and_wait(
         inner.routes().pending.remove(&id);
         return Err(e);
     }
-    match rx.await {
-        Ok(reply) => reply,
-        Err(_) => Err(ClientError::Closed),
-    }
+    Ok(rx)
 }
 
 impl Routes {
@@ -1282,6 +1331,33 @@ pub struct Acked {
     /// [`Durability::None`] for [`AckMode::None`]. When several ACKs answer
     /// one publish ([`AckMode::Message`] on a batch), the weakest.
     pub durability: Durability,
+}
+
+/// The acknowledgement of a [`Client::publish_async`] on its way: a future
+/// that resolves to the publish's [`Acked`], or to why it failed (its NACK,
+/// [`ClientError::Timeout`], or [`ClientError::Closed`] when the connection
+/// ends first). Dropping it leaves the publish in flight and forgets its
+/// answer.
+#[must_use = "a PendingAck does nothing unless awaited; drop it to ignore the answer"]
+pub struct PendingAck {
+    rx: oneshot::Receiver<Reply>,
+}
+
+impl std::fmt::Debug for PendingAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingAck").finish_non_exhaustive()
+    }
+}
+
+impl std::future::Future for PendingAck {
+    type Output = Result<Acked, ClientError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx).poll(cx).map(|r| match r {
+            Ok(reply) => reply.and_then(acked_of),
+            Err(_) => Err(ClientError::Closed),
+        })
+    }
 }
 
 /// How [`Client::consume`] creates a durable consumer. All three apply

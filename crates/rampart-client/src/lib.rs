@@ -23,6 +23,9 @@
 //! subscribe and consume, and every [`AdminClient`] call. Fire-and-forget
 //! publishes ([`AckMode::None`]) cannot be sent again: the call returns
 //! before any refusal, which [`Client::take_async_error`] then reports.
+//! Nor are [`Client::publish_async`]'s: its [`PendingAck`] resolves to the
+//! 429, since a message sent again would land behind the ones published
+//! after it.
 //! Quota refusals (429 without a wait) are final, and so is a 429 to AUTH
 //! (a lockout, which another attempt would extend). Each request attempt has
 //! its own `request_timeout`. [`Client::rate_limit_backoffs`] and
@@ -50,7 +53,7 @@ mod outbox;
 mod tls;
 
 pub use admin::{AdminClient, AdminResponse, AdminSession};
-pub use client::{Acked, Client, ConsumeOptions, Event, Subscription};
+pub use client::{Acked, Client, ConsumeOptions, Event, PendingAck, Subscription};
 pub use config::{
     read_key_file, ClientConfig, Credential, CredentialFuture, CredentialProvider, Provider,
     Transport,

@@ -698,6 +698,13 @@ struct DurableArgs {
     /// client's async publish does. Default: one per publisher.
     #[arg(long)]
     connections: Option<usize>,
+    /// The publishes of each connection come from one task that keeps them
+    /// all in flight with `Client::publish_async` (sending the next as each
+    /// ACK arrives, like a NATS client's async publish) instead of one task
+    /// per publisher awaiting each ACK. `--concurrency` is then the
+    /// publishes in flight, shared out among the connections.
+    #[arg(long)]
+    pipeline: bool,
     /// Transport of the publishers' connections.
     #[arg(long, value_enum, default_value = "tcp")]
     transport: Net,
@@ -906,6 +913,73 @@ impl Target {
     }
 }
 
+/// What one task of a `bench durable` cell publishes, and what it counted.
+struct DurablePublisher {
+    tenant: String,
+    stream: String,
+    payload: bytes::Bytes,
+    /// The stream's sync policy, and the durability its ACKs must say.
+    spec: String,
+    promised: Durability,
+    /// Microseconds from sending to the ACK.
+    hist: Histogram<u64>,
+    acked: u64,
+    /// When the last ACK arrived.
+    last: Instant,
+}
+
+impl DurablePublisher {
+    /// Counts the ACK of a publish sent at `sent`, which must say one
+    /// message as durable as the policy promises.
+    fn acked(
+        &mut self,
+        sent: Instant,
+        ack: Result<rampart_client::Acked, rampart_client::ClientError>,
+    ) -> Result<(), Failure> {
+        let ack = ack.map_err(describe)?;
+        self.last = Instant::now();
+        if ack.durability != self.promised || ack.count != 1 {
+            return Err(Failure(format!(
+                "sync {}: an ACK said {} message(s) {}, the policy promises 1 {}",
+                self.spec,
+                ack.count,
+                ack.durability.as_str(),
+                self.promised.as_str()
+            )));
+        }
+        self.hist
+            .saturating_record(((self.last - sent).as_micros() as u64).max(1));
+        self.acked += 1;
+        Ok(())
+    }
+
+    /// Keeps `window` publishes in flight on `client` until `deadline`,
+    /// sending the next as each ACK arrives (oldest first), then waits for
+    /// the last ones.
+    async fn pipelined(
+        &mut self,
+        client: &Client,
+        window: usize,
+        deadline: Instant,
+    ) -> Result<(), Failure> {
+        let mut in_flight = std::collections::VecDeque::with_capacity(window);
+        loop {
+            while in_flight.len() < window && Instant::now() < deadline {
+                let sent = Instant::now();
+                let ack = client
+                    .publish_async(&self.tenant, "bench", &self.stream, self.payload.clone())
+                    .await
+                    .map_err(describe)?;
+                in_flight.push_back((sent, ack));
+            }
+            let Some((sent, ack)) = in_flight.pop_front() else {
+                return Ok(());
+            };
+            self.acked(sent, ack.await)?;
+        }
+    }
+}
+
 /// One cell: `n` publishers on a fresh durable stream for
 /// `--duration-secs`, each with one publish in flight.
 #[allow(clippy::too_many_arguments)]
@@ -949,36 +1023,49 @@ async fn durable_cell(
     let start = Instant::now();
     let deadline = start + Duration::from_secs(a.duration_secs);
     let mut tasks = Vec::with_capacity(n);
-    for client in clients {
-        let (tenant, stream, payload) = (tenant.clone(), stream.clone(), payload.clone());
-        let (spec, promised) = (sync.spec.clone(), sync.promises);
+    // Pipelined: one task per connection, with as many publishes in flight
+    // as publishers share it.
+    let publishers: Vec<(Arc<Client>, usize)> = if a.pipeline {
+        let mut per_conn: Vec<(Arc<Client>, usize)> = Vec::with_capacity(conns);
+        for (i, client) in clients.into_iter().enumerate() {
+            match per_conn.get_mut(i % conns) {
+                Some((_, window)) => *window += 1,
+                None => per_conn.push((client, 1)),
+            }
+        }
+        per_conn
+    } else {
+        clients.into_iter().map(|c| (c, 1)).collect()
+    };
+    for (client, window) in publishers {
+        let mut p = DurablePublisher {
+            tenant: tenant.clone(),
+            stream: stream.clone(),
+            payload: payload.clone(),
+            spec: sync.spec.clone(),
+            promised: sync.promises,
+            hist: Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?,
+            acked: 0,
+            last: start,
+        };
+        let pipeline = a.pipeline;
         tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-            let mut acked = 0u64;
-            let mut last = start;
-            while Instant::now() < deadline {
-                let sent = Instant::now();
-                let ack = client
-                    .publish(&tenant, "bench", &stream, payload.clone())
-                    .await
-                    .map_err(describe)?;
-                last = Instant::now();
-                if ack.durability != promised || ack.count != 1 {
-                    return Err(Failure(format!(
-                        "sync {spec}: an ACK said {} message(s) {}, the policy promises 1 {}",
-                        ack.count,
-                        ack.durability.as_str(),
-                        promised.as_str()
-                    )));
+            if pipeline {
+                p.pipelined(&client, window, deadline).await?;
+            } else {
+                while Instant::now() < deadline {
+                    let sent = Instant::now();
+                    let ack = client
+                        .publish(&p.tenant, "bench", &p.stream, p.payload.clone())
+                        .await;
+                    p.acked(sent, ack)?;
                 }
-                hist.saturating_record(((last - sent).as_micros() as u64).max(1));
-                acked += 1;
             }
             // A shared connection is closed by the last of its publishers.
             if let Ok(client) = Arc::try_unwrap(client) {
                 client.close().await;
             }
-            Ok::<_, Failure>((acked, last, hist))
+            Ok::<_, Failure>((p.acked, p.last, p.hist))
         }));
     }
     let mut messages = 0u64;

@@ -114,7 +114,57 @@ async fn acked_publishes_wait_as_told(t: Transport) {
     s.stop().await;
 }
 
-both_transports!(acked_publishes_wait_as_told);
+/// Async publishes are not sent again: a refused one's answer is the 429,
+/// and what the server took arrives once, in the order published.
+async fn async_publishes_hand_back_the_refusal(t: Transport) {
+    let s = start_with(twenty_per_sec).await;
+    let sub_client = s.client(t, KEY_ACME).await;
+    let mut sub = sub_client.subscribe("acme", "prod", "paced").await.unwrap();
+    let c = s.client(t, KEY_ACME).await;
+    let mut answers = Vec::new();
+    for i in 0..40 {
+        let pending = c
+            .publish_async("acme", "prod", "paced", format!("m{i}"))
+            .await
+            .unwrap_or_else(|e| panic!("queuing publish {i}: {e}"));
+        answers.push(pending);
+    }
+    let mut taken = Vec::new();
+    let mut refused = 0;
+    for (i, pending) in answers.into_iter().enumerate() {
+        match pending.await {
+            Ok(acked) => {
+                assert_eq!(acked.count, 1);
+                taken.push(format!("m{i}"));
+            }
+            Err(e) => {
+                assert_rate_limited(&e);
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(c.rate_limit_backoffs(), 0, "nothing was sent again");
+    assert!(refused > 0, "40 at once over a bucket of 20 were all taken");
+    assert!(!taken.is_empty(), "none of 40 was taken");
+    for want in &taken {
+        let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("delivered in time")
+            .expect("open");
+        assert_eq!(e.payload, want.as_bytes());
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), sub.next())
+            .await
+            .is_err(),
+        "a refused publish was delivered"
+    );
+}
+
+both_transports!(
+    acked_publishes_wait_as_told,
+    async_publishes_hand_back_the_refusal
+);
 
 /// The HTTPS API: 429 with `Retry-After` (whole seconds) is waited out by
 /// the admin client, or returned when retrying is off.

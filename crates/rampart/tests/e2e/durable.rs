@@ -593,7 +593,68 @@ async fn pipelined_publishes_are_answered_in_frame_order(t: Transport) {
     assert_eq!(got, stored);
 }
 
+/// `publish_async` keeps many publishes in flight from one task: each
+/// gets its own answer (a refusal among them too), and the stream holds
+/// the accepted ones in the order they were published.
+async fn async_publishes_in_flight_from_one_task(t: Transport) {
+    use std::collections::VecDeque;
+
+    let s = start().await;
+    create(&s, "ledger", json!({ "sync": "on_commit" })).await;
+    let c = s.client(t, KEY_ACME).await;
+    let e = c
+        .publish_async("acme", "prod", "no/such", "x")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, rampart_client::ClientError::InvalidArgument(_)),
+        "{e}"
+    );
+    let mut in_flight = VecDeque::new();
+    let mut stored = Vec::new();
+    let mut refused = 0;
+    for i in 0..300usize {
+        // Every 50th goes to another tenant's stream, which this key may
+        // not publish to.
+        let tenant = if i % 50 == 7 { "globex" } else { "acme" };
+        let pending = c
+            .publish_async(tenant, "prod", "ledger", format!("m{i}"))
+            .await
+            .unwrap();
+        in_flight.push_back((i, tenant, pending));
+        while in_flight.len() > 64 || (i == 299 && !in_flight.is_empty()) {
+            let (n, tenant, pending) = in_flight.pop_front().unwrap();
+            match (tenant, pending.await) {
+                ("acme", Ok(acked)) => {
+                    assert_eq!(acked.count, 1);
+                    assert_eq!(acked.durability, Durability::Fsynced);
+                    stored.push(format!("m{n}"));
+                }
+                ("globex", Err(e)) => {
+                    assert_eq!(e.code().map(|c| c.as_u16()), Some(403), "{e}");
+                    refused += 1;
+                }
+                (tenant, r) => panic!("publish {n} to {tenant}: {r:?}"),
+            }
+        }
+    }
+    assert_eq!(refused, 6);
+    assert_eq!(stored.len(), 294);
+    let mut sub = c
+        .subscribe_from("acme", "prod", "ledger", StartAt::Earliest)
+        .await
+        .unwrap();
+    let got = take(&mut sub, stored.len()).await;
+    let want: Vec<(u64, String)> = stored
+        .into_iter()
+        .zip(0u64..)
+        .map(|(p, i)| (i, p))
+        .collect();
+    assert_eq!(got, want);
+}
+
 both_transports!(
+    async_publishes_in_flight_from_one_task,
     pipelined_publishes_are_answered_in_frame_order,
     acks_levels_replay_and_restart,
     replay_by_time_and_catch_up_while_publishing,

@@ -25,11 +25,11 @@
 //!   ([`BareConn`]: the caller's task writes and reads, as the NATS side's
 //!   requester does) instead of the client library, against the default
 //!   JetStream figure: the same kind of client on both sides;
-//! - 64 in flight on **one connection** each side, in runs of their own:
-//!   Rampart's 64 publishers share one `Client` (the library multiplexes
-//!   them), NATS publishes as its clients' async publish does (one
-//!   connection keeps 64 PUBs with reply subjects outstanding and sends
-//!   the next as each PubAck arrives, see [`Requester::pipeline`]),
+//! - 64 in flight on **one connection** each side, in runs of their own,
+//!   both as their clients' async publish does: one task keeps 64
+//!   publishes outstanding and sends the next as each acknowledgement
+//!   arrives (Rampart with `Client::publish_async`, NATS with PUBs with
+//!   reply subjects, see [`Requester::pipeline`]),
 //!   against JetStream with its default `sync_interval`: once with Rampart
 //!   `on_commit` (not like for like, as in the first row) and once with
 //!   `interval:`[`INTERVAL_MS`] (both ACKs mean written).
@@ -262,8 +262,9 @@ enum Publisher {
     /// `rampart_client::Client`, the client library, a connection for
     /// each publisher.
     Library,
-    /// One `rampart_client::Client` that every publisher shares: the
-    /// library multiplexes their publishes over one connection.
+    /// One `rampart_client::Client` and one task keeping every publish in
+    /// flight on it with `Client::publish_async`, sending the next as each
+    /// ACK arrives: a NATS client's async publish.
     OneConnection,
     /// [`BareConn`]: one task per connection writes and reads, like the
     /// NATS side's requester.
@@ -278,10 +279,9 @@ trait DurablePublisher: Send + 'static {
     ) -> impl std::future::Future<Output = Result<(u32, Durability), String>> + Send;
 }
 
-/// A publisher on the client library (its connection its own, or shared
-/// with the others).
+/// A publisher on the client library, with a connection of its own.
 struct LibraryPublisher {
-    client: Arc<Client>,
+    client: Client,
     payload: Bytes,
 }
 
@@ -314,6 +314,49 @@ impl DurablePublisher for BarePublisher {
             other => Err(format!("not an ACK: {other:?}")),
         }
     }
+}
+
+/// Keeps [`PUBLISHERS`] publishes in flight on `client` from this one task
+/// for `window` (the next sent as each ACK arrives, oldest first), every
+/// ACK checked against `promised`; the tally and the rate of acknowledged
+/// messages. Stops sending at the first error.
+async fn pipeline_until(
+    client: &Client,
+    payload: Bytes,
+    window: Duration,
+    promised: Durability,
+) -> (Tally, f64) {
+    let start = Instant::now();
+    let deadline = start + window;
+    let mut t = Tally::default();
+    let mut in_flight = std::collections::VecDeque::with_capacity(PUBLISHERS);
+    let mut sending = true;
+    loop {
+        while sending && in_flight.len() < PUBLISHERS && Instant::now() < deadline {
+            match client
+                .publish_async(TENANT, NAMESPACE, STREAM, payload.clone())
+                .await
+            {
+                Ok(ack) => in_flight.push_back(ack),
+                Err(e) => {
+                    t.fail(describe(e).0);
+                    sending = false;
+                }
+            }
+        }
+        let Some(ack) = in_flight.pop_front() else {
+            break;
+        };
+        let r = ack
+            .await
+            .map(|a| (a.count, a.durability))
+            .map_err(|e| describe(e).0);
+        if !t.acked(r, promised) {
+            sending = false;
+        }
+    }
+    let rate = t.rate(start);
+    (t, rate)
 }
 
 /// Runs every publisher in its own task for `window`, one publish in
@@ -393,18 +436,10 @@ async fn rampart_durable(
     }
     let payload = Bytes::from(vec![0x5au8; SIZE]);
     let (tally, rate) = match publisher {
-        Publisher::Library | Publisher::OneConnection => {
-            let clients: Vec<Arc<Client>> = if publisher == Publisher::Library {
-                r.connect(PUBLISHERS)
-                    .await?
-                    .into_iter()
-                    .map(Arc::new)
-                    .collect()
-            } else {
-                let one = Arc::new(r.connect(1).await?.remove(0));
-                vec![one; PUBLISHERS]
-            };
-            let pubs = clients
+        Publisher::Library => {
+            let pubs = r
+                .connect(PUBLISHERS)
+                .await?
                 .into_iter()
                 .map(|client| LibraryPublisher {
                     client,
@@ -412,12 +447,15 @@ async fn rampart_durable(
                 })
                 .collect();
             let (pubs, tally, rate) = publish_until(pubs, window, promised).await?;
-            // A shared client is closed by the last of its publishers.
             for p in pubs {
-                if let Ok(client) = Arc::try_unwrap(p.client) {
-                    client.close().await;
-                }
+                p.client.close().await;
             }
+            (tally, rate)
+        }
+        Publisher::OneConnection => {
+            let client = r.connect(1).await?.remove(0);
+            let (tally, rate) = pipeline_until(&client, payload, window, promised).await;
+            client.close().await;
             (tally, rate)
         }
         Publisher::Bare => {
@@ -981,12 +1019,12 @@ pub(super) async fn durable(env: &mut Env, report: &mut Report) -> Result<(), Fa
          reads its ACK, as the NATS side's publishers do) instead of the client library \
          (whose writer and reader tasks cost each round trip two task hand-offs in the \
          bench's process, which shares the cores with the server): the same kind of client \
-         on both sides; (5) {PUBLISHERS} in flight on one connection each side: Rampart \
-         on_commit, the {PUBLISHERS} publishers sharing one client library connection (it \
-         multiplexes their publishes), against JetStream's async publish as NATS clients \
-         send it (`PublishAsync` with {PUBLISHERS} pending: one connection keeps \
-         {PUBLISHERS} PUBs with reply subjects outstanding and sends the next as each PubAck \
-         arrives), default sync_interval: not like for like, as in (1); (6) as (5), with \
+         on both sides; (5) {PUBLISHERS} in flight on one connection each side, as both \
+         sides' clients publish asynchronously (one task keeps {PUBLISHERS} publishes \
+         outstanding and sends the next as each acknowledgement arrives): Rampart on_commit \
+         with the client library's `publish_async`, against JetStream's async publish as \
+         NATS clients send it (`PublishAsync` with {PUBLISHERS} pending: PUBs with reply \
+         subjects), default sync_interval: not like for like, as in (1); (6) as (5), with \
          Rampart sync `{interval}`: both ACKs mean written; (5) and (6) are the last three \
          runs of each round (Rampart on_commit, Rampart {interval}, JetStream)",
         nats_bin.display(),
