@@ -694,8 +694,9 @@ struct DurableArgs {
     #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 64])]
     concurrency: Vec<usize>,
     /// Client connections the publishers share, taken in turn: `1` puts
-    /// every publish of a cell on one multiplexed connection, as a NATS
-    /// client's async publish does. Default: one per publisher.
+    /// every publish of a cell on one multiplexed connection (with
+    /// `--pipeline`, as a NATS client's async publish does). Default: one
+    /// per publisher.
     #[arg(long)]
     connections: Option<usize>,
     /// The publishes of each connection come from one task that keeps them
