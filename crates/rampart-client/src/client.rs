@@ -472,13 +472,7 @@ impl Client {
         data: impl Into<Bytes>,
         ack: AckMode,
     ) -> Result<Acked, ClientError> {
-        let msg = Message::Publish(Publish {
-            ack,
-            tenant: TenantId::parse(tenant)?,
-            namespace: NamespaceName::parse(namespace)?,
-            stream: StreamName::parse(stream)?,
-            payload: data.into(),
-        });
+        let msg = publish_message(tenant, namespace, stream, data.into(), ack)?;
         if ack == AckMode::None {
             send_only(&self.inner, msg).await?;
             return Ok(Acked {
@@ -509,13 +503,7 @@ impl Client {
         stream: &str,
         data: impl Into<Bytes>,
     ) -> Result<PendingAck, ClientError> {
-        let msg = Message::Publish(Publish {
-            ack: AckMode::Message,
-            tenant: TenantId::parse(tenant)?,
-            namespace: NamespaceName::parse(namespace)?,
-            stream: StreamName::parse(stream)?,
-            payload: data.into(),
-        });
+        let msg = publish_message(tenant, namespace, stream, data.into(), AckMode::Message)?;
         self.inner.paced().await;
         let rx = send_registered(&self.inner, &mut Frame::new(0, msg), |tx| Pending::Reply {
             tx,
@@ -914,6 +902,23 @@ fn encode_checked(inner: &Inner, frame: &Frame) -> Result<Bytes, ClientError> {
     let bytes = frame.to_bytes();
     check_size(inner, bytes.len())?;
     Ok(bytes)
+}
+
+/// A PUBLISH of one message, its names checked.
+fn publish_message(
+    tenant: &str,
+    namespace: &str,
+    stream: &str,
+    payload: Bytes,
+    ack: AckMode,
+) -> Result<Message, ClientError> {
+    Ok(Message::Publish(Publish {
+        ack,
+        tenant: TenantId::parse(tenant)?,
+        namespace: NamespaceName::parse(namespace)?,
+        stream: StreamName::parse(stream)?,
+        payload,
+    }))
 }
 
 /// Refuses a request of `len` bytes larger than the server's frame limit.
