@@ -12,8 +12,10 @@
 //!   IP and per key id with growing backoff.
 //!
 //! Checks on the data path are lock-free: one atomic load to notice changed
-//! limits, then one compare-and-swap per bucket that limits anything
-//! (`governor`'s GCRA). `benches/check.rs` measures it.
+//! limits, then one compare-and-swap per bucket that limits anything (a
+//! GCRA, in `bucket`). A cost larger than a bucket passes only when the
+//! bucket is full and leaves it in debt, so batches cannot raise a rate.
+//! `benches/check.rs` measures it.
 
 mod admission;
 mod bucket;

@@ -477,12 +477,15 @@ impl Handle {
     pub fn rate(&mut self, k: RateKind, n: u64) -> Result<(), Rejection> {
         self.refresh();
         let i = k.index();
+        // The clock is read once, and only when something limits the rate.
+        let mut now = None;
         for (level, rules) in [
             (Level::Principal, &self.prules),
             (Level::Tenant, &self.trules),
         ] {
             if let Some(b) = &rules.rates[i] {
-                if let Err(wait) = b.take(n) {
+                let at = *now.get_or_insert_with(crate::bucket::now_ns);
+                if let Err(wait) = b.take_at(n, at) {
                     let r = Rejection {
                         level,
                         limit: k.name(),
@@ -506,9 +509,10 @@ impl Handle {
 
     /// The most units of rate `k` that one [`rate`](Self::rate) charges in
     /// full (the smaller bucket of the two levels); `None` when nothing
-    /// limits it. A larger cost is charged as a full bucket, so a caller
-    /// that must spend it at the rate (delivery pacing) charges it in
-    /// pieces of this size.
+    /// limits it. A larger cost passes only on a full bucket and leaves it
+    /// in debt for the rest (what comes next waits until the debt is paid
+    /// off), so a caller that must spend it smoothly at the rate (delivery
+    /// pacing) charges it in pieces of this size.
     pub fn rate_burst(&mut self, k: RateKind) -> Option<u64> {
         self.refresh();
         let i = k.index();
@@ -712,9 +716,14 @@ mod tests {
         let mut h = l.handle("acme", "alice");
         assert_eq!(h.rate_burst(RateKind::DeliverBytes), Some(2000));
         assert_eq!(h.rate_burst(RateKind::PublishMsgs), None);
-        // A cost above the burst passes as a full bucket...
+        // A cost above the burst passes on a full bucket and leaves a
+        // debt: the principal's 3000 bytes over take 3 s to pay off...
         h.rate(RateKind::DeliverBytes, 5000).unwrap();
-        assert!(h.rate(RateKind::DeliverBytes, 1).is_err());
+        let wait = h.rate(RateKind::DeliverBytes, 1).unwrap_err().retry_after;
+        assert!(
+            wait.is_some_and(|w| w > Duration::from_millis(2900)),
+            "{wait:?}"
+        );
         // ...while pieces of the burst are each charged in full.
         let mut other = l.handle("globex", "bob");
         other.rate(RateKind::DeliverBytes, 2000).unwrap();

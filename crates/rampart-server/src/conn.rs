@@ -968,20 +968,33 @@ impl Conn {
                 && g.path.namespace == p.namespace
                 && g.path.tenant == p.tenant
         });
-        if !same {
+        let new_batch = if same {
+            None
+        } else {
             self.flush_gathered().await?;
             let path = StreamPath {
                 tenant: p.tenant.clone(),
                 namespace: p.namespace.clone(),
                 stream: p.stream.clone(),
             };
-            let stream = match self.stream(path.clone()) {
-                Ok(s) => s,
+            match self.stream(path.clone()) {
+                Ok(stream) => Some((path, stream)),
                 Err(e) => {
                     self.answer_all().await?;
                     return self.send(e.to_frame(id, &self.shared.metrics)).await;
                 }
-            };
+            }
+        };
+        // Each frame is charged as it comes, as if it were published alone:
+        // charged as one cost, a gathered run of frames could pass a rate
+        // limit together that its frames one by one would not.
+        if let Err(r) = self.charge_rates(1, p.payload.len()) {
+            self.settle().await?;
+            return self
+                .send(OpError::from(r).to_frame(id, &self.shared.metrics))
+                .await;
+        }
+        if let Some((path, stream)) = new_batch {
             self.gathered = Some(Gathered {
                 path,
                 stream,
@@ -1025,15 +1038,16 @@ impl Conn {
         }
     }
 
-    /// Charges `count` messages to the session's limits, counts them, and
-    /// queues them on `stream`: what every publish does before it waits.
+    /// Charges `count` messages to the tenant's stored bytes (on a durable
+    /// stream), counts them, and queues them on `stream`: what every
+    /// publish does before it waits, once its rates are charged.
     async fn publish_on(
         &mut self,
         stream: &Stream,
         count: u32,
         entries: Bytes,
     ) -> Result<Commit, OpError> {
-        self.charge_publish(stream, count, entries.len())?;
+        self.charge_stored(stream, count, entries.len())?;
         self.published += u64::from(count);
         self.published_bytes += entries.len() as u64;
         Ok(stream.publish_queued(count, entries).await?)
@@ -1077,6 +1091,7 @@ impl Conn {
             stream: p.stream,
         };
         let stream = self.stream(path)?;
+        self.charge_rates(u64::from(p.count), p.entries.len())?;
         self.publish_on(&stream, p.count, p.entries).await
     }
 
@@ -1193,9 +1208,26 @@ impl Conn {
     }
 
     /// Charges a publish of `count` messages and `bytes` bytes to the
-    /// session's rate limits (and, on a durable stream, to the tenant's
-    /// stored bytes).
-    fn charge_publish(
+    /// session's rate limits.
+    fn charge_rates(&mut self, count: u64, bytes: usize) -> Result<(), Rejection> {
+        let Some(s) = &mut self.session else {
+            return Ok(());
+        };
+        let h = &mut s.limits;
+        let rated = h
+            .rate(RateKind::PublishMsgs, count)
+            .and_then(|()| h.rate(RateKind::PublishBytes, bytes as u64));
+        if let Err(r) = rated {
+            self.throttle(&r);
+            return Err(r);
+        }
+        Ok(())
+    }
+
+    /// Charges a publish of `count` messages and `bytes` bytes, its rates
+    /// charged already, to the tenant's stored bytes (on a durable stream)
+    /// and counts it.
+    fn charge_stored(
         &mut self,
         stream: &Stream,
         count: u32,
@@ -1205,13 +1237,6 @@ impl Conn {
             return Ok(());
         };
         let h = &mut s.limits;
-        let rated = h
-            .rate(RateKind::PublishMsgs, u64::from(count))
-            .and_then(|()| h.rate(RateKind::PublishBytes, bytes as u64));
-        if let Err(r) = rated {
-            self.throttle(&r);
-            return Err(r);
-        }
         if stream.durable().is_some() {
             h.fits_usage(QuotaKind::StoredBytes, bytes as u64)?;
             h.add_usage(QuotaKind::StoredBytes, bytes as u64);
