@@ -772,6 +772,8 @@ struct DurableRow {
     transport: &'static str,
     concurrency: usize,
     connections: usize,
+    /// One task per connection with `publish_async` (`--pipeline`).
+    pipelined: bool,
     size: usize,
     durability: Durability,
     messages: u64,
@@ -1099,6 +1101,7 @@ async fn durable_cell(
         transport,
         concurrency: n,
         connections: conns,
+        pipelined: a.pipeline,
         size: a.size,
         durability: sync.promises,
         messages,
@@ -1111,10 +1114,10 @@ async fn durable_cell(
 fn print_durable(rows: &[DurableRow], format: Format) {
     match format {
         Format::Csv => {
-            println!("sealed,sync,transport,concurrency,connections,size,durability,messages,seconds,p50_us,p99_us,msgs_per_s");
+            println!("sealed,sync,transport,concurrency,connections,size,durability,messages,seconds,p50_us,p99_us,msgs_per_s,pipelined");
             for r in rows {
                 println!(
-                    "{},{},{},{},{},{},{},{},{:.3},{},{},{:.0}",
+                    "{},{},{},{},{},{},{},{},{:.3},{},{},{:.0},{}",
                     r.sealed,
                     r.sync,
                     r.transport,
@@ -1126,13 +1129,14 @@ fn print_durable(rows: &[DurableRow], format: Format) {
                     r.seconds,
                     r.p50_us,
                     r.p99_us,
-                    r.rate()
+                    r.rate(),
+                    r.pipelined
                 );
             }
         }
         Format::Table => {
             println!(
-                "{:<9} {:<12} {:<9} {:>5} {:>5} {:>6} {:<10} {:>10} {:>8} {:>10} {:>9} {:>9}",
+                "{:<9} {:<12} {:<9} {:>5} {:>5} {:>6} {:<10} {:>10} {:>8} {:>10} {:>9} {:>9}  publishers",
                 "sealing",
                 "sync",
                 "transport",
@@ -1148,7 +1152,7 @@ fn print_durable(rows: &[DurableRow], format: Format) {
             );
             for r in rows {
                 println!(
-                    "{:<9} {:<12} {:<9} {:>5} {:>5} {:>6} {:<10} {:>10} {:>8.3} {:>10.0} {:>9} {:>9}",
+                    "{:<9} {:<12} {:<9} {:>5} {:>5} {:>6} {:<10} {:>10} {:>8.3} {:>10.0} {:>9} {:>9}  {}",
                     if r.sealed { "sealed" } else { "unsealed" },
                     r.sync,
                     r.transport,
@@ -1160,7 +1164,12 @@ fn print_durable(rows: &[DurableRow], format: Format) {
                     r.seconds,
                     r.rate(),
                     r.p50_us,
-                    r.p99_us
+                    r.p99_us,
+                    if r.pipelined {
+                        "one task per connection"
+                    } else {
+                        "one task each"
+                    }
                 );
             }
         }
@@ -1223,10 +1232,9 @@ mod tests {
         assert_eq!(d.transport, Net::Tcp);
         assert_eq!((d.size, d.duration_secs), (128, 3));
         assert_eq!(d.connections, None);
-        assert_eq!(
-            durable(&["--connections", "1"]).unwrap().connections,
-            Some(1)
-        );
+        assert!(!d.pipeline);
+        let d = durable(&["--connections", "1", "--pipeline"]).unwrap();
+        assert_eq!((d.connections, d.pipeline), (Some(1), true));
 
         let d = durable(&["--sync", "on_commit,interval:5", "--concurrency", "8"]).unwrap();
         let specs: Vec<_> = d.sync.iter().map(|s| s.spec.as_str()).collect();
