@@ -50,6 +50,11 @@ pub struct Config {
     pub tls_key_path: Option<PathBuf>,
     pub tls_ca_cert_path: Option<PathBuf>,
     pub tls_client_auth: ClientAuth,
+    /// TLS 1.3 cipher suites the server accepts, in its order of
+    /// preference (IANA names, e.g. `TLS_AES_128_GCM_SHA256`). Empty (the
+    /// default): all three of rustls, in the client's order. Set, the
+    /// server picks the first of its list that the client offers.
+    pub tls_cipher_suites: Vec<String>,
     /// How often the certificate and key files are checked for a change
     /// (size or modification time); a changed pair is loaded for new
     /// handshakes without a restart. 0 turns the check off. Default 10.
@@ -259,6 +264,7 @@ impl Default for Config {
             tls_key_path: None,
             tls_ca_cert_path: None,
             tls_client_auth: ClientAuth::None,
+            tls_cipher_suites: Vec::new(),
             tls_reload_interval_secs: 10,
             allowed_api_keys: Vec::new(),
             api_key_pepper_path: None,
@@ -380,6 +386,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("tls_key_path", Kind::Str),
     ("tls_ca_cert_path", Kind::Str),
     ("tls_client_auth", Kind::Str),
+    ("tls_cipher_suites", Kind::List),
     ("tls_reload_interval_secs", Kind::Int),
     ("allowed_api_keys", Kind::List),
     ("api_key_pepper_path", Kind::Str),
@@ -894,6 +901,17 @@ impl Config {
                 "subscriber queue bounds must be positive".into(),
             ));
         }
+        let suites = crate::tls::cipher_suites(&self.tls_cipher_suites)
+            .map_err(|m| invalid("tls_cipher_suites", m))?;
+        if !self.quic_bind.is_empty()
+            && !suites.is_empty()
+            && !suites.contains(&crate::tls::QUIC_INITIAL_SUITE)
+        {
+            return Err(invalid(
+                "tls_cipher_suites",
+                "QUIC (quic_bind) needs TLS_AES_128_GCM_SHA256 in the list: it protects QUIC's first packets whatever suite is agreed (RFC 9001, section 5); list it last to prefer the others, or leave quic_bind empty".into(),
+            ));
+        }
         if self.tls_client_auth != ClientAuth::None && self.tls_ca_cert_path.is_none() {
             return Err(invalid(
                 "tls_client_auth",
@@ -1317,6 +1335,42 @@ mod tests {
         assert!(e.to_string().contains("tls_client_auth"), "{e}");
         let e = Config::load(None, &env(&[("RAMPART_STREAMS", "acme/Prod/x")])).unwrap_err();
         assert!(e.to_string().contains("streams"), "{e}");
+    }
+
+    #[test]
+    fn cipher_suites_are_known_names_and_quic_keeps_its_initial_suite() {
+        let suites = |v: &str| env(&[("RAMPART_TLS_CIPHER_SUITES", v)]);
+        let c = Config::load(
+            None,
+            &suites("tls13_chacha20_poly1305_sha256, TLS_AES_128_GCM_SHA256"),
+        )
+        .unwrap();
+        let got = crate::tls::cipher_suites(&c.tls_cipher_suites).unwrap();
+        assert_eq!(
+            got,
+            [
+                rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+                crate::tls::QUIC_INITIAL_SUITE
+            ]
+        );
+        let e = Config::load(None, &suites("TLS_RSA_WITH_RC4_128_SHA")).unwrap_err();
+        let e = e.to_string();
+        assert!(e.contains("tls_cipher_suites"), "{e}");
+        assert!(
+            e.contains("TLS_AES_256_GCM_SHA384"),
+            "names what is accepted: {e}"
+        );
+        let twice = "TLS_AES_256_GCM_SHA384,tls13_aes_256_gcm_sha384";
+        let e = Config::load(None, &suites(twice)).unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
+        // QUIC protects its first packets with AES-128-GCM.
+        let e = Config::load(None, &suites("TLS_AES_256_GCM_SHA384")).unwrap_err();
+        assert!(e.to_string().contains("QUIC"), "{e}");
+        let tcp_only = env(&[
+            ("RAMPART_TLS_CIPHER_SUITES", "TLS_AES_256_GCM_SHA384"),
+            ("RAMPART_QUIC_BIND", ""),
+        ]);
+        Config::load(None, &tcp_only).unwrap();
     }
 
     #[test]

@@ -395,6 +395,8 @@ impl Server {
             key,
             client_ca: config.tls_ca_cert_path.as_deref(),
             client_auth: config.tls_client_auth,
+            cipher_suites: tls::cipher_suites(&config.tls_cipher_suites)
+                .map_err(tls::TlsError::Rustls)?,
         })?;
 
         // The master key comes first, and is checked against the data

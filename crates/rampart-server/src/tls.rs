@@ -47,6 +47,48 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The suite QUIC protects its Initial packets with, whatever the
+/// handshake agrees on (RFC 9001, section 5.2): a QUIC listener needs it.
+pub const QUIC_INITIAL_SUITE: rustls::SupportedCipherSuite =
+    rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
+
+/// The TLS 1.3 suites `tls_cipher_suites` may name: IANA's name, and
+/// rustls's (`TLS13_...`) for the same suite.
+const SUITES: [(&str, rustls::SupportedCipherSuite); 3] = [
+    (
+        "TLS_AES_256_GCM_SHA384",
+        rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
+    ),
+    ("TLS_AES_128_GCM_SHA256", QUIC_INITIAL_SUITE),
+    (
+        "TLS_CHACHA20_POLY1305_SHA256",
+        rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+    ),
+];
+
+/// The suites `names` lists, in its order; empty for an empty list (the
+/// provider's own). Unknown and repeated names are refused with the names
+/// that are accepted.
+pub fn cipher_suites(names: &[String]) -> Result<Vec<rustls::SupportedCipherSuite>, String> {
+    let mut out: Vec<rustls::SupportedCipherSuite> = Vec::with_capacity(names.len());
+    for name in names {
+        let upper = name.trim().to_ascii_uppercase();
+        let iana = upper.replacen("TLS13_", "TLS_", 1);
+        let Some(&(_, suite)) = SUITES.iter().find(|(n, _)| *n == iana) else {
+            let known: Vec<&str> = SUITES.iter().map(|(n, _)| *n).collect();
+            return Err(format!(
+                "`{name}` is not a TLS 1.3 cipher suite this server has; use {}",
+                known.join(", ")
+            ));
+        };
+        if out.contains(&suite) {
+            return Err(format!("`{name}` is listed twice"));
+        }
+        out.push(suite);
+    }
+    Ok(out)
+}
+
 pub(crate) fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem_err = |message: String| TlsError::Pem {
         what: "certificates",
@@ -90,6 +132,9 @@ pub struct ServerTlsPaths<'a> {
     pub key: &'a Path,
     pub client_ca: Option<&'a Path>,
     pub client_auth: ClientAuth,
+    /// The suites accepted, in the server's order of preference (see
+    /// [`cipher_suites`]); empty: the provider's, in the client's order.
+    pub cipher_suites: Vec<rustls::SupportedCipherSuite>,
 }
 
 /// A certificate that expires within this many seconds is warned about.
@@ -218,7 +263,13 @@ pub fn server_config(
     p: &ServerTlsPaths<'_>,
 ) -> Result<(rustls::ServerConfig, Arc<CertStore>), TlsError> {
     let store = CertStore::load(p.cert, p.key)?;
-    let provider = provider();
+    let mut provider = provider();
+    if !p.cipher_suites.is_empty() {
+        provider = Arc::new(rustls::crypto::CryptoProvider {
+            cipher_suites: p.cipher_suites.clone(),
+            ..rustls::crypto::ring::default_provider()
+        });
+    }
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
@@ -243,6 +294,8 @@ pub fn server_config(
     };
     let mut cfg = builder.with_cert_resolver(store.clone());
     cfg.alpn_protocols = vec![ALPN.to_vec()];
+    // A configured list is the operator's order of preference.
+    cfg.ignore_client_order = !p.cipher_suites.is_empty();
     Ok((cfg, store))
 }
 

@@ -109,13 +109,19 @@ impl TestServer {
             .expect("client connects")
     }
 
-    /// A TLS client config trusting the dev CA, for raw connections.
-    pub fn rustls_client(&self) -> rustls::ClientConfig {
+    /// The dev CA, as rustls trusts it.
+    pub fn ca_roots(&self) -> rustls::RootCertStore {
         use rustls_pki_types::pem::PemObject;
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_pki_types::CertificateDer::pem_file_iter(&self.ca).expect("ca") {
             roots.add(c.expect("cert")).expect("add");
         }
+        roots
+    }
+
+    /// A TLS client config trusting the dev CA, for raw connections.
+    pub fn rustls_client(&self) -> rustls::ClientConfig {
+        let roots = self.ca_roots();
         let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))

@@ -275,11 +275,7 @@ both_transports!(
 #[tokio::test]
 async fn tls12_only_client_is_refused() {
     let s = start().await;
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::CertificateDer::pem_file_iter(&s.ca).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
+    let roots = s.ca_roots();
     let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -297,6 +293,57 @@ async fn tls12_only_client_is_refused() {
         )
         .await;
     assert!(r.is_err(), "TLS 1.2 handshake must fail");
+}
+
+/// With `tls_cipher_suites` set, the server accepts only those suites and
+/// picks the first of its list that the client offers; the client library
+/// still connects over both transports (QUIC keeps AES-128-GCM for its
+/// first packets).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_cipher_suites_are_the_servers_choice() {
+    use rustls::crypto::ring::{cipher_suite, default_provider};
+    let s = start_with(|c| {
+        c.tls_cipher_suites = vec![
+            "TLS_CHACHA20_POLY1305_SHA256".into(),
+            "TLS_AES_128_GCM_SHA256".into(),
+        ]
+    })
+    .await;
+    let addr = s.server.tcp_addr().unwrap();
+    let handshake = |cfg: rustls::ClientConfig| async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(
+                rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+                tcp,
+            )
+            .await
+    };
+    // rustls's client offers AES-256-GCM first; the server's order wins.
+    let tls = handshake(s.rustls_client()).await.unwrap();
+    assert_eq!(
+        tls.get_ref().1.negotiated_cipher_suite(),
+        Some(cipher_suite::TLS13_CHACHA20_POLY1305_SHA256)
+    );
+    // A client offering only a suite the server left out is refused.
+    let roots = s.ca_roots();
+    let only_256 =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::CryptoProvider {
+            cipher_suites: vec![cipher_suite::TLS13_AES_256_GCM_SHA384],
+            ..default_provider()
+        }))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    assert!(
+        handshake(only_256).await.is_err(),
+        "AES-256-GCM was left out"
+    );
+    for t in [Transport::Quic, Transport::Tcp] {
+        let c = s.client(t, KEY_ACME).await;
+        c.publish("acme", "prod", "suites", "x").await.unwrap();
+    }
 }
 
 /// A test CA with one client certificate, written as PEM files.
