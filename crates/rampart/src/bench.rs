@@ -852,10 +852,9 @@ async fn bench_durable(a: DurableArgs) -> Result<ExitCode, Failure> {
             }
             // The round with the median rate stands for the cell.
             for mut r in runs {
-                r.sort_by(|x, y| x.rate().total_cmp(&y.rate()));
-                let mid = r.len() / 2;
-                if let Some(row) = r.into_iter().nth(mid) {
-                    rows.push(row);
+                let rates: Vec<f64> = r.iter().map(DurableRow::rate).collect();
+                if let Some(i) = compare::median_of(&rates) {
+                    rows.push(r.swap_remove(i));
                 }
             }
         }
