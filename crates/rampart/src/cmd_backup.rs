@@ -29,6 +29,13 @@ pub(crate) struct RestoreArgs {
     /// (`master_key_path`, the provider); RAMPART_* variables apply too.
     #[arg(long, env = "RAMPART_CONFIG")]
     config: Option<PathBuf>,
+    /// Restoring a `server --dev` archive: that server's master key file
+    /// (its old `<data_dir>/master.key`, which no archive holds). It opens
+    /// the archive and is copied into the restored directory, where
+    /// `--dev` looks for it. A production key is never copied beside the
+    /// data: for an archive without the dev files it only opens it.
+    #[arg(long, value_name = "FILE")]
+    dev_master_key: Option<PathBuf>,
 }
 
 pub(crate) async fn backup(a: BackupArgs) -> Result<ExitCode, Failure> {
@@ -68,7 +75,18 @@ pub(crate) async fn backup(a: BackupArgs) -> Result<ExitCode, Failure> {
 
 pub(crate) async fn restore(a: RestoreArgs) -> Result<ExitCode, Failure> {
     let env = |k: &str| std::env::var(k).ok();
-    let config = rampart_server::Config::load(a.config.as_deref(), &env)?;
+    let mut config = rampart_server::Config::load(a.config.as_deref(), &env)?;
+    if let Some(key) = &a.dev_master_key {
+        if config.master_key_provider != rampart_server::MasterKeyKind::Local
+            || env(rampart_keys::MASTER_KEY_ENV).is_some()
+        {
+            return Err(Failure(format!(
+                "--dev-master-key is a dev server's key file; this configuration names another master key ({} or master_key_provider): use one or the other",
+                rampart_keys::MASTER_KEY_ENV
+            )));
+        }
+        config.master_key_path = Some(key.clone());
+    }
     let report = rampart_server::restore(&config, &a.from, &a.data_dir).await?;
     eprintln!(
         "restored {} file(s), {} byte(s) and {} store entries into {}",
@@ -77,5 +95,28 @@ pub(crate) async fn restore(a: RestoreArgs) -> Result<ExitCode, Failure> {
         report.store_entries,
         a.data_dir.display()
     );
+    if let Some(key) = &a.dev_master_key {
+        if a.data_dir.join("dev").is_dir() {
+            let to = a.data_dir.join("master.key");
+            copy_private(key, &to)?;
+            eprintln!(
+                "dev master key copied to {}; start it with `rampart server --dev` and RAMPART_DATA_DIR={}",
+                to.display(),
+                a.data_dir.display()
+            );
+        } else {
+            eprintln!(
+                "not a dev server's archive: {} opened it but was not copied beside the data; start the server with master_key_path set to it",
+                key.display()
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Copies `from` to a new private file `to` (0600), durably.
+fn copy_private(from: &std::path::Path, to: &std::path::Path) -> Result<(), Failure> {
+    let err = |p: &std::path::Path, e: std::io::Error| Failure(format!("{}: {e}", p.display()));
+    let bytes = rampart_identity::Secret::new(std::fs::read(from).map_err(|e| err(from, e))?);
+    rampart_identity::fsutil::write_private_file(to, bytes.expose()).map_err(|e| err(to, e))
 }

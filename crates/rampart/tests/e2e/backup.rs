@@ -126,7 +126,8 @@ async fn a_backup_taken_while_publishing_restores_into_a_fresh_directory() {
     }
 
     // The same through the CLI: `rampart backup` with the operator's key,
-    // `rampart restore` with the master key from the environment.
+    // `rampart restore --dev-master-key` with the dev server's key file,
+    // which it copies beside the restored data.
     let cli_out = work.path().join("cli.backup");
     let cli_dir = work.path().join("cli-restored");
     let (url, ca, master) = (
@@ -146,20 +147,51 @@ async fn a_backup_taken_while_publishing_restores_into_a_fresh_directory() {
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let o = std::process::Command::new(bin)
-            .args(["restore", "--from"])
-            .arg(&out)
-            .arg("--data-dir")
-            .arg(&dir)
-            .env("RAMPART_MASTER_KEY_PATH", &master)
-            .env_remove("RAMPART_MASTER_KEY")
-            .output()
-            .unwrap();
+        let restore = |inline_key: Option<&str>| {
+            let mut c = std::process::Command::new(bin);
+            c.args(["restore", "--from"])
+                .arg(&out)
+                .arg("--data-dir")
+                .arg(&dir)
+                .arg("--dev-master-key")
+                .arg(&master)
+                .env_remove("RAMPART_MASTER_KEY_PATH")
+                .env_remove("RAMPART_MASTER_KEY");
+            if let Some(k) = inline_key {
+                c.env("RAMPART_MASTER_KEY", k);
+            }
+            c.output().unwrap()
+        };
+        // Two master keys named at once are refused before anything is
+        // written.
+        let o = restore(Some("another"));
+        assert!(!o.status.success());
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("RAMPART_MASTER_KEY"),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(!dir.exists());
+        let o = restore(None);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     })
     .await
     .unwrap();
     assert!(cli_dir.join("state.redb").exists() && cli_dir.join("master.check").exists());
+    assert_eq!(
+        std::fs::read(cli_dir.join("master.key")).unwrap(),
+        std::fs::read(s.data_dir().join("master.key")).unwrap(),
+        "the dev master key is beside the restored data"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(cli_dir.join("master.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
     assert!(!std::path::Path::new(&format!("{}.partial", cli_out.display())).exists());
 
     // Restore with the dev server's master key (it stays out of the
