@@ -91,6 +91,18 @@ enum Pending {
     },
 }
 
+impl Pending {
+    /// A request waiting for one reply, or for `acks` ACK frames.
+    fn reply(tx: oneshot::Sender<Reply>, acks: u32) -> Self {
+        Pending::Reply {
+            tx,
+            acks_left: acks,
+            acked: 0,
+            weakest: None,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Routes {
     /// Keyed by request id: this connection's own counter, never a key the
@@ -505,11 +517,8 @@ impl Client {
     ) -> Result<PendingAck, ClientError> {
         let msg = publish_message(tenant, namespace, stream, data.into(), AckMode::Message)?;
         self.inner.paced().await;
-        let rx = send_registered(&self.inner, &mut Frame::new(0, msg), |tx| Pending::Reply {
-            tx,
-            acks_left: 1,
-            acked: 0,
-            weakest: None,
+        let rx = send_registered(&self.inner, &mut Frame::new(0, msg), |tx| {
+            Pending::reply(tx, 1)
         })
         .await?;
         Ok(PendingAck { rx })
@@ -961,13 +970,7 @@ async fn request_once(inner: &Arc<Inner>, msg: Message, acks: u32) -> Result<Fra
 
 /// Sends `frame` once, under a fresh id, and waits for its reply.
 async fn attempt(inner: &Arc<Inner>, frame: &mut Frame, acks: u32) -> Result<Frame, ClientError> {
-    send_and_wait(inner, frame, |tx| Pending::Reply {
-        tx,
-        acks_left: acks,
-        acked: 0,
-        weakest: None,
-    })
-    .await
+    send_and_wait(inner, frame, |tx| Pending::reply(tx, acks)).await
 }
 
 /// Sends `frame` once, under a fresh id, registered as the pending request
