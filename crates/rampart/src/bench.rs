@@ -954,30 +954,44 @@ impl DurablePublisher {
         self.acked += 1;
         Ok(())
     }
+}
 
-    /// Keeps `window` publishes in flight on `client` until `deadline`,
-    /// sending the next as each ACK arrives (oldest first), then waits for
-    /// the last ones.
-    async fn pipelined(
-        &mut self,
-        client: &Client,
-        window: usize,
-        deadline: Instant,
-    ) -> Result<(), Failure> {
-        let mut in_flight = std::collections::VecDeque::with_capacity(window);
-        loop {
-            while in_flight.len() < window && Instant::now() < deadline {
-                let sent = Instant::now();
-                let ack = client
-                    .publish_async(&self.tenant, "bench", &self.stream, self.payload.clone())
-                    .await
-                    .map_err(describe)?;
-                in_flight.push_back((sent, ack));
+/// Keeps `window` publishes of `payload` to `to` (tenant, namespace,
+/// stream) in flight on `client` with `publish_async` until `deadline`,
+/// sending the next as each ACK arrives (oldest first), then waits for the
+/// last ones. `answer` gets each publish's outcome and when it was sent;
+/// sending stops at the first outcome it returns false for, and at a
+/// publish that could not be queued (whose error it gets too).
+async fn pipeline_publishes(
+    client: &Client,
+    to: [&str; 3],
+    payload: &bytes::Bytes,
+    window: usize,
+    deadline: Instant,
+    mut answer: impl FnMut(Instant, Result<rampart_client::Acked, rampart_client::ClientError>) -> bool,
+) {
+    let [tenant, namespace, stream] = to;
+    let mut in_flight = std::collections::VecDeque::with_capacity(window);
+    let mut sending = true;
+    loop {
+        while sending && in_flight.len() < window && Instant::now() < deadline {
+            let sent = Instant::now();
+            match client
+                .publish_async(tenant, namespace, stream, payload.clone())
+                .await
+            {
+                Ok(ack) => in_flight.push_back((sent, ack)),
+                Err(e) => {
+                    answer(sent, Err(e));
+                    sending = false;
+                }
             }
-            let Some((sent, ack)) = in_flight.pop_front() else {
-                return Ok(());
-            };
-            self.acked(sent, ack.await)?;
+        }
+        let Some((sent, ack)) = in_flight.pop_front() else {
+            return;
+        };
+        if !answer(sent, ack.await) {
+            sending = false;
         }
     }
 }
@@ -1053,7 +1067,27 @@ async fn durable_cell(
         let pipeline = a.pipeline;
         tasks.push(tokio::spawn(async move {
             if pipeline {
-                p.pipelined(&client, window, deadline).await?;
+                let (tenant, stream, payload) =
+                    (p.tenant.clone(), p.stream.clone(), p.payload.clone());
+                let mut failed = None;
+                pipeline_publishes(
+                    &client,
+                    [&tenant, "bench", &stream],
+                    &payload,
+                    window,
+                    deadline,
+                    |sent, ack| match p.acked(sent, ack) {
+                        Ok(()) => true,
+                        Err(f) => {
+                            failed.get_or_insert(f);
+                            false
+                        }
+                    },
+                )
+                .await;
+                if let Some(f) = failed {
+                    return Err(f);
+                }
             } else {
                 while Instant::now() < deadline {
                     let sent = Instant::now();

@@ -327,34 +327,21 @@ async fn pipeline_until(
     promised: Durability,
 ) -> (Tally, f64) {
     let start = Instant::now();
-    let deadline = start + window;
     let mut t = Tally::default();
-    let mut in_flight = std::collections::VecDeque::with_capacity(PUBLISHERS);
-    let mut sending = true;
-    loop {
-        while sending && in_flight.len() < PUBLISHERS && Instant::now() < deadline {
-            match client
-                .publish_async(TENANT, NAMESPACE, STREAM, payload.clone())
-                .await
-            {
-                Ok(ack) => in_flight.push_back(ack),
-                Err(e) => {
-                    t.fail(describe(e).0);
-                    sending = false;
-                }
-            }
-        }
-        let Some(ack) = in_flight.pop_front() else {
-            break;
-        };
-        let r = ack
-            .await
-            .map(|a| (a.count, a.durability))
-            .map_err(|e| describe(e).0);
-        if !t.acked(r, promised) {
-            sending = false;
-        }
-    }
+    crate::bench::pipeline_publishes(
+        client,
+        [TENANT, NAMESPACE, STREAM],
+        &payload,
+        PUBLISHERS,
+        start + window,
+        |_, r| {
+            let r = r
+                .map(|a| (a.count, a.durability))
+                .map_err(|e| describe(e).0);
+            t.acked(r, promised)
+        },
+    )
+    .await;
     let rate = t.rate(start);
     (t, rate)
 }
