@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use rampart_client::{AdminClient, Client, ClientError, ErrorCode, Transport};
+use rampart_client::{AdminClient, Client, ClientError, ErrorCode, Subscription, Transport};
 
 use crate::common::*;
 
@@ -30,6 +30,39 @@ fn assert_rate_limited(e: &ClientError) {
     }
 }
 
+/// A client of `s` over `t` that does not wait out rate limits: it gets
+/// the 429 and its retry-after.
+async fn impatient_client(s: &TestServer, t: Transport) -> Client {
+    Client::connect(
+        &s.url(t),
+        s.config(KEY_ACME).with_rate_limit_max_wait(Duration::ZERO),
+    )
+    .await
+    .unwrap()
+}
+
+/// `sub` gets `payloads`, each once and in order, and then nothing more
+/// (`extra` says what one more would mean).
+async fn receives_exactly(
+    sub: &mut Subscription,
+    payloads: impl IntoIterator<Item = String>,
+    extra: &str,
+) {
+    for want in payloads {
+        let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("delivered in time")
+            .expect("open");
+        assert_eq!(e.payload, want.as_bytes());
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), sub.next())
+            .await
+            .is_err(),
+        "{extra}"
+    );
+}
+
 async fn acked_publishes_wait_as_told(t: Transport) {
     let s = start_with(twenty_per_sec).await;
     let sub_client = s.client(t, KEY_ACME).await;
@@ -53,27 +86,15 @@ async fn acked_publishes_wait_as_told(t: Transport) {
         "60 publishes at 20/s took {took:?}"
     );
     // Each message arrives once, in order.
-    for i in 0..60 {
-        let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
-            .await
-            .expect("delivered in time")
-            .expect("open");
-        assert_eq!(e.payload, format!("m{i}").as_bytes());
-    }
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), sub.next())
-            .await
-            .is_err(),
-        "nothing sent twice"
-    );
+    receives_exactly(
+        &mut sub,
+        (0..60).map(|i| format!("m{i}")),
+        "nothing sent twice",
+    )
+    .await;
 
     // Back-off off: the bucket is empty now, so the 429 comes back.
-    let impatient = Client::connect(
-        &s.url(t),
-        s.config(KEY_ACME).with_rate_limit_max_wait(Duration::ZERO),
-    )
-    .await
-    .unwrap();
+    let impatient = impatient_client(&s, t).await;
     let mut refused = None;
     for i in 0..40 {
         if let Err(e) = impatient
@@ -154,19 +175,7 @@ async fn async_publishes_hand_back_the_refusal(t: Transport) {
         taken.len()
     );
     assert!(!taken.is_empty(), "none of 40 was taken");
-    for want in &taken {
-        let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
-            .await
-            .expect("delivered in time")
-            .expect("open");
-        assert_eq!(e.payload, want.as_bytes());
-    }
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), sub.next())
-            .await
-            .is_err(),
-        "a refused publish was delivered"
-    );
+    receives_exactly(&mut sub, taken, "a refused publish was delivered").await;
 }
 
 /// A batch larger than the bucket passes on a full bucket and leaves a
@@ -174,12 +183,7 @@ async fn async_publishes_hand_back_the_refusal(t: Transport) {
 /// does not raise the rate.
 async fn a_batch_over_the_bucket_leaves_a_debt(t: Transport) {
     let s = start_with(twenty_per_sec).await;
-    let c = Client::connect(
-        &s.url(t),
-        s.config(KEY_ACME).with_rate_limit_max_wait(Duration::ZERO),
-    )
-    .await
-    .unwrap();
+    let c = impatient_client(&s, t).await;
     let payloads: Vec<String> = (0..100).map(|i| format!("b{i}")).collect();
     let n = c
         .publish_batch("acme", "prod", "paced", &payloads)
