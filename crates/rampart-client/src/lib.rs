@@ -27,7 +27,9 @@
 //! 429, since a message sent again would land behind the ones published
 //! after it.
 //! Quota refusals (429 without a wait) are final, and so is a 429 to AUTH
-//! (a lockout, which another attempt would extend). Each request attempt has
+//! (a lockout, which another attempt would extend). A batch costing more
+//! than a rate limit's whole burst gets 413, never a wait: the message
+//! names the most one request may cost, so split the batch to that. Each request attempt has
 //! its own `request_timeout`. [`Client::rate_limit_backoffs`] and
 //! [`AdminClient::rate_limit_backoffs`] count the waits.
 //!

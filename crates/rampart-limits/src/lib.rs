@@ -13,8 +13,9 @@
 //!
 //! Checks on the data path are lock-free: one atomic load to notice changed
 //! limits, then one compare-and-swap per bucket that limits anything (a
-//! GCRA, in `bucket`). A cost larger than a bucket passes only when the
-//! bucket is full and leaves it in debt, so batches cannot raise a rate.
+//! GCRA, in `bucket`). A cost larger than a whole bucket is refused with
+//! 413 before anything is charged, so a batch can neither raise a rate nor
+//! leave a tenant's bucket in debt for its other principals.
 //! `benches/check.rs` measures it.
 
 mod admission;

@@ -39,8 +39,11 @@ pub struct Rejection {
     /// For rates: how long until the request would pass.
     pub retry_after: Option<Duration>,
     /// 429 for rates and counts, 507 for storage, 413 for a single request
-    /// larger than the whole quota.
+    /// larger than the whole quota or than a whole bucket.
     pub status: u16,
+    /// For a request refused (413) as costing more than a whole bucket:
+    /// the most one request may cost at this level (`rate × burst`).
+    pub per_request: Option<u64>,
 }
 
 impl Rejection {
@@ -54,6 +57,16 @@ impl Rejection {
 
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(most) = self.per_request {
+            return write!(
+                f,
+                "{} rate limit {}={} allows at most {} in one request; split it",
+                self.level.as_str(),
+                self.limit,
+                self.value,
+                most
+            );
+        }
         match self.retry_after {
             Some(_) => write!(
                 f,
@@ -473,16 +486,35 @@ impl Handle {
     /// Charges `n` units of a rate to the principal, then to the tenant. A
     /// principal over its own limit is refused without using up the
     /// tenant's budget, so it cannot starve the tenant's other principals.
+    /// A cost above either level's whole bucket is refused (413) before
+    /// anything is charged: it could never pass, and letting it through
+    /// into debt would make the tenant's other principals pay for it.
     #[inline]
     pub fn rate(&mut self, k: RateKind, n: u64) -> Result<(), Rejection> {
         self.refresh();
         let i = k.index();
-        // The clock is read once, and only when something limits the rate.
-        let mut now = None;
-        for (level, rules) in [
+        let levels = [
             (Level::Principal, &self.prules),
             (Level::Tenant, &self.trules),
-        ] {
+        ];
+        for (level, rules) in levels {
+            if let Some(b) = &rules.rates[i] {
+                if n > u64::from(b.capacity()) {
+                    let r = Rejection {
+                        level,
+                        limit: k.name(),
+                        value: b.per_sec(),
+                        retry_after: None,
+                        status: 413,
+                        per_request: Some(u64::from(b.capacity())),
+                    };
+                    return Err(self.refused(level, i, r));
+                }
+            }
+        }
+        // The clock is read once, and only when something limits the rate.
+        let mut now = None;
+        for (level, rules) in levels {
             if let Some(b) = &rules.rates[i] {
                 let at = *now.get_or_insert_with(crate::bucket::now_ns);
                 if let Err(wait) = b.take_at(n, at) {
@@ -492,6 +524,7 @@ impl Handle {
                         value: b.per_sec(),
                         retry_after: Some(wait),
                         status: 429,
+                        per_request: None,
                     };
                     return Err(self.refused(level, i, r));
                 }
@@ -507,12 +540,10 @@ impl Handle {
         self.prules.rates[k.index()].is_some() || self.trules.rates[k.index()].is_some()
     }
 
-    /// The most units of rate `k` that one [`rate`](Self::rate) charges in
-    /// full (the smaller bucket of the two levels); `None` when nothing
-    /// limits it. A larger cost passes only on a full bucket and leaves it
-    /// in debt for the rest (what comes next waits until the debt is paid
-    /// off), so a caller that must spend it smoothly at the rate (delivery
-    /// pacing) charges it in pieces of this size.
+    /// The most units of rate `k` that one [`rate`](Self::rate) may charge
+    /// (the smaller bucket of the two levels); `None` when nothing limits
+    /// it. A larger cost is refused with 413, so a caller that must spend
+    /// one at the rate (delivery pacing) charges it in pieces of this size.
     pub fn rate_burst(&mut self, k: RateKind) -> Option<u64> {
         self.refresh();
         let i = k.index();
@@ -609,6 +640,7 @@ fn quota_rejection(level: Level, k: QuotaKind, value: u64) -> Rejection {
         value,
         retry_after: None,
         status: k.status(),
+        per_request: None,
     }
 }
 
@@ -702,6 +734,45 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_over_the_tenants_bucket_costs_nobody_anything() {
+        // The tenant holds 20 messages; alice has no limit of her own, bob
+        // a bucket of 50.
+        let l = Limits::new(
+            spec(|s| {
+                s.publish_msgs_per_sec = Some(20);
+                s.burst = Some(1.0);
+            }),
+            LimitSpec::default(),
+        );
+        l.set_principal(
+            "acme",
+            "bob",
+            Some(spec(|s| {
+                s.publish_msgs_per_sec = Some(50);
+                s.burst = Some(1.0);
+            })),
+        );
+        let mut alice = l.handle("acme", "alice");
+        let mut bob = l.handle("acme", "bob");
+        for h in [&mut alice, &mut bob] {
+            let e = h.rate(RateKind::PublishMsgs, 21).unwrap_err();
+            assert_eq!(
+                (e.level, e.status, e.per_request),
+                (Level::Tenant, 413, Some(20))
+            );
+        }
+        // Neither refusal took anything from the tenant nor from bob: he
+        // may still take the tenant's whole bucket.
+        bob.rate(RateKind::PublishMsgs, 20).unwrap();
+        let e = alice.rate(RateKind::PublishMsgs, 1).unwrap_err();
+        assert_eq!((e.level, e.status), (Level::Tenant, 429));
+        let counts = l.rejections();
+        assert!(counts
+            .iter()
+            .any(|c| c.level == Level::Tenant && c.count == 3));
+    }
+
+    #[test]
     fn the_burst_is_the_smaller_bucket_and_a_piece_of_it_is_charged_in_full() {
         let l = Limits::new(
             spec(|s| {
@@ -716,14 +787,18 @@ mod tests {
         let mut h = l.handle("acme", "alice");
         assert_eq!(h.rate_burst(RateKind::DeliverBytes), Some(2000));
         assert_eq!(h.rate_burst(RateKind::PublishMsgs), None);
-        // A cost above the burst passes on a full bucket and leaves a
-        // debt: the principal's 3000 bytes over take 3 s to pay off...
-        h.rate(RateKind::DeliverBytes, 5000).unwrap();
-        let wait = h.rate(RateKind::DeliverBytes, 1).unwrap_err().retry_after;
-        assert!(
-            wait.is_some_and(|w| w > Duration::from_millis(2900)),
-            "{wait:?}"
+        // A cost above either level's bucket is refused whole, 413 with the
+        // most one request may cost, and charges neither level.
+        let e = h.rate(RateKind::DeliverBytes, 2001).unwrap_err();
+        assert_eq!((e.level, e.status), (Level::Principal, 413));
+        assert_eq!((e.per_request, e.retry_after), (Some(2000), None));
+        assert_eq!(
+            e.to_string(),
+            "principal rate limit deliver_bytes_per_sec=1000 allows at most 2000 \
+             in one request; split it"
         );
+        h.rate(RateKind::DeliverBytes, 2000).unwrap();
+        // ...while pieces of the burst are each charged in full.
         // ...while pieces of the burst are each charged in full.
         let mut other = l.handle("globex", "bob");
         other.rate(RateKind::DeliverBytes, 2000).unwrap();

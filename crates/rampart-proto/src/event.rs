@@ -25,13 +25,19 @@ impl EntriesBuilder {
         }
     }
 
+    /// Bytes one payload of `payload_len` bytes adds to an entries block:
+    /// its length prefix and itself.
+    pub const fn entry_len(payload_len: usize) -> usize {
+        4 + payload_len
+    }
+
     /// Appends one payload.
     ///
     /// # Panics
     /// If the payload is 4 GiB or larger (frames are capped far below that).
     pub fn push(&mut self, payload: &[u8]) {
         let len = u32::try_from(payload.len()).expect("payload under 4 GiB");
-        self.buf.reserve(4 + payload.len());
+        self.buf.reserve(Self::entry_len(payload.len()));
         self.buf.put_u32(len);
         self.buf.put_slice(payload);
         self.count += 1;

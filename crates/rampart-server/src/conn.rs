@@ -987,8 +987,18 @@ impl Conn {
         };
         // Each frame is charged as it comes, as if it were published alone:
         // charged as one cost, a gathered run of frames could pass a rate
-        // limit together that its frames one by one would not.
-        if let Err(r) = self.charge_rates(1, p.payload.len()) {
+        // limit together that its frames one by one would not, and be
+        // refused the stored bytes some of its frames would fit in.
+        let durable = match (&new_batch, &self.gathered) {
+            (Some((_, stream)), _) | (None, Some(Gathered { stream, .. })) => {
+                stream.durable().is_some()
+            }
+            (None, None) => false,
+        };
+        let charged = self
+            .charge_rates(1, p.payload.len())
+            .and_then(|()| self.charge_stored(durable, EntriesBuilder::entry_len(p.payload.len())));
+        if let Err(r) = charged {
             self.settle().await?;
             return self
                 .send(OpError::from(r).to_frame(id, &self.shared.metrics))
@@ -1038,18 +1048,15 @@ impl Conn {
         }
     }
 
-    /// Charges `count` messages to the tenant's stored bytes (on a durable
-    /// stream), counts them, and queues them on `stream`: what every
-    /// publish does before it waits, once its rates are charged.
+    /// Counts `count` messages, charged already, and queues them on
+    /// `stream`: what every publish does before it waits.
     async fn publish_on(
         &mut self,
         stream: &Stream,
         count: u32,
         entries: Bytes,
     ) -> Result<Commit, OpError> {
-        self.charge_stored(stream, count, entries.len())?;
-        self.published += u64::from(count);
-        self.published_bytes += entries.len() as u64;
+        self.count_published(count, entries.len());
         Ok(stream.publish_queued(count, entries).await?)
     }
 
@@ -1092,6 +1099,7 @@ impl Conn {
         };
         let stream = self.stream(path)?;
         self.charge_rates(u64::from(p.count), p.entries.len())?;
+        self.charge_stored(stream.durable().is_some(), p.entries.len())?;
         self.publish_on(&stream, p.count, p.entries).await
     }
 
@@ -1224,27 +1232,31 @@ impl Conn {
         Ok(())
     }
 
-    /// Charges a publish of `count` messages and `bytes` bytes, its rates
-    /// charged already, to the tenant's stored bytes (on a durable stream)
-    /// and counts it.
-    fn charge_stored(
-        &mut self,
-        stream: &Stream,
-        count: u32,
-        bytes: usize,
-    ) -> Result<(), Rejection> {
+    /// Charges `bytes` of log entries to the tenant's stored bytes when
+    /// they go to a durable stream.
+    fn charge_stored(&mut self, durable: bool, bytes: usize) -> Result<(), Rejection> {
         let Some(s) = &mut self.session else {
             return Ok(());
         };
-        let h = &mut s.limits;
-        if stream.durable().is_some() {
+        if durable {
+            let h = &mut s.limits;
             h.fits_usage(QuotaKind::StoredBytes, bytes as u64)?;
             h.add_usage(QuotaKind::StoredBytes, bytes as u64);
         }
-        self.shared
-            .metrics
-            .published(s.principal.tenant.as_str(), u64::from(count), bytes as u64);
         Ok(())
+    }
+
+    /// Counts a publish of `count` messages and `bytes` bytes of entries.
+    fn count_published(&mut self, count: u32, bytes: usize) {
+        self.published += u64::from(count);
+        self.published_bytes += bytes as u64;
+        if let Some(s) = &self.session {
+            self.shared.metrics.published(
+                s.principal.tenant.as_str(),
+                u64::from(count),
+                bytes as u64,
+            );
+        }
     }
 
     /// Charges `n` units of a rate to the session.
@@ -1593,13 +1605,21 @@ async fn deliver(
         // the burst still take their time at the rate.
         if let Some(h) = &mut limits {
             let mut left = bytes as u64;
-            let piece = h.rate_burst(RateKind::DeliverBytes).unwrap_or(left).max(1);
+            let mut piece = h.rate_burst(RateKind::DeliverBytes).unwrap_or(left).max(1);
             while left > 0 {
                 let n = left.min(piece);
-                while let Err(r) = h.rate(RateKind::DeliverBytes, n) {
-                    tokio::time::sleep(r.retry_after.unwrap_or(Duration::from_millis(10))).await;
+                match h.rate(RateKind::DeliverBytes, n) {
+                    Ok(()) => left -= n,
+                    // The limit shrank since the piece was sized.
+                    Err(Rejection {
+                        per_request: Some(most),
+                        ..
+                    }) => piece = most.max(1),
+                    Err(r) => {
+                        let wait = r.retry_after.unwrap_or(Duration::from_millis(10));
+                        tokio::time::sleep(wait).await;
+                    }
                 }
-                left -= n;
             }
         }
         if missed > 0 {

@@ -178,37 +178,46 @@ async fn async_publishes_hand_back_the_refusal(t: Transport) {
     receives_exactly(&mut sub, taken, "a refused publish was delivered").await;
 }
 
-/// A batch larger than the bucket passes on a full bucket and leaves a
-/// debt: what comes next waits until the excess is paid off, so batching
-/// does not raise the rate.
-async fn a_batch_over_the_bucket_leaves_a_debt(t: Transport) {
+/// A batch larger than the bucket could never pass: it is refused whole
+/// with 413 and the most one request may cost, and charges nothing, so
+/// neither it nor a tenant in debt holds up what comes next.
+async fn a_batch_over_the_burst_is_refused_and_costs_nothing(t: Transport) {
     let s = start_with(twenty_per_sec).await;
+    let sub_client = s.client(t, KEY_ACME).await;
+    let mut sub = sub_client.subscribe("acme", "prod", "paced").await.unwrap();
     let c = impatient_client(&s, t).await;
     let payloads: Vec<String> = (0..100).map(|i| format!("b{i}")).collect();
-    let n = c
-        .publish_batch("acme", "prod", "paced", &payloads)
-        .await
-        .unwrap();
-    assert_eq!(n, 100);
-    // 80 over a bucket of 20 at 20 a second: 4 s of debt.
-    match c.publish("acme", "prod", "paced", "next").await {
+    match c.publish_batch("acme", "prod", "paced", &payloads).await {
         Err(ClientError::Nack {
-            code, retry_after, ..
+            code,
+            retry_after,
+            message,
         }) => {
-            assert_eq!(code, ErrorCode::TOO_MANY_REQUESTS);
-            assert!(
-                retry_after.is_some_and(|d| d > Duration::from_secs(3)),
-                "retry after {retry_after:?}"
+            assert_eq!(code, ErrorCode::PAYLOAD_TOO_LARGE, "{message}");
+            assert_eq!(retry_after, None);
+            assert_eq!(
+                message,
+                "tenant rate limit publish_msgs_per_sec=20 allows at most 20 in one \
+                 request; split it"
             );
         }
-        other => panic!("expected NACK 429 with the debt's wait, got {other:?}"),
+        other => panic!("expected NACK 413, got {other:?}"),
     }
+    // The bucket is whole: a batch of all of it passes at once.
+    let whole: Vec<String> = (0..20).map(|i| format!("w{i}")).collect();
+    assert_eq!(
+        c.publish_batch("acme", "prod", "paced", &whole)
+            .await
+            .unwrap(),
+        20
+    );
+    receives_exactly(&mut sub, whole, "a refused batch was delivered").await;
 }
 
 both_transports!(
     acked_publishes_wait_as_told,
     async_publishes_hand_back_the_refusal,
-    a_batch_over_the_bucket_leaves_a_debt
+    a_batch_over_the_burst_is_refused_and_costs_nothing
 );
 
 /// The HTTPS API: 429 with `Retry-After` (whole seconds) is waited out by

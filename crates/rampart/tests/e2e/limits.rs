@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use rampart_client::{AdminClient, Client, ClientError, Transport};
+use rampart_client::{AdminClient, Client, ClientError, StartAt, Transport};
 use serde_json::{json, Value};
 
 use crate::common::*;
@@ -288,6 +288,65 @@ async fn connection_and_stream_quotas(t: Transport) {
     assert_eq!(code, 413);
 }
 
+/// Pipelined publishes near a full `max_stored_bytes` are charged one by
+/// one, though the server gathers them into one append: those that fit are
+/// stored and acknowledged, each of the rest gets its own 507.
+async fn stored_bytes_are_charged_frame_by_frame(t: Transport) {
+    let s = start_with(|c| c.tenant_limits.max_stored_bytes = Some(4000)).await;
+    let r = s
+        .admin(KEY_GLOBEX)
+        .call(
+            "POST",
+            "/v1/tenants/globex/namespaces/prod/streams",
+            Some(&json!({"name": "d", "durable": true})),
+        )
+        .await
+        .unwrap();
+    assert!(r.status < 300, "{}", r.text);
+    let g = impatient(&s, t, KEY_GLOBEX).await;
+    // Each is a 900-byte entry (a 4-byte length and its payload): four fit.
+    let payload = |i: u8| vec![i; 896];
+    let mut pending = Vec::new();
+    for i in 0..10 {
+        pending.push(
+            g.publish_async("globex", "prod", "d", payload(i))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut answers = Vec::new();
+    for p in pending {
+        answers.push(p.await.map(|_| ()).map_err(|e| refusal(&e)));
+    }
+    for (i, a) in answers.iter().enumerate() {
+        match a {
+            Ok(()) => assert!(i < 4, "publish {i} was stored"),
+            Err((code, _, msg)) => {
+                assert!(i >= 4, "publish {i} was refused: {msg}");
+                assert_eq!(*code, 507, "{msg}");
+                assert!(msg.contains("tenant quota max_stored_bytes=4000"), "{msg}");
+            }
+        }
+    }
+    let mut sub = g
+        .subscribe_from("globex", "prod", "d", StartAt::Earliest)
+        .await
+        .unwrap();
+    for i in 0..4 {
+        let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("replayed in time")
+            .expect("open");
+        assert_eq!(e.payload, payload(i));
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), sub.next())
+            .await
+            .is_err(),
+        "a refused publish was stored"
+    );
+}
+
 async fn failed_auth_locks_out_the_key_and_the_address(t: Transport) {
     let s = start_with(|c| {
         c.auth_lockout_threshold = 3;
@@ -406,6 +465,7 @@ both_transports!(
     publish_rate_limit_and_live_override,
     byte_cache_and_subscription_limits,
     connection_and_stream_quotas,
+    stored_bytes_are_charged_frame_by_frame,
     failed_auth_locks_out_the_key_and_the_address,
 );
 
