@@ -96,22 +96,35 @@ pub(crate) async fn restore(a: RestoreArgs) -> Result<ExitCode, Failure> {
         a.data_dir.display()
     );
     if let Some(key) = &a.dev_master_key {
-        if a.data_dir.join("dev").is_dir() {
-            let to = a.data_dir.join("master.key");
-            copy_private(key, &to)?;
-            eprintln!(
+        match place_dev_key(key, &a.data_dir)? {
+            Some(to) => eprintln!(
                 "dev master key copied to {}; start it with `rampart server --dev` and RAMPART_DATA_DIR={}",
                 to.display(),
                 a.data_dir.display()
-            );
-        } else {
-            eprintln!(
+            ),
+            None => eprintln!(
                 "not a dev server's archive: {} opened it but was not copied beside the data; start the server with master_key_path set to it",
                 key.display()
-            );
+            ),
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Copies a dev server's master key file into the restored `data_dir`,
+/// where `--dev` looks for it, when the archive held the dev files; a key
+/// that opened any other archive is never put beside the data. Returns
+/// where it was copied.
+fn place_dev_key(
+    key: &std::path::Path,
+    data_dir: &std::path::Path,
+) -> Result<Option<PathBuf>, Failure> {
+    if !data_dir.join("dev").is_dir() {
+        return Ok(None);
+    }
+    let to = data_dir.join("master.key");
+    copy_private(key, &to)?;
+    Ok(Some(to))
 }
 
 /// Copies `from` to a new private file `to` (0600), durably.
@@ -119,4 +132,34 @@ fn copy_private(from: &std::path::Path, to: &std::path::Path) -> Result<(), Fail
     let err = |p: &std::path::Path, e: std::io::Error| Failure(format!("{}: {e}", p.display()));
     let bytes = rampart_identity::Secret::new(std::fs::read(from).map_err(|e| err(from, e))?);
     rampart_identity::fsutil::write_private_file(to, bytes.expose()).map_err(|e| err(to, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_goes_beside_a_dev_archive_only() {
+        let work = tempfile::tempdir().unwrap();
+        let key = work.path().join("old.key");
+        std::fs::write(&key, "v1:a-dev-key\n").unwrap();
+        let restored = work.path().join("restored");
+        std::fs::create_dir(&restored).unwrap();
+
+        // Not a dev server's archive: the key stays where it is.
+        assert_eq!(place_dev_key(&key, &restored).unwrap(), None);
+        assert!(!restored.join("master.key").exists());
+
+        // A dev archive: copied, private.
+        std::fs::create_dir(restored.join("dev")).unwrap();
+        let to = place_dev_key(&key, &restored).unwrap().unwrap();
+        assert_eq!(to, restored.join("master.key"));
+        assert_eq!(std::fs::read(&to).unwrap(), b"v1:a-dev-key\n");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&to).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
 }
