@@ -797,6 +797,14 @@ async fn noisy(a: &AbuseArgs) -> Result<(), Failure> {
     // The configured defaults, with the publish rate set: both tenants get
     // it.
     let defaults = rampart_server::Config::load(None, &|_| None)?;
+    let burst = defaults.tenant_limits.burst();
+    let bucket = (a.tenant_rate as f64 * burst).ceil() as usize;
+    if a.noisy_batch > bucket {
+        return Err(Failure(format!(
+            "--noisy-batch {} is more than a tenant's whole bucket ({bucket}: --tenant-rate {} x burst {burst}); the server would refuse every batch with 413",
+            a.noisy_batch, a.tenant_rate
+        )));
+    }
     let mut limits = serde_json::to_value(&defaults.tenant_limits)?;
     limits["publish_msgs_per_sec"] = serde_json::json!(a.tenant_rate);
     let keys = Secret::new(format!(
