@@ -55,6 +55,21 @@ fn refusal(e: &ClientError) -> (u16, Option<Duration>, String) {
     }
 }
 
+/// Declares globex's durable stream `prod/d`, where the stored-bytes tests
+/// publish.
+async fn create_globex_durable(s: &TestServer) {
+    let r = s
+        .admin(KEY_GLOBEX)
+        .call(
+            "POST",
+            "/v1/tenants/globex/namespaces/prod/streams",
+            Some(&json!({"name": "d", "durable": true})),
+        )
+        .await
+        .unwrap();
+    assert!(r.status < 300, "{}", r.text);
+}
+
 async fn new_key(admin: &AdminClient, name: &str) -> String {
     let r = admin
         .call(
@@ -258,16 +273,7 @@ async fn connection_and_stream_quotas(t: Transport) {
     assert!(r.text.contains("max_streams"), "{}", r.text);
 
     // Stored bytes: durable streams of globex (no stream quota reached).
-    let admin = s.admin(KEY_GLOBEX);
-    let r = admin
-        .call(
-            "POST",
-            "/v1/tenants/globex/namespaces/prod/streams",
-            Some(&json!({"name": "d", "durable": true})),
-        )
-        .await
-        .unwrap();
-    assert!(r.status < 300, "{}", r.text);
+    create_globex_durable(&s).await;
     let g = impatient(&s, t, KEY_GLOBEX).await;
     g.publish("globex", "prod", "d", vec![b'd'; 3000])
         .await
@@ -293,16 +299,7 @@ async fn connection_and_stream_quotas(t: Transport) {
 /// stored and acknowledged, each of the rest gets its own 507.
 async fn stored_bytes_are_charged_frame_by_frame(t: Transport) {
     let s = start_with(|c| c.tenant_limits.max_stored_bytes = Some(4000)).await;
-    let r = s
-        .admin(KEY_GLOBEX)
-        .call(
-            "POST",
-            "/v1/tenants/globex/namespaces/prod/streams",
-            Some(&json!({"name": "d", "durable": true})),
-        )
-        .await
-        .unwrap();
-    assert!(r.status < 300, "{}", r.text);
+    create_globex_durable(&s).await;
     let g = impatient(&s, t, KEY_GLOBEX).await;
     // Each is a 900-byte entry (a 4-byte length and its payload): four fit.
     let payload = |i: u8| vec![i; 896];
@@ -671,18 +668,7 @@ async fn stored_bytes_are_given_back_when_a_stream_goes() {
     })
     .await;
     let admin = s.admin(KEY_GLOBEX);
-    let create = || async {
-        let r = admin
-            .call(
-                "POST",
-                "/v1/tenants/globex/namespaces/prod/streams",
-                Some(&json!({"name": "d", "durable": true})),
-            )
-            .await
-            .unwrap();
-        assert!(r.status < 300, "{}", r.text);
-    };
-    create().await;
+    create_globex_durable(&s).await;
     let g = impatient(&s, Transport::Tcp, KEY_GLOBEX).await;
     g.publish("globex", "prod", "d", vec![b'd'; 3000])
         .await
@@ -716,7 +702,7 @@ async fn stored_bytes_are_given_back_when_a_stream_goes() {
         assert!(tokio::time::Instant::now() < deadline, "{}", r.text);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    create().await;
+    create_globex_durable(&s).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         match g.publish("globex", "prod", "d", vec![b'd'; 3000]).await {
