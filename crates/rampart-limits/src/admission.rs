@@ -216,11 +216,7 @@ impl Admission {
             if per.arrivals.is_none() {
                 per.arrivals = Bucket::new(spec.new_connections_per_ip_per_sec, 2.0);
             }
-            match per
-                .arrivals
-                .as_ref()
-                .map(|b| b.take_at(1, crate::bucket::now_ns()))
-            {
+            match per.arrivals.as_ref().map(|b| b.take(1)) {
                 Some(Err(wait)) => Some(Refusal::Limit {
                     limit: "new_connections_per_ip_per_sec",
                     value: spec.new_connections_per_ip_per_sec,

@@ -9,6 +9,7 @@
 //! waited out the excess, for hours with a large batch of small messages.
 //!
 //! [`Handle::rate`]: crate::Handle::rate
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -26,6 +27,21 @@ pub(crate) fn now_ns() -> u64 {
 /// Rates at or above this many units per second are not limited (the GCRA
 /// works in whole nanoseconds per unit).
 pub const MAX_RATE: u64 = 1_000_000_000;
+
+/// What a bucket refilled at `per_sec` holds: `per_sec * burst` units (at
+/// least 1), the most one take may charge; `None` when the rate is not
+/// limited.
+pub(crate) fn capacity(per_sec: u64, burst: f64) -> Option<u32> {
+    if per_sec == 0 || per_sec >= MAX_RATE {
+        return None;
+    }
+    let capacity = ((per_sec as f64) * burst.max(1.0)).ceil();
+    Some(if capacity >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        (capacity as u32).max(1)
+    })
+}
 
 pub(crate) struct Bucket {
     /// When the bucket is full again, in [`now_ns`]'s nanoseconds: at or
@@ -49,15 +65,7 @@ impl Bucket {
     /// A full bucket refilled at `per_sec` units per second holding up to
     /// `per_sec * burst` units; `None` when the rate is too high to limit.
     pub(crate) fn new(per_sec: u64, burst: f64) -> Option<Bucket> {
-        if per_sec == 0 || per_sec >= MAX_RATE {
-            return None;
-        }
-        let capacity = ((per_sec as f64) * burst.max(1.0)).ceil();
-        let capacity = if capacity >= f64::from(u32::MAX) {
-            u32::MAX
-        } else {
-            (capacity as u32).max(1)
-        };
+        let capacity = capacity(per_sec, burst)?;
         Some(Bucket {
             tat: AtomicU64::new(0),
             period_ns: 1_000_000_000 / per_sec,
@@ -76,7 +84,6 @@ impl Bucket {
     }
 
     /// Takes `n` units now, or says how long until they would be there.
-    #[cfg(test)]
     pub(crate) fn take(&self, n: u64) -> Result<(), Duration> {
         self.take_at(n, now_ns())
     }

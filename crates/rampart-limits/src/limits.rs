@@ -799,7 +799,6 @@ mod tests {
         );
         h.rate(RateKind::DeliverBytes, 2000).unwrap();
         // ...while pieces of the burst are each charged in full.
-        // ...while pieces of the burst are each charged in full.
         let mut other = l.handle("globex", "bob");
         other.rate(RateKind::DeliverBytes, 2000).unwrap();
         assert!(other.rate(RateKind::DeliverBytes, 2000).is_err());

@@ -175,6 +175,13 @@ impl LimitSpec {
         self.burst.unwrap_or(DEFAULT_BURST)
     }
 
+    /// The most one request may cost against rate `k` at this level: its
+    /// whole bucket, `rate × burst` (more is refused with 413); `None`
+    /// when the rate is not limited.
+    pub fn per_request(&self, k: RateKind) -> Option<u64> {
+        crate::bucket::capacity(self.rate(k)?, self.burst()).map(u64::from)
+    }
+
     /// Checks the values: rates at least 1 per second, burst in 1..=60.
     /// (Quotas may be 0: nothing of that kind allowed.)
     pub fn validate(&self) -> Result<(), String> {
@@ -203,6 +210,20 @@ impl LimitSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_may_cost_at_most_a_whole_bucket() {
+        let mut s = LimitSpec {
+            publish_msgs_per_sec: Some(20),
+            ..LimitSpec::default()
+        };
+        assert_eq!(s.per_request(RateKind::PublishMsgs), Some(40));
+        s.burst = Some(1.5);
+        assert_eq!(s.per_request(RateKind::PublishMsgs), Some(30));
+        assert_eq!(s.per_request(RateKind::CacheOps), None);
+        s.publish_msgs_per_sec = Some(crate::MAX_RATE);
+        assert_eq!(s.per_request(RateKind::PublishMsgs), None);
+    }
 
     #[test]
     fn fallback_fills_only_missing_fields() {

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use rampart_client::{Client, ClientConfig, Subscription};
 use rampart_identity::Secret;
+use rampart_limits::RateKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -797,16 +798,18 @@ async fn noisy(a: &AbuseArgs) -> Result<(), Failure> {
     // The configured defaults, with the publish rate set: both tenants get
     // it.
     let defaults = rampart_server::Config::load(None, &|_| None)?;
-    let burst = defaults.tenant_limits.burst();
-    let bucket = (a.tenant_rate as f64 * burst).ceil() as usize;
-    if a.noisy_batch > bucket {
-        return Err(Failure(format!(
-            "--noisy-batch {} is more than a tenant's whole bucket ({bucket}: --tenant-rate {} x burst {burst}); the server would refuse every batch with 413",
-            a.noisy_batch, a.tenant_rate
-        )));
+    let mut limits = defaults.tenant_limits.clone();
+    limits.publish_msgs_per_sec = Some(a.tenant_rate);
+    if let Some(bucket) = limits.per_request(RateKind::PublishMsgs) {
+        if a.noisy_batch as u64 > bucket {
+            return Err(Failure(format!(
+                "--noisy-batch {} is more than a tenant's whole bucket ({bucket}: --tenant-rate {} x burst {}); the server would refuse every batch with 413",
+                a.noisy_batch,
+                a.tenant_rate,
+                limits.burst()
+            )));
+        }
     }
-    let mut limits = serde_json::to_value(&defaults.tenant_limits)?;
-    limits["publish_msgs_per_sec"] = serde_json::json!(a.tenant_rate);
     let keys = Secret::new(format!(
         "{tenant_a}:{},{tenant_b}:{}",
         key_a.expose(),
@@ -814,7 +817,7 @@ async fn noisy(a: &AbuseArgs) -> Result<(), Failure> {
     ));
     let server = ChildServer::start(
         keys.expose(),
-        &[("RAMPART_TENANT_LIMITS", limits.to_string())],
+        &[("RAMPART_TENANT_LIMITS", serde_json::to_string(&limits)?)],
     )
     .await?;
     let url = server.url(a.transport);
