@@ -267,7 +267,7 @@ pub fn server_config(
     if !p.cipher_suites.is_empty() {
         provider = Arc::new(rustls::crypto::CryptoProvider {
             cipher_suites: p.cipher_suites.clone(),
-            ..rustls::crypto::ring::default_provider()
+            ..(*provider).clone()
         });
     }
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
