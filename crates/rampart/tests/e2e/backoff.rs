@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use rampart_client::{AdminClient, Client, ClientError, ErrorCode, Subscription, Transport};
+use rampart_client::{AdminClient, Client, ClientError, ErrorCode, Transport};
 
 use crate::common::*;
 
@@ -39,28 +39,6 @@ async fn impatient_client(s: &TestServer, t: Transport) -> Client {
     )
     .await
     .unwrap()
-}
-
-/// `sub` gets `payloads`, each once and in order, and then nothing more
-/// (`extra` says what one more would mean).
-async fn receives_exactly(
-    sub: &mut Subscription,
-    payloads: impl IntoIterator<Item = String>,
-    extra: &str,
-) {
-    for want in payloads {
-        let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
-            .await
-            .expect("delivered in time")
-            .expect("open");
-        assert_eq!(e.payload, want.as_bytes());
-    }
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), sub.next())
-            .await
-            .is_err(),
-        "{extra}"
-    );
 }
 
 async fn acked_publishes_wait_as_told(t: Transport) {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use rampart_client::{Client, ClientConfig, Transport};
+use rampart_client::{Client, ClientConfig, Subscription, Transport};
 use rampart_proto::{Frame, FrameDecoder, DEFAULT_MAX_FRAME};
 use rampart_server::{Config, Server, ServerOptions};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -345,4 +345,26 @@ pub fn admin_cli(s: &TestServer, key: &str, args: &[&str]) -> std::process::Outp
         .env("RAMPART_API_KEY_FILE", &key_file)
         .output()
         .unwrap()
+}
+
+/// `sub` gets `payloads`, each once and in order, and then nothing more
+/// (`extra` says what one more would mean).
+pub async fn receives_exactly<P: AsRef<[u8]>>(
+    sub: &mut Subscription,
+    payloads: impl IntoIterator<Item = P>,
+    extra: &str,
+) {
+    for want in payloads {
+        let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("delivered in time")
+            .expect("open");
+        assert_eq!(e.payload, want.as_ref());
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), sub.next())
+            .await
+            .is_err(),
+        "{extra}"
+    );
 }

@@ -329,19 +329,12 @@ async fn stored_bytes_are_charged_frame_by_frame(t: Transport) {
         .subscribe_from("globex", "prod", "d", StartAt::Earliest)
         .await
         .unwrap();
-    for i in 0..4 {
-        let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
-            .await
-            .expect("replayed in time")
-            .expect("open");
-        assert_eq!(e.payload, payload(i));
-    }
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), sub.next())
-            .await
-            .is_err(),
-        "a refused publish was stored"
-    );
+    receives_exactly(
+        &mut sub,
+        (0..4).map(payload),
+        "a refused publish was stored",
+    )
+    .await;
 }
 
 async fn failed_auth_locks_out_the_key_and_the_address(t: Transport) {
