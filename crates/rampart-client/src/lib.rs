@@ -29,8 +29,8 @@
 //! Quota refusals (429 without a wait) are final, and so is a 429 to AUTH
 //! (a lockout, which another attempt would extend). A batch costing more
 //! than a rate limit's whole burst gets 413, never a wait: the message
-//! names the most one request may cost, so split the batch to that. Each request attempt has
-//! its own `request_timeout`. [`Client::rate_limit_backoffs`] and
+//! names the most one request may cost, so split the batch to that. Each
+//! request attempt has its own `request_timeout`. [`Client::rate_limit_backoffs`] and
 //! [`AdminClient::rate_limit_backoffs`] count the waits.
 //!
 //! # Layout

@@ -123,15 +123,11 @@ fn place_dev_key(
         return Ok(None);
     }
     let to = data_dir.join("master.key");
-    copy_private(key, &to)?;
-    Ok(Some(to))
-}
-
-/// Copies `from` to a new private file `to` (0600), durably.
-fn copy_private(from: &std::path::Path, to: &std::path::Path) -> Result<(), Failure> {
     let err = |p: &std::path::Path, e: std::io::Error| Failure(format!("{}: {e}", p.display()));
-    let bytes = rampart_identity::Secret::new(std::fs::read(from).map_err(|e| err(from, e))?);
-    rampart_identity::fsutil::write_private_file(to, bytes.expose()).map_err(|e| err(to, e))
+    let bytes = rampart_identity::Secret::new(std::fs::read(key).map_err(|e| err(key, e))?);
+    // Private (0600) and durable.
+    rampart_identity::fsutil::write_private_file(&to, bytes.expose()).map_err(|e| err(&to, e))?;
+    Ok(Some(to))
 }
 
 #[cfg(test)]
