@@ -270,18 +270,34 @@ pub fn nack_code(f: &Frame) -> Option<u16> {
     }
 }
 
-/// Creates the durable `on_commit` stream `acme/prod/ledger`.
-pub async fn create_ledger(s: &TestServer) {
+/// Declares the stream `name` in `tenant`'s `prod` namespace with the
+/// tenant's admin `key` and the settings in `body` (`{}` for a live
+/// stream), and checks that it was created.
+pub async fn create_stream(
+    s: &TestServer,
+    key: &str,
+    tenant: &str,
+    name: &str,
+    body: serde_json::Value,
+) {
+    let mut body = body;
+    body["name"] = name.into();
     let r = s
-        .admin(KEY_ACME)
+        .admin(key)
         .call(
             "POST",
-            "/v1/tenants/acme/namespaces/prod/streams",
-            Some(&serde_json::json!({ "name": "ledger", "durable": true, "sync": "on_commit" })),
+            &format!("/v1/tenants/{tenant}/namespaces/prod/streams"),
+            Some(&body),
         )
         .await
         .unwrap();
     assert_eq!(r.status, 201, "{}", r.error());
+}
+
+/// Creates the durable `on_commit` stream `acme/prod/ledger`.
+pub async fn create_ledger(s: &TestServer) {
+    let body = serde_json::json!({ "durable": true, "sync": "on_commit" });
+    create_stream(s, KEY_ACME, "acme", "ledger", body).await;
 }
 
 /// The audit log files (`audit-*.jsonl`) in `dir`, oldest first.

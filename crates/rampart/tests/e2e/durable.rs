@@ -13,20 +13,11 @@ use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(15);
 
+/// Declares acme's durable stream `prod/<name>` with the settings in `body`.
 async fn create(s: &TestServer, name: &str, body: serde_json::Value) {
     let mut body = body;
-    body["name"] = name.into();
     body["durable"] = true.into();
-    let r = s
-        .admin(KEY_ACME)
-        .call(
-            "POST",
-            "/v1/tenants/acme/namespaces/prod/streams",
-            Some(&body),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, 201, "{}", r.error());
+    create_stream(s, KEY_ACME, "acme", name, body).await;
 }
 
 async fn next(sub: &mut Subscription) -> Event {
@@ -827,16 +818,14 @@ async fn blocks_moved_to_another_stream_or_tenant_do_not_open(t: Transport) {
     let s = start().await;
     create(&s, "source", json!({})).await;
     create(&s, "other", json!({})).await;
-    let r = s
-        .admin(KEY_GLOBEX)
-        .call(
-            "POST",
-            "/v1/tenants/globex/namespaces/prod/streams",
-            Some(&json!({ "name": "source", "durable": true })),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, 201, "{}", r.error());
+    create_stream(
+        &s,
+        KEY_GLOBEX,
+        "globex",
+        "source",
+        json!({ "durable": true }),
+    )
+    .await;
     let c = s.client(t, KEY_ACME).await;
     c.publish_batch("acme", "prod", "source", ["secret-1", "secret-2"])
         .await

@@ -58,16 +58,7 @@ fn refusal(e: &ClientError) -> (u16, Option<Duration>, String) {
 /// Declares globex's durable stream `prod/d`, where the stored-bytes tests
 /// publish.
 async fn create_globex_durable(s: &TestServer) {
-    let r = s
-        .admin(KEY_GLOBEX)
-        .call(
-            "POST",
-            "/v1/tenants/globex/namespaces/prod/streams",
-            Some(&json!({"name": "d", "durable": true})),
-        )
-        .await
-        .unwrap();
-    assert!(r.status < 300, "{}", r.text);
+    create_stream(s, KEY_GLOBEX, "globex", "d", json!({"durable": true})).await;
 }
 
 async fn new_key(admin: &AdminClient, name: &str) -> String {
@@ -719,17 +710,7 @@ async fn stored_bytes_are_given_back_when_a_stream_goes() {
 async fn publishes_follow_a_recreated_stream() {
     let s = start().await;
     let admin = s.admin(KEY_ACME);
-    let create = || async {
-        let r = admin
-            .call(
-                "POST",
-                "/v1/tenants/acme/namespaces/prod/streams",
-                Some(&json!({"name": "again"})),
-            )
-            .await
-            .unwrap();
-        assert!(r.status < 300, "{}", r.text);
-    };
+    let create = || create_stream(&s, KEY_ACME, "acme", "again", json!({}));
     create().await;
     let c = s.client(Transport::Tcp, KEY_ACME).await;
     c.publish("acme", "prod", "again", "first").await.unwrap();
