@@ -4,6 +4,7 @@
 //! memory so that authenticating never reads from disk.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rampart_identity::{
@@ -148,6 +149,9 @@ pub(crate) struct Identity {
     pub(crate) static_keys: ApiKeyStore,
     managed: RwLock<HashMap<String, KeyRecord>>,
     tenants: RwLock<HashMap<String, TenantRecord>>,
+    /// Increases on every change of `tenants` (see
+    /// [`Identity::tenants_generation`]).
+    tenants_generation: AtomicU64,
     revoked: RwLock<RevocationSet>,
     /// The token signing key, and the one a rotation retired while its
     /// grace period runs. Replaced whole by a rotation.
@@ -228,6 +232,7 @@ impl Identity {
             static_keys,
             managed: RwLock::new(managed),
             tenants: RwLock::new(tenants),
+            tenants_generation: AtomicU64::new(0),
             revoked: RwLock::new(revoked),
             token_keys: RwLock::new(Arc::new(token_keys)),
             jwt,
@@ -515,11 +520,20 @@ impl Identity {
 
     pub(crate) fn put_tenant(&self, r: TenantRecord) -> Result<(), StoreError> {
         self.catalog.put_tenant(&r)?;
-        self.tenants
-            .write()
-            .unwrap_or_else(lock_err)
-            .insert(r.name.clone(), r);
+        let mut tenants = self.tenants.write().unwrap_or_else(lock_err);
+        tenants.insert(r.name.clone(), r);
+        // Bumped before the lock is let go: whoever reads the new records
+        // also reads the new generation.
+        self.tenants_generation.fetch_add(1, Ordering::Release);
         Ok(())
+    }
+
+    /// Changes whenever a tenant record does (a tenant or one of its
+    /// namespaces disabled or enabled, among others): a connection that
+    /// remembers an answer of [`Identity::namespace_disabled`] keeps it
+    /// only while this stays the same.
+    pub(crate) fn tenants_generation(&self) -> u64 {
+        self.tenants_generation.load(Ordering::Acquire)
     }
 
     /// Drops every managed key of an erased tenant from memory.

@@ -26,8 +26,8 @@ use rampart_identity::Principal;
 use rampart_limits::{Handle, QuotaGuard, QuotaKind, RateKind, Rejection};
 use rampart_proto::{
     Ack, AckMode, AuthMethod, AuthOk, AuthRequired, CacheValue, Durability, EntriesBuilder,
-    ErrorCode, Frame, FrameDecoder, Message, NamespaceName, ReauthReason, SharedEvents, StreamName,
-    StreamPath, Subscribed, TenantId, Token, Unsubscribe, PREAUTH_MAX_FRAME,
+    ErrorCode, Frame, FrameDecoder, Message, NamespaceName, Publish, ReauthReason, SharedEvents,
+    StreamName, StreamPath, Subscribed, TenantId, Token, Unsubscribe, PREAUTH_MAX_FRAME,
 };
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -106,6 +106,34 @@ struct Session {
     /// This connection's place in the tenant's and principal's
     /// `max_connections`.
     _connection: QuotaGuard,
+    /// The stream the last single-message PUBLISH was allowed on.
+    publish_grant: Option<PublishGrant>,
+}
+
+/// A stream a session's last single-message PUBLISH was allowed on, and
+/// the policy and tenant records it was checked against. The next PUBLISH
+/// to the same stream is allowed from it while neither has changed: the
+/// answer is the same, without building the resource (three names
+/// copied), the decision cache's hashing and the disabled-namespace
+/// lookup, which were most of what a PUBLISH cost to check. A new
+/// credential on the connection starts with none.
+#[derive(Debug)]
+struct PublishGrant {
+    tenant: TenantId,
+    namespace: NamespaceName,
+    stream: StreamName,
+    policy_generation: u64,
+    tenants_generation: u64,
+}
+
+impl PublishGrant {
+    fn covers(&self, p: &Publish, policy_generation: u64, tenants_generation: u64) -> bool {
+        self.policy_generation == policy_generation
+            && self.tenants_generation == tenants_generation
+            && self.stream == p.stream
+            && self.namespace == p.namespace
+            && self.tenant == p.tenant
+    }
 }
 
 fn subject_of(principal: &Principal) -> Subject {
@@ -126,6 +154,7 @@ impl Session {
             registry_id,
             limits,
             _connection: connection,
+            publish_grant: None,
         }
     }
 
@@ -134,6 +163,7 @@ impl Session {
         self.subject = subject_of(&principal);
         self.principal = principal;
         self.cache = DecisionCache::new();
+        self.publish_grant = None;
         self.phase = Phase::Valid;
     }
 
@@ -920,14 +950,39 @@ impl Conn {
         match access {
             Access::Authenticated => Ok(()),
             Access::Perm(perm) => {
+                let policy = self.shared.policy.read().unwrap_or_else(|e| e.into_inner());
+                // Read before the lookups below: a change after this read
+                // leaves a grant that no longer matches.
+                let tenants_generation = self.shared.identity.tenants_generation();
+                let publish = match &frame.msg {
+                    Message::Publish(p) => Some(p),
+                    _ => None,
+                };
+                if let Some(p) = publish {
+                    let granted = s
+                        .publish_grant
+                        .as_ref()
+                        .is_some_and(|g| g.covers(p, policy.generation(), tenants_generation));
+                    if granted {
+                        return Ok(());
+                    }
+                }
                 let resource =
                     frame_resource(&frame.msg).ok_or(OpError::Denied(Denied::NotAClientFrame))?;
-                let policy = self.shared.policy.read().unwrap_or_else(|e| e.into_inner());
                 if s.cache.check(&policy, &s.subject, &resource, perm) {
-                    return match disabled_namespace(&self.shared, &resource) {
-                        Some(ns) => Err(OpError::NamespaceDisabled(ns)),
-                        None => Ok(()),
-                    };
+                    if let Some(ns) = disabled_namespace(&self.shared, &resource) {
+                        return Err(OpError::NamespaceDisabled(ns));
+                    }
+                    if let Some(p) = publish {
+                        s.publish_grant = Some(PublishGrant {
+                            tenant: p.tenant.clone(),
+                            namespace: p.namespace.clone(),
+                            stream: p.stream.clone(),
+                            policy_generation: policy.generation(),
+                            tenants_generation,
+                        });
+                    }
+                    return Ok(());
                 }
                 let decision = rampart_authz::decide(&policy, &s.subject, &resource, perm);
                 self.shared.audit.record(
@@ -1678,6 +1733,33 @@ fn ended(subscription_id: u64) -> Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_publish_grant_covers_its_stream_only_while_nothing_changed() {
+        let name = |s: &str| s.parse().unwrap();
+        let publish = |t: &str, ns: &str, st: &str| Publish {
+            ack: AckMode::None,
+            tenant: TenantId::parse(t).unwrap(),
+            namespace: name(ns),
+            stream: StreamName::parse(st).unwrap(),
+            payload: Bytes::new(),
+        };
+        let g = PublishGrant {
+            tenant: TenantId::parse("acme").unwrap(),
+            namespace: name("prod"),
+            stream: StreamName::parse("orders").unwrap(),
+            policy_generation: 7,
+            tenants_generation: 3,
+        };
+        assert!(g.covers(&publish("acme", "prod", "orders"), 7, 3));
+        // Another stream, namespace or tenant is checked again.
+        assert!(!g.covers(&publish("acme", "prod", "other"), 7, 3));
+        assert!(!g.covers(&publish("acme", "staging", "orders"), 7, 3));
+        assert!(!g.covers(&publish("globex", "prod", "orders"), 7, 3));
+        // So is the same stream after a policy or tenant record change.
+        assert!(!g.covers(&publish("acme", "prod", "orders"), 8, 3));
+        assert!(!g.covers(&publish("acme", "prod", "orders"), 7, 4));
+    }
 
     /// One read of up to `n` bytes into the room `reads` prepared, all of it
     /// served at once; returns the room the read was given.

@@ -191,6 +191,15 @@ async fn acl_rules_apply_on_the_wire(t: Transport) {
     let (_, user) = new_key(&admin, "acme", "reader", &["user"]).await;
     let c = s.client(t, &user).await;
     let mut sub = c.subscribe("acme", "prod", "secret-stream").await.unwrap();
+    // Allowed before the change, so the connection has an answer to keep.
+    c.publish("acme", "prod", "secret-stream", "before")
+        .await
+        .unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .expect("delivered");
+    assert_eq!(e.payload, &b"before"[..]);
     let acl = r#"
 apiVersion: rampart.io/v1
 kind: ACL
@@ -446,6 +455,8 @@ async fn namespace_disable_and_enable(t: Transport) {
     let c = s.client(t, KEY_ACME).await;
     let mut sub = c.subscribe("acme", "prod", "x").await.unwrap();
     let mut other = c.subscribe("acme", "staging", "x").await.unwrap();
+    // Allowed before, so the connection has an answer to keep.
+    c.publish("acme", "prod", "x", "before").await.unwrap();
     // Another tenant's admin cannot.
     assert_eq!(
         status(
