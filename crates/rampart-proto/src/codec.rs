@@ -484,6 +484,19 @@ impl Body {
         let b = self.take(n, what)?;
         String::from_utf8(b.to_vec()).map_err(|_| BodyError::Utf8(what))
     }
+    /// A name with a one-byte length, checked and made by `parse` straight
+    /// from the body: no copy of it but the one the name keeps.
+    fn name8<T>(
+        &mut self,
+        what: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, NameError>,
+    ) -> Result<T, BodyError> {
+        let n = self.u8(what)? as usize;
+        let raw = self.b.get(..n).ok_or(BodyError::Truncated(what))?;
+        let name = parse(std::str::from_utf8(raw).map_err(|_| BodyError::Utf8(what))?)?;
+        self.b.advance(n);
+        Ok(name)
+    }
     fn bytes16(&mut self, what: &'static str) -> Result<Bytes, BodyError> {
         let n = self.u16(what)? as usize;
         self.take(n, what)
@@ -502,10 +515,14 @@ impl Body {
             Err(BodyError::Trailing(self.b.len()))
         }
     }
-    fn scope(&mut self) -> Result<(TenantId, NamespaceName, String), BodyError> {
-        let t = TenantId::parse(&self.str8("tenant")?)?;
-        let n = NamespaceName::parse(&self.str8("namespace")?)?;
-        let x = self.str8("name")?;
+    /// A tenant, a namespace and a name in it, which `parse` makes.
+    fn scope<X>(
+        &mut self,
+        parse: impl FnOnce(&str) -> Result<X, NameError>,
+    ) -> Result<(TenantId, NamespaceName, X), BodyError> {
+        let t = self.name8("tenant", TenantId::parse)?;
+        let n = self.name8("namespace", NamespaceName::parse)?;
+        let x = self.name8("name", parse)?;
         Ok((t, n, x))
     }
     fn key(&mut self) -> Result<CacheKey, BodyError> {
@@ -569,7 +586,7 @@ fn decode_body(t: FrameType, b: Bytes) -> Result<Message, BodyError> {
             })
         }
         FrameType::AuthOk => Message::AuthOk(AuthOk {
-            tenant: TenantId::parse(&r.str8("tenant")?)?,
+            tenant: r.name8("tenant", TenantId::parse)?,
             principal: r.str16("principal")?,
             expires_at_ms: r.u64("expiry")?,
         }),
@@ -599,18 +616,18 @@ fn decode_body(t: FrameType, b: Bytes) -> Result<Message, BodyError> {
         }),
         FrameType::Publish => {
             let ack = r.ack()?;
-            let (tenant, namespace, stream) = r.scope()?;
+            let (tenant, namespace, stream) = r.scope(StreamName::parse)?;
             Message::Publish(Publish {
                 ack,
                 tenant,
                 namespace,
-                stream: StreamName::parse(&stream)?,
+                stream,
                 payload: r.rest(),
             })
         }
         FrameType::PublishBatch => {
             let ack = r.ack()?;
-            let (tenant, namespace, stream) = r.scope()?;
+            let (tenant, namespace, stream) = r.scope(StreamName::parse)?;
             let count = r.u32("count")?;
             let entries = r.rest();
             if !validate_entries(&entries, count) {
@@ -620,18 +637,18 @@ fn decode_body(t: FrameType, b: Bytes) -> Result<Message, BodyError> {
                 ack,
                 tenant,
                 namespace,
-                stream: StreamName::parse(&stream)?,
+                stream,
                 count,
                 entries,
             })
         }
         FrameType::Subscribe => {
-            let (tenant, namespace, stream) = r.scope()?;
+            let (tenant, namespace, stream) = r.scope(StreamName::parse)?;
             let start = r.start()?;
             Message::Subscribe(Subscribe {
                 tenant,
                 namespace,
-                stream: StreamName::parse(&stream)?,
+                stream,
                 start,
             })
         }
@@ -659,9 +676,8 @@ fn decode_body(t: FrameType, b: Bytes) -> Result<Message, BodyError> {
             })
         }
         FrameType::Consume => {
-            let (tenant, namespace, stream) = r.scope()?;
-            let stream = StreamName::parse(&stream)?;
-            let consumer = ConsumerName::parse(&r.str8("consumer")?)?;
+            let (tenant, namespace, stream) = r.scope(StreamName::parse)?;
+            let consumer = r.name8("consumer", ConsumerName::parse)?;
             Message::Consume(Consume {
                 tenant,
                 namespace,
@@ -681,8 +697,7 @@ fn decode_body(t: FrameType, b: Bytes) -> Result<Message, BodyError> {
             })
         }
         FrameType::CachePut => {
-            let (tenant, namespace, cache) = r.scope()?;
-            let cache = CacheName::parse(&cache)?;
+            let (tenant, namespace, cache) = r.scope(CacheName::parse)?;
             let key = r.key()?;
             let ttl_ms = r.u64("ttl")?;
             Message::CachePut(CachePut {
@@ -695,20 +710,20 @@ fn decode_body(t: FrameType, b: Bytes) -> Result<Message, BodyError> {
             })
         }
         FrameType::CacheGet => {
-            let (tenant, namespace, cache) = r.scope()?;
+            let (tenant, namespace, cache) = r.scope(CacheName::parse)?;
             Message::CacheGet(CacheGet {
                 tenant,
                 namespace,
-                cache: CacheName::parse(&cache)?,
+                cache,
                 key: r.key()?,
             })
         }
         FrameType::CacheDelete => {
-            let (tenant, namespace, cache) = r.scope()?;
+            let (tenant, namespace, cache) = r.scope(CacheName::parse)?;
             Message::CacheDelete(CacheDelete {
                 tenant,
                 namespace,
-                cache: CacheName::parse(&cache)?,
+                cache,
                 key: r.key()?,
             })
         }
@@ -1293,6 +1308,56 @@ mod tests {
             let got = dec.decode(&mut buf).unwrap();
             assert_eq!(got.is_some(), i + 1 == f.len());
         }
+    }
+
+    #[test]
+    fn names_are_read_in_place_and_checked() {
+        // PUBLISH: ack mode, then tenant, namespace and stream.
+        let publish = |names: &[&[u8]]| {
+            let mut b = vec![0u8];
+            for n in names {
+                b.push(n.len() as u8);
+                b.extend_from_slice(n);
+            }
+            b
+        };
+        let f = decode_exact(
+            &raw(FrameType::Publish, &publish(&[b"acme", b"prod", b"orders"])),
+            DEFAULT_MAX_FRAME,
+        )
+        .unwrap();
+        let Message::Publish(p) = f.msg else {
+            panic!("not a PUBLISH")
+        };
+        assert_eq!(
+            (p.tenant.as_str(), p.namespace.as_str(), p.stream.as_str()),
+            ("acme", "prod", "orders")
+        );
+        assert!(p.payload.is_empty());
+        // A length past the end of the body.
+        let mut short = publish(&[b"acme"]);
+        short.extend_from_slice(&[9, b'p']);
+        assert_eq!(
+            body_error(FrameType::Publish, &short),
+            Some(BodyError::Truncated("namespace"))
+        );
+        // Bytes that are not UTF-8, and UTF-8 outside the name rules.
+        assert_eq!(
+            body_error(FrameType::Publish, &publish(&[b"acme", b"pr\xffd", b"x"])),
+            Some(BodyError::Utf8("namespace"))
+        );
+        assert!(matches!(
+            body_error(
+                FrameType::Publish,
+                &publish(&["ac\u{e9}".as_bytes(), b"prod", b"x"])
+            ),
+            Some(BodyError::Name(_))
+        ));
+        // The stream name is checked as a stream's, a cache's as a cache's.
+        assert!(matches!(
+            body_error(FrameType::Publish, &publish(&[b"acme", b"prod", b""])),
+            Some(BodyError::Name(NameError::Empty { kind: "stream" }))
+        ));
     }
 
     #[test]
