@@ -120,12 +120,25 @@ impl FrameWrite for quinn::SendStream {
     }
 }
 
+/// Adds a frame's budget share to `shares`, merged into the last one when
+/// both come from the same semaphore (they all do: the connection's write
+/// budget). Giving shares back takes the semaphore's lock once per permit,
+/// and one per frame was 2.2% of a single-message publisher's CPU.
+fn keep_share(shares: &mut Vec<OwnedSemaphorePermit>, share: Option<OwnedSemaphorePermit>) {
+    let Some(share) = share else { return };
+    match shares.last_mut() {
+        Some(last) if Arc::ptr_eq(last.semaphore(), share.semaphore()) => last.merge(share),
+        _ => shares.push(share),
+    }
+}
+
 struct Stream {
     w: Pin<Box<dyn FrameWrite>>,
     /// What the writer task is writing, not yet taken by `w`: one frame,
     /// or several gathered.
     current: Bytes,
-    /// The budget shares of the frames in `current`.
+    /// The budget shares of the frames in `current`, merged (see
+    /// [`keep_share`]).
     shares: Vec<OwnedSemaphorePermit>,
     /// Frames taken from the queue, on their way into `current`.
     taken: Vec<Queued>,
@@ -189,13 +202,13 @@ impl Stream {
         if self.taken.len() == 1 {
             if let Some((bytes, share)) = self.taken.pop() {
                 self.current = bytes;
-                self.shares.extend(share);
+                keep_share(&mut self.shares, share);
             }
             return;
         }
         for (bytes, share) in self.taken.drain(..) {
             self.gathered.extend_from_slice(&bytes);
-            self.shares.extend(share);
+            keep_share(&mut self.shares, share);
         }
         self.grown |= self.gathered.capacity() > GATHER_KEEP;
         // Once written and dropped, the split-off part is this buffer's
@@ -412,6 +425,27 @@ mod tests {
     use std::sync::Arc;
     use tokio::io::AsyncReadExt;
     use tokio::sync::Semaphore;
+
+    #[test]
+    fn shares_of_one_budget_are_merged_and_given_back_whole() {
+        let budget = Arc::new(Semaphore::new(100));
+        let other = Arc::new(Semaphore::new(10));
+        let mut shares = Vec::new();
+        for n in [5, 7, 9] {
+            keep_share(&mut shares, budget.clone().try_acquire_many_owned(n).ok());
+        }
+        keep_share(&mut shares, None);
+        assert_eq!(shares.len(), 1);
+        assert_eq!(shares[0].num_permits(), 21);
+        // A share of another semaphore is kept apart, never merged.
+        keep_share(&mut shares, other.clone().try_acquire_many_owned(3).ok());
+        assert_eq!(shares.len(), 2);
+        assert_eq!(budget.available_permits(), 79);
+        assert_eq!(other.available_permits(), 7);
+        shares.clear();
+        assert_eq!(budget.available_permits(), 100);
+        assert_eq!(other.available_permits(), 10);
+    }
 
     /// A stream that takes at most `room` bytes until it is given more,
     /// counting its writes.
