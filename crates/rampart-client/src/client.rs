@@ -174,12 +174,17 @@ impl Inner {
     /// frames queued and not yet written fill [`WRITE_BUDGET`] (a frame
     /// larger than the whole budget waits for all of it).
     async fn enqueue(&self, bytes: Bytes) -> Result<(), ClientError> {
-        let permit = self
-            .queued
-            .clone()
-            .acquire_many_owned(budget_cost(&bytes))
-            .await
-            .map_err(|_| ClientError::Closed)?;
+        // Most of the time there is room: taking it without the waiting
+        // future (and its place in the semaphore's queue) is cheaper.
+        let permit = match self.room_now(&bytes)? {
+            Some(permit) => permit,
+            None => self
+                .queued
+                .clone()
+                .acquire_many_owned(budget_cost(&bytes))
+                .await
+                .map_err(|_| ClientError::Closed)?,
+        };
         self.out.put(bytes, Some(permit), false)
     }
 
