@@ -178,14 +178,19 @@ impl Inner {
         // future (and its place in the semaphore's queue) is cheaper.
         let permit = match self.room_now(&bytes)? {
             Some(permit) => permit,
-            None => self
-                .queued
-                .clone()
-                .acquire_many_owned(budget_cost(&bytes))
-                .await
-                .map_err(|_| ClientError::Closed)?,
+            None => self.room(&bytes).await?,
         };
         self.out.put(bytes, Some(permit), false)
+    }
+
+    /// Waits for [`WRITE_BUDGET`]'s share for `bytes`, in turn with the
+    /// other callers waiting for room.
+    async fn room(&self, bytes: &Bytes) -> Result<OwnedSemaphorePermit, ClientError> {
+        self.queued
+            .clone()
+            .acquire_many_owned(budget_cost(bytes))
+            .await
+            .map_err(|_| ClientError::Closed)
     }
 
     /// [`WRITE_BUDGET`]'s share for `bytes` if there is room for it now;
@@ -1025,8 +1030,11 @@ async fn send_registered(
         // Alone, the caller may write it itself (see `outbox`); with other
         // requests in flight, the writer task gathers them.
         Some(permit) => inner.out.put(bytes, Some(permit), alone),
-        None => inner.enqueue(bytes).await.map(|()| {
+        // No room a moment ago: wait for it, without trying again first.
+        None => inner.room(&bytes).await.and_then(|permit| {
+            inner.out.put(bytes, Some(permit), false)?;
             inner.routes().expect_reply_by(id, inner.request_timeout);
+            Ok(())
         }),
     };
     if let Err(e) = queued {
