@@ -1736,17 +1736,16 @@ mod tests {
 
     #[test]
     fn a_publish_grant_covers_its_stream_only_while_nothing_changed() {
-        let name = |s: &str| s.parse().unwrap();
         let publish = |t: &str, ns: &str, st: &str| Publish {
             ack: AckMode::None,
             tenant: TenantId::parse(t).unwrap(),
-            namespace: name(ns),
+            namespace: NamespaceName::parse(ns).unwrap(),
             stream: StreamName::parse(st).unwrap(),
             payload: Bytes::new(),
         };
         let g = PublishGrant {
             tenant: TenantId::parse("acme").unwrap(),
-            namespace: name("prod"),
+            namespace: NamespaceName::parse("prod").unwrap(),
             stream: StreamName::parse("orders").unwrap(),
             policy_generation: 7,
             tenants_generation: 3,
