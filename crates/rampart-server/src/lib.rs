@@ -685,17 +685,12 @@ impl Server {
                 .map_err(|_| bind_err("quic", &quic_bind, "not an address".into()))?;
             let qcfg = transport::quic_server_config(tls.clone())
                 .map_err(|e| bind_err("quic", &quic_bind, e))?;
+            let ecfg =
+                transport::quic_endpoint_config().map_err(|e| bind_err("quic", &quic_bind, e))?;
             let runtime = quinn::default_runtime()
                 .ok_or_else(|| bind_err("quic", &quic_bind, "no async runtime".into()))?;
             let endpoint = transport::quic_socket(addr)
-                .and_then(|socket| {
-                    quinn::Endpoint::new(
-                        quinn::EndpointConfig::default(),
-                        Some(qcfg),
-                        socket,
-                        runtime,
-                    )
-                })
+                .and_then(|socket| quinn::Endpoint::new(ecfg, Some(qcfg), socket, runtime))
                 .map_err(|e| bind_err("quic", &quic_bind, e.to_string()))?;
             quic_addr = endpoint.local_addr().ok();
             quic = Some(endpoint.clone());

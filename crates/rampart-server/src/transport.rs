@@ -331,6 +331,34 @@ pub(crate) fn quic_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSock
     Ok(socket)
 }
 
+/// The largest UDP payload a QUIC connection sends, where the path carries
+/// it: MTU discovery searches up to it, and the endpoint accepts it.
+///
+/// quinn's default bound, 1452 bytes, fits an Ethernet path, and on
+/// loopback (where a co-located client and the benchmarks run) it makes
+/// quinn encrypt, frame and acknowledge a packet per 1.4 KB. Up to this
+/// bound, a path that carries more (loopback, jumbo frames) gets it; a
+/// path that does not loses a few discovery probes and stays where it is.
+///
+/// Not higher: quinn hands the kernel up to 10 datagrams in one
+/// segmentation-offload send, and one send carries at most 64 KiB (an IP
+/// packet's length field). Above about 6,550 bytes those sends fail,
+/// quinn counts their packets lost, and black-hole detection drops the
+/// path to 1,200 bytes for a minute at a time. `bench pubsub --transport
+/// quic --ack none`: 1 KiB 396-421k -> 603-721k msgs/s, 4 KiB 113-123k ->
+/// 210-236k (docs/performance.md, "Where QUIC stands"). The client
+/// library uses the same bound.
+pub(crate) const QUIC_MAX_UDP_PAYLOAD: u16 = 6500;
+
+/// The QUIC endpoint's own settings: datagrams up to
+/// [`QUIC_MAX_UDP_PAYLOAD`] accepted.
+pub(crate) fn quic_endpoint_config() -> Result<quinn::EndpointConfig, String> {
+    let mut cfg = quinn::EndpointConfig::default();
+    cfg.max_udp_payload_size(QUIC_MAX_UDP_PAYLOAD)
+        .map_err(|e| format!("maximum UDP payload: {e}"))?;
+    Ok(cfg)
+}
+
 /// Makes the QUIC endpoint configuration from the shared TLS config.
 pub(crate) fn quic_server_config(tls: rustls::ServerConfig) -> Result<quinn::ServerConfig, String> {
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
@@ -346,9 +374,18 @@ pub(crate) fn quic_server_config(tls: rustls::ServerConfig) -> Result<quinn::Ser
         ))
         .stream_receive_window((4u32 * 1024 * 1024).into())
         .receive_window((8u32 * 1024 * 1024).into())
-        .send_window(8 * 1024 * 1024);
+        .send_window(8 * 1024 * 1024)
+        .mtu_discovery_config(Some(mtu_discovery()));
     cfg.transport_config(Arc::new(transport));
     Ok(cfg)
+}
+
+/// Path MTU discovery up to [`QUIC_MAX_UDP_PAYLOAD`], quinn's defaults
+/// otherwise.
+fn mtu_discovery() -> quinn::MtuDiscoveryConfig {
+    let mut d = quinn::MtuDiscoveryConfig::default();
+    d.upper_bound(QUIC_MAX_UDP_PAYLOAD);
+    d
 }
 
 /// QUIC handshakes arriving in the current one-second window.
@@ -528,5 +565,109 @@ mod tests {
             s.recv_buffer_size().expect("SO_RCVBUF"),
             2 * QUIC_SOCKET_BUFFER.min(limit("rmem_max"))
         );
+    }
+
+    /// Over loopback, which carries 64 KiB datagrams, the server's QUIC
+    /// connections find [`QUIC_MAX_UDP_PAYLOAD`] and keep it under a bulk
+    /// send: every segmentation-offload send of full datagrams fits what
+    /// the kernel takes in one. A bound above that fails those sends, and
+    /// black-hole detection then drops the path to 1,200 bytes.
+    #[tokio::test]
+    async fn quic_finds_and_keeps_large_datagrams_on_loopback() {
+        let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+            .expect("self-signed certificate");
+        let cert = key.cert.der().clone();
+        let tls = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("TLS 1.3")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(key.key_pair.serialize_der().into()),
+            )
+            .expect("server certificate");
+        let runtime = quinn::default_runtime().expect("tokio");
+        let server = quinn::Endpoint::new(
+            quic_endpoint_config().expect("endpoint config"),
+            Some(quic_server_config(tls).expect("server config")),
+            quic_socket("127.0.0.1:0".parse().expect("address")).expect("bound"),
+            runtime.clone(),
+        )
+        .expect("server endpoint");
+        let addr = server.local_addr().expect("address");
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).expect("root");
+        let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("TLS 1.3")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut client = quinn::Endpoint::new(
+            quic_endpoint_config().expect("endpoint config"),
+            None,
+            std::net::UdpSocket::bind("127.0.0.1:0").expect("bound"),
+            runtime,
+        )
+        .expect("client endpoint");
+        client.set_default_client_config(quinn::ClientConfig::new(Arc::new(
+            quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC client"),
+        )));
+
+        // The client reads everything the server sends on the stream it
+        // opened.
+        let reader = tokio::spawn(async move {
+            let conn = client
+                .connect(addr, "localhost")
+                .expect("connect")
+                .await
+                .expect("handshake");
+            let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+            send.write_all(b"go").await.expect("go");
+            let got = recv.read_to_end(64 << 20).await.expect("read").len();
+            (got, conn, client)
+        });
+
+        let conn = server
+            .accept()
+            .await
+            .expect("incoming")
+            .await
+            .expect("handshake");
+        let (mut send, mut recv) = conn.accept_bi().await.expect("stream");
+        let mut go = [0u8; 2];
+        recv.read_exact(&mut go).await.expect("go");
+        let chunk = bytes::Bytes::from(vec![0x5a; 256 << 10]);
+        let mut sent = 0;
+        let mtu = || conn.stats().path.current_mtu;
+        // Discovery runs alongside the data: send until it is done.
+        let discovering = Instant::now();
+        while mtu() < QUIC_MAX_UDP_PAYLOAD {
+            assert!(
+                discovering.elapsed() < Duration::from_secs(20),
+                "MTU discovery stopped at {} bytes: {:?}",
+                mtu(),
+                conn.stats().path
+            );
+            send.write_chunk(chunk.clone()).await.expect("write");
+            sent += chunk.len();
+        }
+        // A bulk send at the full size, 16 MiB: with this much queued,
+        // quinn hands the kernel its sends in full batches.
+        for _ in 0..64 {
+            send.write_chunk(chunk.clone()).await.expect("write");
+            sent += chunk.len();
+        }
+        send.finish().expect("finish");
+        let (got, client_conn, client) = reader.await.expect("reader");
+        assert_eq!(got, sent);
+        let path = conn.stats().path;
+        assert_eq!(
+            (path.current_mtu, path.black_holes_detected),
+            (QUIC_MAX_UDP_PAYLOAD, 0),
+            "{path:?}"
+        );
+        client_conn.close(0u32.into(), b"done");
+        client.wait_idle().await;
     }
 }
