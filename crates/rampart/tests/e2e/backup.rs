@@ -271,10 +271,7 @@ async fn a_backup_taken_while_publishing_restores_into_a_fresh_directory() {
         .await
         .unwrap();
     for i in 0..before {
-        let e = tokio::time::timeout(Duration::from_secs(15), sub.next())
-            .await
-            .expect("an event in time")
-            .expect("subscription open");
+        let e = next_event(&mut sub, 15).await;
         assert_eq!(e.seq, i);
         assert_eq!(&e.payload[..], format!("m{i}").as_bytes());
     }

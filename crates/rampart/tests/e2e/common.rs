@@ -363,6 +363,15 @@ pub fn admin_cli(s: &TestServer, key: &str, args: &[&str]) -> std::process::Outp
         .unwrap()
 }
 
+/// The next event on `sub` within `secs` seconds; panics if none comes in
+/// time or the subscription ends instead.
+pub async fn next_event(sub: &mut Subscription, secs: u64) -> rampart_client::Event {
+    tokio::time::timeout(Duration::from_secs(secs), sub.next())
+        .await
+        .unwrap_or_else(|_| panic!("no event within {secs} s"))
+        .expect("subscription open")
+}
+
 /// `sub` gets `payloads`, each once and in order, and then nothing more
 /// (`extra` says what one more would mean).
 pub async fn receives_exactly<P: AsRef<[u8]>>(
@@ -371,10 +380,7 @@ pub async fn receives_exactly<P: AsRef<[u8]>>(
     extra: &str,
 ) {
     for want in payloads {
-        let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
-            .await
-            .expect("delivered in time")
-            .expect("open");
+        let e = next_event(sub, 10).await;
         assert_eq!(e.payload, want.as_ref());
     }
     assert!(

@@ -128,10 +128,7 @@ async fn acknowledged_messages_survive_repeated_sigkill() {
     c.publish("dev", "crash", "seq", "end").await.unwrap();
     let mut stored = Vec::new();
     loop {
-        let e = tokio::time::timeout(Duration::from_secs(30), sub.next())
-            .await
-            .expect("the stream reads back")
-            .expect("subscription open");
+        let e = crate::common::next_event(&mut sub, 30).await;
         if &e.payload[..] == b"end" {
             break;
         }

@@ -121,12 +121,7 @@ async fn refused(s: &TestServer, t: Transport, what: &str, jwt: String) -> Optio
 }
 
 async fn next_payload(sub: &mut rampart_client::Subscription) -> Vec<u8> {
-    tokio::time::timeout(Duration::from_secs(10), sub.next())
-        .await
-        .expect("an event within 10 s")
-        .expect("subscription open")
-        .payload
-        .to_vec()
+    next_event(sub, 10).await.payload.to_vec()
 }
 
 fn oidc_claims() -> Value {

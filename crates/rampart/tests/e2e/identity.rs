@@ -89,10 +89,7 @@ async fn roles_limit_what_a_key_can_do(t: Transport) {
     u.cache_put("acme", "prod", "c", "k", "v", None)
         .await
         .unwrap();
-    let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let e = next_event(&mut sub, 10).await;
     assert_eq!(&e.payload[..], b"from-user");
     // A user cannot administer.
     let user_admin = s.admin(&user);
@@ -195,10 +192,7 @@ async fn acl_rules_apply_on_the_wire(t: Transport) {
     c.publish("acme", "prod", "secret-stream", "before")
         .await
         .unwrap();
-    let e = tokio::time::timeout(Duration::from_secs(5), sub.next())
-        .await
-        .unwrap()
-        .expect("delivered");
+    let e = next_event(&mut sub, 5).await;
     assert_eq!(e.payload, &b"before"[..]);
     let acl = r#"
 apiVersion: rampart.io/v1
@@ -290,14 +284,7 @@ async fn expired_token_stops_delivery(t: Transport) {
     base.publish("acme", "prod", "ticks", "before")
         .await
         .unwrap();
-    assert_eq!(
-        &tokio::time::timeout(Duration::from_secs(5), sub.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .payload[..],
-        b"before"
-    );
+    assert_eq!(&next_event(&mut sub, 5).await.payload[..], b"before");
     // Past expiry (and the grace), nothing more arrives and the connection ends.
     tokio::time::sleep(Duration::from_millis(900)).await;
     base.publish("acme", "prod", "ticks", "after")
@@ -371,10 +358,7 @@ async fn reauth_keeps_subscription_alive(t: Transport) {
     });
     let sent = pubs.await.unwrap();
     for expected in 0..sent {
-        let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
-            .await
-            .expect("kept receiving")
-            .expect("connection stayed open");
+        let e = next_event(&mut sub, 10).await;
         assert_eq!(
             e.payload,
             expected.to_string().as_bytes(),
@@ -515,10 +499,7 @@ async fn namespace_disable_and_enable(t: Transport) {
     assert!(r.text.contains("acme/prod is disabled"), "{}", r.text);
     // The tenant's other namespace carries on.
     c.publish("acme", "staging", "x", "still").await.unwrap();
-    let e = tokio::time::timeout(Duration::from_secs(2), other.next())
-        .await
-        .unwrap()
-        .expect("delivered");
+    let e = next_event(&mut other, 2).await;
     assert_eq!(e.payload, &b"still"[..]);
     c.cache_put("acme", "staging", "sessions", "k", "v", None)
         .await
@@ -552,10 +533,7 @@ async fn namespace_disable_and_enable(t: Transport) {
     assert_eq!(r["disabled"], false);
     let mut sub = c.subscribe("acme", "prod", "x").await.unwrap();
     c.publish("acme", "prod", "x", "back").await.unwrap();
-    let e = tokio::time::timeout(Duration::from_secs(2), sub.next())
-        .await
-        .unwrap()
-        .expect("delivered");
+    let e = next_event(&mut sub, 2).await;
     assert_eq!(e.payload, &b"back"[..]);
     ok(
         &admin,

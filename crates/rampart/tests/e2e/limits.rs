@@ -394,10 +394,7 @@ async fn idle_connections_are_closed(t: Transport) {
     busy.publish("acme", "prod", "quiet", "still here")
         .await
         .unwrap();
-    let e = tokio::time::timeout(Duration::from_secs(5), sub.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let e = next_event(&mut sub, 5).await;
     assert_eq!(&e.payload[..], b"still here");
 }
 
@@ -419,10 +416,7 @@ async fn delivery_is_paced_not_dropped(t: Transport) {
         .await
         .unwrap();
     for i in 0..8u8 {
-        let e = tokio::time::timeout(Duration::from_secs(20), sub.next())
-            .await
-            .unwrap()
-            .unwrap();
+        let e = next_event(&mut sub, 20).await;
         assert_eq!(e.payload[0], i);
     }
     // 8 KB at 4 KB/s with a 4 KB bucket: at least a second, whatever the
@@ -727,9 +721,6 @@ async fn publishes_follow_a_recreated_stream() {
     let reader = s.client(Transport::Tcp, KEY_ACME).await;
     let mut sub = reader.subscribe("acme", "prod", "again").await.unwrap();
     c.publish("acme", "prod", "again", "second").await.unwrap();
-    let e = tokio::time::timeout(Duration::from_secs(5), sub.next())
-        .await
-        .expect("delivered to the new stream")
-        .unwrap();
+    let e = next_event(&mut sub, 5).await;
     assert_eq!(&e.payload[..], b"second");
 }

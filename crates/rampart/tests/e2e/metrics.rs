@@ -86,10 +86,7 @@ async fn metrics_follow_the_traffic(t: Transport) {
             .unwrap();
     }
     for _ in 0..3 {
-        tokio::time::timeout(Duration::from_secs(10), sub.next())
-            .await
-            .unwrap()
-            .unwrap();
+        next_event(&mut sub, 10).await;
     }
     let wrong = ClientConfig::default()
         .with_ca(&s.ca)
@@ -318,10 +315,7 @@ async fn consumer_lag_follows_acknowledgements() {
         .unwrap();
     let mut offsets = Vec::new();
     while offsets.len() < 10 {
-        let e = tokio::time::timeout(Duration::from_secs(20), sub.next())
-            .await
-            .expect("delivered")
-            .expect("open");
+        let e = next_event(&mut sub, 20).await;
         offsets.push(e.seq);
     }
     sub.ack(&offsets[..5]).await.unwrap();

@@ -17,10 +17,7 @@ async fn round_trip(t: Transport) {
         .publish("acme", "production", "orders", "order-123")
         .await
         .unwrap();
-    let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let e = next_event(&mut sub, 10).await;
     assert_eq!(&e.payload[..], b"order-123");
     assert_eq!(e.seq, 0);
 }
@@ -96,10 +93,7 @@ async fn fan_out_to_eight(t: Transport) {
     assert!(p.take_async_error().is_none());
     for (_c, mut sub) in subs {
         for n in 0..N {
-            let e = tokio::time::timeout(Duration::from_secs(20), sub.next())
-                .await
-                .expect("message arrives")
-                .expect("open");
+            let e = next_event(&mut sub, 20).await;
             assert_eq!(e.seq, n as u64, "in order, no gap, no duplicate");
             assert_eq!(e.payload, format!("m{n}").as_bytes());
         }
@@ -135,10 +129,7 @@ async fn subscription_ids_are_per_connection(t: Transport) {
         assert_eq!(nack_code(&raw.recv().await.unwrap()), Some(404));
     }
     a.publish("acme", "ns", "s", "still here").await.unwrap();
-    let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let e = next_event(&mut sub, 10).await;
     assert_eq!(&e.payload[..], b"still here");
     // Its own connection can.
     sub.unsubscribe().await.unwrap();
@@ -201,10 +192,7 @@ async fn drop_oldest_reports_missed(t: Transport) {
     let mut received = 0u64;
     let mut last_seq = None;
     while received + sub.missed() < TOTAL {
-        let e = tokio::time::timeout(Duration::from_secs(20), sub.next())
-            .await
-            .expect("the rest arrives")
-            .unwrap();
+        let e = next_event(&mut sub, 20).await;
         if let Some(prev) = last_seq {
             assert!(e.seq > prev, "order kept");
         }
