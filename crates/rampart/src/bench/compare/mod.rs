@@ -307,6 +307,10 @@ pub(super) struct Machine {
     pub(super) nproc: usize,
     pub(super) cpu: String,
     pub(super) kernel: String,
+    /// How an idle CPU waits: the cpuidle driver, and with `haltpoll` (a
+    /// KVM guest's) how long it polls before it halts. Latency-bound rows
+    /// move by a third with it (see docs/performance.md).
+    pub(super) idle: String,
 }
 
 impl Machine {
@@ -326,11 +330,35 @@ impl Machine {
             nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
             cpu,
             kernel,
+            idle: idle_driver(
+                read_trimmed("/sys/devices/system/cpu/cpuidle/current_driver"),
+                read_trimmed("/sys/module/haltpoll/parameters/guest_halt_poll_ns"),
+            ),
         }
     }
 
     fn describe(&self) -> String {
-        format!("{} CPUs, {}, kernel {}", self.nproc, self.cpu, self.kernel)
+        format!(
+            "{} CPUs, {}, kernel {}, cpuidle {}",
+            self.nproc, self.cpu, self.kernel, self.idle
+        )
+    }
+}
+
+fn read_trimmed(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// The cpuidle driver, with the guest's halt-polling time when it is
+/// `haltpoll`: 0 there means every idle CPU halts at once, so each wake-up
+/// of one is a VM exit.
+fn idle_driver(driver: Option<String>, halt_poll_ns: Option<String>) -> String {
+    match (driver.as_deref(), halt_poll_ns) {
+        (None | Some(""), _) => "unknown".into(),
+        (Some("haltpoll"), Some(ns)) => format!("haltpoll (guest_halt_poll_ns {ns})"),
+        (Some(d), _) => d.to_string(),
     }
 }
 
@@ -344,7 +372,7 @@ fn csv_field(s: &str) -> String {
 }
 
 const CSV_HEADER: &str = "section,workload,unit,better,rampart,peer,peer_value,advantage,aim,\
-aim_met,rampart_detail,peer_detail,seconds,nproc,cpu,kernel";
+aim_met,rampart_detail,peer_detail,seconds,nproc,cpu,kernel,cpuidle";
 
 fn render_csv(rows: &[Row], seconds: u64, m: &Machine) -> String {
     let mut out = String::from(CSV_HEADER);
@@ -352,7 +380,7 @@ fn render_csv(rows: &[Row], seconds: u64, m: &Machine) -> String {
     for r in rows {
         let _ = writeln!(
             out,
-            "{},{},{},{},{:.3},{},{:.3},{:.3},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{:.3},{},{:.3},{:.3},{},{},{},{},{},{},{},{},{}",
             csv_field(&r.section),
             csv_field(&r.workload),
             csv_field(r.unit),
@@ -372,6 +400,7 @@ fn render_csv(rows: &[Row], seconds: u64, m: &Machine) -> String {
             m.nproc,
             csv_field(&m.cpu),
             csv_field(&m.kernel),
+            csv_field(&m.idle),
         );
     }
     out
@@ -676,11 +705,25 @@ mod tests {
     }
 
     #[test]
+    fn idle_driver_says_how_an_idle_cpu_waits() {
+        let some = |s: &str| Some(s.to_string());
+        assert_eq!(
+            idle_driver(some("haltpoll"), some("200000")),
+            "haltpoll (guest_halt_poll_ns 200000)"
+        );
+        assert_eq!(idle_driver(some("haltpoll"), None), "haltpoll");
+        assert_eq!(idle_driver(some("intel_idle"), some("0")), "intel_idle");
+        assert_eq!(idle_driver(None, some("0")), "unknown");
+        assert_eq!(idle_driver(some(""), None), "unknown");
+    }
+
+    #[test]
     fn csv_markdown_and_table() {
         let m = Machine {
             nproc: 2,
             cpu: "Some CPU, 2.0 GHz \"fast\"".into(),
             kernel: "6.1.0".into(),
+            idle: "haltpoll (guest_halt_poll_ns 0)".into(),
         };
         let rows = [row(Better::Higher, 2000.0, 1500.0, Some(2.0))];
         let csv = render_csv(&rows, 3, &m);
@@ -691,9 +734,9 @@ mod tests {
             lines[1],
             "pubsub TCP+TLS,4->4 128 B,msg/s,higher,2000.000,NATS,1500.000,1.333,2,false,\
              100.000% delivered,\"75.000% delivered, lost 1000\",3,2,\
-             \"Some CPU, 2.0 GHz \"\"fast\"\"\",6.1.0"
+             \"Some CPU, 2.0 GHz \"\"fast\"\"\",6.1.0,haltpoll (guest_halt_poll_ns 0)"
         );
-        assert_eq!(lines[0].split(',').count(), 16, "one column per field");
+        assert_eq!(lines[0].split(',').count(), 17, "one column per field");
         let table = render_table(&rows);
         assert!(table.contains("4->4 128 B"), "{table}");
         assert!(table.contains("1.33x"), "{table}");
