@@ -323,9 +323,7 @@ impl Machine {
                     .map(|(_, v)| v.trim().to_string())
             })
             .unwrap_or_else(|| "unknown".into());
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "unknown".into());
+        let kernel = read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".into());
         Machine {
             nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
             cpu,
@@ -345,6 +343,7 @@ impl Machine {
     }
 }
 
+/// A one-line kernel file, trimmed; `None` where it does not exist.
 fn read_trimmed(path: &str) -> Option<String> {
     std::fs::read_to_string(path)
         .ok()
