@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rampart_client::{ConsumeOptions, Durability, Event, StartAt, Subscription, Transport};
+use rampart_client::{ConsumeOptions, Durability, StartAt, Subscription, Transport};
 use serde_json::json;
 
 use crate::common::*;
@@ -20,17 +20,10 @@ async fn create(s: &TestServer, name: &str, body: serde_json::Value) {
     create_stream(s, KEY_ACME, "acme", name, body).await;
 }
 
-async fn next(sub: &mut Subscription) -> Event {
-    tokio::time::timeout(WAIT, sub.next())
-        .await
-        .expect("an event in time")
-        .expect("subscription open")
-}
-
 async fn take(sub: &mut Subscription, n: usize) -> Vec<(u64, String)> {
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
-        let e = next(sub).await;
+        let e = next_event(sub, WAIT.as_secs()).await;
         v.push((e.seq, String::from_utf8(e.payload.to_vec()).unwrap()));
     }
     v
@@ -79,7 +72,7 @@ async fn acks_levels_replay_and_restart(t: Transport) {
         .await
         .unwrap();
     c.publish("acme", "prod", "ledger", "m11").await.unwrap();
-    assert_eq!(next(&mut latest).await.seq, 11);
+    assert_eq!(next_event(&mut latest, WAIT.as_secs()).await.seq, 11);
 
     // Payloads are sealed at rest: the canary is nowhere on disk.
     let dir = s.data_dir();
@@ -113,11 +106,14 @@ async fn acks_levels_replay_and_restart(t: Transport) {
         .await
         .unwrap();
     assert_eq!(take(&mut all, 10).await, expect(0..10));
-    assert_eq!(&next(&mut all).await.payload[..], canary.as_bytes());
+    assert_eq!(
+        &next_event(&mut all, WAIT.as_secs()).await.payload[..],
+        canary.as_bytes()
+    );
     assert_eq!(take(&mut all, 1).await, expect(11..12));
     let a = c.publish("acme", "prod", "ledger", "after").await.unwrap();
     assert_eq!(a.durability, Durability::Fsynced);
-    assert_eq!(next(&mut all).await.seq, 12);
+    assert_eq!(next_event(&mut all, WAIT.as_secs()).await.seq, 12);
 }
 
 async fn replay_by_time_and_catch_up_while_publishing(t: Transport) {
@@ -389,7 +385,7 @@ async fn deleting_a_durable_stream_removes_its_files(t: Transport) {
         .subscribe_from("acme", "prod", "gone", StartAt::Earliest)
         .await
         .unwrap();
-    next(&mut sub).await;
+    next_event(&mut sub, WAIT.as_secs()).await;
     let dir = s.data_dir().join("streams/acme/prod/gone");
     assert!(dir.exists());
     let r = s
@@ -869,7 +865,10 @@ async fn blocks_moved_to_another_stream_or_tenant_do_not_open(t: Transport) {
         .subscribe_from("acme", "prod", "source", StartAt::Earliest)
         .await
         .unwrap();
-    assert_eq!(&next(&mut sub).await.payload[..], b"secret-1");
+    assert_eq!(
+        &next_event(&mut sub, WAIT.as_secs()).await.payload[..],
+        b"secret-1"
+    );
 }
 
 both_transports!(blocks_moved_to_another_stream_or_tenant_do_not_open);
