@@ -72,10 +72,11 @@ struct Shared {
     /// they never work on the same segment at once. Taken before `state`,
     /// which they hold only briefly.
     maintenance: Mutex<()>,
-    /// Signalled when an fsync finishes.
+    /// Signalled when an fsync finishes ([`Cue::Synced`]).
     synced: Condvar,
     /// Signalled when a block is written (or the log fails), so the appender
-    /// holding the next reserved offsets can write its block.
+    /// holding the next reserved offsets can write its block
+    /// ([`Cue::Turn`]).
     turn: Condvar,
     appends: AtomicU64,
     fsyncs: AtomicU64,
@@ -99,6 +100,18 @@ struct State {
     /// An fsync is running outside the lock.
     syncing: bool,
     failed: bool,
+    /// Threads waiting on each [`Cue`], so that a signal nobody waits for
+    /// is not sent (see [`Shared::wait`]).
+    waiting: [u32; 2],
+}
+
+/// What a thread inside the log waits for: one condition variable each.
+#[derive(Debug, Clone, Copy)]
+enum Cue {
+    /// Its turn to write the block it reserved offsets for.
+    Turn = 0,
+    /// An fsync to finish.
+    Synced = 1,
 }
 
 #[derive(Debug)]
@@ -237,10 +250,10 @@ impl Log {
             });
         let mut st = sh.lock();
         while st.next_offset != first_offset && !st.failed {
-            st = sh.turn.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = sh.wait(st, Cue::Turn);
         }
         if st.failed {
-            sh.turn.notify_all();
+            sh.notify(&st, Cue::Turn);
             return Err(LogError::Failed);
         }
         // A reserved range must be written or the log stops: later
@@ -249,10 +262,10 @@ impl Log {
             .and_then(|frame| sh.write_frame(&mut st, &frame, first_offset, count, timestamp_ms));
         if let Err(e) = written {
             st.failed = true;
-            sh.turn.notify_all();
+            sh.notify(&st, Cue::Turn);
             return Err(e);
         }
-        sh.turn.notify_all();
+        sh.notify(&st, Cue::Turn);
         let end = st.next_offset;
         let level = match sh.opts.sync {
             SyncPolicy::OnCommit => {
@@ -634,7 +647,7 @@ impl Shared {
                 return Err(LogError::Failed);
             }
             if st.syncing {
-                st = self.synced.wait(st).unwrap_or_else(|p| p.into_inner());
+                st = self.wait(st, Cue::Synced);
                 continue;
             }
             st.syncing = true;
@@ -652,7 +665,35 @@ impl Shared {
                     st.failed = true;
                 }
             }
-            self.synced.notify_all();
+            self.notify(&st, Cue::Synced);
+        }
+    }
+
+    /// Waits for `cue`, counted in `State::waiting` while it waits.
+    fn wait<'a>(&'a self, mut st: MutexGuard<'a, State>, cue: Cue) -> MutexGuard<'a, State> {
+        let cv = match cue {
+            Cue::Turn => &self.turn,
+            Cue::Synced => &self.synced,
+        };
+        st.waiting[cue as usize] += 1;
+        let mut st = cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        st.waiting[cue as usize] -= 1;
+        st
+    }
+
+    /// Wakes every thread waiting for `cue`, if there is one. `st` is the
+    /// held state, so no waiter can be between its check and its wait.
+    ///
+    /// std's `Condvar` on Linux makes a futex system call on every notify,
+    /// waiters or not, and the log signalled both of its cues on every
+    /// `on_commit` append: two system calls per block on the appender's
+    /// path with one appender, where nobody ever waits.
+    fn notify(&self, st: &State, cue: Cue) {
+        if st.waiting[cue as usize] > 0 {
+            match cue {
+                Cue::Turn => self.turn.notify_all(),
+                Cue::Synced => self.synced.notify_all(),
+            }
         }
     }
 
@@ -713,6 +754,14 @@ fn fsync(file: &File) -> io::Result<()> {
     let r = file.sync_data();
     crate::latency::record(started.elapsed());
     r
+}
+
+#[cfg(test)]
+impl Log {
+    /// Threads counted as waiting on each [`Cue`] (turn, synced).
+    pub(crate) fn waiting(&self) -> [u32; 2] {
+        self.shared.lock().waiting
+    }
 }
 
 /// Tests run on fast or caching disks; a slower fsync makes the overlap of
@@ -917,6 +966,7 @@ fn recover(dir: &Path, opts: &LogOptions) -> Result<(State, RecoveryReport), Log
         // the machine before the last run's fsync is what the scan repairs.
         synced_upto: next_offset,
         syncing: false,
+        waiting: [0; 2],
         failed: false,
     };
     Ok((state, report))

@@ -337,6 +337,10 @@ fn group_commit_shares_fsyncs() {
     );
     assert_eq!(stats.appends, threads * per);
     assert!(stats.fsyncs < stats.appends, "{stats:?}");
+    // Every waiter was woken and uncounted (notifies are skipped while
+    // the count is 0, so a count left behind would cost every later
+    // append a futex call, and one missed would have hung a thread).
+    assert_eq!(log.waiting(), [0, 0]);
     let all = log.read(0, usize::MAX).unwrap();
     assert_eq!(all.len() as u64, threads * per);
 }
@@ -603,6 +607,7 @@ fn concurrent_sealed_appends_land_in_offset_order() {
     for h in handles {
         h.join().unwrap();
     }
+    assert_eq!(log.waiting(), [0, 0]);
     drop(log);
     let (log, report) = Log::open(tmp.path(), o).unwrap();
     assert!(report.damaged.is_empty());
