@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
 /// Decodes frames off the front of `data` until the decoder needs more bytes
 /// or reports a connection-level error (after which a peer closes).
 fn decode_all(data: &[u8], limit: usize) -> Vec<Outcome> {
-    let dec = FrameDecoder::new(limit);
+    let mut dec = FrameDecoder::new(limit);
     let mut buf = BytesMut::from(data);
     let mut offset = 0;
     let mut out = Vec::new();
@@ -79,7 +79,7 @@ fn decode_all(data: &[u8], limit: usize) -> Vec<Outcome> {
 
 /// Same as `decode_all`, but the bytes arrive `chunk` at a time.
 fn decode_chunked(data: &[u8], limit: usize, chunk: usize) -> Vec<Outcome> {
-    let dec = FrameDecoder::new(limit);
+    let mut dec = FrameDecoder::new(limit);
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
     for piece in data.chunks(chunk) {

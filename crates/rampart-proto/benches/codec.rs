@@ -91,7 +91,7 @@ fn codec(c: &mut Criterion) {
             b.iter(|| black_box(black_box(&frame).to_bytes()))
         });
         let encoded = frame.to_bytes();
-        let decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
         g.bench_function(format!("decode {name}"), |b| {
             b.iter_batched_ref(
                 || BytesMut::from(&encoded[..]),

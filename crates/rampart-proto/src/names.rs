@@ -55,8 +55,13 @@ fn check_resource_name(kind: &'static str, s: &str) -> Result<(), NameError> {
 macro_rules! resource_name {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
+        ///
+        /// Cloning one is a reference count, not a copy: a connection's
+        /// frames mostly name the same scope, and the decoder and the
+        /// client hand the same names out again (see
+        /// [`FrameDecoder`](crate::FrameDecoder)).
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(Box<str>);
+        pub struct $name(std::sync::Arc<str>);
 
         impl $name {
             /// Parses `s`, refusing anything outside `[a-z0-9][a-z0-9_.-]{0,62}`.

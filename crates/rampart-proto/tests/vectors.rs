@@ -541,7 +541,7 @@ fn valid_vectors_decode_back_to_back_in_any_chunking() {
         want.push(decode_exact(&v.bytes, DEFAULT_MAX_FRAME).expect("valid vector"));
     }
     for chunk in [1, 3, 7, 16, 64, stream.len()] {
-        let dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
         let mut buf = BytesMut::new();
         let mut got = Vec::new();
         for piece in stream.chunks(chunk) {
@@ -571,7 +571,7 @@ fn invalid_vectors_fail_as_expected() {
         let (expect, max_frame) = parse_expect(name, spec);
         kinds_seen.insert(expect);
         let result = decode_exact(&v.bytes, max_frame);
-        let dec = FrameDecoder::new(max_frame);
+        let mut dec = FrameDecoder::new(max_frame);
         match expect {
             Expect::Frame(code) => {
                 let err = match result {

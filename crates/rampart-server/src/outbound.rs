@@ -386,7 +386,7 @@ mod tests {
         let mut bytes = Vec::new();
         r.read_to_end(&mut bytes).await.unwrap();
         let mut buf = BytesMut::from(&bytes[..]);
-        let decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
         let mut ids = Vec::new();
         while let Some(d) = decoder.decode(&mut buf).unwrap() {
             ids.push(d.frame.unwrap().id);
@@ -624,7 +624,7 @@ mod tests {
             "the small batch was copied into the buffer"
         );
         let mut buf = BytesMut::from(&bytes[..]);
-        let decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
         let mut got = Vec::new();
         while let Some(d) = decoder.decode(&mut buf).unwrap() {
             got.push(d.frame.unwrap());
@@ -736,7 +736,7 @@ mod tests {
         for c in &kept {
             buf.extend_from_slice(c);
         }
-        let decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
         let mut got = Vec::new();
         while let Some(d) = decoder.decode(&mut buf).unwrap() {
             got.push(d.frame.unwrap());

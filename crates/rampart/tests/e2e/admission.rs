@@ -107,7 +107,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     s.write_all(&f.to_bytes()).await.ok()?;
     s.flush().await.ok()?;
     tokio::time::timeout(PROMPT, async {
-        let dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
         loop {
             if let Ok(Some(d)) = dec.decode(buf) {
                 return d.frame.ok();

@@ -197,7 +197,7 @@ impl Raw {
     /// Panics if nothing happens within 10 s.
     pub async fn recv(&mut self) -> Option<Frame> {
         tokio::time::timeout(Duration::from_secs(10), async {
-            let dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+            let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
             loop {
                 if let Ok(Some(d)) = dec.decode(&mut self.buf) {
                     return d.frame.ok();
