@@ -671,12 +671,8 @@ impl Shared {
 
     /// Waits for `cue`, counted in `State::waiting` while it waits.
     fn wait<'a>(&'a self, mut st: MutexGuard<'a, State>, cue: Cue) -> MutexGuard<'a, State> {
-        let cv = match cue {
-            Cue::Turn => &self.turn,
-            Cue::Synced => &self.synced,
-        };
         st.waiting[cue as usize] += 1;
-        let mut st = cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        let mut st = self.cv(cue).wait(st).unwrap_or_else(|p| p.into_inner());
         st.waiting[cue as usize] -= 1;
         st
     }
@@ -690,10 +686,15 @@ impl Shared {
     /// path with one appender, where nobody ever waits.
     fn notify(&self, st: &State, cue: Cue) {
         if st.waiting[cue as usize] > 0 {
-            match cue {
-                Cue::Turn => self.turn.notify_all(),
-                Cue::Synced => self.synced.notify_all(),
-            }
+            self.cv(cue).notify_all();
+        }
+    }
+
+    /// The condition variable of `cue`.
+    fn cv(&self, cue: Cue) -> &Condvar {
+        match cue {
+            Cue::Turn => &self.turn,
+            Cue::Synced => &self.synced,
         }
     }
 

@@ -504,18 +504,13 @@ impl Body<'_> {
         let b = self.take(n, what)?;
         String::from_utf8(b.to_vec()).map_err(|_| BodyError::Utf8(what))
     }
-    /// A name with a one-byte length, checked and made by `parse` straight
-    /// from the body: no copy of it but the one the name keeps.
+    /// A name with a one-byte length (see [`name8`]).
     fn name8<T>(
         &mut self,
         what: &'static str,
         parse: impl FnOnce(&str) -> Result<T, NameError>,
     ) -> Result<T, BodyError> {
-        let n = self.u8(what)? as usize;
-        let raw = self.b.get(..n).ok_or(BodyError::Truncated(what))?;
-        let name = parse(std::str::from_utf8(raw).map_err(|_| BodyError::Utf8(what))?)?;
-        self.b.advance(n);
-        Ok(name)
+        name8(&mut self.b, what, parse)
     }
     fn bytes16(&mut self, what: &'static str) -> Result<Bytes, BodyError> {
         let n = self.u16(what)? as usize;
@@ -613,8 +608,22 @@ impl Body<'_> {
     }
 }
 
-/// A name with a one-byte length off the front of `b`, as [`Body::name8`]
-/// takes it, but the name in `last` again if the bytes are its own; a name
+/// A name with a one-byte length off the front of `b`, checked and made by
+/// `parse` straight from the body: no copy of it but the one the name
+/// keeps.
+fn name8<T>(
+    b: &mut Bytes,
+    what: &'static str,
+    parse: impl FnOnce(&str) -> Result<T, NameError>,
+) -> Result<T, BodyError> {
+    let n = usize::from(*b.first().ok_or(BodyError::Truncated(what))?);
+    let raw = b.get(1..1 + n).ok_or(BodyError::Truncated(what))?;
+    let name = parse(std::str::from_utf8(raw).map_err(|_| BodyError::Utf8(what))?)?;
+    b.advance(1 + n);
+    Ok(name)
+}
+
+/// [`name8`], but the name in `last` again if the bytes are its own; a name
 /// parsed is kept in `last` for the next frame.
 fn name8_again<T: Clone + AsRef<str>>(
     b: &mut Bytes,
@@ -623,16 +632,14 @@ fn name8_again<T: Clone + AsRef<str>>(
     parse: impl FnOnce(&str) -> Result<T, NameError>,
 ) -> Result<T, BodyError> {
     let n = usize::from(*b.first().ok_or(BodyError::Truncated(what))?);
-    let raw = b.get(1..1 + n).ok_or(BodyError::Truncated(what))?;
-    let name = match last.as_ref().filter(|l| l.as_ref().as_bytes() == raw) {
-        Some(same) => same.clone(),
-        None => {
-            let name = parse(std::str::from_utf8(raw).map_err(|_| BodyError::Utf8(what))?)?;
-            *last = Some(name.clone());
-            name
-        }
-    };
-    b.advance(1 + n);
+    let raw = b.get(1..1 + n);
+    if let Some(same) = last.as_ref().filter(|l| raw == Some(l.as_ref().as_bytes())) {
+        let same = same.clone();
+        b.advance(1 + n);
+        return Ok(same);
+    }
+    let name = name8(b, what, parse)?;
+    *last = Some(name.clone());
     Ok(name)
 }
 
