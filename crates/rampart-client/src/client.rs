@@ -367,7 +367,9 @@ impl Client {
                     .connect(server_name, tcp)
                     .await
                     .map_err(|e| ClientError::Connect(format!("TLS handshake: {e}")))?;
-                let (r, w) = tokio::io::split(tls);
+                // Writes reach rustls in pieces it copies at full speed
+                // at any alignment (see `rampart_tls`).
+                let (r, w) = tokio::io::split(rampart_tls::Pieces::new(tls));
                 (spawn_io(r, w, &config), None, None)
             }
             Transport::Quic => {

@@ -1610,7 +1610,7 @@ async fn serve_conn(
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .serve_connection(TokioIo::new(tls), svc);
+        .serve_connection(TokioIo::new(rampart_tls::Pieces::new(tls)), svc);
     let mut conn = std::pin::pin!(conn);
     let mut shutdown = shared.shutdown.clone();
     tokio::select! {

@@ -276,7 +276,9 @@ async fn handle_tcp(
         .peer_certificates()
         .and_then(|c| c.first())
         .and_then(CertNames::of);
-    let (r, w) = tokio::io::split(tls);
+    // Writes reach rustls in pieces it copies at full speed at any
+    // alignment (see `rampart_tls`).
+    let (r, w) = tokio::io::split(rampart_tls::Pieces::new(tls));
     // Boxed: the served connection's state is large, and a connection
     // still in its handshake should not carry room for it.
     Box::pin(serve(

@@ -19,6 +19,7 @@ use rampart_proto::{
     Auth, AuthMethod, Frame, FrameDecoder, Hello, Message, TenantId, DEFAULT_MAX_FRAME,
     PROTOCOL_VERSION,
 };
+use rampart_tls::Pieces;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -27,7 +28,8 @@ use crate::Failure;
 
 /// A TLS connection to a Rampart server, past HELLO and AUTH.
 pub(super) struct BareConn {
-    tls: TlsStream<TcpStream>,
+    /// In pieces, as `rampart_client` writes (see `rampart_tls`).
+    tls: Pieces<TlsStream<TcpStream>>,
     decoder: FrameDecoder,
     /// Bytes from the server, not decoded yet.
     rbuf: BytesMut,
@@ -54,7 +56,7 @@ impl BareConn {
             .await
             .map_err(|e| Failure(format!("TLS handshake with {addr}: {e}")))?;
         let mut conn = BareConn {
-            tls,
+            tls: Pieces::new(tls),
             decoder: FrameDecoder::new(DEFAULT_MAX_FRAME),
             rbuf: BytesMut::with_capacity(16 * 1024),
             wbuf: BytesMut::with_capacity(1024),

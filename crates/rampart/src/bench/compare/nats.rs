@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use rampart_identity::Secret;
+use rampart_tls::Pieces;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -418,7 +419,9 @@ pub(super) fn parse_len(digits: &[u8]) -> Option<usize> {
 /// send stays in `wbuf` until the TLS stream has taken it), so a
 /// subscriber may be polled inside `select!`.
 pub(super) struct NatsConn {
-    tls: TlsStream<TcpStream>,
+    /// In pieces, as Rampart's own clients write (see `rampart_tls`), so
+    /// that both sides' TLS copies cost the same.
+    tls: Pieces<TlsStream<TcpStream>>,
     /// Plaintext from the server, not parsed yet.
     rbuf: BytesMut,
     /// Plaintext to send, and how much of it the TLS stream has taken.
@@ -429,7 +432,7 @@ pub(super) struct NatsConn {
 impl NatsConn {
     /// The TLS cipher suite the server picked for this connection.
     pub(super) fn cipher_suite(&self) -> String {
-        suite_name(self.tls.get_ref().1)
+        suite_name(self.tls.get_ref().get_ref().1)
     }
 
     /// TCP, the server's INFO (plain text), the TLS 1.3 handshake, CONNECT
@@ -462,7 +465,7 @@ impl NatsConn {
             return Err(Failure("not TLS 1.3".into()));
         }
         let mut c = NatsConn {
-            tls,
+            tls: Pieces::new(tls),
             rbuf: BytesMut::with_capacity(NATS_READ * 2),
             wbuf: Vec::with_capacity(NATS_WRITE + 1024),
             wbuf_at: 0,
