@@ -46,16 +46,9 @@ impl<S> Pieces<S> {
         Pieces { inner }
     }
 
+    /// The stream under it (for its TLS state).
     pub fn get_ref(&self) -> &S {
         &self.inner
-    }
-
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    pub fn into_inner(self) -> S {
-        self.inner
     }
 }
 
@@ -281,10 +274,10 @@ mod tests {
         for cap in [1, 100, PIECE + 1, 64 * 1024, usize::MAX / 2] {
             let data = bytes(300 * 1024 + 17);
             let mut w = Pieces::new(Sink::new(cap));
-            w.get_mut().pending_every = 3;
+            w.inner.pending_every = 3;
             w.write_all(&data).await.unwrap();
             w.flush().await.unwrap();
-            let sink = w.into_inner();
+            let sink = w.inner;
             assert_eq!(sink.got, data, "cap {cap}");
             assert!(
                 sink.longest <= PIECE,
@@ -299,8 +292,8 @@ mod tests {
     async fn a_small_write_passes_through_as_it_is() {
         let mut w = Pieces::new(Sink::new(usize::MAX / 2));
         w.write_all(&bytes(PIECE)).await.unwrap();
-        assert_eq!(w.get_ref().vectored_calls, 0);
-        assert_eq!(w.get_ref().got, bytes(PIECE));
+        assert_eq!(w.inner.vectored_calls, 0);
+        assert_eq!(w.inner.got, bytes(PIECE));
     }
 
     #[tokio::test]
@@ -312,7 +305,7 @@ mod tests {
         let want: Vec<u8> = parts.concat();
         for cap in [7, PIECE - 1, 50_000, usize::MAX / 2] {
             let mut w = Pieces::new(Sink::new(cap));
-            w.get_mut().pending_every = 4;
+            w.inner.pending_every = 4;
             // As write_all does for vectored writes: skip what went out.
             let mut sent = 0;
             while sent < want.len() {
@@ -332,7 +325,7 @@ mod tests {
                 assert!(n > 0);
                 sent += n;
             }
-            let sink = w.into_inner();
+            let sink = w.inner;
             assert_eq!(sink.got, want, "cap {cap}");
             assert!(sink.longest <= PIECE);
         }
@@ -342,10 +335,10 @@ mod tests {
     async fn an_error_after_some_bytes_reports_them_then_the_error() {
         let data = bytes(10 * PIECE);
         let mut w = Pieces::new(Sink::new(PIECE));
-        w.get_mut().fail_after = Some(3 * PIECE);
+        w.inner.fail_after = Some(3 * PIECE);
         let n = w.write(&data).await.unwrap();
         assert_eq!(n, 3 * PIECE);
-        assert_eq!(w.get_ref().got, data[..n]);
+        assert_eq!(w.inner.got, data[..n]);
         let e = w.write(&data[n..]).await.unwrap_err();
         assert_eq!(e.to_string(), "gone");
     }
