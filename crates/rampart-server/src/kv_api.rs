@@ -87,36 +87,98 @@ impl IntoResponse for KvError {
 
 type KvResult = Result<Response, KvError>;
 
-/// Vault's response envelope around `data` (or `auth`).
-fn envelope(data: Value) -> Value {
-    json!({
-        "request_id": request_id(),
-        "lease_id": "",
-        "renewable": false,
-        "lease_duration": 0,
-        "data": data,
-        "wrap_info": null,
-        "warnings": null,
-        "auth": null,
-    })
+/// Vault's response envelope around `data` (or `auth`), serialized
+/// straight from borrowed parts: no `serde_json::Value` tree is built, and a
+/// secret's value (or a new token) is copied only into the response body,
+/// not into an intermediate map that would be freed without zeroing. The
+/// fields are in the order Vault's JSON had them here before (sorted).
+#[derive(serde::Serialize)]
+struct Envelope<D, A> {
+    auth: Option<A>,
+    data: Option<D>,
+    lease_duration: u64,
+    lease_id: &'static str,
+    renewable: bool,
+    request_id: RequestId,
+    warnings: Option<()>,
+    wrap_info: Option<()>,
 }
 
-fn request_id() -> String {
-    let mut b = [0u8; 16];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+impl<D: serde::Serialize> Envelope<D, ()> {
+    fn data(data: D) -> Self {
+        Envelope {
+            auth: None,
+            data: Some(data),
+            lease_duration: 0,
+            lease_id: "",
+            renewable: false,
+            request_id: RequestId::new(),
+            warnings: None,
+            wrap_info: None,
+        }
+    }
 }
 
-fn ok(data: Value) -> KvResult {
-    Ok((StatusCode::OK, Json(envelope(data))).into_response())
+fn envelope(data: impl serde::Serialize) -> Value {
+    serde_json::to_value(Envelope::data(data)).unwrap_or(Value::Null)
+}
+
+/// A response's `request_id`: a random (version 4 form) UUID, as Vault
+/// gives. The random bytes come from the operating system's generator
+/// through a small per-thread pool, one system call per 256 ids instead of
+/// one per response; ids are not secrets, only unique.
+struct RequestId([u8; 36]);
+
+impl RequestId {
+    fn new() -> RequestId {
+        const POOL: usize = 4096;
+        thread_local! {
+            static RANDOM: std::cell::RefCell<(Box<[u8; POOL]>, usize)> =
+                std::cell::RefCell::new((Box::new([0; POOL]), POOL));
+        }
+        let mut b = [0u8; 16];
+        RANDOM.with(|r| {
+            let (pool, used) = &mut *r.borrow_mut();
+            if *used == POOL {
+                let _ =
+                    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut pool[..]);
+                *used = 0;
+            }
+            b.copy_from_slice(&pool[*used..*used + 16]);
+            // Used bytes do not stay behind to be handed out again.
+            pool[*used..*used + 16].fill(0);
+            *used += 16;
+        });
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'-'; 36];
+        let mut at = 0;
+        for (i, byte) in b.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                at += 1;
+            }
+            out[at] = HEX[usize::from(byte >> 4)];
+            out[at + 1] = HEX[usize::from(byte & 0x0f)];
+            at += 2;
+        }
+        RequestId(out)
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII hex digits and dashes are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl serde::Serialize for RequestId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+fn ok(data: impl serde::Serialize) -> KvResult {
+    Ok((StatusCode::OK, Json(Envelope::data(data))).into_response())
 }
 
 fn no_content() -> KvResult {
@@ -127,14 +189,32 @@ fn time_or_empty(ms: Option<u64>) -> String {
     ms.map(rfc3339).unwrap_or_default()
 }
 
-fn version_json(v: &VersionInfo) -> Value {
-    json!({
-        "created_time": rfc3339(v.meta.created_ms),
-        "custom_metadata": if v.custom_metadata.is_empty() { Value::Null } else { json!(v.custom_metadata) },
-        "deletion_time": time_or_empty(v.meta.deletion_ms),
-        "destroyed": v.meta.destroyed,
-        "version": v.version,
-    })
+/// The `metadata` of a version, as Vault gives it.
+#[derive(serde::Serialize)]
+struct VersionJson<'a> {
+    created_time: String,
+    custom_metadata: Option<&'a BTreeMap<String, String>>,
+    deletion_time: String,
+    destroyed: bool,
+    version: u64,
+}
+
+fn version_json(v: &VersionInfo) -> VersionJson<'_> {
+    VersionJson {
+        created_time: rfc3339(v.meta.created_ms),
+        custom_metadata: Some(&v.custom_metadata).filter(|m| !m.is_empty()),
+        deletion_time: time_or_empty(v.meta.deletion_ms),
+        destroyed: v.meta.destroyed,
+        version: v.version,
+    }
+}
+
+/// A data read's `data`: the secret's keys and values, borrowed, and the
+/// version's metadata.
+#[derive(serde::Serialize)]
+struct DataRead<'a> {
+    data: Option<&'a Map<String, Value>>,
+    metadata: VersionJson<'a>,
 }
 
 fn metadata_json(m: &SecretMetadata) -> Value {
@@ -292,15 +372,14 @@ pub(crate) async fn data(
                 Some(read.info.version),
             )
             .await?;
-            match &read.data {
-                Some(d) => ok(json!({
-                    "data": Value::Object(d.expose().as_map().clone()),
-                    "metadata": version_json(&read.info),
-                })),
-                None => Err(KvError::Gone(envelope(json!({
-                    "data": null,
-                    "metadata": version_json(&read.info),
-                })))),
+            let body = DataRead {
+                data: read.data.as_ref().map(|d| d.expose().as_map()),
+                metadata: version_json(&read.info),
+            };
+            if body.data.is_some() {
+                ok(body)
+            } else {
+                Err(KvError::Gone(envelope(body)))
             }
         }
         Method::POST | Method::PUT | Method::PATCH => {
@@ -856,28 +935,55 @@ pub(crate) async fn login(
     } = approle_token(&shared, a.origin(), peer.addr.ip(), role_id, &secret, None).await?;
     let role = principal.name.trim_start_matches("approle:").to_string();
     let lease = exp.saturating_sub(now) / 1000;
-    Ok(Json(json!({
-        "request_id": request_id(),
-        "lease_id": "",
-        "renewable": false,
-        "lease_duration": 0,
-        "data": null,
-        "wrap_info": null,
-        "warnings": null,
-        "auth": {
-            "client_token": token.expose(),
-            "accessor": shared.audit.hmac_id(&jti),
-            "policies": principal.roles,
-            "token_policies": principal.roles,
-            "metadata": { "role_name": role, "tenant": principal.tenant.as_str() },
-            "lease_duration": lease,
-            "renewable": true,
-            "entity_id": "",
-            "token_type": "service",
-            "orphan": true,
-        }
-    }))
+    let accessor = shared.audit.hmac_id(&jti);
+    let auth = LoginAuth {
+        accessor: &accessor,
+        client_token: token.expose(),
+        entity_id: "",
+        lease_duration: lease,
+        metadata: LoginMetadata {
+            role_name: &role,
+            tenant: principal.tenant.as_str(),
+        },
+        orphan: true,
+        policies: &principal.roles,
+        renewable: true,
+        token_policies: &principal.roles,
+        token_type: "service",
+    };
+    Ok(Json(Envelope::<(), _> {
+        auth: Some(auth),
+        data: None,
+        lease_duration: 0,
+        lease_id: "",
+        renewable: false,
+        request_id: RequestId::new(),
+        warnings: None,
+        wrap_info: None,
+    })
     .into_response())
+}
+
+/// The `auth` of an AppRole login's answer, as Vault gives it; the token
+/// is borrowed from its zeroizing wrapper.
+#[derive(serde::Serialize)]
+struct LoginAuth<'a> {
+    accessor: &'a str,
+    client_token: &'a str,
+    entity_id: &'static str,
+    lease_duration: u64,
+    metadata: LoginMetadata<'a>,
+    orphan: bool,
+    policies: &'a [String],
+    renewable: bool,
+    token_policies: &'a [String],
+    token_type: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct LoginMetadata<'a> {
+    role_name: &'a str,
+    tenant: &'a str,
 }
 
 impl Shared {
@@ -900,5 +1006,75 @@ impl Shared {
         if let Err(e) = s.publish_acked(count, entries).await {
             warn!(tenant = %tenant, error = %e, "publishing a secret change notice failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ids are version-4 UUIDs in their usual text form, and none repeats,
+    /// across several refills of the per-thread pool.
+    #[test]
+    fn request_ids_are_random_uuids() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..2000 {
+            let id = RequestId::new();
+            let s = id.as_str();
+            let groups: Vec<&str> = s.split('-').collect();
+            assert_eq!(
+                groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+                [8, 4, 4, 4, 12],
+                "{s}"
+            );
+            assert!(s
+                .bytes()
+                .all(|b| b == b'-' || b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+            assert!(groups[2].starts_with('4'), "version: {s}");
+            assert!(
+                matches!(&groups[3][..1], "8" | "9" | "a" | "b"),
+                "variant: {s}"
+            );
+            assert!(seen.insert(s.to_string()), "{s} came twice");
+        }
+    }
+
+    /// The envelope has Vault's fields, and a read's body the secret's
+    /// keys and the version's metadata.
+    #[test]
+    fn a_read_is_wrapped_as_vault_wraps_it() {
+        let data: Map<String, Value> = serde_json::from_str(r#"{"pw":"s3cret"}"#).unwrap();
+        let custom = BTreeMap::new();
+        let body = DataRead {
+            data: Some(&data),
+            metadata: VersionJson {
+                created_time: rfc3339(1_764_000_000_250),
+                custom_metadata: Some(&custom).filter(|m| !m.is_empty()),
+                deletion_time: String::new(),
+                destroyed: false,
+                version: 3,
+            },
+        };
+        let v = envelope(body);
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            [
+                "auth",
+                "data",
+                "lease_duration",
+                "lease_id",
+                "renewable",
+                "request_id",
+                "warnings",
+                "wrap_info"
+            ]
+        );
+        assert_eq!(v["auth"], Value::Null);
+        assert_eq!(v["lease_id"], "");
+        assert_eq!(v["data"]["data"]["pw"], "s3cret");
+        assert_eq!(v["data"]["metadata"]["version"], 3);
+        assert_eq!(v["data"]["metadata"]["custom_metadata"], Value::Null);
+        assert_eq!(v["request_id"].as_str().unwrap().len(), 36);
     }
 }
