@@ -116,6 +116,35 @@ pub(crate) struct FileSink {
     max_bytes: u64,
     /// The best-effort stdout copy of [`Sink::Both`](crate::Sink::Both).
     copy: Option<SyncSender<Vec<u8>>>,
+    /// The current file as last opened, with its sequence number and
+    /// identity, kept while its path still names it.
+    held: Option<Held>,
+}
+
+/// An open log file and what identifies it on its file system.
+struct Held {
+    file: Arc<std::fs::File>,
+    file_seq: u64,
+    id: FileId,
+}
+
+/// Device and inode. While the writer holds a file open, its inode cannot
+/// be freed and reused, so a path whose identity matches names that file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileId(u64, u64);
+
+impl FileId {
+    #[cfg(unix)]
+    fn of(meta: &std::fs::Metadata) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        Some(FileId(meta.dev(), meta.ino()))
+    }
+
+    /// Elsewhere the file is opened by path for every batch.
+    #[cfg(not(unix))]
+    fn of(_meta: &std::fs::Metadata) -> Option<FileId> {
+        None
+    }
 }
 
 impl FileSink {
@@ -129,6 +158,7 @@ impl FileSink {
             dirty: false,
             max_bytes,
             copy: None,
+            held: None,
         }
     }
 
@@ -148,15 +178,32 @@ impl FileSink {
         Ok(self)
     }
 
-    /// Opens the current file by path for appending, checking that it is
-    /// a regular file of the length the writer left it at. The file is
-    /// opened by path every time, so a file or folder replaced underneath
-    /// (a full disk, an unmounted volume) fails this batch only, and
-    /// service resumes when it is back. A file that is not a regular file
-    /// (a symlink to `/dev/null`...), or that is shorter or longer than
-    /// what the writer wrote, is not appended to.
-    fn open(&mut self) -> io::Result<std::fs::File> {
+    /// The current file for appending, checked by path for every batch: a
+    /// regular file of the length the writer left it at. The path is
+    /// looked up every time, so a file or folder replaced underneath (a
+    /// full disk, an unmounted volume) fails this batch only, and service
+    /// resumes when it is back. A file that is not a regular file (a
+    /// symlink to `/dev/null`...), or that is shorter or longer than what
+    /// the writer wrote, is not appended to.
+    ///
+    /// The file stays open between batches: while the path's `stat` names
+    /// the file held (same device and inode), that one system call is the
+    /// whole check. Anything else (another file at the path, none, a
+    /// rotation) drops it and opens the path again.
+    fn open(&mut self) -> io::Result<Arc<std::fs::File>> {
         let path = self.dir.join(files::log_file_name(self.file_seq));
+        if let Some(held) = self.held.take() {
+            if held.file_seq == self.file_seq && !self.create {
+                if let Ok(meta) = std::fs::metadata(&path) {
+                    if FileId::of(&meta) == Some(held.id) {
+                        self.check(&held.file, &meta)?;
+                        let file = held.file.clone();
+                        self.held = Some(held);
+                        return Ok(file);
+                    }
+                }
+            }
+        }
         let mut opts = OpenOptions::new();
         opts.append(true);
         if self.create {
@@ -169,6 +216,26 @@ impl FileSink {
         }
         let f = opts.open(&path)?;
         let meta = f.metadata()?;
+        self.check(&f, &meta)?;
+        if self.create {
+            f.sync_all()?;
+            files::sync_dir(&self.dir)?;
+        }
+        let file = Arc::new(f);
+        if let Some(id) = FileId::of(&meta) {
+            self.held = Some(Held {
+                file: file.clone(),
+                file_seq: self.file_seq,
+                id,
+            });
+        }
+        Ok(file)
+    }
+
+    /// Whether `f` (with `meta`) may be appended to: a regular file of the
+    /// length the writer left it at, or longer by the writer's own
+    /// leftovers of a failed write, which are cut off.
+    fn check(&self, f: &std::fs::File, meta: &std::fs::Metadata) -> io::Result<()> {
         if !meta.is_file() {
             return Err(io::Error::other("not a regular file"));
         }
@@ -191,11 +258,7 @@ impl FileSink {
             }
             f.set_len(self.len)?;
         }
-        if self.create {
-            f.sync_all()?;
-            files::sync_dir(&self.dir)?;
-        }
-        Ok(f)
+        Ok(())
     }
 
     /// Appends `buf` to the current file, calls `written`, and fsyncs the
@@ -204,7 +267,7 @@ impl FileSink {
     /// failed fsync cuts the file back to the last good fsync.
     fn append(&mut self, buf: &[u8], written: &mut dyn FnMut(), sync: bool) -> Result<(), Failed> {
         let f = self.open().map_err(Failed::Write)?;
-        if let Err(e) = (&f).write_all(buf) {
+        if let Err(e) = (&*f).write_all(buf) {
             // If this fails too, the next batch cuts the file back.
             self.dirty = f.set_len(self.len).and_then(|()| f.sync_data()).is_err();
             return Err(Failed::Write(e));

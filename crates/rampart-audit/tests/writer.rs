@@ -219,6 +219,42 @@ async fn a_failing_disk_never_hangs_and_service_resumes() {
     assert!(r.records >= 5);
 }
 
+/// The writer keeps the current file open between batches, but only while
+/// its path still names that file: a copy put in its place (same bytes,
+/// same length, so it passes every check) is what the next record goes
+/// to, and the file moved aside gets nothing more.
+#[tokio::test]
+async fn records_go_to_the_file_the_path_names_now() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("audit");
+    let a = start(data.path(), config(&dir));
+    for i in 0..3 {
+        a.mandatory(event(i)).await.unwrap();
+    }
+    let file = current_file(&dir);
+    let aside = data.path().join("aside");
+    fs::rename(&file, &aside).unwrap();
+    fs::copy(&aside, &file).unwrap();
+    let before = fs::read(&aside).unwrap();
+
+    for i in 3..6 {
+        a.mandatory(event(i)).await.unwrap();
+    }
+    a.written(event(6)).await.unwrap();
+    assert_eq!(
+        fs::read(&aside).unwrap(),
+        before,
+        "the old file was written"
+    );
+    let lines = read_lines(&file);
+    assert_eq!(
+        lines.len(),
+        before.iter().filter(|&&b| b == b'\n').count() + 4
+    );
+    a.shutdown().await;
+    assert!(verify_dir(&dir, None).is_ok());
+}
+
 /// Makes a FIFO: opening it for writing blocks until a reader comes, which
 /// is what a stuck disk looks like to the writer thread.
 #[cfg(target_os = "linux")]
