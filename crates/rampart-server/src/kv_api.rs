@@ -104,11 +104,12 @@ struct Envelope<D, A> {
     wrap_info: Option<()>,
 }
 
-impl<D: serde::Serialize> Envelope<D, ()> {
-    fn data(data: D) -> Self {
+impl<D, A> Envelope<D, A> {
+    /// A fresh request id and no lease, wrapping or warnings.
+    fn new(data: Option<D>, auth: Option<A>) -> Self {
         Envelope {
-            auth: None,
-            data: Some(data),
+            auth,
+            data,
             lease_duration: 0,
             lease_id: "",
             renewable: false,
@@ -116,6 +117,12 @@ impl<D: serde::Serialize> Envelope<D, ()> {
             warnings: None,
             wrap_info: None,
         }
+    }
+}
+
+impl<D> Envelope<D, ()> {
+    fn data(data: D) -> Self {
+        Envelope::new(Some(data), None)
     }
 }
 
@@ -951,17 +958,7 @@ pub(crate) async fn login(
         token_policies: &principal.roles,
         token_type: "service",
     };
-    Ok(Json(Envelope::<(), _> {
-        auth: Some(auth),
-        data: None,
-        lease_duration: 0,
-        lease_id: "",
-        renewable: false,
-        request_id: RequestId::new(),
-        warnings: None,
-        wrap_info: None,
-    })
-    .into_response())
+    Ok(Json(Envelope::<(), _>::new(None, Some(auth))).into_response())
 }
 
 /// The `auth` of an AppRole login's answer, as Vault gives it; the token
