@@ -70,8 +70,7 @@ pub(crate) fn read_head(dir: &Path) -> Result<Option<Head>, String> {
 pub(crate) fn write_head(dir: &Path, head: &Head) -> io::Result<()> {
     let mut text = serde_json::to_vec(head).map_err(io::Error::other)?;
     text.push(b'\n');
-    fsutil::write_private_file(&dir.join(HEAD_FILE), &text)?;
-    sync_dir(dir)
+    fsutil::write_private_file(&dir.join(HEAD_FILE), &text)
 }
 
 /// The public key in `audit.pub`, if there is one.
@@ -88,8 +87,7 @@ pub(crate) fn read_public_key(dir: &Path) -> Result<Option<Vec<u8>>, String> {
 
 pub(crate) fn write_public_key(dir: &Path, public_key: &[u8]) -> io::Result<()> {
     let text = format!("{}\n", B64.encode(public_key));
-    fsutil::write_private_file(&dir.join(PUBLIC_KEY_FILE), text.as_bytes())?;
-    sync_dir(dir)
+    fsutil::write_private_file(&dir.join(PUBLIC_KEY_FILE), text.as_bytes())
 }
 
 /// Finds the end of the last complete line of a file of `len` bytes, reading
