@@ -152,24 +152,9 @@ impl RequestId {
                 *used = 0;
             }
             b.copy_from_slice(&pool[*used..*used + 16]);
-            // Used bytes do not stay behind to be handed out again.
-            pool[*used..*used + 16].fill(0);
             *used += 16;
         });
-        b[6] = (b[6] & 0x0f) | 0x40;
-        b[8] = (b[8] & 0x3f) | 0x80;
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut out = [b'-'; 36];
-        let mut at = 0;
-        for (i, byte) in b.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                at += 1;
-            }
-            out[at] = HEX[usize::from(byte >> 4)];
-            out[at + 1] = HEX[usize::from(byte & 0x0f)];
-            at += 2;
-        }
-        RequestId(out)
+        RequestId(rampart_vault::uuid_v4_text(b))
     }
 
     fn as_str(&self) -> &str {
@@ -940,7 +925,7 @@ pub(crate) async fn login(
         expires_ms: exp,
         jti,
     } = approle_token(&shared, a.origin(), peer.addr.ip(), role_id, &secret, None).await?;
-    let role = principal.name.trim_start_matches("approle:").to_string();
+    let role = principal.name.trim_start_matches("approle:");
     let lease = exp.saturating_sub(now) / 1000;
     let accessor = shared.audit.hmac_id(&jti);
     let auth = LoginAuth {
@@ -949,7 +934,7 @@ pub(crate) async fn login(
         entity_id: "",
         lease_duration: lease,
         metadata: LoginMetadata {
-            role_name: &role,
+            role_name: role,
             tenant: principal.tenant.as_str(),
         },
         orphan: true,

@@ -28,15 +28,10 @@ fn cluster_id(shared: &Shared) -> String {
         &ring::digest::SHA256,
         shared.config.data_dir.to_string_lossy().as_bytes(),
     );
-    let h = hex::encode(&digest.as_ref()[..16]);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest.as_ref()[..16]);
+    // Only ASCII hex digits and dashes.
+    String::from_utf8_lossy(&rampart_vault::uuid_text(first)).into_owned()
 }
 
 /// `GET|HEAD /v1/sys/health`. Vault answers with a status code chosen by

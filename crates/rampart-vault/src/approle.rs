@@ -241,18 +241,36 @@ pub(crate) struct RoleIdIndex {
 
 /// 16 random bytes as a version-4 UUID.
 pub(crate) fn new_uuid() -> Result<String, VaultError> {
-    let mut b = random_bytes::<16>().map_err(|e| VaultError::Storage(e.to_string()))?;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    ))
+    let b = random_bytes::<16>().map_err(|e| VaultError::Storage(e.to_string()))?;
+    let text = uuid_v4_text(b);
+    // Only ASCII hex digits and dashes.
+    Ok(String::from_utf8_lossy(&text).into_owned())
+}
+
+/// The text of a version-4 UUID (`xxxxxxxx-xxxx-4xxx-[89ab]xxx-xxxxxxxxxxxx`,
+/// lowercase) made of `random`, whose version and variant bits it sets: the
+/// form of Vault's ids (role ids, accessors, request ids).
+pub fn uuid_v4_text(mut random: [u8; 16]) -> [u8; 36] {
+    random[6] = (random[6] & 0x0f) | 0x40;
+    random[8] = (random[8] & 0x3f) | 0x80;
+    uuid_text(random)
+}
+
+/// `bytes` in the text form of a UUID (8-4-4-4-12 lowercase hex digits),
+/// as they are.
+pub fn uuid_text(bytes: [u8; 16]) -> [u8; 36] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b'-'; 36];
+    let mut at = 0;
+    for (i, byte) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1;
+        }
+        out[at] = HEX[usize::from(byte >> 4)];
+        out[at + 1] = HEX[usize::from(byte & 0x0f)];
+        at += 2;
+    }
+    out
 }
 
 /// A new secret id: 32 random bytes in lowercase hex.
@@ -333,6 +351,15 @@ mod tests {
         assert!(s.check().is_ok());
         s.roles = vec!["has space".into()];
         assert!(s.check().is_err());
+    }
+
+    #[test]
+    fn uuid_text_is_the_bytes_in_hex_with_dashes() {
+        let b: [u8; 16] = std::array::from_fn(|i| (i as u8) * 17);
+        assert_eq!(&uuid_text(b), b"00112233-4455-6677-8899-aabbccddeeff");
+        // Version 4, variant 10: only those bits change.
+        assert_eq!(&uuid_v4_text(b), b"00112233-4455-4677-8899-aabbccddeeff");
+        assert_eq!(&uuid_v4_text([0xff; 16])[14..20], b"4fff-b");
     }
 
     #[test]

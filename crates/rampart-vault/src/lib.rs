@@ -117,7 +117,10 @@ mod vault;
 #[cfg(test)]
 mod tests;
 
-pub use approle::{RoleLogin, RoleName, RoleRecord, RoleSpec, SecretIdMeta, MAX_ROLE_NAME_LEN};
+pub use approle::{
+    uuid_text, uuid_v4_text, RoleLogin, RoleName, RoleRecord, RoleSpec, SecretIdMeta,
+    MAX_ROLE_NAME_LEN,
+};
 pub use cidr::{Cidr, CidrError};
 pub use data::SecretData;
 pub use error::VaultError;
