@@ -58,7 +58,7 @@ use tokio::task::JoinHandle;
 
 use super::bare::BareConn;
 use super::nats::{tls13_client, BenchCerts, JsSync, NatsServer, Reply, Requester};
-use super::{median_of, rounds_detail, Better, Env, Report, Row, TENANT};
+use super::{median_run, rounds_detail, Better, Env, Report, Row, TENANT};
 use crate::bench::abuse::ChildServer;
 use crate::cmd_client::describe;
 use crate::Failure;
@@ -831,14 +831,6 @@ fn durable_clean(r: &[RampartDurable], n: &[NatsDurable]) -> bool {
         .all(|r| r.tally.errors == 0 && r.tally.weak == 0 && r.held == Some(r.tally.ops))
         && n.iter()
             .all(|n| n.tally.errors == 0 && n.held == Some(n.tally.ops))
-}
-
-/// The run whose `rate` is the median of `runs` (see [`median_of`]), and
-/// every run's rate in order. `runs` is never empty: a section measures
-/// at least one round.
-fn median_run<T>(runs: &[T], rate: impl Fn(&T) -> f64) -> (&T, Vec<f64>) {
-    let rates: Vec<f64> = runs.iter().map(rate).collect();
-    (&runs[median_of(&rates).expect("at least one round")], rates)
 }
 
 /// One Rampart durable run on its own server (and store): a stream with

@@ -92,7 +92,7 @@ pub(crate) struct CompareArgs {
     /// The sections to run (default: all), comma-separated.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Section>,
-    /// Rounds of the latency and durable sections. Each round measures
+    /// Rounds of the latency, durable and vault sections. Each round measures
     /// every server of its section in turn, so a slow spell of the machine
     /// falls on one round of each server rather than on one server's only
     /// measurement; every figure is the median of its rounds, and every
@@ -120,7 +120,8 @@ pub(super) struct Env {
     /// Measuring time of one workload on one server.
     window: Duration,
     batch: usize,
-    /// Rounds of the latency and durable sections (see [`median_of`]).
+    /// Rounds of the latency, durable and vault sections (see
+    /// [`median_of`]).
     rounds: u32,
     sizes: Vec<usize>,
     /// The latency section's rates, as shares of NATS's best 1->1 rate.
@@ -502,6 +503,14 @@ pub(super) fn median_of(values: &[f64]) -> Option<usize> {
     order.get(values.len().saturating_sub(1) / 2).copied()
 }
 
+/// The run whose `rate` is the median of `runs` (see [`median_of`]), and
+/// every run's rate in order. `runs` is never empty: a section measures
+/// at least one round.
+pub(super) fn median_run<T>(runs: &[T], rate: impl Fn(&T) -> f64) -> (&T, Vec<f64>) {
+    let rates: Vec<f64> = runs.iter().map(rate).collect();
+    (&runs[median_of(&rates).expect("at least one round")], rates)
+}
+
 /// `; rounds: a / b / c UNIT`, every round's figure in order, after a
 /// figure that is the median of more than one round; nothing after a
 /// single round's.
@@ -593,8 +602,8 @@ pub(crate) async fn run(a: CompareArgs) -> Result<ExitCode, Failure> {
     };
     let mut report = Report::default();
     report.note(format!(
-        "rampart bench compare {}: {} s per workload and server; latency and durable figures \
-         are the median of {} round(s), each measuring every server in turn; {}",
+        "rampart bench compare {}: {} s per workload and server; latency, durable and vault \
+         figures are the median of {} round(s), each measuring every server in turn; {}",
         env!("CARGO_PKG_VERSION"),
         a.seconds,
         a.rounds,

@@ -14,7 +14,9 @@
 //! never printed.
 //!
 //! The two servers are measured one after the other (OpenBao first, stopped
-//! before Rampart starts), so that neither competes for the cores.
+//! before Rampart starts), so that neither competes for the cores, in
+//! `--rounds` rounds of a fresh server each; every figure is the median of
+//! its rounds.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -27,7 +29,7 @@ use rampart_identity::Secret;
 use serde_json::json;
 
 use super::nats::{quoted, BenchCerts};
-use super::{within, Better, Env, Report, Row};
+use super::{median_run, rounds_detail, within, Better, Env, Report, Row};
 use crate::bench::abuse::{kill_child, stop_child};
 use crate::bench::vault::{self, field, must, Measured, Op, Setup, READ_PATH};
 use crate::cmd_client::describe;
@@ -91,10 +93,26 @@ pub(super) async fn vault(env: &mut Env, report: &mut Report) -> Result<(), Fail
          for their audit record to be written (not fsynced), as Vault's audit devices do",
     );
 
-    let theirs = measure_openbao(&bin, env.window).await?;
-    let ours = measure_rampart(env.window).await?;
+    // Round after round, each a fresh server of each kind, so that a slow
+    // spell of the machine falls on one round of each rather than on one
+    // server's only measurement.
+    let rounds = env.rounds.max(1);
+    let mut theirs = Vec::new();
+    let mut ours = Vec::new();
+    for round in 1..=rounds {
+        eprintln!("bench: vault round {round} of {rounds}");
+        theirs.push(measure_openbao(&bin, env.window).await?);
+        ours.push(measure_rampart(env.window).await?);
+    }
+    report.note(format!(
+        "vault: {rounds} round(s), each starting a fresh OpenBao and then a fresh Rampart and \
+         measuring read, login and write on each; every figure is the median of its rounds \
+         (every round's figure in the detail), and an error in any Rampart round fails the aim"
+    ));
 
-    for ((op, aim), (r, p)) in OPS.iter().zip(ours.iter().zip(&theirs)) {
+    for (i, (op, aim)) in OPS.iter().enumerate() {
+        let r = VaultRounds::of(ours.iter().map(|m| &m[i]));
+        let p = VaultRounds::of(theirs.iter().map(|m| &m[i]));
         report.rows.push(Row {
             section: "vault".into(),
             workload: format!("{}, {WORKERS} workers", op.as_str()),
@@ -103,8 +121,8 @@ pub(super) async fn vault(env: &mut Env, report: &mut Report) -> Result<(), Fail
             rampart: r.rate(),
             peer: peer.clone(),
             peer_value: p.rate(),
-            rampart_detail: detail(r),
-            peer_detail: detail(p),
+            rampart_detail: r.detail(),
+            peer_detail: p.detail(),
             aim: Some(*aim),
             aim_terms_held: r.errors == 0,
         });
@@ -112,13 +130,39 @@ pub(super) async fn vault(env: &mut Env, report: &mut Report) -> Result<(), Fail
     Ok(())
 }
 
-/// p99 and errors of one measurement.
-fn detail(m: &Measured) -> String {
-    format!(
-        "p99 {} us, {} errors",
-        m.hist.value_at_quantile(0.99),
-        m.errors
-    )
+/// One workload on one server over every round: the median round, every
+/// round's rate and the errors of all of them.
+struct VaultRounds<'a> {
+    median: &'a Measured,
+    rates: Vec<f64>,
+    errors: u64,
+}
+
+impl<'a> VaultRounds<'a> {
+    fn of(rounds: impl Iterator<Item = &'a Measured>) -> VaultRounds<'a> {
+        let runs: Vec<&Measured> = rounds.collect();
+        let (median, rates) = median_run(&runs, |m| m.rate());
+        VaultRounds {
+            median,
+            rates,
+            errors: runs.iter().map(|m| m.errors).sum(),
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        self.median.rate()
+    }
+
+    /// The median round's p99, the errors of every round, and every
+    /// round's rate when there was more than one.
+    fn detail(&self) -> String {
+        format!(
+            "p99 {} us, {} errors{}",
+            self.median.hist.value_at_quantile(0.99),
+            self.errors,
+            rounds_detail(&self.rates, "ops/s")
+        )
+    }
 }
 
 /// Every operation of [`OPS`] against the server of `s`, each bounded in
@@ -476,6 +520,36 @@ fn parse_version(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn measured(ok: u64, errors: u64, latency_us: u64) -> Measured {
+        let mut hist = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+        hist.record(latency_us).unwrap();
+        Measured {
+            ok,
+            errors,
+            first_error: None,
+            seconds: 2.0,
+            hist,
+        }
+    }
+
+    #[test]
+    fn a_vault_row_is_its_median_round_with_every_rounds_errors() {
+        let runs = [
+            measured(30_000, 0, 900),
+            measured(20_000, 2, 1_500),
+            measured(26_000, 0, 1_100),
+        ];
+        let r = VaultRounds::of(runs.iter());
+        assert_eq!(r.rate(), 13_000.0);
+        assert_eq!(r.errors, 2, "an error in any round counts");
+        assert_eq!(
+            r.detail(),
+            "p99 1100 us, 2 errors; rounds: 15000 / 10000 / 13000 ops/s"
+        );
+        let one = VaultRounds::of(runs[..1].iter());
+        assert_eq!(one.detail(), "p99 900 us, 0 errors");
+    }
 
     #[test]
     fn config_is_loopback_raft_and_tls_13() {
