@@ -144,7 +144,8 @@ impl Auditor {
             out,
             cfg.checkpoint_every,
             cfg.checkpoint_interval,
-        );
+        )
+        .map_err(AuditError::Spawn)?;
         let (tx, rx) = sync_channel(cfg.queue);
         thread::Builder::new()
             .name("rampart-audit".into())
@@ -332,6 +333,7 @@ impl Auditor {
             batch_write: c.batch_write.snapshot(),
             durable_wait: c.durable_wait.snapshot(),
             written_wait: c.written_wait.snapshot(),
+            fsync: c.fsync.snapshot(),
         }
     }
 

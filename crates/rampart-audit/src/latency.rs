@@ -37,15 +37,18 @@ impl Histogram {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct AuditLatency {
-    /// The writer thread writing one batch, its fsync included when it had
-    /// one (a caller waiting for durability, a checkpoint, a rotation, or
-    /// records written 100 ms ago without one). Failed writes too.
+    /// The writer thread writing one batch (to the page cache: its fsync
+    /// is the fsync thread's). Failed writes too.
     pub batch_write: Latency,
     /// [`Auditor::mandatory`](crate::Auditor::mandatory) callers, from the
     /// call to the answer: durable, or refused at `durable_timeout`.
     pub durable_wait: Latency,
     /// [`Auditor::written`](crate::Auditor::written) callers, likewise.
     pub written_wait: Latency,
+    /// The fsync thread's fsyncs, each covering every batch written before
+    /// it (a caller waiting for durability, a checkpoint, a rotation, or
+    /// records written 100 ms ago without one). Failed ones too.
+    pub fsync: Latency,
 }
 
 #[cfg(test)]

@@ -79,6 +79,7 @@ mod latency;
 mod read;
 mod record;
 mod recovery;
+mod sync;
 mod time;
 mod verify;
 mod writer;

@@ -1,13 +1,14 @@
 //! The writer thread: takes events off the queue, chains and hashes them,
 //! and writes each batch with one write, answering the callers who asked
-//! for the `written` level at once. A batch with a caller waiting for
-//! durability (or a checkpoint, or a rotation) is fsynced before they are
-//! answered, covering every batch written before it (group commit). A
-//! batch without one is not fsynced on its own: the fsync waits for the
-//! next batch that needs one, or [`SYNC_LAG`] at most, so that callers at
-//! the `written` level (vault reads) never queue behind an fsync they did
-//! not ask for. If that fsync fails, the file is cut back to the last good
-//! fsync and every record after it is counted lost, as a failed batch is.
+//! for the `written` level at once. It never fsyncs: each written batch
+//! goes to the fsync thread ([`crate::sync`]), which answers the callers
+//! waiting for durability once an fsync covers their batch (group commit)
+//! while this thread goes on writing. So callers at the `written` level
+//! (vault reads) never queue behind an fsync, not even a slow one. A batch
+//! without a durable waiter, checkpoint or rotation is fsynced within
+//! [`SYNC_LAG`](crate::sync::SYNC_LAG). If an fsync fails, the file is cut
+//! back to the last good one before the next write, and every record after
+//! it is counted lost, as a failed batch is.
 //!
 //! It runs on its own OS thread with blocking IO, so a stuck disk or a
 //! blocked stdout stalls only this thread; callers are bounded by the queue
@@ -29,8 +30,9 @@ use crate::event::Event;
 use crate::files;
 use crate::keys::AuditKeys;
 use crate::latency::Histogram;
-use crate::record::{Chain, Head};
+use crate::record::Chain;
 use crate::recovery::Resume;
+use crate::sync::{Handed, Synced, Syncer};
 use crate::time::now_ms;
 
 /// Answer to a mandatory record: `Ok` once durable, `Err` if its batch
@@ -68,9 +70,6 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 const WARN_EVERY: Duration = Duration::from_secs(5);
 /// Batches waiting for the stdout copy thread.
 const COPY_QUEUE: usize = 1024;
-/// The longest a written record waits for its fsync when no caller asks
-/// for durability.
-const SYNC_LAG: Duration = Duration::from_millis(100);
 
 /// Shared between the writer and every `Auditor` clone.
 #[derive(Debug, Default)]
@@ -94,6 +93,7 @@ pub(crate) struct Counters {
     pub batch_write: Histogram,
     pub durable_wait: Histogram,
     pub written_wait: Histogram,
+    pub fsync: Histogram,
 }
 
 /// Where batches go.
@@ -107,8 +107,6 @@ pub(crate) struct FileSink {
     file_seq: u64,
     /// Bytes of the current file that the writer wrote.
     len: u64,
-    /// Of those, the bytes fsynced.
-    synced_len: u64,
     create: bool,
     /// A failed write could not be cut back: the bytes past `len` are the
     /// writer's own leftovers, to cut off before the next write.
@@ -153,7 +151,6 @@ impl FileSink {
             dir,
             file_seq: resume.file_seq,
             len: resume.file_len,
-            synced_len: resume.file_len,
             create: resume.create,
             dirty: false,
             max_bytes,
@@ -256,117 +253,114 @@ impl FileSink {
                     self.len
                 )));
             }
+            // The writer's own leftovers: a failed write, or records cut
+            // off after a failed fsync.
             f.set_len(self.len)?;
+            f.sync_data()?;
         }
         Ok(())
     }
 
-    /// Appends `buf` to the current file, calls `written`, and fsyncs the
-    /// file if `sync` (covering every earlier unsynced append too). A
-    /// failed write is cut back, so no partial line stays in the log; a
-    /// failed fsync cuts the file back to the last good fsync.
-    fn append(&mut self, buf: &[u8], written: &mut dyn FnMut(), sync: bool) -> Result<(), Failed> {
-        let f = self.open().map_err(Failed::Write)?;
+    /// Appends `buf` to the current file and calls `written`. Returns the
+    /// file, for its fsync. A failed write is cut back, so no partial line
+    /// stays in the log.
+    fn append(&mut self, buf: &[u8], written: &mut dyn FnMut()) -> io::Result<Arc<std::fs::File>> {
+        let f = self.open()?;
         if let Err(e) = (&*f).write_all(buf) {
             // If this fails too, the next batch cuts the file back.
             self.dirty = f.set_len(self.len).and_then(|()| f.sync_data()).is_err();
-            return Err(Failed::Write(e));
+            return Err(e);
         }
         written();
         self.dirty = false;
         self.create = false;
         self.len += buf.len() as u64;
-        if sync {
-            self.sync(&f)?;
-        }
-        Ok(())
+        Ok(f)
     }
 
-    /// Fsyncs what was appended since the last fsync.
-    fn sync_pending(&mut self) -> Result<(), Failed> {
-        if self.synced_len == self.len {
-            return Ok(());
+    /// After a failed fsync: the file goes back to `len` bytes (of file
+    /// `file_seq`; a later file is emptied), at once if the writer holds
+    /// it, else (or if that fails) when it is next opened for a write, as
+    /// a failed write's leftovers are.
+    fn cut_back(&mut self, file_seq: u64, len: u64) {
+        let len = if file_seq == self.file_seq { len } else { 0 };
+        if self.len <= len {
+            return;
         }
-        let f = self.open().map_err(Failed::Write)?;
-        self.sync(&f)
+        self.len = len;
+        self.dirty = true;
+        if let Some(held) = self.held.as_ref().filter(|h| h.file_seq == self.file_seq) {
+            self.dirty = held
+                .file
+                .set_len(len)
+                .and_then(|()| held.file.sync_data())
+                .is_err();
+        }
     }
 
-    fn sync(&mut self, f: &std::fs::File) -> Result<(), Failed> {
-        if let Err(e) = fsync(&self.dir, f) {
-            self.len = self.synced_len;
-            self.dirty = f.set_len(self.len).and_then(|()| f.sync_data()).is_err();
-            return Err(Failed::Sync(e));
-        }
-        self.synced_len = self.len;
-        Ok(())
+    /// Starts the next file, after a rotation's checkpoint is durable.
+    fn rotate_to(&mut self, file_seq: u64) {
+        self.file_seq = file_seq;
+        self.len = 0;
+        self.create = true;
     }
 }
 
-/// `f.sync_data()`. A test can make the next one in a folder fail (after
-/// it really ran), to check the writer's answer to a failed fsync: no
-/// file system here fails one on demand.
-fn fsync(dir: &Path, f: &std::fs::File) -> io::Result<()> {
+/// `f.sync_data()`. A test can make the next one in a folder slow, or
+/// fail (after it really ran), to check the answers to a stuck and to a
+/// failed fsync: no file system here does either on demand.
+pub(crate) fn fsync(dir: &Path, f: &std::fs::File) -> io::Result<()> {
     let r = f.sync_data();
     #[cfg(test)]
-    if r.is_ok() && tests::failing_fsync::take(dir) {
-        return Err(io::Error::other("injected fsync failure"));
+    if r.is_ok() {
+        if let Some((stall, fail)) = tests::failing_fsync::take(dir) {
+            thread::sleep(stall);
+            if fail {
+                return Err(io::Error::other("injected fsync failure"));
+            }
+        }
     }
     #[cfg(not(test))]
     let _ = dir;
     r
 }
 
-/// Why a batch did not make it.
-#[derive(Debug)]
-enum Failed {
-    /// It was not written (nothing else changed).
-    Write(io::Error),
-    /// It was written but the fsync failed: the file is cut back to the
-    /// last good fsync, so every record written since is gone.
-    Sync(io::Error),
-}
-
-impl Failed {
-    fn error(&self) -> &io::Error {
-        match self {
-            Failed::Write(e) | Failed::Sync(e) => e,
-        }
-    }
+/// The file a batch went to, and its length after it.
+struct WrittenTo {
+    file: Arc<std::fs::File>,
+    file_seq: u64,
+    end: u64,
 }
 
 impl Output {
+    /// Writes `buf` (and calls `written` once it is written): to the
+    /// current file, returned for the batch's fsync, or to stdout and
+    /// flushed, which is all stdout gets.
     fn write(
         &mut self,
         buf: &[u8],
         counters: &Counters,
         written: &mut dyn FnMut(),
-        sync: bool,
-    ) -> Result<(), Failed> {
+    ) -> io::Result<Option<WrittenTo>> {
         match self {
             Output::Files(sink) => {
-                sink.append(buf, written, sync)?;
+                let file = sink.append(buf, written)?;
                 if let Some(copy) = &sink.copy {
                     if copy.try_send(buf.to_vec()).is_err() {
                         counters.stdout_dropped.fetch_add(1, Relaxed);
                     }
                 }
-                Ok(())
+                Ok(Some(WrittenTo {
+                    file,
+                    file_seq: sink.file_seq,
+                    end: sink.len,
+                }))
             }
             Output::Stdout(out) => {
-                out.write_all(buf)
-                    .and_then(|()| out.flush())
-                    .map_err(Failed::Write)?;
+                out.write_all(buf).and_then(|()| out.flush())?;
                 written();
-                Ok(())
+                Ok(None)
             }
-        }
-    }
-
-    /// Fsyncs what was written without one.
-    fn sync_pending(&mut self) -> Result<(), Failed> {
-        match self {
-            Output::Files(sink) => sink.sync_pending(),
-            Output::Stdout(_) => Ok(()),
         }
     }
 
@@ -375,22 +369,6 @@ impl Output {
         match self {
             Output::Files(sink) => sink.len + extra as u64 >= sink.max_bytes,
             Output::Stdout(_) => false,
-        }
-    }
-
-    /// After a checkpoint was written: update `HEAD`, and start a new file
-    /// at `next_seq` if `rotate`.
-    fn checkpointed(&mut self, head: &Head, next_seq: u64, rotate: bool) -> io::Result<()> {
-        match self {
-            Output::Files(sink) => {
-                if rotate {
-                    sink.file_seq = next_seq;
-                    sink.len = 0;
-                    sink.create = true;
-                }
-                files::write_head(&sink.dir, head)
-            }
-            Output::Stdout(_) => Ok(()),
         }
     }
 
@@ -413,6 +391,8 @@ pub(crate) struct Writer {
     counters: Arc<Counters>,
     chain: Chain,
     out: Output,
+    /// The fsync thread, for a file sink.
+    syncer: Option<Syncer>,
     checkpoint_every: u64,
     checkpoint_interval: Duration,
     since_checkpoint: u64,
@@ -421,13 +401,40 @@ pub(crate) struct Writer {
     retry_at: Option<Instant>,
     /// Reused batch buffer.
     spare: Vec<u8>,
-    /// The chain as of the last fsync, and the records written since then
-    /// and when the first of them was: what a failed fsync takes back.
-    synced_chain: Chain,
-    unsynced_records: u64,
-    unsynced_since: Option<Instant>,
-    warned_at: Option<Instant>,
+    warn: Warn,
+}
+
+/// Failures are counted every time and logged at most once every
+/// [`WARN_EVERY`], with how many were not.
+#[derive(Default)]
+pub(crate) struct Warn {
+    at: Option<Instant>,
     suppressed: u64,
+}
+
+impl Warn {
+    pub(crate) fn failed(
+        &mut self,
+        counters: &Counters,
+        what: &str,
+        sink: &dyn std::fmt::Display,
+        e: &io::Error,
+    ) {
+        counters.failures.fetch_add(1, Relaxed);
+        let now = now_ms().max(1);
+        counters.last_error_ms.store(now, Relaxed);
+        // Keeps the first failure of a run of them.
+        let _ = counters
+            .failing_since_ms
+            .compare_exchange(0, now, Relaxed, Relaxed);
+        if self.at.is_some_and(|at| at.elapsed() < WARN_EVERY) {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(error = %e, sink = %sink, suppressed = self.suppressed, "{what}");
+        self.at = Some(Instant::now());
+        self.suppressed = 0;
+    }
 }
 
 struct Batch {
@@ -453,6 +460,8 @@ impl Batch {
 }
 
 impl Writer {
+    /// A writer for `out`, and for a file sink its fsync thread, which
+    /// takes the log as recovered at start to be durable.
     pub(crate) fn new(
         keys: Arc<AuditKeys>,
         counters: Arc<Counters>,
@@ -461,25 +470,35 @@ impl Writer {
         out: Output,
         checkpoint_every: u64,
         checkpoint_interval: Duration,
-    ) -> Writer {
+    ) -> io::Result<Writer> {
         counters.last_seq.store(chain.next_seq() - 1, Relaxed);
-        Writer {
+        let syncer = match &out {
+            Output::Files(sink) => Some(Syncer::start(
+                sink.dir.clone(),
+                counters.clone(),
+                Synced {
+                    file_seq: sink.file_seq,
+                    len: sink.len,
+                    chain: chain.clone(),
+                    since_checkpoint,
+                },
+            )?),
+            Output::Stdout(_) => None,
+        };
+        Ok(Writer {
             keys,
             counters,
-            synced_chain: chain.clone(),
-            unsynced_records: 0,
-            unsynced_since: None,
             chain,
             out,
+            syncer,
             checkpoint_every,
             checkpoint_interval,
             since_checkpoint,
             last_checkpoint: Instant::now(),
             retry_at: None,
             spare: Vec::new(),
-            warned_at: None,
-            suppressed: 0,
-        }
+            warn: Warn::default(),
+        })
     }
 
     /// The thread's body. Returns when told to shut down, or when every
@@ -542,8 +561,9 @@ impl Writer {
         }
         let last = self.batch();
         self.commit(last, true);
-        if self.unsynced_records > 0 {
-            self.sync_tail();
+        // Fsyncs everything written, the final checkpoint included.
+        if let Some(syncer) = self.syncer.take() {
+            syncer.stop();
         }
         for done in stopping {
             let _ = done.send(());
@@ -563,21 +583,9 @@ impl Writer {
         Some(at.saturating_duration_since(Instant::now()))
     }
 
-    /// How long until the records written without an fsync must have one;
-    /// `None` when there are none.
-    fn sync_in(&self) -> Option<Duration> {
-        self.unsynced_since
-            .map(|t| (t + SYNC_LAG).saturating_duration_since(Instant::now()))
-    }
-
-    /// How long to wait for the next event before a timed checkpoint or
-    /// a lagging fsync.
+    /// How long to wait for the next event before a timed checkpoint.
     fn wait(&self) -> Duration {
-        [self.checkpoint_in(), self.sync_in()]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(IDLE_WAIT)
+        self.checkpoint_in().unwrap_or(IDLE_WAIT)
     }
 
     fn tick(&mut self) {
@@ -585,55 +593,29 @@ impl Writer {
             let batch = self.batch();
             self.commit(batch, true);
         }
-        if self.sync_in() == Some(Duration::ZERO) {
-            self.sync_tail();
-        }
     }
 
-    /// Fsyncs the records written without one. If the file cannot even be
-    /// opened, nothing was cut back: the records stay written and the fsync
-    /// is tried again after another [`SYNC_LAG`].
-    fn sync_tail(&mut self) {
-        match self.out.sync_pending() {
-            Ok(()) => self.synced(),
-            Err(Failed::Write(e)) => {
-                self.unsynced_since = Some(Instant::now());
-                self.failed("audit fsync could not open the file; trying again", &e);
-            }
-            Err(e) => self.sync_failed(&e),
+    /// After a failed fsync (see [`crate::sync`]): cuts the file and the
+    /// chain back to the last good fsync before anything more is written.
+    /// Returns whether it did.
+    fn recover(&mut self) -> bool {
+        let Some(synced) = self.syncer.as_ref().and_then(Syncer::take_poison) else {
+            return false;
+        };
+        if let Output::Files(sink) = &mut self.out {
+            sink.cut_back(synced.file_seq, synced.len);
         }
-    }
-
-    /// After a good fsync.
-    fn synced(&mut self) {
-        self.counters.failing_since_ms.store(0, Relaxed);
-        if matches!(self.out, Output::Files(_)) {
-            self.counters.fsyncs.fetch_add(1, Relaxed);
-        }
-        self.synced_chain = self.chain.clone();
-        self.unsynced_records = 0;
-        self.unsynced_since = None;
-    }
-
-    /// After a failed fsync cut the file back to the one before: the
-    /// records written since are lost and the chain goes back with them.
-    fn sync_failed(&mut self, e: &Failed) {
-        let lost = std::mem::take(&mut self.unsynced_records);
-        self.counters.lost.fetch_add(lost, Relaxed);
-        self.since_checkpoint = self.since_checkpoint.saturating_sub(lost);
-        self.chain = self.synced_chain.clone();
+        self.chain = synced.chain;
+        self.since_checkpoint = synced.since_checkpoint;
         self.counters
             .last_seq
             .store(self.chain.next_seq() - 1, Relaxed);
-        self.unsynced_since = None;
         self.retry_at = Some(Instant::now() + RETRY_AFTER);
-        self.failed(
-            "audit fsync failed; the records written since the last one are lost",
-            e.error(),
-        );
+        true
     }
 
     fn batch(&mut self) -> Batch {
+        self.recover();
         let mut buf = std::mem::take(&mut self.spare);
         buf.clear();
         Batch {
@@ -680,7 +662,8 @@ impl Writer {
     }
 
     /// Writes a batch, with a checkpoint at its end when one is due (or
-    /// `force`d), and answers its waiters.
+    /// `force`d), answers its `written`-level callers and hands it to the
+    /// fsync thread, which answers the others.
     fn commit(&mut self, batch: Batch, force: bool) {
         let Batch {
             mut chain,
@@ -689,6 +672,16 @@ impl Writer {
             replies,
             mut early,
         } = batch;
+        if self.recover() {
+            // An fsync failed while this batch was being put together: its
+            // chain grows from records now cut off, so it goes too.
+            self.counters.lost.fetch_add(records, Relaxed);
+            for reply in replies.into_iter().chain(early) {
+                let _ = reply.send(Err(()));
+            }
+            self.spare = buf;
+            return;
+        }
         let pending = self.since_checkpoint + records;
         let rotate = records > 0 && self.out.rotation_due(buf.len());
         let due = force
@@ -714,69 +707,85 @@ impl Writer {
                 let _ = reply.send(Ok(()));
             }
         };
-        // Durable waiters, a checkpoint (HEAD must only ever name synced
-        // records) and a rotation need the fsync now; anything else may
-        // wait for the next one.
-        let sync = !replies.is_empty()
-            || head.is_some()
-            || force
-            || self.sync_in() == Some(Duration::ZERO);
         let started = Instant::now();
-        let result = self
-            .out
-            .write(&buf, &self.counters, &mut answer_early, sync);
+        let result = self.out.write(&buf, &self.counters, &mut answer_early);
         self.counters.batch_write.record(started.elapsed());
-        match result {
-            Ok(()) => {
-                self.counters.failing_since_ms.store(0, Relaxed);
-                self.chain = chain;
-                self.counters.written.fetch_add(records, Relaxed);
-                self.counters
-                    .last_seq
-                    .store(self.chain.next_seq() - 1, Relaxed);
-                if sync {
-                    self.synced();
-                } else {
-                    self.unsynced_records += records;
-                    self.unsynced_since.get_or_insert_with(Instant::now);
-                }
-                for reply in replies {
-                    let _ = reply.send(Ok(()));
-                }
-                match head {
-                    Some(head) => {
-                        self.since_checkpoint = 0;
-                        self.last_checkpoint = Instant::now();
-                        self.retry_at = None;
-                        if let Err(e) = self.out.checkpointed(&head, self.chain.next_seq(), rotate)
-                        {
-                            self.failed("HEAD could not be updated", &e);
-                        }
-                        // Counted once HEAD names it, so that whoever sees
-                        // the count finds a directory that verifies.
-                        self.counters.checkpoints.fetch_add(1, Relaxed);
-                    }
-                    None => self.since_checkpoint = pending,
-                }
-            }
+        self.spare = buf;
+        let to = match result {
+            Ok(to) => to,
             Err(e) => {
                 self.counters.lost.fetch_add(records, Relaxed);
+                self.retry_at = Some(Instant::now() + RETRY_AFTER);
                 // Counters first, so a caller told "no" sees them.
-                match &e {
-                    Failed::Write(io) => {
-                        self.retry_at = Some(Instant::now() + RETRY_AFTER);
-                        self.failed("audit write failed; the records of this batch are lost", io);
-                    }
-                    // The batch was written, then cut back with everything
-                    // since the last fsync.
-                    Failed::Sync(_) => self.sync_failed(&e),
-                }
+                self.warn.failed(
+                    &self.counters,
+                    "audit write failed; the records of this batch are lost",
+                    &self.out.describe(),
+                    &e,
+                );
                 for reply in replies.into_iter().chain(early) {
                     let _ = reply.send(Err(()));
                 }
+                return;
+            }
+        };
+        self.chain = chain;
+        self.counters.written.fetch_add(records, Relaxed);
+        self.counters
+            .last_seq
+            .store(self.chain.next_seq() - 1, Relaxed);
+        if head.is_some() {
+            self.since_checkpoint = 0;
+            self.last_checkpoint = Instant::now();
+            self.retry_at = None;
+        } else {
+            self.since_checkpoint = pending;
+        }
+        let (Some(to), Some(syncer)) = (to, &self.syncer) else {
+            // Stdout: flushed is all it gets. (A file's failure is over
+            // once an fsync succeeds: the fsync thread clears it.)
+            self.counters.failing_since_ms.store(0, Relaxed);
+            for reply in replies {
+                let _ = reply.send(Ok(()));
+            }
+            if head.is_some() {
+                self.counters.checkpoints.fetch_add(1, Relaxed);
+            }
+            return;
+        };
+        // Durable waiters and a checkpoint (HEAD must only ever name
+        // synced records) want the fsync now; anything else may wait for
+        // the next one.
+        let urgent = !replies.is_empty() || head.is_some() || force;
+        let handed = Handed {
+            file: to.file,
+            after: Synced {
+                file_seq: to.file_seq,
+                len: to.end,
+                chain: self.chain.clone(),
+                since_checkpoint: self.since_checkpoint,
+            },
+            records,
+            replies,
+            head,
+            urgent,
+        };
+        if !rotate {
+            syncer.hand(handed);
+            return;
+        }
+        // The next file starts only once this one is durable up to its
+        // closing checkpoint.
+        match syncer.hand_and_wait(handed) {
+            Ok(()) => {
+                if let Output::Files(sink) = &mut self.out {
+                    sink.rotate_to(self.chain.next_seq());
+                }
+            }
+            Err(_) => {
+                self.recover();
             }
         }
-        self.spare = buf;
     }
 
     /// Writes and fsyncs a key rotation (a checkpoint signed by `keys` and
@@ -784,6 +793,7 @@ impl Writer {
     /// log there is nothing to endorse: `keys` simply become the log's
     /// first key. On failure the old keys stay in force.
     fn rotate(&mut self, keys: Arc<AuditKeys>) -> Result<(), String> {
+        self.recover();
         let mut buf = Vec::new();
         let mut chain = self.chain.clone();
         let Some(head) = chain.append_rotation(&mut buf, &self.keys, &keys, now_ms()) else {
@@ -794,58 +804,52 @@ impl Writer {
             self.keys = keys;
             return Ok(());
         };
-        match self.out.write(&buf, &self.counters, &mut || {}, true) {
-            Ok(()) => {
-                self.chain = chain;
-                self.counters
-                    .last_seq
-                    .store(self.chain.next_seq() - 1, Relaxed);
-                self.synced();
-                self.since_checkpoint = 0;
-                self.last_checkpoint = Instant::now();
-                self.retry_at = None;
-                self.keys = keys;
-                // The rotation is in the log, which is what counts: a stale
-                // HEAD is brought up to date at the next start.
-                if let Err(e) = self.out.checkpointed(&head, self.chain.next_seq(), false) {
-                    self.failed("HEAD could not be updated", &e);
-                }
-                self.counters.checkpoints.fetch_add(1, Relaxed);
-                Ok(())
-            }
+        let to = match self.out.write(&buf, &self.counters, &mut || {}) {
+            Ok(to) => to,
             Err(e) => {
-                let reason = e.error().to_string();
-                match &e {
-                    Failed::Write(io) => self.failed("audit key rotation could not be written", io),
-                    Failed::Sync(_) => self.sync_failed(&e),
-                }
-                Err(reason)
+                let reason = e.to_string();
+                self.warn.failed(
+                    &self.counters,
+                    "audit key rotation could not be written",
+                    &self.out.describe(),
+                    &e,
+                );
+                return Err(reason);
             }
+        };
+        self.chain = chain;
+        self.counters
+            .last_seq
+            .store(self.chain.next_seq() - 1, Relaxed);
+        if let (Some(to), Some(syncer)) = (to, &self.syncer) {
+            // The rotation is in the log once fsynced, which is what counts:
+            // a HEAD that could not be updated is brought up to date at the
+            // next start.
+            let handed = Handed {
+                file: to.file,
+                after: Synced {
+                    file_seq: to.file_seq,
+                    len: to.end,
+                    chain: self.chain.clone(),
+                    since_checkpoint: 0,
+                },
+                records: 0,
+                replies: Vec::new(),
+                head: Some(head),
+                urgent: true,
+            };
+            if let Err(reason) = syncer.hand_and_wait(handed) {
+                self.recover();
+                return Err(reason);
+            }
+        } else {
+            self.counters.checkpoints.fetch_add(1, Relaxed);
         }
-    }
-
-    /// Counts a failure and logs it, at most once every few seconds.
-    fn failed(&mut self, what: &str, e: &io::Error) {
-        self.counters.failures.fetch_add(1, Relaxed);
-        let now = now_ms().max(1);
-        self.counters.last_error_ms.store(now, Relaxed);
-        // Keeps the first failure of a run of them.
-        let _ = self
-            .counters
-            .failing_since_ms
-            .compare_exchange(0, now, Relaxed, Relaxed);
-        if self.warned_at.is_some_and(|at| at.elapsed() < WARN_EVERY) {
-            self.suppressed += 1;
-            return;
-        }
-        tracing::warn!(
-            error = %e,
-            sink = %self.out.describe(),
-            suppressed = self.suppressed,
-            "{what}"
-        );
-        self.warned_at = Some(Instant::now());
-        self.suppressed = 0;
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        self.retry_at = None;
+        self.keys = keys;
+        Ok(())
     }
 }
 
@@ -880,21 +884,31 @@ mod tests {
     use super::*;
     use crate::{read_records, verify_dir, AuditConfig, AuditKeys, Auditor, Event, Outcome};
 
-    /// Folders whose next fsync fails, once each (see [`fsync`]).
+    /// Folders whose next fsync stalls, fails or both, once each (see
+    /// [`fsync`]).
     pub(super) mod failing_fsync {
         use std::path::{Path, PathBuf};
         use std::sync::Mutex;
+        use std::time::Duration;
 
-        static NEXT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+        static NEXT: Mutex<Vec<(PathBuf, Duration, bool)>> = Mutex::new(Vec::new());
 
+        /// The next fsync in `dir` fails.
         pub(crate) fn arm(dir: &Path) {
-            NEXT.lock().unwrap().push(dir.to_path_buf());
+            stall(dir, Duration::ZERO, true);
         }
 
-        pub(crate) fn take(dir: &Path) -> bool {
+        /// The next fsync in `dir` takes `stall` longer, then fails if
+        /// `fail`.
+        pub(crate) fn stall(dir: &Path, stall: Duration, fail: bool) {
+            NEXT.lock().unwrap().push((dir.to_path_buf(), stall, fail));
+        }
+
+        pub(crate) fn take(dir: &Path) -> Option<(Duration, bool)> {
             let mut next = NEXT.lock().unwrap();
-            let found = next.iter().position(|d| d == dir);
-            found.map(|i| next.remove(i)).is_some()
+            let found = next.iter().position(|(d, ..)| d == dir)?;
+            let (_, stall, fail) = next.remove(found);
+            Some((stall, fail))
         }
     }
 
@@ -932,6 +946,99 @@ mod tests {
             a.mandatory(event(i)).await.unwrap();
         }
         assert_eq!(a.stats().failing_since_ms, None, "a good fsync clears it");
+        a.shutdown().await;
+
+        let report = verify_dir(&dir, Some(&a.public_key())).unwrap();
+        assert_eq!(report.records, 6, "{report:?}");
+        let kept: Vec<u64> = read_records(&dir, None, 0, 100)
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["metadata"]["i"].as_u64())
+            .collect();
+        assert_eq!(kept, [0, 1, 2, 20, 21, 22]);
+    }
+
+    /// The writer never waits for an fsync: while one is stuck (here for
+    /// 1.5 s, a stalled disk), callers at the `written` level are answered
+    /// as their records are written, and the durable caller behind the
+    /// stuck fsync is refused at its timeout rather than holding them up.
+    /// Before the fsync thread, every one of them waited for the fsync.
+    #[tokio::test]
+    async fn written_records_are_answered_while_an_fsync_is_stuck() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("audit");
+        let mut cfg = AuditConfig::new(&dir);
+        cfg.checkpoint_every = 1_000;
+        cfg.checkpoint_interval = Duration::from_secs(3600);
+        let a = Auditor::start(cfg, AuditKeys::load_or_create(data.path()).unwrap()).unwrap();
+        a.mandatory(event(0)).await.unwrap();
+
+        failing_fsync::stall(&dir, Duration::from_millis(1500), false);
+        let started = Instant::now();
+        assert_eq!(a.mandatory(event(1)).await, Err(crate::Unavailable));
+        for i in 2..22 {
+            a.written(event(i)).await.unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(1000),
+            "the written records waited for the stuck fsync: {:?}",
+            started.elapsed()
+        );
+        // Once the disk is back, a durable record goes through again.
+        tokio::time::sleep_until((started + Duration::from_millis(1600)).into()).await;
+        a.mandatory(event(22)).await.unwrap();
+        a.shutdown().await;
+        let kept: Vec<u64> = read_records(&dir, None, 0, 100)
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["metadata"]["i"].as_u64())
+            .collect();
+        // The refused one too: it was written, and its fsync was only slow.
+        assert_eq!(kept, (0..23).collect::<Vec<u64>>());
+        verify_dir(&dir, Some(&a.public_key())).unwrap();
+    }
+
+    /// A failed fsync takes with it what the writer wrote while it ran: the
+    /// `written` records answered meanwhile are cut off and counted lost,
+    /// and the log goes on from the last good fsync with a chain that
+    /// verifies.
+    #[tokio::test]
+    async fn a_failed_fsync_cuts_off_what_was_written_while_it_ran() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("audit");
+        let mut cfg = AuditConfig::new(&dir);
+        cfg.checkpoint_every = 1_000;
+        cfg.checkpoint_interval = Duration::from_secs(3600);
+        let a = Auditor::start(cfg, AuditKeys::load_or_create(data.path()).unwrap()).unwrap();
+        for i in 0..3 {
+            a.mandatory(event(i)).await.unwrap();
+        }
+        let lost_before = a.stats().lost;
+
+        failing_fsync::stall(&dir, Duration::from_millis(400), true);
+        let durable = {
+            let a = a.clone();
+            tokio::spawn(async move { a.mandatory(event(10)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for i in 11..16 {
+            a.written(event(i)).await.unwrap();
+        }
+        assert_eq!(durable.await.unwrap(), Err(crate::Unavailable));
+        // The failure is known once the stalled fsync returns.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while a.stats().lost < lost_before + 6 {
+            assert!(Instant::now() < deadline, "{:?}", a.stats());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(a.stats().failing_since_ms.is_some());
+
+        for i in 20..23 {
+            a.mandatory(event(i)).await.unwrap();
+        }
+        let s = a.stats();
+        assert_eq!(s.lost, lost_before + 6, "{s:?}");
+        assert_eq!(s.failing_since_ms, None, "a good fsync clears it");
         a.shutdown().await;
 
         let report = verify_dir(&dir, Some(&a.public_key())).unwrap();

@@ -172,6 +172,7 @@ async fn metrics_follow_the_traffic(t: Transport) {
     assert_eq!(m.get("rampart_durable_consumers"), Some(&0.0));
     // Logins waited for their audit records, which were written in batches.
     at_least(&m, "rampart_audit_batch_write_seconds_count", 1.0);
+    at_least(&m, "rampart_audit_fsync_seconds_count", 1.0);
     at_least(
         &m,
         "rampart_audit_wait_seconds_count{level=\"durable\"}",
