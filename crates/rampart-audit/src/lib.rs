@@ -61,8 +61,10 @@
 //!   line.
 //! - `recovery`: opening an existing log at start (torn tail repair, chain
 //!   end, `HEAD` and key consistency).
-//! - `writer`: the writer thread: group commit, fsync, checkpoints,
-//!   rotation, surviving write failures.
+//! - `writer`: the writer thread: batches, checkpoints, rotation,
+//!   surviving write failures; it never waits for an fsync.
+//! - `sync`: the fsync thread: group commit, answering durable callers,
+//!   `HEAD` after a checkpoint, and the cut-back after a failed fsync.
 //! - `auditor`: [`Auditor`], the cloneable handle, and its [`AuditStats`].
 //! - `latency`: the histograms of [`AuditLatency`]: batch writes, and how
 //!   long callers wait.
