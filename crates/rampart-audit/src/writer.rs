@@ -332,6 +332,26 @@ struct WrittenTo {
     end: u64,
 }
 
+impl WrittenTo {
+    /// The batch, for the fsync thread, with where the log stands after it
+    /// (no records, waiters or checkpoint yet).
+    fn handed(self, chain: Chain, since_checkpoint: u64) -> Handed {
+        Handed {
+            file: self.file,
+            after: Synced {
+                file_seq: self.file_seq,
+                len: self.end,
+                chain,
+                since_checkpoint,
+            },
+            records: 0,
+            replies: Vec::new(),
+            head: None,
+            urgent: false,
+        }
+    }
+}
+
 impl Output {
     /// Writes `buf` (and calls `written` once it is written): to the
     /// current file, returned for the batch's fsync, or to stdout and
@@ -758,17 +778,11 @@ impl Writer {
         // the next one.
         let urgent = !replies.is_empty() || head.is_some() || force;
         let handed = Handed {
-            file: to.file,
-            after: Synced {
-                file_seq: to.file_seq,
-                len: to.end,
-                chain: self.chain.clone(),
-                since_checkpoint: self.since_checkpoint,
-            },
             records,
             replies,
             head,
             urgent,
+            ..to.handed(self.chain.clone(), self.since_checkpoint)
         };
         if !rotate {
             syncer.hand(handed);
@@ -826,17 +840,9 @@ impl Writer {
             // a HEAD that could not be updated is brought up to date at the
             // next start.
             let handed = Handed {
-                file: to.file,
-                after: Synced {
-                    file_seq: to.file_seq,
-                    len: to.end,
-                    chain: self.chain.clone(),
-                    since_checkpoint: 0,
-                },
-                records: 0,
-                replies: Vec::new(),
                 head: Some(head),
                 urgent: true,
+                ..to.handed(self.chain.clone(), 0)
             };
             if let Err(reason) = syncer.hand_and_wait(handed) {
                 self.recover();
@@ -916,6 +922,27 @@ mod tests {
         Event::new("secret.read", "read", Outcome::Success).meta("i", i)
     }
 
+    /// An auditor on `data/audit` with no checkpoint before the
+    /// shutdown's: an armed fsync failure or stall must hit the fsync of
+    /// the records the test sends, not a timed checkpoint's.
+    fn untimed(data: &Path) -> (Auditor, PathBuf) {
+        let dir = data.join("audit");
+        let mut cfg = AuditConfig::new(&dir);
+        cfg.checkpoint_every = 1_000;
+        cfg.checkpoint_interval = Duration::from_secs(3600);
+        let a = Auditor::start(cfg, AuditKeys::load_or_create(data).unwrap()).unwrap();
+        (a, dir)
+    }
+
+    /// The `i` of every record in the log, in order.
+    fn kept(dir: &Path) -> Vec<u64> {
+        read_records(dir, None, 0, 100)
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["metadata"]["i"].as_u64())
+            .collect()
+    }
+
     /// A failed fsync: the waiting caller is told no (the server answers
     /// 503), the records since the last good fsync are cut off the file
     /// and counted lost, and the log goes on from there with a chain that
@@ -923,13 +950,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_fsync_refuses_its_waiter_and_the_log_goes_on_from_the_last_good_one() {
         let data = tempfile::tempdir().unwrap();
-        let dir = data.path().join("audit");
-        // No checkpoint before the shutdown's: the armed failure must hit
-        // the refused record's fsync, not a timed checkpoint's.
-        let mut cfg = AuditConfig::new(&dir);
-        cfg.checkpoint_every = 1_000;
-        cfg.checkpoint_interval = Duration::from_secs(3600);
-        let a = Auditor::start(cfg, AuditKeys::load_or_create(data.path()).unwrap()).unwrap();
+        let (a, dir) = untimed(data.path());
         for i in 0..3 {
             a.mandatory(event(i)).await.unwrap();
         }
@@ -950,11 +971,7 @@ mod tests {
 
         let report = verify_dir(&dir, Some(&a.public_key())).unwrap();
         assert_eq!(report.records, 6, "{report:?}");
-        let kept: Vec<u64> = read_records(&dir, None, 0, 100)
-            .unwrap()
-            .iter()
-            .filter_map(|r| r["metadata"]["i"].as_u64())
-            .collect();
+        let kept = kept(&dir);
         assert_eq!(kept, [0, 1, 2, 20, 21, 22]);
     }
 
@@ -966,11 +983,7 @@ mod tests {
     #[tokio::test]
     async fn written_records_are_answered_while_an_fsync_is_stuck() {
         let data = tempfile::tempdir().unwrap();
-        let dir = data.path().join("audit");
-        let mut cfg = AuditConfig::new(&dir);
-        cfg.checkpoint_every = 1_000;
-        cfg.checkpoint_interval = Duration::from_secs(3600);
-        let a = Auditor::start(cfg, AuditKeys::load_or_create(data.path()).unwrap()).unwrap();
+        let (a, dir) = untimed(data.path());
         a.mandatory(event(0)).await.unwrap();
 
         failing_fsync::stall(&dir, Duration::from_millis(1500), false);
@@ -988,11 +1001,7 @@ mod tests {
         tokio::time::sleep_until((started + Duration::from_millis(1600)).into()).await;
         a.mandatory(event(22)).await.unwrap();
         a.shutdown().await;
-        let kept: Vec<u64> = read_records(&dir, None, 0, 100)
-            .unwrap()
-            .iter()
-            .filter_map(|r| r["metadata"]["i"].as_u64())
-            .collect();
+        let kept = kept(&dir);
         // The refused one too: it was written, and its fsync was only slow.
         assert_eq!(kept, (0..23).collect::<Vec<u64>>());
         verify_dir(&dir, Some(&a.public_key())).unwrap();
@@ -1005,11 +1014,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_fsync_cuts_off_what_was_written_while_it_ran() {
         let data = tempfile::tempdir().unwrap();
-        let dir = data.path().join("audit");
-        let mut cfg = AuditConfig::new(&dir);
-        cfg.checkpoint_every = 1_000;
-        cfg.checkpoint_interval = Duration::from_secs(3600);
-        let a = Auditor::start(cfg, AuditKeys::load_or_create(data.path()).unwrap()).unwrap();
+        let (a, dir) = untimed(data.path());
         for i in 0..3 {
             a.mandatory(event(i)).await.unwrap();
         }
@@ -1043,11 +1048,7 @@ mod tests {
 
         let report = verify_dir(&dir, Some(&a.public_key())).unwrap();
         assert_eq!(report.records, 6, "{report:?}");
-        let kept: Vec<u64> = read_records(&dir, None, 0, 100)
-            .unwrap()
-            .iter()
-            .filter_map(|r| r["metadata"]["i"].as_u64())
-            .collect();
+        let kept = kept(&dir);
         assert_eq!(kept, [0, 1, 2, 20, 21, 22]);
     }
 
