@@ -255,8 +255,7 @@ impl FileSink {
             }
             // The writer's own leftovers: a failed write, or records cut
             // off after a failed fsync.
-            f.set_len(self.len)?;
-            f.sync_data()?;
+            cut(f, self.len)?;
         }
         Ok(())
     }
@@ -268,7 +267,7 @@ impl FileSink {
         let f = self.open()?;
         if let Err(e) = (&*f).write_all(buf) {
             // If this fails too, the next batch cuts the file back.
-            self.dirty = f.set_len(self.len).and_then(|()| f.sync_data()).is_err();
+            self.dirty = cut(&f, self.len).is_err();
             return Err(e);
         }
         written();
@@ -290,11 +289,7 @@ impl FileSink {
         self.len = len;
         self.dirty = true;
         if let Some(held) = self.held.as_ref().filter(|h| h.file_seq == self.file_seq) {
-            self.dirty = held
-                .file
-                .set_len(len)
-                .and_then(|()| held.file.sync_data())
-                .is_err();
+            self.dirty = cut(&held.file, len).is_err();
         }
     }
 
@@ -304,6 +299,13 @@ impl FileSink {
         self.len = 0;
         self.create = true;
     }
+}
+
+/// Cuts `f` back to `len` bytes, durably: what the writer does with bytes
+/// that must not stay in the log.
+fn cut(f: &std::fs::File, len: u64) -> io::Result<()> {
+    f.set_len(len)?;
+    f.sync_data()
 }
 
 /// `f.sync_data()`. A test can make the next one in a folder slow, or
@@ -841,7 +843,6 @@ impl Writer {
             // next start.
             let handed = Handed {
                 head: Some(head),
-                urgent: true,
                 ..to.handed(self.chain.clone(), 0)
             };
             if let Err(reason) = syncer.hand_and_wait(handed) {
