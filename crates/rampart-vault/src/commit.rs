@@ -20,6 +20,11 @@
 //!    staged while it was committing form the next batch, led by one of
 //!    them. Batches commit one at a time, in the order they were opened.
 //!
+//! A transaction that only reads may be tried with
+//! [`GroupCommit::run_now`] instead: tries share the write lock with each
+//! other (never with a staging transaction), so read-only logins on
+//! different threads do not queue behind one another.
+//!
 //! A lone writer leads its own batch at once: no thread hand-off, no
 //! timer, so a write costs no more than before when there is no
 //! concurrency. The more writers wait, the larger the next batch.
@@ -55,7 +60,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::Bound;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 
 use rampart_store::{KvStore, Op, Table};
 
@@ -123,9 +128,11 @@ impl State {
 /// overlay over `kv`.
 pub(crate) struct GroupCommit {
     kv: Arc<dyn KvStore>,
-    /// Serializes transactions (read, decide, stage). Never held while
-    /// waiting for a commit.
-    writes: Mutex<()>,
+    /// Serializes transactions that may stage (read, decide, stage): each
+    /// holds it alone. Read-only tries ([`run_now`](Self::run_now)) share
+    /// it, so they run side by side yet never beside a staging
+    /// transaction. Never held while waiting for a commit.
+    writes: RwLock<()>,
     state: Mutex<State>,
     /// Signalled whenever a batch gets its outcome.
     done: Condvar,
@@ -153,7 +160,7 @@ impl GroupCommit {
     pub(crate) fn new(kv: Arc<dyn KvStore>) -> Self {
         Self {
             kv,
-            writes: Mutex::new(()),
+            writes: RwLock::new(()),
             state: Mutex::new(State {
                 open: Batch::new(1),
                 committing: false,
@@ -182,7 +189,7 @@ impl GroupCommit {
     ) -> Result<R, VaultError> {
         // The lock guards no data of its own (the state has its lock, the
         // store its transactions): a poisoned one is still good.
-        let guard = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = self.writes.write().unwrap_or_else(|e| e.into_inner());
         let epoch = self.lock_state().epoch;
         let mut txn = Txn {
             gc: self,
@@ -206,11 +213,19 @@ impl GroupCommit {
     /// `f` pushed changes or read a staged value, nothing is staged or
     /// waited for and this returns `None` (run it again with `run` where
     /// blocking is fine); otherwise `f`'s result.
+    ///
+    /// Tries share the write lock with each other, not with [`run`]: while
+    /// any try runs, nothing is staged, so each sees the same state as it
+    /// would alone (the store, plus staged values it then gives up on).
+    /// Commits go on beside it, as they do beside `run`: a value leaves the
+    /// overlay only once it is in the store.
+    ///
+    /// [`run`]: Self::run
     pub(crate) fn run_now<R>(
         &self,
         f: impl FnOnce(&mut Txn<'_>) -> Result<R, VaultError>,
     ) -> Option<Result<R, VaultError>> {
-        let _guard = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self.writes.read().unwrap_or_else(|e| e.into_inner());
         let mut txn = Txn {
             gc: self,
             seen: None,
@@ -628,6 +643,57 @@ mod tests {
         put(&gc, "d", "4").unwrap();
         assert_eq!(store.get(Table::Meta, "d").unwrap(), Some(b"4".to_vec()));
         assert_eq!(store.get(Table::Meta, "base").unwrap(), Some(b"0".to_vec()));
+    }
+
+    #[test]
+    fn read_only_tries_run_side_by_side_but_never_beside_a_staging_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Gated::new(&dir);
+        let gc = Arc::new(GroupCommit::new(store.clone()));
+        put(&gc, "k", "1").unwrap();
+        // One try holds the lock until told to go on.
+        let (in_tx, in_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let held = thread::spawn({
+            let gc = gc.clone();
+            move || {
+                gc.run_now(|t| {
+                    in_tx.send(()).unwrap();
+                    go_rx.recv().unwrap();
+                    t.get(Table::Meta, "k")
+                })
+            }
+        });
+        in_rx.recv().unwrap();
+        // A second try runs beside it.
+        let (tx, rx) = mpsc::channel();
+        thread::spawn({
+            let gc = gc.clone();
+            move || tx.send(gc.run_now(|t| t.get(Table::Meta, "k"))).unwrap()
+        });
+        let beside = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a read-only try waited for another");
+        assert_eq!(beside.unwrap().unwrap(), Some(b"1".to_vec()));
+        // A staging transaction waits until no try runs.
+        let (done_tx, done_rx) = mpsc::channel();
+        let writer = thread::spawn({
+            let gc = gc.clone();
+            move || {
+                let r = put(&gc, "k", "2");
+                done_tx.send(()).unwrap();
+                r
+            }
+        });
+        assert!(
+            done_rx.recv_timeout(Duration::from_millis(50)).is_err(),
+            "a change was staged beside a read-only try"
+        );
+        assert_eq!(gc.staged(), 0);
+        go_tx.send(()).unwrap();
+        assert_eq!(held.join().unwrap().unwrap().unwrap(), Some(b"1".to_vec()));
+        writer.join().unwrap().unwrap();
+        assert_eq!(store.get(Table::Meta, "k").unwrap(), Some(b"2".to_vec()));
     }
 
     #[derive(Debug)]
