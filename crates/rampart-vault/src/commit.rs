@@ -215,10 +215,9 @@ impl GroupCommit {
     /// blocking is fine); otherwise `f`'s result.
     ///
     /// Tries share the write lock with each other, not with [`run`]: while
-    /// any try runs, nothing is staged, so each sees the same state as it
-    /// would alone (the store, plus staged values it then gives up on).
-    /// Commits go on beside it, as they do beside `run`: a value leaves the
-    /// overlay only once it is in the store.
+    /// any try runs, nothing is staged, so each sees what it would see
+    /// holding the lock alone. Commits go on beside it, as they do beside
+    /// `run`: a value leaves the overlay only once it is in the store.
     ///
     /// [`run`]: Self::run
     pub(crate) fn run_now<R>(
