@@ -70,9 +70,9 @@ pub fn new_token_id() -> Result<String, crate::KeyError> {
     Ok(hex::encode(random_bytes::<16>()?))
 }
 
-/// Issues and verifies tokens with one Ed25519 key (ed25519-dalek, whose
-/// precomputed base-point tables sign a quarter faster than ring on the
-/// machines measured; docs/performance.md). The key is zeroized on drop.
+/// Issues and verifies tokens with one Ed25519 key (ed25519-dalek, which
+/// signed a quarter faster than ring where it was measured;
+/// docs/performance.md, vault step 11). The key is zeroized on drop.
 pub struct TokenSigner {
     key: SigningKey,
 }
