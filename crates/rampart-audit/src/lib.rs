@@ -94,5 +94,5 @@ pub use keys::{hmac_id_with, hmac_key_id_for, AuditKeys};
 pub use latency::{AuditLatency, Latency, LATENCY_BUCKETS_SECS};
 pub use read::read_records;
 pub use recovery::key_in_force;
-pub use time::{parse_rfc3339_ms, rfc3339_ms};
+pub use time::{parse_rfc3339_ms, rfc3339_ms, rfc3339_s};
 pub use verify::{verify_dir, VerifyError, VerifyReport};

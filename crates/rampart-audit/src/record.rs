@@ -141,14 +141,18 @@ impl Chain {
             out.truncate(start);
             return Err(e);
         }
-        let hash = hex::encode(ring::digest::digest(&SHA256, &out[start..]));
+        // Into a buffer: `hex::encode` builds its string a char at a time.
+        let mut hash = [0u8; 64];
+        hex::encode_to_slice(ring::digest::digest(&SHA256, &out[start..]), &mut hash)
+            .expect("a SHA-256 digest is 32 bytes");
         out.pop(); // the closing brace
         out.extend_from_slice(HASH_MARK);
-        out.extend_from_slice(hash.as_bytes());
+        out.extend_from_slice(&hash);
         out.extend_from_slice(b"\"}\n");
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.last_hash = hash;
+        self.last_hash.clear();
+        self.last_hash.extend(hash.iter().map(|&b| char::from(b)));
         Ok(seq)
     }
 

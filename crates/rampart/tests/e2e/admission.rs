@@ -609,3 +609,23 @@ async fn https_early_answers_are_hardened() {
     .await;
     assert!(!other.contains("access-control-allow-origin"), "{other}");
 }
+
+/// With no `cors_allowed_origins` (the default) a browser's preflight is
+/// allowed nothing, and answers still carry the security headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_preflight_without_allowed_origins_is_allowed_nothing() {
+    let s = start_with(|_| {}).await;
+    let preflight = https_exchange(
+        &s,
+        ip(6),
+        "OPTIONS /v1/secret/data/app HTTP/1.1\r\nhost: localhost\r\norigin: https://console.example\r\n\
+         access-control-request-method: POST\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(!preflight.starts_with("http/1.1 2"), "{preflight}");
+    assert!(!preflight.contains("access-control-allow"), "{preflight}");
+    assert!(
+        preflight.contains("x-content-type-options: nosniff"),
+        "{preflight}"
+    );
+}
