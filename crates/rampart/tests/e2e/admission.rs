@@ -552,6 +552,19 @@ async fn https_exchange(s: &TestServer, src: IpAddr, request: &str) -> String {
     String::from_utf8_lossy(&seen).to_ascii_lowercase()
 }
 
+/// A browser's CORS preflight for a POST to a secret, from `origin`.
+async fn cors_preflight(s: &TestServer, src: IpAddr, origin: &str) -> String {
+    https_exchange(
+        s,
+        src,
+        &format!(
+            "OPTIONS /v1/secret/data/app HTTP/1.1\r\nhost: localhost\r\norigin: {origin}\r\n\
+             access-control-request-method: POST\r\nconnection: close\r\n\r\n"
+        ),
+    )
+    .await
+}
+
 /// Answers made before any route (the body limit's 413, a CORS preflight)
 /// carry the security headers and, for an allowed origin, CORS too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -569,15 +582,7 @@ async fn https_early_answers_are_hardened() {
     )
     .await;
     assert!(too_large.starts_with("http/1.1 413"), "{too_large}");
-    let preflight = https_exchange(
-        &s,
-        ip(4),
-        &format!(
-            "OPTIONS /v1/secret/data/app HTTP/1.1\r\nhost: localhost\r\norigin: {origin}\r\n\
-             access-control-request-method: POST\r\nconnection: close\r\n\r\n"
-        ),
-    )
-    .await;
+    let preflight = cors_preflight(&s, ip(4), origin).await;
     assert!(preflight.starts_with("http/1.1 200"), "{preflight}");
     assert!(
         preflight.contains("access-control-allow-methods:"),
@@ -600,13 +605,7 @@ async fn https_early_answers_are_hardened() {
         }
     }
     // An origin not on the list gets no CORS allowance.
-    let other = https_exchange(
-        &s,
-        ip(5),
-        "OPTIONS /v1/secret/data/app HTTP/1.1\r\nhost: localhost\r\norigin: https://evil.example\r\n\
-         access-control-request-method: POST\r\nconnection: close\r\n\r\n",
-    )
-    .await;
+    let other = cors_preflight(&s, ip(5), "https://evil.example").await;
     assert!(!other.contains("access-control-allow-origin"), "{other}");
 }
 
@@ -615,13 +614,7 @@ async fn https_early_answers_are_hardened() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_preflight_without_allowed_origins_is_allowed_nothing() {
     let s = start_with(|_| {}).await;
-    let preflight = https_exchange(
-        &s,
-        ip(6),
-        "OPTIONS /v1/secret/data/app HTTP/1.1\r\nhost: localhost\r\norigin: https://console.example\r\n\
-         access-control-request-method: POST\r\nconnection: close\r\n\r\n",
-    )
-    .await;
+    let preflight = cors_preflight(&s, ip(6), "https://console.example").await;
     assert!(!preflight.starts_with("http/1.1 2"), "{preflight}");
     assert!(!preflight.contains("access-control-allow"), "{preflight}");
     assert!(
