@@ -378,7 +378,7 @@ fn days_in_month(y: i64, m: i64) -> i64 {
 }
 
 /// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm, the
-/// inverse of the one `vault_api::rfc3339` prints with).
+/// inverse of the one `rampart_audit::rfc3339_s` prints with).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
