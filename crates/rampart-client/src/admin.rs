@@ -19,6 +19,7 @@ use rustls::pki_types::ServerName;
 use serde_json::Value;
 
 use crate::backoff::{jitter, retry_after_header, Backoff};
+use crate::drive::Driver;
 use crate::{ClientConfig, ClientError};
 
 /// Largest response body read.
@@ -138,7 +139,9 @@ impl AdminClient {
     ) -> Result<Result<u64, AdminResponse>, ClientError> {
         use tokio::io::AsyncWriteExt;
         let conn_err = |e: &dyn std::fmt::Display| ClientError::Connect(e.to_string());
-        let mut sender = self.open().await?;
+        let (mut sender, conn) = self.open().await?;
+        // The body is read piece by piece by the loop below.
+        conn.detach();
         let req = self
             .request(method, path)
             .body(Full::new(Bytes::new()))
@@ -201,21 +204,25 @@ impl AdminClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<AdminResponse, ClientError> {
-        let mut sender = self.open().await?;
-        self.send(&mut sender, method, path, body).await
+        let (mut sender, mut conn) = self.open().await?;
+        conn.run(self.send(&mut sender, method, path, body)).await
     }
 
     /// A connection kept open for several requests, one at a time (HTTP/1.1
     /// keep-alive): for callers that make many, such as benchmarks and
     /// agents.
     pub async fn session(&self) -> Result<AdminSession, ClientError> {
+        let (sender, conn) = self.open().await?;
         Ok(AdminSession {
             client: self.clone(),
-            sender: self.open().await?,
+            sender,
+            conn,
         })
     }
 
-    async fn open(&self) -> Result<Sender, ClientError> {
+    /// A new connection: its request sender, and the connection itself,
+    /// which the caller drives.
+    async fn open(&self) -> Result<(Sender, Driver), ClientError> {
         let conn_err = |e: &dyn std::fmt::Display| ClientError::Connect(e.to_string());
         let addr = tokio::net::lookup_host((self.host.as_str(), self.port))
             .await
@@ -235,10 +242,7 @@ impl AdminClient {
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| conn_err(&e))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(sender)
+        Ok((sender, Driver::new(conn)))
     }
 
     async fn send(
@@ -323,6 +327,7 @@ type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 pub struct AdminSession {
     client: AdminClient,
     sender: Sender,
+    conn: Driver,
 }
 
 impl std::fmt::Debug for AdminSession {
@@ -347,7 +352,8 @@ impl AdminSession {
         loop {
             let r = tokio::time::timeout(
                 timeout,
-                self.client.send(&mut self.sender, method, path, body),
+                self.conn
+                    .run(self.client.send(&mut self.sender, method, path, body)),
             )
             .await
             .map_err(|_| ClientError::Timeout("HTTPS request"))??;

@@ -45,11 +45,14 @@
 //! - `tls`: TLS 1.3 client settings.
 //! - `error`: [`ClientError`], which keeps the server's NACK code.
 //! - `admin`: [`AdminClient`] for the HTTPS API.
+//! - `drive`: runs an HTTPS connection in the task that sends on it,
+//!   instead of a task of its own.
 
 mod admin;
 mod backoff;
 mod client;
 mod config;
+mod drive;
 mod error;
 mod outbox;
 mod tls;

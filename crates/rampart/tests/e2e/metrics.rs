@@ -352,3 +352,37 @@ fn promtool(text: &str) -> std::io::Result<std::process::Output> {
 }
 
 both_transports!(metrics_follow_the_traffic);
+
+/// An admin session keeps one HTTPS connection for all its calls (one
+/// handshake in the server's count for 20 calls), driven by the caller's
+/// own task. Once the server drops it (its keep-alive bound), the next call
+/// fails at once rather than hang, and a new session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_session_keeps_one_connection_until_the_server_drops_it() {
+    const IDLE_BOUND_MS: u64 = 1_500;
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_scraped(dir.path(), |c| c.http_header_timeout_ms = IDLE_BOUND_MS).await;
+    let key = "rampart_handshakes_total{transport=\"https\",result=\"ok\"}";
+    let handshakes = |m: &HashMap<String, f64>| m.get(key).copied().unwrap_or(0.0);
+    let before = handshakes(&scrape(&s).await);
+    let admin = s.admin(KEY_ACME);
+    let mut session = admin.session().await.unwrap();
+    for i in 0..20 {
+        let r = session.call("GET", "/v1/auth/whoami", None).await.unwrap();
+        assert_eq!(r.status, 200, "call {i}: {}", r.text);
+    }
+    assert_eq!(handshakes(&scrape(&s).await) - before, 1.0);
+
+    tokio::time::sleep(Duration::from_millis(2 * IDLE_BOUND_MS)).await;
+    let next = tokio::time::timeout(
+        Duration::from_secs(10),
+        session.call("GET", "/v1/auth/whoami", None),
+    )
+    .await
+    .expect("a call on a closed connection ends");
+    assert!(next.is_err(), "answered on a connection the server closed");
+    let mut again = admin.session().await.unwrap();
+    let r = again.call("GET", "/v1/auth/whoami", None).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    s.stop().await;
+}
