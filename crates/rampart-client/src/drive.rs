@@ -72,9 +72,7 @@ impl Driver {
         }
         Poll::Pending
     }
-}
 
-impl Driver {
     /// Hands the connection to a task of its own, for a caller that reads
     /// an answer piece by piece outside [`Driver::run`].
     pub(crate) fn detach(self) {
