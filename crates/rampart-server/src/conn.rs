@@ -1371,21 +1371,22 @@ impl Conn {
                 let Some(s) = &self.session else {
                     return Err(OpError::Denied(Denied::NotAClientFrame));
                 };
-                let (token, expires_at_ms, jti) =
-                    self.shared.issue_token(&s.principal, u64::from(t.ttl_ms))?;
-                let ev = self.origin.apply(
-                    audit::by(&s.principal, "token.issue", "issue", Outcome::Success)
-                        .meta("token_id", self.shared.audit.hmac_id(&jti))
-                        .meta("expires_at_ms", expires_at_ms),
-                );
-                if self.shared.audit.mandatory(ev).await.is_err() {
-                    return Err(OpError::AuditUnavailable);
-                }
+                let origin = &self.origin;
+                let issued = self
+                    .shared
+                    .issue_audited(&s.principal, u64::from(t.ttl_ms), |token_id, exp| {
+                        origin.apply(
+                            audit::by(&s.principal, "token.issue", "issue", Outcome::Success)
+                                .meta("token_id", token_id.to_string())
+                                .meta("expires_at_ms", exp),
+                        )
+                    })
+                    .await?;
                 self.reply(Frame::new(
                     id,
                     Token {
-                        token: token.expose().clone(),
-                        expires_at_ms,
+                        token: issued.token.expose().clone(),
+                        expires_at_ms: issued.expires_ms,
                     },
                 ))
                 .await

@@ -517,16 +517,19 @@ async fn auth(
             refused(&shared, f, method, &a.origin, &attempt)
         })?;
     let ttl_ms = body.ttl.unwrap_or(0).saturating_mul(1000);
-    let (token, exp, jti) = shared
-        .issue_token(&p, ttl_ms)
-        .map_err(|_| ApiError::Internal)?;
     shared.metrics.auth(method.as_str(), true);
-    let ev = audit::auth_success(&p, method.as_str(), &a.origin)
-        .meta("token_id", shared.audit.hmac_id(&jti))
-        .meta("token_expires_at_ms", exp);
-    if shared.audit.mandatory(ev).await.is_err() {
-        return Err(ApiError::Unavailable);
-    }
+    let issued = shared
+        .issue_audited(&p, ttl_ms, |token_id, exp| {
+            audit::auth_success(&p, method.as_str(), &a.origin)
+                .meta("token_id", token_id.to_string())
+                .meta("token_expires_at_ms", exp)
+        })
+        .await
+        .map_err(|e| match e {
+            crate::error::OpError::AuditUnavailable => ApiError::Unavailable,
+            _ => ApiError::Internal,
+        })?;
+    let (token, exp) = (issued.token, issued.expires_ms);
     let lease = exp.saturating_sub(crate::auth::now_ms()) / 1000;
     info!(
         peer = %peer.addr,

@@ -821,7 +821,8 @@ pub(crate) struct AppRoleToken {
     pub principal: Principal,
     pub token: Secret<String>,
     pub expires_ms: u64,
-    pub jti: String,
+    /// The token's audit id: Vault's `accessor`.
+    pub token_id: String,
 }
 
 /// Checks an AppRole login and issues a Rampart token for the role's
@@ -883,23 +884,25 @@ pub(crate) async fn approle_token(
     let ttl = ttl_ms
         .filter(|t| *t > 0)
         .map_or(role_ttl, |t| t.min(role_ttl));
-    let (token, expires_ms, jti) = shared
-        .issue_token(&principal, ttl)
-        .map_err(|_| KvError::Api(ApiError::Internal))?;
     shared.metrics.auth("approle", true);
-    let ev = audit::auth_success(&principal, "approle", origin)
-        .meta("token_id", shared.audit.hmac_id(&jti))
-        .meta("token_expires_at_ms", expires_ms);
-    shared
-        .audit
-        .mandatory(ev)
+    let issued = shared
+        .issue_audited(&principal, ttl, |token_id, exp| {
+            audit::auth_success(&principal, "approle", origin)
+                .meta("token_id", token_id.to_string())
+                .meta("token_expires_at_ms", exp)
+        })
         .await
-        .map_err(|_| KvError::Api(ApiError::Unavailable))?;
+        .map_err(|e| {
+            KvError::Api(match e {
+                crate::error::OpError::AuditUnavailable => ApiError::Unavailable,
+                _ => ApiError::Internal,
+            })
+        })?;
     Ok(AppRoleToken {
         principal,
-        token,
-        expires_ms,
-        jti,
+        token: issued.token,
+        expires_ms: issued.expires_ms,
+        token_id: issued.token_id,
     })
 }
 
@@ -923,11 +926,11 @@ pub(crate) async fn login(
         principal,
         token,
         expires_ms: exp,
-        jti,
+        token_id: accessor,
+        ..
     } = approle_token(&shared, a.origin(), peer.addr.ip(), role_id, &secret, None).await?;
     let role = principal.name.trim_start_matches("approle:");
     let lease = exp.saturating_sub(now) / 1000;
-    let accessor = shared.audit.hmac_id(&jti);
     let auth = LoginAuth {
         accessor: &accessor,
         client_token: token.expose(),

@@ -1,11 +1,12 @@
 //! The audit log end to end: what is recorded, that nothing secret is, that
 //! a broken audit disk fails admin calls fast without stopping the data
-//! plane, and that each tenant sees only its own records.
+//! plane, that no token is given out before its audit record is durable,
+//! and that each tenant sees only its own records.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rampart_client::{Client, Transport};
+use rampart_client::{AdminClient, Client, ClientConfig, Transport};
 use serde_json::{json, Value};
 
 use crate::common::*;
@@ -196,6 +197,93 @@ async fn broken_audit_disk_fails_admin_fast_but_not_the_data_plane(t: Transport)
     rampart_audit::verify_dir(&dir, None).expect("the chain is intact after the outage");
 }
 
+/// Every way to get a token (`POST /v1/auth`, an AppRole login, a
+/// `TokenRequest` frame) signs it while its audit record is on its way to
+/// the disk, and gives it out only once the record is durable: with the
+/// audit disk full each answers 503 with no token, and once the disk is
+/// back each gives a token that works.
+async fn no_token_is_given_out_before_its_audit_record(t: Transport) {
+    let s = start().await;
+    let url = format!("https://{}", s.server.http_addr().expect("https"));
+    let admin = s.admin(KEY_ACME);
+    let by_key = json!({ "api_key": KEY_ACME });
+    let r = admin.call("POST", "/v1/auth", Some(&by_key)).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    let token = r.body["auth"]["client_token"].as_str().unwrap().to_string();
+    let vault = AdminClient::new(
+        &url,
+        &ClientConfig::default().with_ca(&s.ca).with_token(token),
+    )
+    .unwrap();
+    let role = json!({ "token_policies": [] });
+    let r = vault
+        .call("POST", "/v1/auth/approle/role/ci", Some(&role))
+        .await
+        .unwrap();
+    assert!(r.status < 300, "{}", r.text);
+    let r = vault
+        .call("GET", "/v1/auth/approle/role/ci/role-id", None)
+        .await
+        .unwrap();
+    let role_id = r.body["data"]["role_id"].as_str().unwrap().to_string();
+    let r = vault
+        .call("POST", "/v1/auth/approle/role/ci/secret-id", None)
+        .await
+        .unwrap();
+    let secret_id = r.body["data"]["secret_id"].as_str().unwrap().to_string();
+    let by_role = json!({ "role_id": role_id, "secret_id": secret_id });
+    let client = s.client(t, KEY_ACME).await;
+
+    let dir = audit_dir(&s);
+    let (log, aside) = fill_audit_disk(&dir);
+    let refused = |what: &str, r: rampart_client::AdminResponse| {
+        assert_eq!(r.status, 503, "{what}: {}", r.text);
+        assert!(!r.text.contains("client_token"), "{what}: {}", r.text);
+        assert!(!r.text.contains("rt1."), "{what}: {}", r.text);
+    };
+    refused(
+        "POST /v1/auth",
+        admin.call("POST", "/v1/auth", Some(&by_key)).await.unwrap(),
+    );
+    let login = "/v1/auth/approle/login";
+    refused(
+        "AppRole login",
+        admin.call("POST", login, Some(&by_role)).await.unwrap(),
+    );
+    let e = client.request_token(None).await.unwrap_err();
+    assert_eq!(e.code().map(|c| c.0), Some(503), "{e}");
+
+    std::fs::remove_file(&log).unwrap();
+    std::fs::rename(&aside, &log).unwrap();
+    let mut back = None;
+    for _ in 0..50 {
+        let r = admin.call("POST", login, Some(&by_role)).await.unwrap();
+        if r.status == 200 {
+            back = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = back.expect("AppRole logins work again");
+    let token = r.body["auth"]["client_token"].as_str().unwrap().to_string();
+    let as_role = AdminClient::new(
+        &url,
+        &ClientConfig::default().with_ca(&s.ca).with_token(token),
+    )
+    .unwrap();
+    let r = as_role
+        .call("GET", "/v1/auth/token/lookup-self", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "the new token works: {}", r.text);
+    let r = admin.call("POST", "/v1/auth", Some(&by_key)).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    let (token, _) = client.request_token(None).await.unwrap();
+    assert!(token.expose().starts_with("rt1."));
+    s.server.shutdown(Duration::from_secs(5)).await;
+    rampart_audit::verify_dir(&dir, None).expect("the chain is intact after the outage");
+}
+
 async fn each_tenant_reads_only_its_own_records(t: Transport) {
     let s = start().await;
     // Activity in both tenants.
@@ -255,5 +343,6 @@ async fn each_tenant_reads_only_its_own_records(t: Transport) {
 both_transports!(
     records_everything_and_nothing_secret,
     broken_audit_disk_fails_admin_fast_but_not_the_data_plane,
+    no_token_is_given_out_before_its_audit_record,
     each_tenant_reads_only_its_own_records,
 );
