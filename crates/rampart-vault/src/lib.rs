@@ -44,7 +44,8 @@
 //! `HASH` is the hex HMAC-SHA256, under the pepper, of the secret id (bound
 //! to tenant and role) or of the role id; neither id is stored in a key.
 //! Listing a folder is a prefix scan of `TENANT/FOLDER/`, so it never
-//! crosses tenants.
+//! crosses tenants. A read opens a secret's record but decodes only the
+//! version it returns; a change decodes the whole record.
 //!
 //! # Writes: group commit
 //! Every change (a secret write, a metadata change, a role, a secret id, a

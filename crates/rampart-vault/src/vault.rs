@@ -18,7 +18,9 @@ use crate::approle::{
 use crate::commit::{GroupCommit, Txn};
 use crate::data::SecretData;
 use crate::error::VaultError;
-use crate::kv2::{MetadataUpdate, SecretMetadata, SecretRecord, SecretVersion, VersionInfo};
+use crate::kv2::{
+    MetadataUpdate, SecretMetadata, SecretRecord, SecretVersion, SecretView, VersionInfo,
+};
 use crate::path::{SecretPath, SecretPrefix};
 
 /// What [`Vault::change_versions`] does to the versions it is given.
@@ -286,7 +288,20 @@ impl Vault {
         version: Option<u64>,
         now_ms: u64,
     ) -> Result<SecretVersion, VaultError> {
-        self.load(tenant, path)?.read(version, now_ms)
+        let key = secret_key(tenant, path);
+        let raw = self
+            .kv
+            .get(Table::Secrets, &key)?
+            .ok_or(VaultError::NotFound)?;
+        let plain = self.open_raw(tenant, Table::Secrets, &key, &raw)?;
+        // Only the version read is decoded (see `SecretView`).
+        let view: SecretView<'_> = serde_json::from_slice(plain.expose()).map_err(|e| {
+            storage(format!(
+                "corrupt record {}/{key}: {e}",
+                Table::Secrets.name()
+            ))
+        })?;
+        view.read(version, now_ms)
     }
 
     /// Writes a new version. `cas`: `Some(0)` only if the secret has no
