@@ -49,6 +49,15 @@ pub(crate) struct VaultArgs {
     /// Concurrent workers, each with its own kept-open connection.
     #[arg(long, value_delimiter = ',', default_values_t = vec![32usize])]
     concurrency: Vec<usize>,
+    /// Versions of the secret the reads read: the setup writes it this
+    /// many times and reads take the current version (Vault and Rampart
+    /// keep 10 by default).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
+    versions: u32,
+    /// Bytes of the read secret's value in each version (its `password`);
+    /// 0 keeps the usual short one.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=65536))]
+    value_bytes: u32,
     /// Seconds per cell.
     #[arg(long, default_value_t = 3)]
     duration_secs: u64,
@@ -176,6 +185,30 @@ pub(crate) async fn rampart_setup(
         role_id,
         secret_id,
     })
+}
+
+/// Makes [`READ_PATH`] keep exactly `versions` versions, each with a value
+/// of `value_bytes` bytes (the usual short one when 0): sets its
+/// `max_versions`, then writes it that many times.
+async fn rewrite_read_secret(s: &Setup, versions: u32, value_bytes: u32) -> Result<(), Failure> {
+    let mut cfg = ClientConfig::default().with_ca(&s.ca);
+    cfg.token = Some(s.token.clone());
+    let t = AdminClient::new(&s.url, &cfg).map_err(describe)?;
+    let metadata = READ_PATH.replacen("/data/", "/metadata/", 1);
+    let max = json!({ "max_versions": versions });
+    must(t.call("POST", &metadata, Some(&max)).await, "max_versions").await?;
+    for v in 0..versions {
+        let mut data = seed_data();
+        if value_bytes > 0 {
+            // Printable, and different in every version.
+            let text: String = (0..value_bytes)
+                .map(|i| char::from(b'a' + ((i + v) % 26) as u8))
+                .collect();
+            data["data"]["password"] = Value::String(text);
+        }
+        must(t.call("POST", READ_PATH, Some(&data)).await, "version").await?;
+    }
+    Ok(())
 }
 
 /// The role id and a new secret id of the AppRole `bench`, through `t`.
@@ -376,6 +409,9 @@ pub(crate) async fn run(a: VaultArgs) -> Result<ExitCode, Failure> {
         .http
         .ok_or_else(|| Failure("bench server has no HTTPS API".into()))?;
     let s = Arc::new(rampart_setup(&format!("https://{http}"), &server.ca, &server.key).await?);
+    if a.versions > 1 || a.value_bytes > 0 {
+        rewrite_read_secret(&s, a.versions, a.value_bytes).await?;
+    }
     let mut rows = Vec::new();
     for &op in &a.ops {
         for &c in &a.concurrency {
@@ -439,4 +475,48 @@ pub(crate) async fn run(a: VaultArgs) -> Result<ExitCode, Failure> {
     }
     drop(server);
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--versions` and `--value-bytes` leave the read secret of a real
+    /// server with exactly that many versions, each value that long.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_read_secret_gets_the_versions_and_size_asked_for() {
+        let server = LocalServer::start_with(true, true, false).unwrap();
+        let http = server.http.expect("https");
+        let s = rampart_setup(&format!("https://{http}"), &server.ca, &server.key)
+            .await
+            .unwrap();
+        rewrite_read_secret(&s, 3, 100).await.unwrap();
+        let mut cfg = ClientConfig::default().with_ca(&s.ca);
+        cfg.token = Some(s.token.clone());
+        let t = AdminClient::new(&s.url, &cfg).unwrap();
+        let r = must(t.call("GET", READ_PATH, None).await, "read")
+            .await
+            .unwrap();
+        let value = r["data"]["data"]["password"].as_str().unwrap();
+        assert_eq!(value.len(), 100);
+        assert_eq!(
+            r["data"]["metadata"]["version"], 4,
+            "the seed and three more"
+        );
+        let metadata = READ_PATH.replacen("/data/", "/metadata/", 1);
+        let m = must(t.call("GET", &metadata, None).await, "metadata")
+            .await
+            .unwrap();
+        let kept: Vec<&String> = m["data"]["versions"].as_object().unwrap().keys().collect();
+        assert_eq!(kept, ["2", "3", "4"]);
+        let r = must(
+            t.call("GET", &format!("{READ_PATH}?version=2"), None).await,
+            "v2",
+        )
+        .await
+        .unwrap();
+        let older = r["data"]["data"]["password"].as_str().unwrap();
+        assert_eq!(older.len(), 100);
+        assert_ne!(older, value, "every version differs");
+    }
 }
