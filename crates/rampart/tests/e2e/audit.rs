@@ -205,16 +205,18 @@ async fn broken_audit_disk_fails_admin_fast_but_not_the_data_plane(t: Transport)
 async fn no_token_is_given_out_before_its_audit_record(t: Transport) {
     let s = start().await;
     let url = format!("https://{}", s.server.http_addr().expect("https"));
+    // A client with the token a login answered with.
+    let as_holder = |r: &rampart_client::AdminResponse| {
+        assert_eq!(r.status, 200, "{}", r.text);
+        let token = r.body["auth"]["client_token"].as_str().unwrap();
+        let cfg = ClientConfig::default()
+            .with_ca(&s.ca)
+            .with_token(token.to_string());
+        AdminClient::new(&url, &cfg).unwrap()
+    };
     let admin = s.admin(KEY_ACME);
     let by_key = json!({ "api_key": KEY_ACME });
-    let r = admin.call("POST", "/v1/auth", Some(&by_key)).await.unwrap();
-    assert_eq!(r.status, 200, "{}", r.text);
-    let token = r.body["auth"]["client_token"].as_str().unwrap().to_string();
-    let vault = AdminClient::new(
-        &url,
-        &ClientConfig::default().with_ca(&s.ca).with_token(token),
-    )
-    .unwrap();
+    let vault = as_holder(&admin.call("POST", "/v1/auth", Some(&by_key)).await.unwrap());
     let role = json!({ "token_policies": [] });
     let r = vault
         .call("POST", "/v1/auth/approle/role/ci", Some(&role))
@@ -264,13 +266,7 @@ async fn no_token_is_given_out_before_its_audit_record(t: Transport) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let r = back.expect("AppRole logins work again");
-    let token = r.body["auth"]["client_token"].as_str().unwrap().to_string();
-    let as_role = AdminClient::new(
-        &url,
-        &ClientConfig::default().with_ca(&s.ca).with_token(token),
-    )
-    .unwrap();
+    let as_role = as_holder(&back.expect("AppRole logins work again"));
     let r = as_role
         .call("GET", "/v1/auth/token/lookup-self", None)
         .await
