@@ -251,23 +251,27 @@ impl<V> SecretRecord<V> {
         }
     }
 
-    /// The version a read of `version` means: `None` or `Some(0)` is the
-    /// current one.
-    fn wanted(&self, version: Option<u64>) -> Result<u64, VaultError> {
-        match version {
-            None | Some(0) if self.current_version == 0 => Err(VaultError::NotFound),
-            None | Some(0) => Ok(self.current_version),
-            Some(n) => Ok(n),
-        }
-    }
-}
-
-/// A read's answer: the version's data unless it is deleted or destroyed.
-fn version_read(info: VersionInfo, data: Option<SecretData>, now_ms: u64) -> SecretVersion {
-    let gone = info.meta.destroyed || info.meta.is_deleted(now_ms);
-    SecretVersion {
-        info,
-        data: data.filter(|_| !gone).map(Secret::new),
+    /// Reads `version` (`None` or `Some(0)`: the current one), which
+    /// `open` turns into its metadata and data. The data comes back
+    /// unless the version is deleted or destroyed.
+    fn read_with(
+        &self,
+        version: Option<u64>,
+        now_ms: u64,
+        open: impl FnOnce(u64, &V) -> Result<(VersionMeta, Option<SecretData>), VaultError>,
+    ) -> Result<SecretVersion, VaultError> {
+        let n = match version {
+            None | Some(0) if self.current_version == 0 => return Err(VaultError::NotFound),
+            None | Some(0) => self.current_version,
+            Some(n) => n,
+        };
+        let v = self.versions.get(&n).ok_or(VaultError::VersionNotFound)?;
+        let (meta, data) = open(n, v)?;
+        let gone = meta.destroyed || meta.is_deleted(now_ms);
+        Ok(SecretVersion {
+            info: self.info(n, meta),
+            data: data.filter(|_| !gone).map(Secret::new),
+        })
     }
 }
 
@@ -278,11 +282,11 @@ impl SecretView<'_> {
         version: Option<u64>,
         now_ms: u64,
     ) -> Result<SecretVersion, VaultError> {
-        let n = self.wanted(version)?;
-        let raw = self.versions.get(&n).ok_or(VaultError::VersionNotFound)?;
-        let v: VersionRecord = serde_json::from_str(raw.get())
-            .map_err(|e| VaultError::Storage(format!("version {n} does not decode: {e}")))?;
-        Ok(version_read(self.info(n, v.meta), v.data, now_ms))
+        self.read_with(version, now_ms, |n, raw| {
+            let v: VersionRecord = serde_json::from_str(raw.get())
+                .map_err(|e| VaultError::Storage(format!("version {n} does not decode: {e}")))?;
+            Ok((v.meta, v.data))
+        })
     }
 }
 
@@ -396,12 +400,7 @@ impl SecretRecord {
         version: Option<u64>,
         now_ms: u64,
     ) -> Result<SecretVersion, VaultError> {
-        let n = self.wanted(version)?;
-        let v = self.versions.get(&n).ok_or(VaultError::VersionNotFound)?;
-        let gone = v.meta.destroyed || v.meta.is_deleted(now_ms);
-        // Only a readable version's data is copied.
-        let data = v.data.as_ref().filter(|_| !gone).cloned();
-        Ok(version_read(self.info(n, v.meta), data, now_ms))
+        self.read_with(version, now_ms, |_, v| Ok((v.meta, v.data.clone())))
     }
 
     /// Soft-deletes the current version, unless it is already deleted or
