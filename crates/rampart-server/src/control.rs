@@ -35,6 +35,16 @@ impl From<rampart_store::StoreError> for ControlError {
     }
 }
 
+/// Why [`Shared::issue_audited`] gave no token. Turned into a wire NACK
+/// (`From` for `OpError`) and an HTTP answer (`From` for `ApiError`).
+#[derive(Debug)]
+pub(crate) enum IssueError {
+    /// No random token id could be drawn.
+    Internal,
+    /// The token's audit record was not durable in time.
+    AuditUnavailable,
+}
+
 /// A token given out, with its expiry and its audit id (the HMAC of its
 /// `jti`, as audit records and Vault's `accessor` name it).
 pub(crate) struct Issued {
@@ -57,7 +67,7 @@ impl Shared {
     /// the server maximum nor the source credential's own expiry, and gives
     /// it out only once the audit record that `audit` builds (from the
     /// token's audit id and its expiry) is durable:
-    /// [`OpError::AuditUnavailable`] otherwise, and the token is dropped
+    /// [`IssueError::AuditUnavailable`] otherwise, and the token is dropped
     /// unseen.
     ///
     /// The record goes to the audit log first and the token is signed while
@@ -69,7 +79,7 @@ impl Shared {
         p: &Principal,
         ttl_ms: u64,
         audit: impl FnOnce(&str, u64) -> rampart_audit::Event,
-    ) -> Result<Issued, crate::error::OpError> {
+    ) -> Result<Issued, IssueError> {
         let (claims, expires_ms) = self.token_claims(p, ttl_ms)?;
         let token_id = self.audit.hmac_id(&claims.jti);
         let ev = audit(&token_id, expires_ms);
@@ -78,7 +88,7 @@ impl Shared {
         let (durable, token) = tokio::join!(biased; self.audit.mandatory(ev), async {
             keys.signer().issue(&claims)
         });
-        durable.map_err(|_| crate::error::OpError::AuditUnavailable)?;
+        durable.map_err(|_| IssueError::AuditUnavailable)?;
         Ok(Issued {
             token,
             expires_ms,
@@ -88,11 +98,7 @@ impl Shared {
 
     /// The claims of a token for `p` and when it expires (see
     /// [`Shared::issue_audited`]).
-    fn token_claims(
-        &self,
-        p: &Principal,
-        ttl_ms: u64,
-    ) -> Result<(TokenClaims, u64), crate::error::OpError> {
+    fn token_claims(&self, p: &Principal, ttl_ms: u64) -> Result<(TokenClaims, u64), IssueError> {
         let now = now_ms();
         let default = self.config.token_ttl_secs * 1000;
         let max = self.config.token_max_ttl_secs * 1000;
@@ -105,7 +111,7 @@ impl Shared {
         if let Some(src) = p.expires_at_ms {
             exp = exp.min(src);
         }
-        let jti = rampart_identity::new_token_id().map_err(|_| crate::error::OpError::Internal)?;
+        let jti = rampart_identity::new_token_id().map_err(|_| IssueError::Internal)?;
         let cid = match p.kind {
             PrincipalKind::ManagedKey => p.credential_id.clone(),
             PrincipalKind::Token => p.parent_credential_id.clone(),

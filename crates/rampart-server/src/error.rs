@@ -27,6 +27,15 @@ pub(crate) enum OpError {
     Limited(rampart_limits::Rejection),
 }
 
+impl From<crate::control::IssueError> for OpError {
+    fn from(e: crate::control::IssueError) -> Self {
+        match e {
+            crate::control::IssueError::Internal => OpError::Internal,
+            crate::control::IssueError::AuditUnavailable => OpError::AuditUnavailable,
+        }
+    }
+}
+
 impl OpError {
     pub(crate) fn code(&self) -> ErrorCode {
         match self {

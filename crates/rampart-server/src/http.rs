@@ -67,6 +67,15 @@ pub(crate) enum ApiError {
     Refused(rampart_limits::Refusal),
 }
 
+impl From<crate::control::IssueError> for ApiError {
+    fn from(e: crate::control::IssueError) -> Self {
+        match e {
+            crate::control::IssueError::Internal => ApiError::Internal,
+            crate::control::IssueError::AuditUnavailable => ApiError::Unavailable,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let retry_after = match &self {
@@ -524,11 +533,7 @@ async fn auth(
                 .meta("token_id", token_id.to_string())
                 .meta("token_expires_at_ms", exp)
         })
-        .await
-        .map_err(|e| match e {
-            crate::error::OpError::AuditUnavailable => ApiError::Unavailable,
-            _ => ApiError::Internal,
-        })?;
+        .await?;
     let (token, exp) = (issued.token, issued.expires_ms);
     let lease = exp.saturating_sub(crate::auth::now_ms()) / 1000;
     info!(

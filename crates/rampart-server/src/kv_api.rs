@@ -892,12 +892,7 @@ pub(crate) async fn approle_token(
                 .meta("token_expires_at_ms", exp)
         })
         .await
-        .map_err(|e| {
-            KvError::Api(match e {
-                crate::error::OpError::AuditUnavailable => ApiError::Unavailable,
-                _ => ApiError::Internal,
-            })
-        })?;
+        .map_err(|e| KvError::Api(e.into()))?;
     Ok(AppRoleToken {
         principal,
         token: issued.token,
