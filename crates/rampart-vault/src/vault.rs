@@ -202,8 +202,23 @@ impl Vault {
         key: &str,
         raw: &[u8],
     ) -> Result<T, VaultError> {
+        self.open_with(tenant, table, key, raw, |plain| {
+            serde_json::from_slice(plain)
+        })
+    }
+
+    /// Opens a sealed record and decodes it with `decode`, which may borrow
+    /// from the opened bytes while it runs (they are zeroized after).
+    fn open_with<R>(
+        &self,
+        tenant: &TenantId,
+        table: Table,
+        key: &str,
+        raw: &[u8],
+        decode: impl FnOnce(&[u8]) -> serde_json::Result<R>,
+    ) -> Result<R, VaultError> {
         let plain = self.open_raw(tenant, table, key, raw)?;
-        serde_json::from_slice(plain.expose())
+        decode(plain.expose())
             .map_err(|e| storage(format!("corrupt record {}/{key}: {e}", table.name())))
     }
 
@@ -293,15 +308,10 @@ impl Vault {
             .kv
             .get(Table::Secrets, &key)?
             .ok_or(VaultError::NotFound)?;
-        let plain = self.open_raw(tenant, Table::Secrets, &key, &raw)?;
         // Only the version read is decoded (see `SecretView`).
-        let view: SecretView<'_> = serde_json::from_slice(plain.expose()).map_err(|e| {
-            storage(format!(
-                "corrupt record {}/{key}: {e}",
-                Table::Secrets.name()
-            ))
-        })?;
-        view.read(version, now_ms)
+        self.open_with(tenant, Table::Secrets, &key, &raw, |plain| {
+            serde_json::from_slice::<SecretView<'_>>(plain).map(|view| view.read(version, now_ms))
+        })?
     }
 
     /// Writes a new version. `cas`: `Some(0)` only if the secret has no
