@@ -92,6 +92,15 @@ pub(crate) struct Setup {
     pub(crate) secret_id: Secret<String>,
 }
 
+impl Setup {
+    /// A client presenting the setup's (admin) token.
+    fn admin(&self) -> Result<AdminClient, Failure> {
+        let mut cfg = ClientConfig::default().with_ca(&self.ca);
+        cfg.token = Some(self.token.clone());
+        AdminClient::new(&self.url, &cfg).map_err(describe)
+    }
+}
+
 /// The secret every read worker reads, seeded by the setup.
 pub(crate) const READ_PATH: &str = "/v1/secret/data/bench/prod/db";
 /// The seeded secret's data.
@@ -191,9 +200,7 @@ pub(crate) async fn rampart_setup(
 /// of `value_bytes` bytes (the usual short one when 0): sets its
 /// `max_versions`, then writes it that many times.
 async fn rewrite_read_secret(s: &Setup, versions: u32, value_bytes: u32) -> Result<(), Failure> {
-    let mut cfg = ClientConfig::default().with_ca(&s.ca);
-    cfg.token = Some(s.token.clone());
-    let t = AdminClient::new(&s.url, &cfg).map_err(describe)?;
+    let t = s.admin()?;
     let metadata = READ_PATH.replacen("/data/", "/metadata/", 1);
     let max = json!({ "max_versions": versions });
     must(t.call("POST", &metadata, Some(&max)).await, "max_versions").await?;
@@ -491,9 +498,7 @@ mod tests {
             .await
             .unwrap();
         rewrite_read_secret(&s, 3, 100).await.unwrap();
-        let mut cfg = ClientConfig::default().with_ca(&s.ca);
-        cfg.token = Some(s.token.clone());
-        let t = AdminClient::new(&s.url, &cfg).unwrap();
+        let t = s.admin().unwrap();
         let r = must(t.call("GET", READ_PATH, None).await, "read")
             .await
             .unwrap();
