@@ -165,6 +165,16 @@ fn advantage_rows(rows: &[Row]) -> Vec<&Row> {
         .collect()
 }
 
+/// The 1-2-5 steps of each decade between `lo` and `hi`, for a log axis
+/// whose labels must not run into each other.
+fn decade_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let (first, last) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    (first..=last)
+        .flat_map(|k| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(k)))
+        .filter(|v| (lo..=hi).contains(v))
+        .collect()
+}
+
 fn advantage(
     area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
     rows: &[&Row],
@@ -189,7 +199,7 @@ fn advantage(
         .x_label_area_size(40)
         .y_label_area_size(720)
         .build_cartesian_2d(
-            (lo..hi).log_scale(),
+            (lo..hi).log_scale().with_key_points(decade_ticks(lo, hi)),
             (0..n as i32 * SLOT).with_key_points(keys),
         )
         .map_err(failed)?;
@@ -204,7 +214,7 @@ fn advantage(
         .disable_y_mesh()
         .y_label_formatter(&label)
         .y_label_style(("sans-serif", 12))
-        .x_label_formatter(&|v| format!("{}x", super::figure(*v)))
+        .x_label_formatter(&|v| format!("{v}x"))
         .draw()
         .map_err(failed)?;
     // Top to bottom in report order.
@@ -355,6 +365,23 @@ mod tests {
         assert_eq!(g[0].bars, vec![(2, 5.0), (0, 10.0), (1, 8.0)]);
         let adv = advantage_rows(&rows);
         assert_eq!(adv.len(), 2, "the QUIC row has no aim");
+    }
+
+    #[test]
+    fn advantage_ticks_are_one_two_five_per_decade() {
+        assert_eq!(
+            decade_ticks(0.3, 30.0),
+            vec![0.5, 1.0, 2.0, 5.0, 10.0, 20.0]
+        );
+        assert_eq!(decade_ticks(0.5, 1.9), vec![0.5, 1.0]);
+        let labels: Vec<String> = decade_ticks(0.05, 12.0)
+            .iter()
+            .map(|v| format!("{v}x"))
+            .collect();
+        assert_eq!(
+            labels,
+            ["0.05x", "0.1x", "0.2x", "0.5x", "1x", "2x", "5x", "10x"]
+        );
     }
 
     #[test]
