@@ -229,9 +229,21 @@ impl Vault {
         table: Table,
         key: &str,
     ) -> Result<Option<T>, VaultError> {
+        self.get_with(tenant, table, key, |plain| serde_json::from_slice(plain))
+    }
+
+    /// As [`Vault::get`], decoding the opened record with `decode` (see
+    /// [`Vault::open_with`]).
+    fn get_with<R>(
+        &self,
+        tenant: &TenantId,
+        table: Table,
+        key: &str,
+        decode: impl FnOnce(&[u8]) -> serde_json::Result<R>,
+    ) -> Result<Option<R>, VaultError> {
         self.kv
             .get(table, key)?
-            .map(|raw| self.open(tenant, table, key, &raw))
+            .map(|raw| self.open_with(tenant, table, key, &raw, decode))
             .transpose()
     }
 
@@ -303,15 +315,11 @@ impl Vault {
         version: Option<u64>,
         now_ms: u64,
     ) -> Result<SecretVersion, VaultError> {
-        let key = secret_key(tenant, path);
-        let raw = self
-            .kv
-            .get(Table::Secrets, &key)?
-            .ok_or(VaultError::NotFound)?;
         // Only the version read is decoded (see `SecretView`).
-        self.open_with(tenant, Table::Secrets, &key, &raw, |plain| {
+        self.get_with(tenant, Table::Secrets, &secret_key(tenant, path), |plain| {
             serde_json::from_slice::<SecretView<'_>>(plain).map(|view| view.read(version, now_ms))
         })?
+        .ok_or(VaultError::NotFound)?
     }
 
     /// Writes a new version. `cas`: `Some(0)` only if the secret has no
