@@ -103,6 +103,11 @@ impl Setup {
 
 /// The secret every read worker reads, seeded by the setup.
 pub(crate) const READ_PATH: &str = "/v1/secret/data/bench/prod/db";
+
+/// The KV v2 metadata path of [`READ_PATH`].
+fn read_metadata_path() -> String {
+    READ_PATH.replacen("/data/", "/metadata/", 1)
+}
 /// The seeded secret's data.
 pub(crate) fn seed_data() -> Value {
     json!({ "data": { "password": "bench-value", "user": "app" } })
@@ -201,7 +206,7 @@ pub(crate) async fn rampart_setup(
 /// `max_versions`, then writes it that many times.
 async fn rewrite_read_secret(s: &Setup, versions: u32, value_bytes: u32) -> Result<(), Failure> {
     let t = s.admin()?;
-    let metadata = READ_PATH.replacen("/data/", "/metadata/", 1);
+    let metadata = read_metadata_path();
     let max = json!({ "max_versions": versions });
     must(t.call("POST", &metadata, Some(&max)).await, "max_versions").await?;
     for v in 0..versions {
@@ -508,7 +513,7 @@ mod tests {
             r["data"]["metadata"]["version"], 4,
             "the seed and three more"
         );
-        let metadata = READ_PATH.replacen("/data/", "/metadata/", 1);
+        let metadata = read_metadata_path();
         let m = must(t.call("GET", &metadata, None).await, "metadata")
             .await
             .unwrap();
